@@ -1,0 +1,68 @@
+/**
+ * The `delete` action: containerd runs it after every task teardown and when a
+ * server died. It cleans up what a dead server may have left (the guest process,
+ * the rootfs mount, a stale socket) and answers a `DeleteResponse` on stdout.
+ *
+ * @module
+ */
+
+import { encodeDeleteResponse } from "../protocol/wire.ts";
+import { unmountAll } from "../task/mount.ts";
+import type { ShimFlags } from "./flags.ts";
+import { isListening, stripUnix } from "./socket_path.ts";
+
+/** Exit status reported for a task whose server is gone: 128 + SIGKILL. */
+export const DELETED_EXIT_STATUS = 137;
+
+/** The marker every guest runner has in its command line (see src/wasm/runner.ts). */
+export const GUEST_ACTION = "guest";
+
+async function readOptional(path: string): Promise<string> {
+  try {
+    return (await Deno.readTextFile(path)).trim();
+  } catch {
+    return "";
+  }
+}
+
+/** True if `pid` is a guest runner of this shim for task `id` (guards against pid reuse). */
+async function isOurGuest(pid: number, id: string): Promise<boolean> {
+  const cmdline = await readOptional(`/proc/${pid}/cmdline`);
+  const argv = cmdline.split("\0");
+  return argv.includes(GUEST_ACTION) && argv.includes(id);
+}
+
+/** Runs `delete`. Always answers; problems go to stderr, which containerd logs. */
+export async function deleteAction(flags: ShimFlags): Promise<number> {
+  const bundle = flags.bundle || Deno.cwd();
+  const problems: string[] = [];
+  const pid = Number(await readOptional(`${bundle}/init.pid`)) || 0;
+  if (pid > 0 && await isOurGuest(pid, flags.id)) {
+    try {
+      Deno.kill(pid, "SIGKILL");
+    } catch (err) {
+      problems.push(`killing guest ${pid}: ${(err as Error).message}`);
+    }
+  }
+  try {
+    unmountAll(`${bundle}/rootfs`);
+  } catch (err) {
+    problems.push((err as Error).message);
+  }
+  const address = stripUnix(await readOptional(`${bundle}/address`));
+  if (address !== "" && !(await isListening(address))) {
+    await Deno.remove(address).catch(() => {});
+  }
+  const ms = Date.now();
+  const seconds = Math.floor(ms / 1000);
+  const bytes = encodeDeleteResponse({
+    pid,
+    exit_status: DELETED_EXIT_STATUS,
+    exited_at: { seconds, nanos: (ms - seconds * 1000) * 1_000_000 },
+  });
+  await Deno.stdout.write(bytes);
+  if (problems.length > 0) {
+    await Deno.stderr.write(new TextEncoder().encode(problems.join("\n") + "\n"));
+  }
+  return 0;
+}

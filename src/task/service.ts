@@ -1,0 +1,394 @@
+/**
+ * The task service: containerd's task API as plain functions over a registry of
+ * tasks, free of any transport, so that the lifecycle can be tested without a
+ * server. The ttrpc binding lives in `task_api.ts`.
+ *
+ * One shim server may hold several tasks (the containers of one pod share it); each
+ * has its own state. Every task is one guest process (see `src/wasm/types.ts`).
+ *
+ * @module
+ */
+
+import { alreadyExists, invalidArgument, notFound, unimplemented } from "../protocol/status.ts";
+import type { Guest, GuestConfig } from "../wasm/types.ts";
+import type { OciSpec } from "./spec.ts";
+import type { MountSpec } from "./mount.ts";
+import { Status, type TaskStatus, transition } from "./state.ts";
+
+/** `google.protobuf.Timestamp`. */
+export interface Timestamp {
+  seconds: number;
+  nanos: number;
+}
+
+/** Converts a time to a Timestamp. */
+export function toTimestamp(date: Date): Timestamp {
+  const ms = date.getTime();
+  const seconds = Math.floor(ms / 1000);
+  return { seconds, nanos: (ms - seconds * 1000) * 1_000_000 };
+}
+
+/** Event topics and their message types (`containerd.events.*`). */
+export const Topic = {
+  CREATE: ["/tasks/create", "containerd.events.TaskCreate"],
+  START: ["/tasks/start", "containerd.events.TaskStart"],
+  EXIT: ["/tasks/exit", "containerd.events.TaskExit"],
+  DELETE: ["/tasks/delete", "containerd.events.TaskDelete"],
+  PAUSED: ["/tasks/paused", "containerd.events.TaskPaused"],
+  RESUMED: ["/tasks/resumed", "containerd.events.TaskResumed"],
+} as const;
+
+/** One topic/type pair of {@linkcode Topic}. */
+export type EventTopic = typeof Topic[keyof typeof Topic];
+
+/** What the service needs from the outside world; tests pass their own. */
+export interface TaskDeps {
+  /** Reads `<bundle>/config.json`. */
+  readSpec(bundle: string): Promise<OciSpec>;
+  /** Mounts the rootfs mounts onto `target`. */
+  mountRootfs(mounts: readonly MountSpec[], target: string): void;
+  /** Unmounts everything on `target`. */
+  unmountRootfs(target: string): void;
+  /** Prepares a guest (fails if it cannot run). */
+  createGuest(config: GuestConfig): Promise<Guest>;
+  /** Queues an event for containerd, in order. */
+  publish(topic: EventTopic, event: Record<string, unknown>): void;
+  /** Writes a small file in the bundle (the init pid, for the `delete` action). */
+  writeFile(path: string, text: string): Promise<void>;
+  /** The shim server's own pid. */
+  shimPid: number;
+  /** Directory for the guests' caches. */
+  cacheDir?: string;
+  /** Writes a line to the shim's log. */
+  log(line: string): void;
+}
+
+/** CreateTaskRequest, as decoded. */
+export interface CreateRequest {
+  id: string;
+  bundle: string;
+  rootfs: MountSpec[];
+  terminal: boolean;
+  stdin: string;
+  stdout: string;
+  stderr: string;
+  checkpoint: string;
+}
+
+/** The identity of a process in most requests. */
+export interface ProcessRef {
+  id: string;
+  exec_id: string;
+}
+
+/** KillRequest. */
+export interface KillRequest extends ProcessRef {
+  signal: number;
+  all: boolean;
+}
+
+/** StateResponse. */
+export interface StateResponse {
+  id: string;
+  bundle: string;
+  pid: number;
+  status: TaskStatus;
+  stdin: string;
+  stdout: string;
+  stderr: string;
+  terminal: boolean;
+  exit_status: number;
+  exited_at?: Timestamp;
+  exec_id: string;
+}
+
+/** The exit of a task: WaitResponse / DeleteResponse fields. */
+export interface ExitInfo {
+  pid: number;
+  exit_status: number;
+  exited_at: Timestamp;
+}
+
+/** SIGSTOP and SIGCONT, used for Pause and Resume. */
+const SIGSTOP = 19;
+const SIGCONT = 18;
+
+/** One container's task. */
+class Task {
+  readonly id: string;
+  readonly bundle: string;
+  readonly rootfs: string;
+  readonly io: { stdin: string; stdout: string; stderr: string };
+  readonly guest: Guest;
+  status: TaskStatus = Status.CREATED;
+  exitStatus = 0;
+  exitedAt?: Timestamp;
+  /** Resolves once the task has stopped and its exit is recorded. */
+  readonly stopped: Promise<void>;
+  /** Set when Delete removes a task that never started: no TaskExit for it. */
+  deleting = false;
+  /** Resolves once TaskStart is queued (or Start failed), so TaskExit comes after it. */
+  startQueued: Promise<void> = Promise.resolve();
+
+  #markStopped!: () => void;
+
+  constructor(
+    id: string,
+    bundle: string,
+    rootfs: string,
+    io: { stdin: string; stdout: string; stderr: string },
+    guest: Guest,
+  ) {
+    this.id = id;
+    this.bundle = bundle;
+    this.rootfs = rootfs;
+    this.io = io;
+    this.guest = guest;
+    this.stopped = new Promise((resolve) => this.#markStopped = resolve);
+  }
+
+  get pid(): number {
+    return this.guest.pid;
+  }
+
+  /** Records the exit; called once. */
+  recordExit(status: number, at: Date): void {
+    this.status = transition(this.id, this.status, "exit") as TaskStatus;
+    this.exitStatus = status;
+    this.exitedAt = toTimestamp(at);
+    this.#markStopped();
+  }
+
+  exitInfo(): ExitInfo {
+    return {
+      pid: this.pid,
+      exit_status: this.exitStatus,
+      exited_at: this.exitedAt ?? toTimestamp(new Date(0)),
+    };
+  }
+}
+
+/** The task API over a registry of tasks. */
+export class TaskService {
+  #deps: TaskDeps;
+  #tasks = new Map<string, Task>();
+  /** Ids being created, so that two Creates for one id cannot race. */
+  #creating = new Set<string>();
+  #emptied: (() => void) | undefined;
+
+  /** Creates a service that uses `deps` for everything outside the process. */
+  constructor(deps: TaskDeps) {
+    this.#deps = deps;
+  }
+
+  /** Number of tasks held (created and not yet deleted). */
+  get size(): number {
+    return this.#tasks.size + this.#creating.size;
+  }
+
+  /** The pids of all live guests (for cleanup on server exit). */
+  pids(): number[] {
+    return [...this.#tasks.values()].filter((t) => t.status !== Status.STOPPED).map((t) => t.pid);
+  }
+
+  #get(ref: { id: string; exec_id?: string }): Task {
+    const task = this.#tasks.get(ref.id);
+    if (task === undefined) throw notFound(`task ${ref.id} not created`);
+    if (ref.exec_id) throw notFound(`exec ${ref.exec_id} of task ${ref.id}`);
+    return task;
+  }
+
+  /** Create: mounts the rootfs, prepares the guest, publishes TaskCreate. */
+  async create(req: CreateRequest): Promise<{ pid: number }> {
+    if (req.id === "") throw invalidArgument("task id is empty");
+    if (this.#tasks.has(req.id) || this.#creating.has(req.id)) {
+      throw alreadyExists(`task ${req.id}`);
+    }
+    if (req.terminal) {
+      throw invalidArgument(`task ${req.id}: a terminal (tty) is not supported for wasm guests`);
+    }
+    if (req.checkpoint) throw unimplemented(`task ${req.id}: restoring from a checkpoint`);
+    this.#creating.add(req.id);
+    try {
+      const spec = await this.#deps.readSpec(req.bundle);
+      const rootfs = spec.root.path.startsWith("/")
+        ? spec.root.path
+        : `${req.bundle}/${spec.root.path}`;
+      if (req.rootfs.length > 0) this.#deps.mountRootfs(req.rootfs, rootfs);
+      let guest: Guest;
+      try {
+        guest = await this.#deps.createGuest({
+          id: req.id,
+          rootfs,
+          args: spec.process.args,
+          env: spec.process.env,
+          cwd: spec.process.cwd,
+          stdin: req.stdin,
+          stdout: req.stdout,
+          stderr: req.stderr,
+          netns: spec.netns,
+          cacheDir: this.#deps.cacheDir,
+        });
+      } catch (err) {
+        if (req.rootfs.length > 0) this.#deps.unmountRootfs(rootfs);
+        throw err;
+      }
+      const io = { stdin: req.stdin, stdout: req.stdout, stderr: req.stderr };
+      const task = new Task(req.id, req.bundle, rootfs, io, guest);
+      this.#tasks.set(req.id, task);
+      await this.#deps.writeFile(`${req.bundle}/init.pid`, String(guest.pid)).catch((err) =>
+        this.#deps.log(`task ${req.id}: cannot write init.pid: ${err.message}`)
+      );
+      this.#deps.publish(Topic.CREATE, {
+        container_id: req.id,
+        bundle: req.bundle,
+        rootfs: req.rootfs,
+        io: { ...io, terminal: false },
+        pid: guest.pid,
+      });
+      guest.exited.then((status) => this.#onExit(task, status));
+      return { pid: guest.pid };
+    } finally {
+      this.#creating.delete(req.id);
+    }
+  }
+
+  async #onExit(task: Task, status: number): Promise<void> {
+    await task.startQueued;
+    task.recordExit(status, new Date());
+    this.#deps.log(`task ${task.id}: exited with status ${status}`);
+    if (task.deleting) return;
+    this.#deps.publish(Topic.EXIT, {
+      container_id: task.id,
+      id: task.id,
+      pid: task.pid,
+      exit_status: task.exitStatus,
+      exited_at: task.exitedAt,
+    });
+  }
+
+  /** Start: lets the guest run; TaskStart is queued before this returns. */
+  async start(ref: ProcessRef): Promise<{ pid: number }> {
+    const task = this.#get(ref);
+    task.status = transition(task.id, task.status, "start") as TaskStatus;
+    let queued!: () => void;
+    task.startQueued = new Promise((resolve) => queued = resolve);
+    try {
+      await task.guest.start();
+      this.#deps.publish(Topic.START, { container_id: task.id, pid: task.pid });
+    } finally {
+      queued();
+    }
+    return { pid: task.pid };
+  }
+
+  /** State of a task. */
+  state(ref: ProcessRef): StateResponse {
+    const task = this.#get(ref);
+    return {
+      id: task.id,
+      bundle: task.bundle,
+      pid: task.pid,
+      status: task.status,
+      ...task.io,
+      terminal: false,
+      exit_status: task.exitStatus,
+      exited_at: task.exitedAt,
+      exec_id: "",
+    };
+  }
+
+  /** Wait: resolves when the task has stopped. */
+  async wait(ref: ProcessRef): Promise<{ exit_status: number; exited_at: Timestamp }> {
+    const task = this.#get(ref);
+    await task.stopped;
+    const { exit_status, exited_at } = task.exitInfo();
+    return { exit_status, exited_at };
+  }
+
+  /** Kill: signals the guest. A stopped task answers NOT_FOUND, as runc does. */
+  kill(req: KillRequest): void {
+    const task = this.#get(req);
+    if (task.status === Status.STOPPED) {
+      throw notFound(`task ${task.id}: process already finished`);
+    }
+    task.guest.kill(req.signal);
+  }
+
+  /** Delete: removes a created or stopped task and returns its exit. */
+  async delete(ref: ProcessRef): Promise<ExitInfo> {
+    const task = this.#get(ref);
+    transition(task.id, task.status, "delete");
+    this.#tasks.delete(task.id);
+    if (task.status === Status.CREATED) {
+      // Never started: end the waiting guest; containerd expects no TaskExit then.
+      task.deleting = true;
+      task.guest.kill(9);
+      await task.stopped;
+    }
+    try {
+      this.#deps.unmountRootfs(task.rootfs);
+    } catch (err) {
+      this.#deps.log(`task ${task.id}: unmounting ${task.rootfs}: ${(err as Error).message}`);
+    }
+    const info = task.exitInfo();
+    this.#deps.publish(Topic.DELETE, {
+      container_id: task.id,
+      pid: info.pid,
+      exit_status: info.exit_status,
+      exited_at: info.exited_at,
+      id: "",
+    });
+    if (this.size === 0) this.#emptied?.();
+    return info;
+  }
+
+  /** Pids: the one process of a wasm task. */
+  listPids(ref: { id: string }): { processes: { pid: number }[] } {
+    const task = this.#get({ id: ref.id, exec_id: "" });
+    return { processes: task.status === Status.STOPPED ? [] : [{ pid: task.pid }] };
+  }
+
+  /** Pause: stops the guest process (SIGSTOP). */
+  pause(ref: { id: string }): void {
+    const task = this.#get({ id: ref.id, exec_id: "" });
+    task.status = transition(task.id, task.status, "pause") as TaskStatus;
+    task.guest.kill(SIGSTOP);
+    this.#deps.publish(Topic.PAUSED, { container_id: task.id });
+  }
+
+  /** Resume: continues a paused guest (SIGCONT). */
+  resume(ref: { id: string }): void {
+    const task = this.#get({ id: ref.id, exec_id: "" });
+    task.status = transition(task.id, task.status, "resume") as TaskStatus;
+    task.guest.kill(SIGCONT);
+    this.#deps.publish(Topic.RESUMED, { container_id: task.id });
+  }
+
+  /**
+   * CloseIO: the guest reads its stdin FIFO itself, so it sees EOF as soon as the
+   * client closes its end; there is no shim-side copy to close.
+   */
+  closeIO(ref: ProcessRef): void {
+    this.#get(ref);
+  }
+
+  /** Connect: the shim's pid and the task's. */
+  connect(ref: { id: string }): { shim_pid: number; task_pid: number } {
+    const task = this.#tasks.get(ref.id);
+    return { shim_pid: this.#deps.shimPid, task_pid: task?.pid ?? 0 };
+  }
+
+  /** Resolves when the last task is deleted (immediately if there is none). */
+  whenEmpty(): Promise<void> {
+    if (this.size === 0) return Promise.resolve();
+    return new Promise((resolve) => this.#emptied = resolve);
+  }
+
+  /** Kills every guest still running (server exit). */
+  killAll(): void {
+    for (const task of this.#tasks.values()) {
+      if (task.status !== Status.STOPPED) task.guest.kill(9);
+    }
+  }
+}

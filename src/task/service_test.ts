@@ -1,0 +1,176 @@
+import assert from "node:assert/strict";
+import { Code, RpcError } from "../protocol/status.ts";
+import type { Guest, GuestConfig } from "../wasm/types.ts";
+import { type EventTopic, type TaskDeps, TaskService } from "./service.ts";
+import { Status } from "./state.ts";
+
+/** A stand-in guest process whose exit the test controls. */
+class FakeGuest implements Guest {
+  readonly pid: number;
+  readonly signals: number[] = [];
+  started = false;
+  readonly exited: Promise<number>;
+  exit!: (status: number) => void;
+  constructor(pid: number) {
+    this.pid = pid;
+    this.exited = new Promise((resolve) => this.exit = resolve);
+  }
+  start(): Promise<void> {
+    this.started = true;
+    return Promise.resolve();
+  }
+  kill(signal: number): void {
+    this.signals.push(signal);
+    if (signal === 9 || signal === 15) this.exit(128 + signal);
+  }
+}
+
+function setup(opts: { failGuest?: string } = {}) {
+  const events: string[] = [];
+  const mounts: string[] = [];
+  const guests: FakeGuest[] = [];
+  const configs: GuestConfig[] = [];
+  const deps: TaskDeps = {
+    readSpec: () =>
+      Promise.resolve({
+        process: { args: ["/app.wasm"], env: ["A=1"], cwd: "/", terminal: false },
+        root: { path: "rootfs", readonly: false },
+        annotations: {},
+      }),
+    mountRootfs: (_m, target) => void mounts.push(`mount ${target}`),
+    unmountRootfs: (target) => void mounts.push(`umount ${target}`),
+    createGuest: (config) => {
+      if (opts.failGuest) {
+        return Promise.reject(new RpcError(Code.INVALID_ARGUMENT, opts.failGuest));
+      }
+      configs.push(config);
+      const g = new FakeGuest(1000 + guests.length);
+      guests.push(g);
+      return Promise.resolve(g);
+    },
+    publish: (topic: EventTopic, event) => void events.push(`${topic[0]} ${event.container_id}`),
+    writeFile: () => Promise.resolve(),
+    shimPid: 42,
+    log: () => {},
+  };
+  return { service: new TaskService(deps), events, mounts, guests, configs };
+}
+
+const create = (id: string) => ({
+  id,
+  bundle: `/b/${id}`,
+  rootfs: [{ type: "bind", source: "/snap", options: ["rbind"] }],
+  terminal: false,
+  stdin: "",
+  stdout: "/fifo/out",
+  stderr: "/fifo/err",
+  checkpoint: "",
+});
+const ref = (id: string) => ({ id, exec_id: "" });
+const tick = () => new Promise((r) => setTimeout(r, 0));
+
+Deno.test("the whole lifecycle publishes create, start, exit, delete in order", async () => {
+  const { service, events, mounts, guests, configs } = setup();
+  assert.deepEqual(await service.create(create("t1")), { pid: 1000 });
+  assert.equal(configs[0].rootfs, "/b/t1/rootfs");
+  assert.equal(service.state(ref("t1")).status, Status.CREATED);
+  const waited = service.wait(ref("t1"));
+  await service.start(ref("t1"));
+  assert.equal(service.state(ref("t1")).status, Status.RUNNING);
+  guests[0].exit(7);
+  assert.equal((await waited).exit_status, 7);
+  const state = service.state(ref("t1"));
+  assert.equal(state.status, Status.STOPPED);
+  assert.equal(state.exit_status, 7);
+  assert.ok(state.exited_at);
+  assert.deepEqual(await service.delete(ref("t1")).then((d) => d.exit_status), 7);
+  assert.deepEqual(events, [
+    "/tasks/create t1",
+    "/tasks/start t1",
+    "/tasks/exit t1",
+    "/tasks/delete t1",
+  ]);
+  assert.deepEqual(mounts, ["mount /b/t1/rootfs", "umount /b/t1/rootfs"]);
+  assert.equal(service.size, 0);
+});
+
+Deno.test("an instant exit still publishes start before exit", async () => {
+  const { service, events, guests } = setup();
+  await service.create(create("t1"));
+  guests[0].start = () => {
+    guests[0].exit(0);
+    return new Promise((r) => setTimeout(r, 5));
+  };
+  await service.start(ref("t1"));
+  await service.wait(ref("t1"));
+  assert.deepEqual(events.slice(1), ["/tasks/start t1", "/tasks/exit t1"]);
+});
+
+Deno.test("unknown ids are NOT_FOUND, bad transitions FAILED_PRECONDITION", async () => {
+  const { service, guests } = setup();
+  const code = (fn: () => unknown) =>
+    Promise.resolve().then(fn).then(() => -1, (e) => (e as RpcError).code);
+  assert.equal(await code(() => service.state(ref("nope"))), Code.NOT_FOUND);
+  assert.equal(await code(() => service.start(ref("nope"))), Code.NOT_FOUND);
+  await service.create(create("t1"));
+  assert.equal(await code(() => service.create(create("t1"))), Code.ALREADY_EXISTS);
+  assert.equal(await code(() => service.state({ id: "t1", exec_id: "e1" })), Code.NOT_FOUND);
+  await service.start(ref("t1"));
+  assert.equal(await code(() => service.start(ref("t1"))), Code.FAILED_PRECONDITION);
+  assert.equal(await code(() => service.delete(ref("t1"))), Code.FAILED_PRECONDITION);
+  guests[0].exit(0);
+  await service.wait(ref("t1"));
+  assert.equal(
+    await code(() => service.kill({ ...ref("t1"), signal: 9, all: false })),
+    Code.NOT_FOUND,
+  );
+});
+
+Deno.test("kill ends a running task with 128+signal; pause and resume signal the guest", async () => {
+  const { service, guests, events } = setup();
+  await service.create(create("t1"));
+  await service.start(ref("t1"));
+  service.pause({ id: "t1" });
+  assert.equal(service.state(ref("t1")).status, Status.PAUSED);
+  service.resume({ id: "t1" });
+  service.kill({ ...ref("t1"), signal: 15, all: true });
+  assert.equal((await service.wait(ref("t1"))).exit_status, 143);
+  assert.deepEqual(guests[0].signals, [19, 18, 15]);
+  assert.ok(events.includes("/tasks/paused t1") && events.includes("/tasks/resumed t1"));
+});
+
+Deno.test("deleting a created task kills its guest and publishes no exit", async () => {
+  const { service, guests, events } = setup();
+  await service.create(create("t1"));
+  const info = await service.delete(ref("t1"));
+  await tick();
+  assert.equal(info.exit_status, 137);
+  assert.deepEqual(guests[0].signals, [9]);
+  assert.deepEqual(events, ["/tasks/create t1", "/tasks/delete t1"]);
+});
+
+Deno.test("a guest that cannot run fails Create and leaves nothing mounted", async () => {
+  const { service, mounts, events } = setup({ failGuest: "module /x.wasm not found" });
+  await assert.rejects(() => service.create(create("t1")), /module \/x.wasm not found/);
+  assert.deepEqual(mounts, ["mount /b/t1/rootfs", "umount /b/t1/rootfs"]);
+  assert.deepEqual(events, []);
+  assert.equal(service.size, 0);
+  await assert.rejects(() => service.create({ ...create("t2"), terminal: true }), /terminal/);
+});
+
+Deno.test("whenEmpty resolves after the last delete", async () => {
+  const { service, guests } = setup();
+  await service.create(create("a"));
+  await service.create(create("b"));
+  let emptied = false;
+  service.whenEmpty().then(() => emptied = true);
+  guests[0].exit(0);
+  guests[1].exit(0);
+  await service.wait(ref("a"));
+  await service.delete(ref("a"));
+  await tick();
+  assert.equal(emptied, false);
+  await service.delete(ref("b"));
+  await tick();
+  assert.equal(emptied, true);
+});

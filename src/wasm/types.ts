@@ -1,0 +1,49 @@
+/**
+ * The contract between the task service and wasm execution.
+ *
+ * The task service (src/task) owns the lifecycle; it asks this layer to prepare a
+ * guest at Create (so that a guest that cannot run fails Create with a clear error),
+ * to start it at Start, to signal it at Kill, and waits on it for the exit status.
+ *
+ * Every guest runs in its own child process ("guest runner"), so that SIGKILL ends
+ * even a guest stuck in an infinite loop, stdio FIFOs are closed by the kernel on
+ * exit, and the guest's host code holds only the Deno permissions it needs.
+ *
+ * @module
+ */
+
+/** What the OCI spec and Create request say about one guest. */
+export interface GuestConfig {
+  /** Container id (for logs and error messages). */
+  id: string;
+  /** Absolute host path of the mounted container root (`<bundle>/rootfs`). */
+  rootfs: string;
+  /** `process.args` from the OCI spec; `args[0]` names the module, optionally `path#func`. */
+  args: string[];
+  /** `process.env` from the OCI spec, as `KEY=VALUE` strings: the only env the guest sees. */
+  env: string[];
+  /** `process.cwd` from the OCI spec (a path inside the container), default `/`. */
+  cwd: string;
+  /** Host path of the stdin FIFO, or "" for none. */
+  stdin: string;
+  /** Host path of the stdout FIFO, or "" for none. */
+  stdout: string;
+  /** Host path of the stderr FIFO, or "" for none. */
+  stderr: string;
+  /** Path of a network namespace to run in (from `linux.namespaces`), if any. */
+  netns?: string;
+  /** Directory where the runner may keep caches (transpiled components, …). */
+  cacheDir?: string;
+}
+
+/** A prepared or running guest. */
+export interface Guest {
+  /** Host pid of the process that runs the guest. */
+  readonly pid: number;
+  /** Lets a prepared guest run. Resolves once it runs. */
+  start(): Promise<void>;
+  /** Delivers a signal (a number, as in KillRequest) to the guest. */
+  kill(signal: number): void;
+  /** Resolves with the exit status: the guest's own code, or 128+N when killed by signal N. */
+  readonly exited: Promise<number>;
+}

@@ -1,0 +1,675 @@
+/**
+ * A tiny hand-written protobuf writer and reader with no protobufjs dependency,
+ * and the few fixed messages that must be encoded without loading protobufjs:
+ * the `delete` action's `DeleteResponse`, the `-info` action's `RuntimeInfo`,
+ * `google.protobuf.Any`/`Timestamp`, and the ttrpc `Request`/`Response` envelope
+ * used on every call.
+ *
+ * Writers follow proto3 rules: scalar fields holding their default value (0, "",
+ * false, empty bytes) are omitted; sub-messages are written whenever present.
+ *
+ * @module
+ */
+
+/** Protobuf wire types (the low three bits of a field tag). */
+export const WireType = {
+  VARINT: 0,
+  FIXED64: 1,
+  LEN: 2,
+  START_GROUP: 3,
+  END_GROUP: 4,
+  FIXED32: 5,
+} as const;
+
+/** One of the {@linkcode WireType} values. */
+export type WireTypeValue = typeof WireType[keyof typeof WireType];
+
+/** Largest value of a `uint32` field. */
+const UINT32_MAX = 0xffff_ffff;
+/** 2^32, to split and join 64-bit values held in two 32-bit halves. */
+const TWO_POW_32 = 0x1_0000_0000;
+/** A varint never has more than ten bytes. */
+const VARINT_MAX_BYTES = 10;
+/** Varint continuation bit. */
+const VARINT_MORE = 0x80;
+/** Varint payload bits per byte. */
+const VARINT_MASK = 0x7f;
+/** Field numbers are 29 bits; 0 is invalid. */
+const FIELD_NUMBER_MAX = 0x1fff_ffff;
+/** Bits of a tag holding the wire type. */
+const TAG_TYPE_BITS = 3;
+/** Mask of the wire type within a tag. */
+const TAG_TYPE_MASK = 0x7;
+/** Initial capacity of a {@linkcode ProtoWriter}. */
+const WRITER_INITIAL_CAPACITY = 64;
+
+const utf8Encoder = new TextEncoder();
+const utf8Decoder = new TextDecoder("utf-8", { fatal: true, ignoreBOM: true });
+
+/** A protobuf message could not be decoded: truncated, bad tag, wrong wire type or bad UTF-8. */
+export class ProtoDecodeError extends Error {
+  /** Creates the error with a message saying what is wrong and where. */
+  constructor(message: string) {
+    super(message);
+    this.name = "ProtoDecodeError";
+  }
+}
+
+/** Appends protobuf fields to a growing buffer. Every method returns `this` for chaining. */
+export class ProtoWriter {
+  #buf: Uint8Array = new Uint8Array(WRITER_INITIAL_CAPACITY);
+  #len = 0;
+
+  #reserve(extra: number): void {
+    const needed = this.#len + extra;
+    if (needed <= this.#buf.length) return;
+    let capacity = this.#buf.length * 2;
+    while (capacity < needed) capacity *= 2;
+    const grown = new Uint8Array(capacity);
+    grown.set(this.#buf.subarray(0, this.#len));
+    this.#buf = grown;
+  }
+
+  #varint(value: number | bigint): void {
+    this.#reserve(VARINT_MAX_BYTES);
+    if (typeof value === "number" && value >= 0) {
+      if (!Number.isSafeInteger(value)) {
+        throw new RangeError(`varint value ${value} is not a safe non-negative integer`);
+      }
+      while (value > VARINT_MASK) {
+        this.#buf[this.#len++] = (value % 128) | VARINT_MORE;
+        value = Math.floor(value / 128);
+      }
+      this.#buf[this.#len++] = value;
+      return;
+    }
+    if (typeof value === "number" && !Number.isSafeInteger(value)) {
+      throw new RangeError(`varint value ${value} is not a safe integer`);
+    }
+    // Negative numbers and bigints: 64-bit two's complement, always ten bytes when negative.
+    let big = BigInt.asUintN(64, BigInt(value));
+    while (big > 0x7fn) {
+      this.#buf[this.#len++] = Number(big & 0x7fn) | VARINT_MORE;
+      big >>= 7n;
+    }
+    this.#buf[this.#len++] = Number(big);
+  }
+
+  #bytesRaw(bytes: Uint8Array): void {
+    this.#varint(bytes.length);
+    this.#reserve(bytes.length);
+    this.#buf.set(bytes, this.#len);
+    this.#len += bytes.length;
+  }
+
+  /** Writes a field tag. Throws RangeError for a field number outside 1..2^29-1. */
+  tag(field: number, wireType: WireTypeValue): this {
+    if (!Number.isInteger(field) || field < 1 || field > FIELD_NUMBER_MAX) {
+      throw new RangeError(`field number ${field} is outside 1..${FIELD_NUMBER_MAX}`);
+    }
+    this.#varint(field * (1 << TAG_TYPE_BITS) + wireType);
+    return this;
+  }
+
+  /** Writes a `uint32` field unless it is 0. Throws RangeError outside 0..2^32-1. */
+  uint32(field: number, value: number): this {
+    if (!Number.isInteger(value) || value < 0 || value > UINT32_MAX) {
+      throw new RangeError(`uint32 field ${field}: ${value} is outside 0..${UINT32_MAX}`);
+    }
+    if (value !== 0) this.tag(field, WireType.VARINT).#varint(value);
+    return this;
+  }
+
+  /** Writes an `int32` field unless it is 0 (negative values take ten bytes, as in Go). */
+  int32(field: number, value: number): this {
+    if (!Number.isInteger(value) || value < -0x8000_0000 || value > 0x7fff_ffff) {
+      throw new RangeError(`int32 field ${field}: ${value} is outside the int32 range`);
+    }
+    if (value !== 0) this.tag(field, WireType.VARINT).#varint(value);
+    return this;
+  }
+
+  /** Writes an `int64` field unless it is 0. Numbers must be safe integers. */
+  int64(field: number, value: number | bigint): this {
+    if (value !== 0 && value !== 0n) this.tag(field, WireType.VARINT).#varint(value);
+    return this;
+  }
+
+  /** Writes a `bool` field unless it is false. */
+  bool(field: number, value: boolean): this {
+    if (value) this.tag(field, WireType.VARINT).#varint(1);
+    return this;
+  }
+
+  /** Writes a `string` field (UTF-8) unless it is empty. */
+  string(field: number, value: string): this {
+    if (value !== "") this.tag(field, WireType.LEN).#bytesRaw(utf8Encoder.encode(value));
+    return this;
+  }
+
+  /** Writes a `bytes` field unless it is empty. */
+  bytes(field: number, value: Uint8Array): this {
+    if (value.length !== 0) this.tag(field, WireType.LEN).#bytesRaw(value);
+    return this;
+  }
+
+  /** Writes an encoded sub-message; it is written (even when empty) unless `encoded` is undefined. */
+  message(field: number, encoded: Uint8Array | undefined): this {
+    if (encoded !== undefined) this.tag(field, WireType.LEN).#bytesRaw(encoded);
+    return this;
+  }
+
+  /** Writes a `fixed32` field unless it is 0. */
+  fixed32(field: number, value: number): this {
+    if (value === 0) return this;
+    this.tag(field, WireType.FIXED32).#reserve(4);
+    new DataView(this.#buf.buffer).setUint32(this.#len, value >>> 0, true);
+    this.#len += 4;
+    return this;
+  }
+
+  /** Writes a `fixed64` field unless it is 0. */
+  fixed64(field: number, value: bigint): this {
+    if (value === 0n) return this;
+    this.tag(field, WireType.FIXED64).#reserve(8);
+    new DataView(this.#buf.buffer).setBigUint64(this.#len, BigInt.asUintN(64, value), true);
+    this.#len += 8;
+    return this;
+  }
+
+  /** The bytes written so far (a copy sized exactly). */
+  finish(): Uint8Array {
+    return this.#buf.slice(0, this.#len);
+  }
+}
+
+/** A field tag read by {@linkcode ProtoReader.next}. */
+export interface FieldTag {
+  /** Field number (1..2^29-1). */
+  field: number;
+  /** Wire type of the value that follows. */
+  wireType: number;
+}
+
+/**
+ * Reads protobuf fields from a buffer. Loop with {@linkcode ProtoReader.next}, then
+ * read the value with the method matching the field's type or {@linkcode ProtoReader.skip}
+ * it. Every malformation throws {@linkcode ProtoDecodeError}.
+ */
+export class ProtoReader {
+  readonly #buf: Uint8Array;
+  #pos = 0;
+  #lo = 0;
+  #hi = 0;
+
+  /** Creates a reader over `bytes` (not copied). */
+  constructor(bytes: Uint8Array) {
+    this.#buf = bytes;
+  }
+
+  /** Reads the next field tag, or returns undefined at the end of the buffer. */
+  next(): FieldTag | undefined {
+    if (this.#pos >= this.#buf.length) return undefined;
+    const at = this.#pos;
+    const tag = this.uint32();
+    const field = tag >>> TAG_TYPE_BITS;
+    const wireType = tag & TAG_TYPE_MASK;
+    if (field === 0) throw new ProtoDecodeError(`invalid field number 0 at offset ${at}`);
+    if (wireType > WireType.FIXED32) {
+      throw new ProtoDecodeError(
+        `invalid wire type ${wireType} for field ${field} at offset ${at}`,
+      );
+    }
+    return { field, wireType };
+  }
+
+  /** Reads a varint into the two 32-bit halves `#lo`/`#hi`. */
+  #varint(): void {
+    const start = this.#pos;
+    let lo = 0;
+    let hi = 0;
+    for (let i = 0; i < VARINT_MAX_BYTES; i++) {
+      if (this.#pos >= this.#buf.length) {
+        throw new ProtoDecodeError(`truncated varint at offset ${start}`);
+      }
+      const b = this.#buf[this.#pos++];
+      const bits = b & VARINT_MASK;
+      if (i < 4) lo |= bits << (7 * i);
+      else if (i === 4) {
+        lo |= bits << 28;
+        hi |= bits >>> 4;
+      } else hi |= bits << (7 * i - 32);
+      if ((b & VARINT_MORE) === 0) {
+        this.#lo = lo >>> 0;
+        this.#hi = hi >>> 0;
+        return;
+      }
+    }
+    throw new ProtoDecodeError(`varint longer than ${VARINT_MAX_BYTES} bytes at offset ${start}`);
+  }
+
+  /** Reads a `uint32` (the low 32 bits of a varint). */
+  uint32(): number {
+    this.#varint();
+    return this.#lo;
+  }
+
+  /** Reads an `int32`. */
+  int32(): number {
+    this.#varint();
+    return this.#lo | 0;
+  }
+
+  /** Reads a `uint64` as a number (exact up to 2^53). */
+  uint64(): number {
+    this.#varint();
+    return this.#hi * TWO_POW_32 + this.#lo;
+  }
+
+  /** Reads an `int64` as a number (exact within ±2^53). */
+  int64(): number {
+    this.#varint();
+    if (this.#hi <= 0x7fff_ffff) return this.#hi * TWO_POW_32 + this.#lo;
+    return Number(BigInt.asIntN(64, (BigInt(this.#hi) << 32n) | BigInt(this.#lo)));
+  }
+
+  /** Reads a `bool`. */
+  bool(): boolean {
+    this.#varint();
+    return this.#lo !== 0 || this.#hi !== 0;
+  }
+
+  /** Reads a length-delimited value as a view into the input (not a copy). */
+  bytes(): Uint8Array {
+    const at = this.#pos;
+    const length = this.uint64();
+    if (length > this.#buf.length - this.#pos) {
+      throw new ProtoDecodeError(
+        `length ${length} at offset ${at} runs past the end of the ${this.#buf.length}-byte message`,
+      );
+    }
+    const view = this.#buf.subarray(this.#pos, this.#pos + length);
+    this.#pos += length;
+    return view;
+  }
+
+  /** Reads a `string`; invalid UTF-8 is an error (as in Go's protobuf). */
+  string(): string {
+    const at = this.#pos;
+    const bytes = this.bytes();
+    try {
+      return utf8Decoder.decode(bytes);
+    } catch {
+      throw new ProtoDecodeError(`invalid UTF-8 in string at offset ${at}`);
+    }
+  }
+
+  #fixed(size: number): DataView {
+    if (size > this.#buf.length - this.#pos) {
+      throw new ProtoDecodeError(`truncated ${size}-byte fixed value at offset ${this.#pos}`);
+    }
+    const view = new DataView(this.#buf.buffer, this.#buf.byteOffset + this.#pos, size);
+    this.#pos += size;
+    return view;
+  }
+
+  /** Reads a `fixed32`. */
+  fixed32(): number {
+    return this.#fixed(4).getUint32(0, true);
+  }
+
+  /** Reads a `fixed64`. */
+  fixed64(): bigint {
+    return this.#fixed(8).getBigUint64(0, true);
+  }
+
+  /** Skips a value of `wireType` (groups are not supported: proto3 never uses them). */
+  skip(wireType: number): void {
+    switch (wireType) {
+      case WireType.VARINT:
+        this.#varint();
+        return;
+      case WireType.FIXED64:
+        this.#fixed(8);
+        return;
+      case WireType.LEN:
+        this.bytes();
+        return;
+      case WireType.FIXED32:
+        this.#fixed(4);
+        return;
+      default:
+        throw new ProtoDecodeError(`cannot skip wire type ${wireType} at offset ${this.#pos}`);
+    }
+  }
+}
+
+/** Throws unless a known field arrived with the wire type its declaration implies. */
+function expectWireType(tag: FieldTag, want: WireTypeValue, message: string): void {
+  if (tag.wireType !== want) {
+    throw new ProtoDecodeError(
+      `${message} field ${tag.field} has wire type ${tag.wireType}, want ${want}`,
+    );
+  }
+}
+
+/** `google.protobuf.Timestamp`. */
+export interface Timestamp {
+  /** Seconds since the Unix epoch. */
+  seconds: number;
+  /** Nanoseconds within the second (0..999 999 999). */
+  nanos: number;
+}
+
+/** `google.protobuf.Any`. containerd uses bare full names as `type_url`. */
+export interface Any {
+  /** Full message name, e.g. `containerd.events.TaskExit`. */
+  type_url: string;
+  /** The serialized message. */
+  value: Uint8Array;
+}
+
+/** Largest valid `Timestamp.nanos`. */
+const NANOS_MAX = 999_999_999;
+
+/** Field numbers of `google.protobuf.Timestamp`. */
+const TimestampField = { SECONDS: 1, NANOS: 2 } as const;
+/** Field numbers of `google.protobuf.Any`. */
+const AnyField = { TYPE_URL: 1, VALUE: 2 } as const;
+
+/** Converts milliseconds since the epoch (e.g. `Date.now()`) to a {@linkcode Timestamp}. */
+export function timestampFromMillis(millis: number): Timestamp {
+  const seconds = Math.floor(millis / 1000);
+  const nanos = Math.min(NANOS_MAX, Math.round((millis - seconds * 1000) * 1e6));
+  return { seconds, nanos };
+}
+
+/** Encodes a `google.protobuf.Timestamp`. */
+export function encodeTimestamp(ts: Timestamp): Uint8Array {
+  return new ProtoWriter()
+    .int64(TimestampField.SECONDS, ts.seconds)
+    .int32(TimestampField.NANOS, ts.nanos)
+    .finish();
+}
+
+/** Decodes a `google.protobuf.Timestamp`; unknown fields are skipped. */
+export function decodeTimestamp(bytes: Uint8Array): Timestamp {
+  const r = new ProtoReader(bytes);
+  const ts: Timestamp = { seconds: 0, nanos: 0 };
+  for (let tag = r.next(); tag; tag = r.next()) {
+    if (tag.field === TimestampField.SECONDS) {
+      expectWireType(tag, WireType.VARINT, "Timestamp");
+      ts.seconds = r.int64();
+    } else if (tag.field === TimestampField.NANOS) {
+      expectWireType(tag, WireType.VARINT, "Timestamp");
+      ts.nanos = r.int32();
+    } else r.skip(tag.wireType);
+  }
+  return ts;
+}
+
+/** Encodes a `google.protobuf.Any`. */
+export function encodeAny(any: Any): Uint8Array {
+  return new ProtoWriter()
+    .string(AnyField.TYPE_URL, any.type_url)
+    .bytes(AnyField.VALUE, any.value)
+    .finish();
+}
+
+/** Decodes a `google.protobuf.Any` (e.g. runtime options on `start`'s stdin); `value` is a copy. */
+export function decodeAny(bytes: Uint8Array): Any {
+  const r = new ProtoReader(bytes);
+  const any: Any = { type_url: "", value: new Uint8Array(0) };
+  for (let tag = r.next(); tag; tag = r.next()) {
+    if (tag.field === AnyField.TYPE_URL) {
+      expectWireType(tag, WireType.LEN, "Any");
+      any.type_url = r.string();
+    } else if (tag.field === AnyField.VALUE) {
+      expectWireType(tag, WireType.LEN, "Any");
+      any.value = r.bytes().slice();
+    } else r.skip(tag.wireType);
+  }
+  return any;
+}
+
+/** Fields of `containerd.task.v2.DeleteResponse`, the `delete` action's stdout. */
+export interface DeleteResponseFields {
+  /** Pid of the init process, 0 if unknown. */
+  pid: number;
+  /** Exit status; 137 (128+SIGKILL) by runc convention for a cleaned-up task. */
+  exit_status: number;
+  /** Exit time; omitted from the output when undefined. */
+  exited_at?: Timestamp;
+}
+
+/** Field numbers of `DeleteResponse`. */
+const DeleteResponseField = { PID: 1, EXIT_STATUS: 2, EXITED_AT: 3 } as const;
+
+/** Encodes a `containerd.task.v2.DeleteResponse` without protobufjs. */
+export function encodeDeleteResponse(res: DeleteResponseFields): Uint8Array {
+  return new ProtoWriter()
+    .uint32(DeleteResponseField.PID, res.pid)
+    .uint32(DeleteResponseField.EXIT_STATUS, res.exit_status)
+    .message(
+      DeleteResponseField.EXITED_AT,
+      res.exited_at === undefined ? undefined : encodeTimestamp(res.exited_at),
+    )
+    .finish();
+}
+
+/** Fields of `containerd.types.RuntimeInfo`, the `-info` action's stdout. */
+export interface RuntimeInfoFields {
+  /** Runtime name, e.g. `io.containerd.wasmtime.v1`. */
+  name: string;
+  /** Version and revision of the shim. */
+  version?: { version: string; revision: string };
+  /** The runtime options that were passed on stdin, echoed back. */
+  options?: Any;
+  /** Runtime features (opaque to containerd core). */
+  features?: Any;
+  /** e.g. `containerd.io/runtime-allow-mounts`. */
+  annotations?: Record<string, string>;
+}
+
+/** Field numbers of `RuntimeInfo`, `RuntimeVersion` and of a map entry. */
+const RuntimeInfoField = { NAME: 1, VERSION: 2, OPTIONS: 3, FEATURES: 4, ANNOTATIONS: 5 } as const;
+const RuntimeVersionField = { VERSION: 1, REVISION: 2 } as const;
+const MapEntryField = { KEY: 1, VALUE: 2 } as const;
+
+/** Encodes a `map<string, string>` entry; key and value are always written, as protobuf does. */
+function encodeStringMapEntry(key: string, value: string): Uint8Array {
+  // `message` writes a length-delimited field even when empty, which is what a map entry needs.
+  return new ProtoWriter()
+    .message(MapEntryField.KEY, utf8Encoder.encode(key))
+    .message(MapEntryField.VALUE, utf8Encoder.encode(value))
+    .finish();
+}
+
+/** Encodes a `containerd.types.RuntimeInfo` without protobufjs. */
+export function encodeRuntimeInfo(info: RuntimeInfoFields): Uint8Array {
+  const w = new ProtoWriter().string(RuntimeInfoField.NAME, info.name);
+  if (info.version !== undefined) {
+    w.message(
+      RuntimeInfoField.VERSION,
+      new ProtoWriter()
+        .string(RuntimeVersionField.VERSION, info.version.version)
+        .string(RuntimeVersionField.REVISION, info.version.revision)
+        .finish(),
+    );
+  }
+  if (info.options !== undefined) w.message(RuntimeInfoField.OPTIONS, encodeAny(info.options));
+  if (info.features !== undefined) w.message(RuntimeInfoField.FEATURES, encodeAny(info.features));
+  for (const [key, value] of Object.entries(info.annotations ?? {})) {
+    w.message(RuntimeInfoField.ANNOTATIONS, encodeStringMapEntry(key, value));
+  }
+  return w.finish();
+}
+
+/** `ttrpc.KeyValue`: one metadata entry of a Request. */
+export interface KeyValue {
+  /** Metadata key (lower-case by convention). */
+  key: string;
+  /** One value; repeated keys carry several values. */
+  value: string;
+}
+
+/** `ttrpc.Request`, the data of a Request frame. */
+export interface TtrpcRequest {
+  /** Fully-qualified service name, e.g. `containerd.task.v2.Task`. */
+  service: string;
+  /** Method name, e.g. `Create`. */
+  method: string;
+  /** The serialized request message (a view into the frame when decoded). */
+  payload: Uint8Array;
+  /** Caller deadline minus now in nanoseconds; 0 = no deadline. */
+  timeout_nano: number;
+  /** Request metadata. */
+  metadata: KeyValue[];
+}
+
+/** `google.rpc.Status`, the error of a failed call. */
+export interface RpcStatus {
+  /** gRPC status code; 0 means OK. */
+  code: number;
+  /** Error text. */
+  message: string;
+  /** Error details (ignored by containerd). */
+  details: Any[];
+}
+
+/** `ttrpc.Response`, the data of a Response frame. */
+export interface TtrpcResponse {
+  /** Absent on success. */
+  status?: RpcStatus;
+  /** The serialized response message; empty on error and for empty messages. */
+  payload: Uint8Array;
+}
+
+/** Field numbers of `ttrpc.Request`, `ttrpc.KeyValue`, `ttrpc.Response` and `google.rpc.Status`. */
+const RequestField = { SERVICE: 1, METHOD: 2, PAYLOAD: 3, TIMEOUT_NANO: 4, METADATA: 5 } as const;
+const KeyValueField = { KEY: 1, VALUE: 2 } as const;
+const ResponseField = { STATUS: 1, PAYLOAD: 2 } as const;
+const StatusField = { CODE: 1, MESSAGE: 2, DETAILS: 3 } as const;
+
+/** Encodes a `ttrpc.Request`. */
+export function encodeRequest(req: TtrpcRequest): Uint8Array {
+  const w = new ProtoWriter()
+    .string(RequestField.SERVICE, req.service)
+    .string(RequestField.METHOD, req.method)
+    .bytes(RequestField.PAYLOAD, req.payload)
+    .int64(RequestField.TIMEOUT_NANO, req.timeout_nano);
+  for (const kv of req.metadata) {
+    w.message(
+      RequestField.METADATA,
+      new ProtoWriter().string(KeyValueField.KEY, kv.key).string(KeyValueField.VALUE, kv.value)
+        .finish(),
+    );
+  }
+  return w.finish();
+}
+
+function decodeKeyValue(bytes: Uint8Array): KeyValue {
+  const r = new ProtoReader(bytes);
+  const kv: KeyValue = { key: "", value: "" };
+  for (let tag = r.next(); tag; tag = r.next()) {
+    if (tag.field === KeyValueField.KEY) {
+      expectWireType(tag, WireType.LEN, "KeyValue");
+      kv.key = r.string();
+    } else if (tag.field === KeyValueField.VALUE) {
+      expectWireType(tag, WireType.LEN, "KeyValue");
+      kv.value = r.string();
+    } else r.skip(tag.wireType);
+  }
+  return kv;
+}
+
+/** Decodes a `ttrpc.Request`; `payload` is a view into `bytes`. Throws {@linkcode ProtoDecodeError}. */
+export function decodeRequest(bytes: Uint8Array): TtrpcRequest {
+  const r = new ProtoReader(bytes);
+  const req: TtrpcRequest = {
+    service: "",
+    method: "",
+    payload: new Uint8Array(0),
+    timeout_nano: 0,
+    metadata: [],
+  };
+  for (let tag = r.next(); tag; tag = r.next()) {
+    switch (tag.field) {
+      case RequestField.SERVICE:
+        expectWireType(tag, WireType.LEN, "Request");
+        req.service = r.string();
+        break;
+      case RequestField.METHOD:
+        expectWireType(tag, WireType.LEN, "Request");
+        req.method = r.string();
+        break;
+      case RequestField.PAYLOAD:
+        expectWireType(tag, WireType.LEN, "Request");
+        req.payload = r.bytes();
+        break;
+      case RequestField.TIMEOUT_NANO:
+        expectWireType(tag, WireType.VARINT, "Request");
+        req.timeout_nano = r.int64();
+        break;
+      case RequestField.METADATA:
+        expectWireType(tag, WireType.LEN, "Request");
+        req.metadata.push(decodeKeyValue(r.bytes()));
+        break;
+      default:
+        r.skip(tag.wireType);
+    }
+  }
+  return req;
+}
+
+/** Encodes a `google.rpc.Status`. */
+export function encodeStatus(status: RpcStatus): Uint8Array {
+  const w = new ProtoWriter()
+    .int32(StatusField.CODE, status.code)
+    .string(StatusField.MESSAGE, status.message);
+  for (const detail of status.details) w.message(StatusField.DETAILS, encodeAny(detail));
+  return w.finish();
+}
+
+/** Decodes a `google.rpc.Status`. */
+export function decodeStatus(bytes: Uint8Array): RpcStatus {
+  const r = new ProtoReader(bytes);
+  const status: RpcStatus = { code: 0, message: "", details: [] };
+  for (let tag = r.next(); tag; tag = r.next()) {
+    if (tag.field === StatusField.CODE) {
+      expectWireType(tag, WireType.VARINT, "Status");
+      status.code = r.int32();
+    } else if (tag.field === StatusField.MESSAGE) {
+      expectWireType(tag, WireType.LEN, "Status");
+      status.message = r.string();
+    } else if (tag.field === StatusField.DETAILS) {
+      expectWireType(tag, WireType.LEN, "Status");
+      status.details.push(decodeAny(r.bytes()));
+    } else r.skip(tag.wireType);
+  }
+  return status;
+}
+
+/** Encodes a `ttrpc.Response`: status only when given, payload only when non-empty. */
+export function encodeResponse(res: TtrpcResponse): Uint8Array {
+  return new ProtoWriter()
+    .message(ResponseField.STATUS, res.status === undefined ? undefined : encodeStatus(res.status))
+    .bytes(ResponseField.PAYLOAD, res.payload)
+    .finish();
+}
+
+/** Decodes a `ttrpc.Response`; `payload` is a view into `bytes`. Throws {@linkcode ProtoDecodeError}. */
+export function decodeResponse(bytes: Uint8Array): TtrpcResponse {
+  const r = new ProtoReader(bytes);
+  const res: TtrpcResponse = { payload: new Uint8Array(0) };
+  for (let tag = r.next(); tag; tag = r.next()) {
+    if (tag.field === ResponseField.STATUS) {
+      expectWireType(tag, WireType.LEN, "Response");
+      res.status = decodeStatus(r.bytes());
+    } else if (tag.field === ResponseField.PAYLOAD) {
+      expectWireType(tag, WireType.LEN, "Response");
+      res.payload = r.bytes();
+    } else r.skip(tag.wireType);
+  }
+  return res;
+}

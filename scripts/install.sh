@@ -58,15 +58,23 @@ staging="$(mktemp -d "${PREFIX}/lib/.containerd-shim-wasmtime.XXXXXX" 2>/dev/nul
 trap 'rm -rf "$staging"' EXIT
 
 # The application: sources, lockfile, build info.
-cp -r "$SRC_DIR/main.ts" "$SRC_DIR/deno.json" "$SRC_DIR/deno.lock" "$SRC_DIR/src" "$staging/"
+cp -r "$SRC_DIR/main.ts" "$SRC_DIR/deno.json" "$SRC_DIR/package.json" "$SRC_DIR/package-lock.json" \
+  "$SRC_DIR/src" "$staging/"
+[[ -f "$SRC_DIR/deno.lock" ]] && cp "$SRC_DIR/deno.lock" "$staging/"
 find "$staging/src" -name '*_test.ts' -delete
 find "$staging/src" -type d -name testdata -prune -exec rm -rf {} +
 revision="$(git -C "$SRC_DIR" rev-parse --short HEAD 2>/dev/null || echo unknown)"
 printf '{"revision":"%s"}\n' "$revision" > "$staging/build_info.json"
 
+# npm dependencies, exactly as locked (npm tolerates optional platform packages that
+# the registry lacks; Deno's own resolver does not, so Deno reads node_modules).
+command -v npm >/dev/null 2>&1 || die "npm is needed to install the npm dependencies (apt-get install -y npm)"
+(cd "$staging" && npm ci --omit=dev --no-audit --no-fund --loglevel=error >&2) \
+  || die "npm ci failed (is the npm registry reachable?)"
+
 compiled=0
 if [[ "${WASMTIME_SHIM_FORM:-auto}" != "launcher" ]]; then
-  if (cd "$staging" && "$DENO_BIN" compile --quiet -A --no-check --include build_info.json \
+  if (cd "$staging" && NO_COLOR=1 "$DENO_BIN" compile --quiet -A --no-check --include build_info.json \
         -o "$staging/$SHIM" main.ts) >"$staging/compile.log" 2>&1; then
     compiled=1
   else
@@ -89,14 +97,14 @@ fi
 # Launcher form: a private deno and a private module cache, filled now.
 rm -f "$staging/compile.log" "$staging/$SHIM"
 cp "$DENO_BIN" "$staging/deno"
-DENO_DIR="$staging/deno_dir" "$staging/deno" install --quiet --frozen --entrypoint "$staging/main.ts" \
-  || die "caching dependencies failed (is the npm registry reachable?)"
-# Paths inside the cache are absolute: fill it again at the final location.
 rm -rf "$APP_DIR"
 mv "$staging" "$APP_DIR"
 trap - EXIT
-DENO_DIR="$APP_DIR/deno_dir" "$APP_DIR/deno" install --quiet --frozen --entrypoint "$APP_DIR/main.ts" \
-  || die "caching dependencies at $APP_DIR failed"
+# Fill the module cache (transpiled sources) at the final location.
+DENO_DIR="$APP_DIR/deno_dir" "$APP_DIR/deno" cache --quiet --config="$APP_DIR/deno.json" \
+  "$APP_DIR/main.ts" "$APP_DIR/src/wasm/guest_main.ts" "$APP_DIR/src/shim/daemon.ts" \
+  "$APP_DIR/src/shim/start.ts" "$APP_DIR/src/shim/delete.ts" "$APP_DIR/src/oci/builder_cli.ts" >&2 \
+  || die "caching the application's modules at $APP_DIR failed"
 
 write_launcher() {
   local path="$1" action="$2"

@@ -13,15 +13,14 @@ import { TtrpcServer } from "../protocol/server.ts";
 import { mountAll, unmountAll } from "../task/mount.ts";
 import { TaskService } from "../task/service.ts";
 import { readSpec } from "../task/spec.ts";
-import { TASK_SERVICES, taskHandlers } from "../task/task_api.ts";
+import { loadCodec, TASK_SERVICES, taskHandlers } from "../task/task_api.ts";
 import { createGuest } from "../wasm/runner.ts";
-import { prctl, PR_SET_CHILD_SUBREAPER } from "../sys/libc.ts";
+import { PR_SET_CHILD_SUBREAPER, prctl } from "../sys/libc.ts";
 import { EventPublisher } from "./events.ts";
 import type { ShimFlags } from "./flags.ts";
 import { createLogger, openLogSink } from "./log.ts";
 import { ReadyLine } from "./ready.ts";
 import { VERSION } from "./version.ts";
-
 
 /** Where transpiled components and other caches live, unless overridden. */
 export const DEFAULT_CACHE_DIR = "/var/lib/containerd-shim-wasmtime/cache";
@@ -90,7 +89,7 @@ export async function runServer(flags: ShimFlags): Promise<number> {
     readSpec,
     mountRootfs: mountAll,
     unmountRootfs: (target) => void unmountAll(target),
-    createGuest: (config) => createGuest(config, { log: (line) => log.info(line) }),
+    createGuest: (config) => createGuest(config, { log: (line: string) => log.info(line) }),
     publish: ([topic, typeName], event) => events.publish(topic, typeName, event),
     writeFile: (path, text) => Deno.writeTextFile(path, text),
     shimPid: Deno.pid,
@@ -121,6 +120,8 @@ export async function runServer(flags: ShimFlags): Promise<number> {
 
   log.info(`shim server listening on ${flags.socket}`);
   tell(ReadyLine.READY);
+  // Warm the protobuf codec while containerd reads our address and dials.
+  loadCodec().then((m) => m.decode(m.TypeName.CreateTaskRequest, new Uint8Array(0)));
   try {
     await server.serve(listener);
   } catch (err) {

@@ -6,13 +6,24 @@
  * @module
  */
 
-import { decode, encode } from "../protocol/messages.ts";
 import type { Handler } from "../protocol/server.ts";
 import { unimplemented } from "../protocol/status.ts";
 import type { CreateRequest, KillRequest, ProcessRef, TaskService } from "./service.ts";
 
 /** The service names containerd uses for the task API (v3 is wire-identical to v2). */
 export const TASK_SERVICES = ["containerd.task.v2.Task", "containerd.task.v3.Task"] as const;
+
+type Codec = typeof import("../protocol/messages.ts");
+let codec: Promise<Codec> | undefined;
+
+/**
+ * Loads the protobuf codec (protobufjs). It is loaded lazily because loading it
+ * takes tens of milliseconds: the server starts loading it right after it says
+ * "ready", so that `start` does not wait for it.
+ */
+export function loadCodec(): Promise<Codec> {
+  return codec ??= import("../protocol/messages.ts");
+}
 
 /** The package the task messages are defined in. */
 const PKG = "containerd.task.v2";
@@ -35,6 +46,7 @@ export function taskHandlers(service: TaskService, hooks: TaskApiHooks): Record<
     fn: (req: Req) => Res | Promise<Res>,
   ): Handler =>
   async (payload) => {
+    const { decode, encode } = await loadCodec();
     const req = decode<Req>(`${PKG}.${reqType}`, payload);
     const res = await fn(req);
     return resType === null ? EMPTY : encode(`${PKG}.${resType}`, res as Record<string, unknown>);

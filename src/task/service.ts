@@ -365,12 +365,10 @@ export class TaskService {
     this.#deps.publish(Topic.RESUMED, { container_id: task.id });
   }
 
-  /**
-   * CloseIO: the guest reads its stdin FIFO itself, so it sees EOF as soon as the
-   * client closes its end; there is no shim-side copy to close.
-   */
-  closeIO(ref: ProcessRef): void {
-    this.#get(ref);
+  /** CloseIO: ends the guest's stdin (ctr sends it when its own stdin reaches EOF). */
+  closeIO(ref: ProcessRef & { stdin: boolean }): void {
+    const task = this.#get(ref);
+    if (ref.stdin) task.guest.closeStdin();
   }
 
   /** Connect: the shim's pid and the task's. */

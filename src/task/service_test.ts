@@ -15,6 +15,7 @@ class FakeGuest implements Guest {
     this.pid = pid;
     this.exited = new Promise((resolve) => this.exit = resolve);
   }
+  closeStdin(): void {}
   start(): Promise<void> {
     this.started = true;
     return Promise.resolve();

@@ -81,7 +81,11 @@ export function taskHandlers(service: TaskService, hooks: TaskApiHooks): Record<
     ),
     Pause: unary<{ id: string }, void>("PauseRequest", null, (req) => service.pause(req)),
     Resume: unary<{ id: string }, void>("ResumeRequest", null, (req) => service.resume(req)),
-    CloseIO: unary<ProcessRef, void>("CloseIORequest", null, (req) => service.closeIO(req)),
+    CloseIO: unary<ProcessRef & { stdin: boolean }, void>(
+      "CloseIORequest",
+      null,
+      (req) => service.closeIO(req),
+    ),
     Connect: unary<{ id: string }, unknown>(
       "ConnectRequest",
       "ConnectResponse",

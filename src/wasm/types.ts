@@ -42,8 +42,23 @@ export interface Guest {
   readonly pid: number;
   /** Lets a prepared guest run. Resolves once it runs. */
   start(): Promise<void>;
+  /** Ends the guest's stdin (CloseIO): the guest reads EOF once it has read what came before. */
+  closeStdin(): void;
   /** Delivers a signal (a number, as in KillRequest) to the guest. */
   kill(signal: number): void;
   /** Resolves with the exit status: the guest's own code, or 128+N when killed by signal N. */
   readonly exited: Promise<number>;
+}
+
+/**
+ * What a guest runner process receives (one JSON line on its stdin): the guest's
+ * config and its resolved entrypoint (see `entrypoint.ts`).
+ */
+export interface GuestInit extends GuestConfig {
+  /** Host path of the wasm file. */
+  hostPath: string;
+  /** The same file's canonical path inside the container. */
+  guestPath: string;
+  /** Exported function to call (`_start` for a command). */
+  func: string;
 }

@@ -1,0 +1,325 @@
+/**
+ * The guest runner: the child process that runs one guest (`main.ts guest <id>`).
+ *
+ * Protocol with the shim server (see `runner.ts`), over the runner's own stdio:
+ * 1. stdin: one JSON line, a {@linkcode GuestInit};
+ * 2. the runner reads and compiles the wasm and checks it can run, then answers
+ *    one JSON line on stdout: `{"ready":true}`, or `{"error":"…","code":<grpc code>}`
+ *    and exits with `EXIT_NOT_READY`;
+ * 3. stdin: the line `start`; the runner opens the container's stdio FIFOs, runs the
+ *    guest, and exits with the guest's own exit code (or `EXIT_TRAP`, 137).
+ *
+ * (See `runner_protocol.ts`.) The runner's stderr goes to the shim's log, never to the container's output.
+ * Signals keep their default disposition: SIGTERM, SIGINT or SIGKILL end the process
+ * (and the guest with it), which the shim reports as 128+N.
+ *
+ * @module
+ */
+
+import fs from "node:fs";
+import process from "node:process";
+import { WASI } from "node:wasi";
+import { invalidArgument, RpcError, toStatus } from "../protocol/status.ts";
+import { prepareComponent } from "./component/mod.ts";
+import { checkExport, checkImports, detectKind } from "./detect.ts";
+import { DEFAULT_FUNC } from "./entrypoint.ts";
+import {
+  DEV_NULL,
+  EXIT_NOT_READY,
+  EXIT_TRAP,
+  type ReadyMessage,
+  START_LINE,
+} from "./runner_protocol.ts";
+import type { GuestInit } from "./types.ts";
+
+/** The WASI import module every preview1 module links against. */
+export const WASI_PREVIEW1 = "wasi_snapshot_preview1";
+
+/** Runs the prepared guest; resolves with its exit code. */
+type Run = () => number | Promise<number>;
+
+const encoder = new TextEncoder();
+
+/** Writes a line to the runner's own stderr (the shim's log). */
+function log(message: string): void {
+  writeAllSync(2, encoder.encode(message.endsWith("\n") ? message : `${message}\n`));
+}
+
+function writeAllSync(fd: number, bytes: Uint8Array): void {
+  let done = 0;
+  while (done < bytes.length) done += fs.writeSync(fd, bytes, done, bytes.length - done);
+}
+
+/**
+ * Keeps node:wasi's `ExperimentalWarning` from being printed anywhere; any other
+ * process warning goes to the runner's stderr (the shim's log).
+ */
+function silenceWasiWarning(): void {
+  process.removeAllListeners("warning");
+  process.on("warning", (warning: Error) => {
+    if (warning.name === "ExperimentalWarning" && /WASI/.test(warning.message)) return;
+    log(`warning: ${warning.name}: ${warning.message}`);
+  });
+}
+
+/** Reads newline-terminated lines from the runner's stdin, without read-ahead. */
+class StdinLines {
+  #pending = new Uint8Array(0);
+  #decoder = new TextDecoder();
+
+  /** The next line, or null at end of input. */
+  async next(): Promise<string | null> {
+    const chunk = new Uint8Array(64 * 1024);
+    while (true) {
+      const nl = this.#pending.indexOf(0x0a);
+      if (nl >= 0) {
+        const line = this.#decoder.decode(this.#pending.subarray(0, nl));
+        this.#pending = this.#pending.slice(nl + 1);
+        return line;
+      }
+      const n = await Deno.stdin.read(chunk);
+      if (n === null) return null;
+      const joined = new Uint8Array(this.#pending.length + n);
+      joined.set(this.#pending);
+      joined.set(chunk.subarray(0, n), this.#pending.length);
+      this.#pending = joined;
+    }
+  }
+}
+
+/** Reads one line from stdin one byte at a time, so that nothing after it is consumed. */
+function readLineExact(): string | null {
+  const byte = new Uint8Array(1);
+  const bytes: number[] = [];
+  while (true) {
+    const n = Deno.stdin.readSync(byte);
+    if (n === null) {
+      return bytes.length > 0 ? new TextDecoder().decode(new Uint8Array(bytes)) : null;
+    }
+    if (n === 0) continue;
+    if (byte[0] === 0x0a) return new TextDecoder().decode(new Uint8Array(bytes));
+    bytes.push(byte[0]);
+  }
+}
+
+function answer(message: ReadyMessage): void {
+  writeAllSync(1, encoder.encode(JSON.stringify(message) + "\n"));
+}
+
+function parseInit(line: string): GuestInit {
+  const init = JSON.parse(line) as GuestInit;
+  for (const key of ["id", "rootfs", "hostPath", "guestPath", "func"] as const) {
+    if (typeof init[key] !== "string") throw new TypeError(`guest init: ${key} is not a string`);
+  }
+  if (!Array.isArray(init.args) || !Array.isArray(init.env)) {
+    throw new TypeError("guest init: args and env must be arrays");
+  }
+  return init;
+}
+
+/** `KEY=VALUE` strings as an object; entries without `=` carry no value and are dropped. */
+export function envObject(env: readonly string[]): Record<string, string> {
+  const out: Record<string, string> = {};
+  for (const entry of env) {
+    const eq = entry.indexOf("=");
+    if (eq > 0) out[entry.slice(0, eq)] = entry.slice(eq + 1);
+  }
+  return out;
+}
+
+/** Names of the preview1 functions node:wasi provides. */
+function wasiFunctionNames(): string[] {
+  const probe = new WASI({ version: "preview1", returnOnExit: true });
+  return Object.keys(probe.wasiImport);
+}
+
+/** The container's stdio as open host fds. */
+interface Stdio {
+  stdin: number;
+  stdout: number;
+  stderr: number;
+}
+
+/**
+ * Opens the container's stdio. stdout/stderr are opened read-write, so that opening a
+ * FIFO never waits for a reader; stdin read-only, which waits for the writer.
+ */
+function openStdio(init: GuestInit): Stdio {
+  const { O_RDWR, O_APPEND } = fs.constants;
+  const open = (path: string, flags: number, what: string) => {
+    try {
+      return fs.openSync(path || DEV_NULL, flags);
+    } catch (err) {
+      throw new Error(`cannot open ${what} ${path || DEV_NULL}: ${(err as Error).message}`);
+    }
+  };
+  return {
+    // stdout and stderr first: opening stdin may wait for containerd to open its end.
+    stdout: open(init.stdout, O_RDWR | O_APPEND, "stdout"),
+    stderr: open(init.stderr, O_RDWR | O_APPEND, "stderr"),
+    // The server copies the container's stdin into ours after the start line.
+    stdin: 0,
+  };
+}
+
+/** True for the value node:wasi throws from `proc_exit` outside `start()`. */
+function procExitCode(err: unknown): number | undefined {
+  if (err instanceof Error || typeof err !== "object" || err === null) return undefined;
+  const code = (err as { code?: unknown }).code;
+  return typeof code === "number" ? code : undefined;
+}
+
+/** The wasm frames of a trap's stack, indented, for the container's stderr. */
+function wasmFrames(err: Error): string[] {
+  return (err.stack ?? "").split("\n").map((l) => l.trim()).filter((l) => l.includes("wasm://"))
+    .map((l) => `    ${l}`);
+}
+
+/** Explains an error thrown while the guest ran, for its stderr. */
+export function describeFailure(err: unknown): string {
+  if (err instanceof WebAssembly.RuntimeError || err instanceof RangeError) {
+    return [`wasm trap: ${err.message}`, ...wasmFrames(err)].join("\n");
+  }
+  const message = err instanceof Error ? `${err.name}: ${err.message}` : String(err);
+  return `wasm host error: ${message}`;
+}
+
+/** Runs a compiled core module as a WASI preview1 guest; returns its exit code. */
+function runModule(init: GuestInit, module: WebAssembly.Module): number {
+  let stdio: Stdio;
+  try {
+    stdio = openStdio(init);
+  } catch (err) {
+    log((err as Error).message);
+    return EXIT_TRAP;
+  }
+  const wasi = new WASI({
+    version: "preview1",
+    args: init.args,
+    env: envObject(init.env),
+    // The container root is the only preopen. WASI preview1 has no cwd: wasi-libc
+    // starts at "/" whatever the host does, and a "." preopen would shadow "/" for
+    // absolute paths too (both become the empty prefix in wasi-libc's lookup).
+    preopens: { "/": init.rootfs },
+    returnOnExit: true,
+    stdin: stdio.stdin,
+    stdout: stdio.stdout,
+    stderr: stdio.stderr,
+  });
+  try {
+    const instance = new WebAssembly.Instance(
+      module,
+      wasi.getImportObject() as WebAssembly.Imports,
+    );
+    if (init.func === DEFAULT_FUNC) return wasi.start(instance) ?? 0;
+    return callExport(wasi, instance, init.func);
+  } catch (err) {
+    const code = procExitCode(err);
+    if (code !== undefined) return code;
+    const text = describeFailure(err);
+    log(text);
+    try {
+      writeAllSync(stdio.stderr, encoder.encode(text + "\n"));
+    } catch (writeErr) {
+      log(`cannot write to the container's stderr: ${(writeErr as Error).message}`);
+    }
+    return EXIT_TRAP;
+  }
+}
+
+/**
+ * Calls an export other than `_start`: binds WASI to the module's memory, runs
+ * `_initialize` if it is a reactor, then calls the function with no arguments.
+ * Returns 0 when it returns.
+ */
+function callExport(wasi: WASI, instance: WebAssembly.Instance, func: string): number {
+  const { memory, _initialize } = instance.exports;
+  const fn = instance.exports[func] as (...args: unknown[]) => unknown;
+  if (fn.length > 0) {
+    throw new TypeError(
+      `exported function "${func}" takes ${fn.length} parameter(s); only functions ` +
+        `without parameters can be an entrypoint`,
+    );
+  }
+  if (memory instanceof WebAssembly.Memory) {
+    // node:wasi refuses to initialize an instance that also exports `_start`; give
+    // it a view with only what it uses.
+    const exports: Record<string, unknown> = { memory };
+    if (typeof _initialize === "function") exports._initialize = _initialize;
+    wasi.initialize({ exports });
+  } else if (typeof _initialize === "function") {
+    (_initialize as () => void)();
+  }
+  fn();
+  return 0;
+}
+
+/** Reads, checks and compiles the guest; returns what runs it after `start`. */
+async function prepare(init: GuestInit): Promise<Run> {
+  const path = init.guestPath;
+  let bytes: Uint8Array<ArrayBuffer>;
+  try {
+    // The server resolved the path inside the rootfs; check again here, in case the
+    // rootfs changed since (Deno's --allow-read does not look through symlinks).
+    const [real, root] = await Promise.all([
+      Deno.realPath(init.hostPath),
+      Deno.realPath(init.rootfs),
+    ]);
+    if (!real.startsWith(root === "/" ? "/" : `${root}/`)) {
+      throw invalidArgument(`entrypoint ${path} now leads outside the container's root`);
+    }
+    bytes = await Deno.readFile(real);
+  } catch (err) {
+    if (err instanceof RpcError) throw err;
+    throw new Error(`cannot read ${path} (${init.hostPath}): ${(err as Error).message}`);
+  }
+  if (detectKind(bytes, path) === "component") {
+    const run = await prepareComponent(init, bytes);
+    return () => run();
+  }
+  let module: WebAssembly.Module;
+  try {
+    module = await WebAssembly.compile(bytes);
+  } catch (err) {
+    throw invalidArgument(`module ${path} does not compile: ${(err as Error).message}`);
+  }
+  checkExport(module, init.func, path);
+  checkImports(module, path, { [WASI_PREVIEW1]: wasiFunctionNames() });
+  return () => runModule(init, module);
+}
+
+/**
+ * The guest runner's main: see the module documentation for the protocol.
+ *
+ * @returns the process exit code: the guest's own (truncated to 8 bits, as the kernel
+ *   would), `EXIT_TRAP` on a trap or host error, `EXIT_NOT_READY` if it never ran
+ */
+export async function runGuestMain(): Promise<number> {
+  silenceWasiWarning();
+  const lines = new StdinLines();
+  let init: GuestInit | undefined;
+  let run: Run;
+  try {
+    const line = await lines.next();
+    if (line === null) throw new Error("no guest configuration on stdin");
+    init = parseInit(line);
+    run = await prepare(init);
+  } catch (err) {
+    const { code, message } = toStatus(err);
+    answer({ error: message, code });
+    return EXIT_NOT_READY;
+  }
+  answer({ ready: true });
+  // Byte by byte: what follows the start line is the guest's stdin, read from fd 0.
+  const command = readLineExact();
+  if (command !== START_LINE) {
+    log(`${command === null ? "stdin closed" : `unexpected "${command}"`} before start`);
+    return EXIT_NOT_READY;
+  }
+  try {
+    return (await run()) & 0xff;
+  } catch (err) {
+    log(describeFailure(err));
+    return EXIT_TRAP;
+  }
+}

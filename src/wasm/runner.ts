@@ -1,0 +1,412 @@
+/**
+ * Starts guest runner processes (see `guest_main.ts`) and drives them for the task
+ * service: {@linkcode createGuest} at Create, then `start()`, `kill()` and `exited`.
+ *
+ * Each runner is this program again (`main.ts guest <id>`), started with an empty
+ * environment except what Deno needs ({@linkcode denoEnv}), cwd `/`, and — in the
+ * launcher install form — Deno permissions narrowed to the container's rootfs and
+ * stdio ({@linkcode guestDenoFlags}).
+ *
+ * @module
+ */
+
+import { Code, failedPrecondition, invalidArgument, RpcError } from "../protocol/status.ts";
+import { denoEnv, selfCommand } from "../shim/self_exec.ts";
+import { detectKind, HEADER_LENGTH, type WasmKind } from "./detect.ts";
+import { resolveEntrypoint } from "./entrypoint.ts";
+import { DEV_NULL, type ReadyMessage, START_LINE } from "./runner_protocol.ts";
+import type { Guest, GuestConfig, GuestInit } from "./types.ts";
+
+/**
+ * The action word that makes `main.ts` a guest runner. The container id follows it on
+ * the command line, which the `delete` action checks before killing a pid it finds
+ * in the bundle (`src/shim/delete.ts`, `GUEST_ACTION`).
+ */
+export const RUNNER_ACTION = "guest";
+/** How long a runner may take to compile and check its guest before Create fails. */
+export const DEFAULT_READY_TIMEOUT_MS = 60_000;
+/** How many of the runner's last stderr lines an error message quotes. */
+export const STDERR_TAIL_LINES = 10;
+/** How long a runner that closed its stdout gets to exit before it is killed. */
+const EXIT_GRACE_MS = 2_000;
+/** Where util-linux `nsenter` is looked for when not on PATH. */
+const NSENTER_DIRS = ["/usr/bin", "/bin", "/usr/sbin", "/sbin"];
+
+/** Linux signal numbers (x86-64 and arm64) and the names Deno takes. */
+const SIGNALS: Readonly<Record<number, Deno.Signal>> = {
+  1: "SIGHUP",
+  2: "SIGINT",
+  3: "SIGQUIT",
+  4: "SIGILL",
+  5: "SIGTRAP",
+  6: "SIGABRT",
+  7: "SIGBUS",
+  8: "SIGFPE",
+  9: "SIGKILL",
+  10: "SIGUSR1",
+  11: "SIGSEGV",
+  12: "SIGUSR2",
+  13: "SIGPIPE",
+  14: "SIGALRM",
+  15: "SIGTERM",
+  16: "SIGSTKFLT",
+  17: "SIGCHLD",
+  18: "SIGCONT",
+  19: "SIGSTOP",
+  20: "SIGTSTP",
+  21: "SIGTTIN",
+  22: "SIGTTOU",
+  23: "SIGURG",
+  24: "SIGXCPU",
+  25: "SIGXFSZ",
+  26: "SIGVTALRM",
+  27: "SIGPROF",
+  28: "SIGWINCH",
+  29: "SIGIO",
+  30: "SIGPWR",
+  31: "SIGSYS",
+};
+
+/** The Deno name of signal `n`. @throws {RpcError} INVALID_ARGUMENT if unknown */
+export function signalName(n: number): Deno.Signal {
+  const name = SIGNALS[n];
+  if (name === undefined) throw invalidArgument(`unknown signal ${n}`);
+  return name;
+}
+
+/** The number of a signal named as Deno names it. */
+export function signalNumber(name: string): number {
+  for (const [n, s] of Object.entries(SIGNALS)) if (s === name) return Number(n);
+  throw new RangeError(`unknown signal ${name}`);
+}
+
+/** Exit status as containerd reports it: the code, or 128+N for a death by signal N. */
+export function exitStatus(status: Deno.CommandStatus): number {
+  return status.signal === null ? status.code : 128 + signalNumber(status.signal);
+}
+
+/** What a guest runner needs from the host, for {@linkcode guestDenoFlags}. */
+export interface GuestPermissions {
+  /** Host path of the container's root (read and write: it is the guest's `/`). */
+  rootfs: string;
+  /** Host paths of the stdio FIFOs; "" (none) stands for /dev/null. */
+  stdio: readonly string[];
+  /** What the guest is; components may keep transpiled code in `cacheDir`. */
+  kind: WasmKind;
+  /** Cache directory a component runner may read and write. */
+  cacheDir?: string;
+  /** Network access: none (default), all (`true`), or these `host[:port]`s. */
+  net?: boolean | readonly string[];
+}
+
+function allowList(flag: string, paths: readonly string[]): string {
+  for (const path of paths) {
+    if (path.includes(",")) {
+      throw invalidArgument(
+        `${path}: paths containing "," cannot be granted to a guest runner ` +
+          `(Deno permission lists are comma-separated)`,
+      );
+    }
+  }
+  return `--${flag}=${[...new Set(paths)].join(",")}`;
+}
+
+/**
+ * The Deno permission flags of a guest runner (launcher install form): read and write
+ * on the rootfs and stdio, the cache directory for components, network only when
+ * asked. node:wasi needs nothing more (measured with Deno 2.9.6).
+ *
+ * @throws {RpcError} INVALID_ARGUMENT for a path Deno's flags cannot express
+ */
+export function guestDenoFlags(req: GuestPermissions): string[] {
+  const paths = [req.rootfs, ...req.stdio.map((p) => p || DEV_NULL)];
+  if (req.kind === "component" && req.cacheDir) paths.push(req.cacheDir);
+  const flags = [allowList("allow-read", paths), allowList("allow-write", paths)];
+  if (req.net === true) flags.push("--allow-net");
+  else if (req.net && req.net.length > 0) flags.push(allowList("allow-net", req.net));
+  return flags;
+}
+
+/** Options of {@linkcode createGuest}. */
+export interface CreateGuestOptions {
+  /** Receives each line the runner writes on its stderr (for the shim's log). */
+  log?: (line: string) => void;
+  /** Time allowed for the runner to be ready; default {@linkcode DEFAULT_READY_TIMEOUT_MS}. */
+  readyTimeoutMs?: number;
+  /** Network access for the guest's host code (wasi:http servers); none by default. */
+  net?: boolean | readonly string[];
+}
+
+/** Finds util-linux `nsenter`. */
+function findNsenter(): string {
+  const path = Deno.env.get("PATH") ?? "";
+  for (const dir of [...path.split(":").filter((d) => d.startsWith("/")), ...NSENTER_DIRS]) {
+    try {
+      if (Deno.statSync(`${dir}/nsenter`).isFile) return `${dir}/nsenter`;
+    } catch {
+      // not there
+    }
+  }
+  throw failedPrecondition(
+    "the spec asks for a network namespace, but nsenter (util-linux) is not installed",
+  );
+}
+
+async function readHeader(path: string): Promise<Uint8Array> {
+  using file = await Deno.open(path);
+  const buf = new Uint8Array(HEADER_LENGTH);
+  let n = 0;
+  while (n < buf.length) {
+    const got = await file.read(buf.subarray(n));
+    if (got === null) break;
+    n += got;
+  }
+  return buf.subarray(0, n);
+}
+
+/** Resolves with `promise`'s value, or "timeout" after `ms`. */
+async function within<T>(promise: Promise<T>, ms: number): Promise<T | "timeout"> {
+  let timer: ReturnType<typeof setTimeout> | undefined;
+  try {
+    return await Promise.race([
+      promise,
+      new Promise<"timeout">((resolve) => timer = setTimeout(() => resolve("timeout"), ms)),
+    ]);
+  } finally {
+    clearTimeout(timer);
+  }
+}
+
+/** Yields the lines of a byte stream (a last unterminated line too). */
+async function* lines(stream: ReadableStream<Uint8Array>): AsyncGenerator<string> {
+  let pending = "";
+  for await (const text of stream.pipeThrough(new TextDecoderStream())) {
+    pending += text;
+    let nl;
+    while ((nl = pending.indexOf("\n")) >= 0) {
+      yield pending.slice(0, nl);
+      pending = pending.slice(nl + 1);
+    }
+  }
+  if (pending !== "") yield pending;
+}
+
+/** A guest running in a runner process. */
+class RunnerGuest implements Guest {
+  readonly pid: number;
+  readonly exited: Promise<number>;
+  #id: string;
+  #child: Deno.ChildProcess;
+  #stdin: WritableStreamDefaultWriter<Uint8Array>;
+  #started = false;
+  #done = false;
+  #stdinPath: string;
+  #stdinClosed = false;
+  #fifo: Deno.FsFile | undefined;
+
+  /**
+   * @param drained settles when the runner's stdout and stderr are read to the end;
+   *   `exited` waits for it (briefly), so that the runner's last log lines come first
+   */
+  constructor(
+    id: string,
+    child: Deno.ChildProcess,
+    stdin: WritableStreamDefaultWriter<Uint8Array>,
+    drained: Promise<unknown>,
+    stdinPath: string,
+  ) {
+    this.#id = id;
+    this.#stdinPath = stdinPath;
+    this.#child = child;
+    this.#stdin = stdin;
+    this.pid = child.pid;
+    this.exited = child.status.then(async (status) => {
+      this.#done = true;
+      // Frees the pipe of a guest that never started, and ends the stdin pump.
+      this.closeStdin();
+      await within(drained, EXIT_GRACE_MS);
+      return exitStatus(status);
+    });
+  }
+
+  async start(): Promise<void> {
+    if (this.#started) throw failedPrecondition(`guest ${this.#id} is already started`);
+    this.#started = true;
+    try {
+      await this.#stdin.write(new TextEncoder().encode(`${START_LINE}\n`));
+    } catch (err) {
+      throw failedPrecondition(
+        `guest ${this.#id}: its runner (pid ${this.pid}) is gone: ${(err as Error).message}`,
+      );
+    }
+    if (this.#stdinPath === "") this.closeStdin();
+    else this.#pumpStdin();
+  }
+
+  /**
+   * Copies the container's stdin FIFO into the runner's stdin pipe. The FIFO is
+   * opened read-write so that opening never waits for a writer that may never come
+   * (ctr with an empty stdin never opens its end); the end of stdin is therefore
+   * signalled by CloseIO (or the guest's exit), not by the FIFO's EOF.
+   */
+  async #pumpStdin(): Promise<void> {
+    const buf = new Uint8Array(64 * 1024);
+    try {
+      this.#fifo = await Deno.open(this.#stdinPath, { read: true, write: true });
+      while (!this.#stdinClosed) {
+        const n = await this.#fifo.read(buf);
+        if (n === null || this.#stdinClosed) break;
+        await this.#stdin.write(buf.slice(0, n));
+      }
+    } catch {
+      // The runner is gone or the FIFO was removed: stdin ends.
+    } finally {
+      this.closeStdin();
+    }
+  }
+
+  closeStdin(): void {
+    if (this.#stdinClosed) return;
+    this.#stdinClosed = true;
+    this.#stdin.close().catch(() => {});
+    const fifo = this.#fifo;
+    if (fifo === undefined) return;
+    this.#fifo = undefined;
+    // A read on the FIFO may be pending; one byte through a second handle wakes it.
+    Deno.open(this.#stdinPath, { write: true })
+      .then(async (waker) => {
+        await waker.write(new Uint8Array(1)).catch(() => {});
+        waker.close();
+      })
+      .catch(() => {})
+      .finally(() => setTimeout(() => fifo.close(), 0));
+  }
+
+  kill(signal: number): void {
+    if (signal === 0) return;
+    const name = signalName(signal);
+    if (this.#done) return;
+    try {
+      this.#child.kill(name);
+    } catch (err) {
+      // Exited between the check and the kill: the exit is reported through `exited`.
+      if (!(err instanceof TypeError)) throw err;
+    }
+  }
+}
+
+/**
+ * Prepares a guest: resolves its entrypoint, starts a runner process that compiles
+ * and checks the wasm, and waits until it is ready to start. Any error (a bad
+ * entrypoint, a file that is not wasm, a missing export or import) rejects with an
+ * {@linkcode RpcError} saying why, and leaves no process behind.
+ */
+export async function createGuest(
+  cfg: GuestConfig,
+  options: CreateGuestOptions = {},
+): Promise<Guest> {
+  const entry = resolveEntrypoint(cfg);
+  const kind = detectKind(await readHeader(entry.hostPath), entry.guestPath);
+  const flags = guestDenoFlags({
+    rootfs: cfg.rootfs,
+    stdio: [cfg.stdin, cfg.stdout, cfg.stderr],
+    kind,
+    cacheDir: cfg.cacheDir,
+    net: options.net,
+  });
+  const self = selfCommand([RUNNER_ACTION, cfg.id], flags);
+  const command = cfg.netns
+    ? { cmd: findNsenter(), args: [`--net=${cfg.netns}`, "--", self.cmd, ...self.args] }
+    : self;
+  const child = new Deno.Command(command.cmd, {
+    args: command.args,
+    clearEnv: true,
+    env: denoEnv(),
+    cwd: "/",
+    stdin: "piped",
+    stdout: "piped",
+    stderr: "piped",
+  }).spawn();
+
+  const tail: string[] = [];
+  const stderrDone = (async () => {
+    for await (const line of lines(child.stderr)) {
+      tail.push(line);
+      if (tail.length > STDERR_TAIL_LINES) tail.shift();
+      options.log?.(`guest ${cfg.id} (runner pid ${child.pid}): ${line}`);
+    }
+  })().catch(() => {});
+  const stdout = lines(child.stdout);
+  const stdin = child.stdin.getWriter();
+
+  const fail = async (error: RpcError): Promise<never> => {
+    try {
+      child.kill("SIGKILL");
+    } catch {
+      // already exited
+    }
+    await child.status;
+    await stdin.close().catch(() => {});
+    try {
+      for await (const _ of stdout); // to its end, so that the pipe is closed
+    } catch {
+      // a broken pipe ends it as well
+    }
+    await stderrDone;
+    throw error;
+  };
+
+  const timeoutMs = options.readyTimeoutMs ?? DEFAULT_READY_TIMEOUT_MS;
+  let reply: ReadyMessage | "timeout" | undefined;
+  try {
+    const init: GuestInit = { ...cfg, ...entry };
+    await stdin.write(new TextEncoder().encode(JSON.stringify(init) + "\n"));
+    reply = await within(
+      stdout.next().then((r) => r.done ? undefined : JSON.parse(r.value) as ReadyMessage),
+      timeoutMs,
+    );
+  } catch (err) {
+    // A runner that died before reading its config, or answered something not JSON.
+    options.log?.(`guest ${cfg.id}: talking to its runner: ${(err as Error).message}`);
+  }
+
+  if (reply === "timeout") {
+    return fail(
+      new RpcError(
+        Code.DEADLINE_EXCEEDED,
+        `guest ${cfg.id}: ${entry.guestPath} was not ready after ${timeoutMs / 1000} s ` +
+          `(compiling or checking it took too long); its runner was killed`,
+      ),
+    );
+  }
+  if (reply !== undefined && "error" in reply) {
+    return fail(new RpcError(reply.code as RpcError["code"], reply.error));
+  }
+  if (reply === undefined || reply.ready !== true) {
+    const status = await within(child.status, EXIT_GRACE_MS);
+    const how = status === "timeout"
+      ? "stopped answering"
+      : status.signal
+      ? `was killed by ${status.signal}`
+      : `exited with code ${status.code}`;
+    if (status !== "timeout") await stderrDone;
+    return fail(
+      new RpcError(
+        Code.INTERNAL,
+        `guest ${cfg.id}: its runner ${how} before it was ready` +
+          (tail.length > 0 ? `; its stderr ended with: ${tail.join(" | ")}` : ""),
+      ),
+    );
+  }
+  // Drain the runner's stdout: nothing more is expected, but a full pipe would block it.
+  const stdoutDone = (async () => {
+    for await (const line of stdout) options.log?.(`guest ${cfg.id} (stdout): ${line}`);
+  })().catch(() => {});
+  return new RunnerGuest(
+    cfg.id,
+    child,
+    stdin,
+    Promise.all([stdoutDone, stderrDone]),
+    cfg.stdin,
+  );
+}

@@ -1,0 +1,26 @@
+/**
+ * What the shim server (`runner.ts`) and a guest runner (`guest_main.ts`) say to each
+ * other over the runner's stdio. Kept apart so that the server does not load the
+ * runner's code (node:wasi) to know it.
+ *
+ * 1. server → runner stdin: one JSON line, a `GuestInit`;
+ * 2. runner → server stdout: one JSON line, a {@linkcode ReadyMessage};
+ * 3. server → runner stdin: the line {@linkcode START_LINE} lets the guest run.
+ *
+ * @module
+ */
+
+/** The line on a runner's stdin that lets its guest run. */
+export const START_LINE = "start";
+
+/** Where a guest's stdio goes when the container has none. */
+export const DEV_NULL = "/dev/null";
+
+/** Exit code of a guest that trapped or hit a host error (runwasi's, 128+SIGKILL). */
+export const EXIT_TRAP = 137;
+
+/** Exit code of a runner that could not prepare its guest, or was never started. */
+export const EXIT_NOT_READY = 1;
+
+/** What a runner answers once its guest is prepared, or could not be. */
+export type ReadyMessage = { ready: true } | { error: string; code: number };

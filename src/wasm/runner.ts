@@ -191,6 +191,17 @@ async function* lines(stream: ReadableStream<Uint8Array>): AsyncGenerator<string
   if (pending !== "") yield pending;
 }
 
+/** Index of `needle` in `haystack`, or -1. */
+function indexOf(haystack: Uint8Array, needle: Uint8Array): number {
+  outer: for (let i = 0; i + needle.length <= haystack.length; i++) {
+    for (let j = 0; j < needle.length; j++) {
+      if (haystack[i + j] !== needle[j]) continue outer;
+    }
+    return i;
+  }
+  return -1;
+}
+
 /** A guest running in a runner process. */
 class RunnerGuest implements Guest {
   readonly pid: number;
@@ -223,7 +234,7 @@ class RunnerGuest implements Guest {
     this.exited = child.status.then(async (status) => {
       this.#done = true;
       // Frees the pipe of a guest that never started, and ends the stdin pump.
-      this.closeStdin();
+      this.#abandonStdin();
       await within(drained, EXIT_GRACE_MS);
       return exitStatus(status);
     });
@@ -239,7 +250,7 @@ class RunnerGuest implements Guest {
         `guest ${this.#id}: its runner (pid ${this.pid}) is gone: ${(err as Error).message}`,
       );
     }
-    if (this.#stdinPath === "") this.closeStdin();
+    if (this.#stdinPath === "") this.#finishStdin();
     else this.#pumpStdin();
   }
 
@@ -248,38 +259,81 @@ class RunnerGuest implements Guest {
    * opened read-write so that opening never waits for a writer that may never come
    * (ctr with an empty stdin never opens its end); the end of stdin is therefore
    * signalled by CloseIO (or the guest's exit), not by the FIFO's EOF.
+   *
+   * At CloseIO the client has already written everything and closed its end, but
+   * some of it may still sit in the FIFO. So the server writes a random marker into
+   * the FIFO and forwards everything before it: nothing written before CloseIO is
+   * lost, and the blocked read is woken.
    */
   async #pumpStdin(): Promise<void> {
     const buf = new Uint8Array(64 * 1024);
+    const marker = this.#marker;
+    let carry = new Uint8Array(0);
     try {
       this.#fifo = await Deno.open(this.#stdinPath, { read: true, write: true });
-      while (!this.#stdinClosed) {
+      if (this.#closeRequested) this.#wake();
+      while (true) {
         const n = await this.#fifo.read(buf);
-        if (n === null || this.#stdinClosed) break;
-        await this.#stdin.write(buf.slice(0, n));
+        if (n === null) break;
+        const data = new Uint8Array(carry.length + n);
+        data.set(carry);
+        data.set(buf.subarray(0, n), carry.length);
+        const end = indexOf(data, marker);
+        if (end >= 0) {
+          if (end > 0) await this.#stdin.write(data.slice(0, end));
+          break;
+        }
+        const keep = Math.min(marker.length - 1, data.length);
+        if (data.length > keep) await this.#stdin.write(data.slice(0, data.length - keep));
+        carry = data.slice(data.length - keep);
+        if (this.#stdinClosed) break;
       }
     } catch {
       // The runner is gone or the FIFO was removed: stdin ends.
     } finally {
-      this.closeStdin();
+      this.#finishStdin();
     }
   }
 
-  closeStdin(): void {
-    if (this.#stdinClosed) return;
+  /** Random bytes that end the stdin stream once CloseIO was asked for. */
+  #marker = crypto.getRandomValues(new Uint8Array(32));
+  #closeRequested = false;
+
+  /** Writes the end marker into the FIFO through a second handle (wakes a pending read). */
+  #wake(): void {
+    Deno.open(this.#stdinPath, { write: true })
+      .then(async (waker) => {
+        await waker.write(this.#marker).catch(() => {});
+        waker.close();
+      })
+      .catch(() => {});
+  }
+
+  #stdinFinished = false;
+
+  #finishStdin(): void {
+    if (this.#stdinFinished) return;
+    this.#stdinFinished = true;
     this.#stdinClosed = true;
     this.#stdin.close().catch(() => {});
     const fifo = this.#fifo;
-    if (fifo === undefined) return;
     this.#fifo = undefined;
-    // A read on the FIFO may be pending; one byte through a second handle wakes it.
-    Deno.open(this.#stdinPath, { write: true })
-      .then(async (waker) => {
-        await waker.write(new Uint8Array(1)).catch(() => {});
-        waker.close();
-      })
-      .catch(() => {})
-      .finally(() => setTimeout(() => fifo.close(), 0));
+    fifo?.close();
+  }
+
+  closeStdin(): void {
+    if (this.#closeRequested) return;
+    this.#closeRequested = true;
+    // Not started, or no stdin: nothing to drain.
+    if (!this.#started || this.#stdinPath === "") return this.#finishStdin();
+    if (this.#fifo !== undefined) this.#wake();
+  }
+
+  /** The guest is gone: stop pumping without waiting for a drain. */
+  #abandonStdin(): void {
+    this.#stdinClosed = true;
+    if (this.#fifo !== undefined) this.#wake();
+    else this.#finishStdin();
   }
 
   kill(signal: number): void {

@@ -1,0 +1,71 @@
+/**
+ * The WASI 0.2 host of one component instance: {@linkcode createImports} builds the
+ * import object jco's glue asks for (keys are interface names without versions, as the
+ * glue looks them up), from a {@linkcode HostConfig}. Nothing here is process-global:
+ * two instances never share arguments, environment, stdio, preopens or resources.
+ *
+ * @module
+ */
+
+import { type CliConfig, cliImports } from "./cli.ts";
+import { clocksRandomImports } from "./clocks_random.ts";
+import { filesystemImports } from "./filesystem.ts";
+import { httpImports } from "./http.ts";
+import { InputStream, IoError, OutputStream, Pollable, Poller } from "./io.ts";
+import { socketsImports } from "./sockets.ts";
+
+/** What one instance's host gives the guest. */
+export interface HostConfig extends CliConfig {
+  /** Host directory preopened as the guest's `/`, or null for no filesystem. */
+  root: string | null;
+}
+
+/** The interfaces this host implements (without versions). */
+export const SUPPORTED_INTERFACES: readonly string[] = [
+  "wasi:cli/environment",
+  "wasi:cli/exit",
+  "wasi:cli/stdin",
+  "wasi:cli/stdout",
+  "wasi:cli/stderr",
+  "wasi:cli/terminal-input",
+  "wasi:cli/terminal-output",
+  "wasi:cli/terminal-stdin",
+  "wasi:cli/terminal-stdout",
+  "wasi:cli/terminal-stderr",
+  "wasi:clocks/monotonic-clock",
+  "wasi:clocks/wall-clock",
+  "wasi:filesystem/types",
+  "wasi:filesystem/preopens",
+  "wasi:http/types",
+  "wasi:http/outgoing-handler",
+  "wasi:io/error",
+  "wasi:io/poll",
+  "wasi:io/streams",
+  "wasi:random/random",
+  "wasi:random/insecure",
+  "wasi:random/insecure-seed",
+  "wasi:sockets/network",
+  "wasi:sockets/instance-network",
+  "wasi:sockets/ip-name-lookup",
+  "wasi:sockets/tcp",
+  "wasi:sockets/tcp-create-socket",
+  "wasi:sockets/udp",
+  "wasi:sockets/udp-create-socket",
+];
+
+/** The import object of one instance. */
+export type Imports = Record<string, Record<string, unknown>>;
+
+/** Builds the imports of one fresh instance. */
+export function createImports(config: HostConfig): Imports {
+  return {
+    ...cliImports(config),
+    ...clocksRandomImports(),
+    ...filesystemImports(config.root),
+    ...httpImports,
+    ...socketsImports,
+    "wasi:io/error": { Error: IoError },
+    "wasi:io/poll": { Pollable, poll: new Poller().poll },
+    "wasi:io/streams": { InputStream, OutputStream },
+  };
+}

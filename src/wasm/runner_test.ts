@@ -215,11 +215,14 @@ Deno.test("the guest cannot leave its rootfs through .. or symlinks", async () =
   }
 });
 
-Deno.test("stdin comes from its FIFO", async () => {
+Deno.test("stdin comes from its FIFO and ends at CloseIO, with nothing lost", async () => {
   using bundle = new Bundle();
-  const result = await run(bundle, ["probe.wasm", "stdin"], { stdin: bundle.stdin }, async () => {
+  const result = await run(bundle, ["probe.wasm", "stdin"], { stdin: bundle.stdin }, async (g) => {
     using writer = await Deno.open(bundle.stdin, { write: true });
     await writer.write(new TextEncoder().encode("ping\npong\n"));
+    // As ctr does: its stdin reached EOF, it closed its end and sends CloseIO at once.
+    writer.close();
+    g.closeStdin();
   });
   assert.equal(result.status, 0);
   assert.equal(result.stdout, "ping\npong\n");

@@ -1,5 +1,5 @@
 /**
- * The WASI 0.2 host of one component instance: {@linkcode createImports} builds the
+ * The WASI 0.2 host of one component instance: {@linkcode createHost} builds the
  * import object jco's glue asks for (keys are interface names without versions, as the
  * glue looks them up), from a {@linkcode HostConfig}. Nothing here is process-global:
  * two instances never share arguments, environment, stdio, preopens or resources.
@@ -9,7 +9,7 @@
 
 import { type CliConfig, cliImports } from "./cli.ts";
 import { clocksRandomImports } from "./clocks_random.ts";
-import { filesystemImports } from "./filesystem.ts";
+import { createFilesystem } from "./filesystem.ts";
 import { httpImports } from "./http.ts";
 import { InputStream, IoError, OutputStream, Pollable, Poller } from "./io.ts";
 import { socketsImports } from "./sockets.ts";
@@ -56,16 +56,28 @@ export const SUPPORTED_INTERFACES: readonly string[] = [
 /** The import object of one instance. */
 export type Imports = Record<string, Record<string, unknown>>;
 
-/** Builds the imports of one fresh instance. */
-export function createImports(config: HostConfig): Imports {
+/** The host side of one instance. */
+export interface Host {
+  /** What jco's `instantiate` takes as imports. */
+  imports: Imports;
+  /** Releases what the instance still holds (open files). */
+  dispose(): void;
+}
+
+/** Builds the host of one fresh instance. */
+export function createHost(config: HostConfig): Host {
+  const filesystem = createFilesystem(config.root);
   return {
-    ...cliImports(config),
-    ...clocksRandomImports(),
-    ...filesystemImports(config.root),
-    ...httpImports,
-    ...socketsImports,
-    "wasi:io/error": { Error: IoError },
-    "wasi:io/poll": { Pollable, poll: new Poller().poll },
-    "wasi:io/streams": { InputStream, OutputStream },
+    imports: {
+      ...cliImports(config),
+      ...clocksRandomImports(),
+      ...filesystem.imports,
+      ...httpImports,
+      ...socketsImports,
+      "wasi:io/error": { Error: IoError },
+      "wasi:io/poll": { Pollable, poll: new Poller().poll },
+      "wasi:io/streams": { InputStream, OutputStream },
+    },
+    dispose: () => filesystem.close(),
   };
 }

@@ -1,0 +1,408 @@
+/**
+ * Serves a `wasi:http/proxy` component with `Deno.serve`: a fresh instance for every
+ * request, never reused.
+ *
+ * - Instances are created ahead of requests into a small pool (each is still used for
+ *   exactly one request), refilled one per event-loop turn, so instantiation is mostly
+ *   off the request's path.
+ * - The response streams what the guest writes, with backpressure both ways (see
+ *   `host/pipes.ts`). A trap, an error code or a missing response answers 500 for that
+ *   request only; a request that runs longer than the timeout answers 504 (or, if the
+ *   response had started, has its body cut). One line per failed request goes to the
+ *   runner's stderr.
+ * - SIGINT: stop accepting, let in-flight requests finish, exit 0. SIGTERM: the same
+ *   within a grace period, exit 143 (128+15).
+ * - Listen backlog: `Deno.serve` has no backlog option; Deno listens with a fixed backlog
+ *   of 511 (measured with `ss -ltn`, Deno 2.9.6). The configured value is validated and
+ *   reported, but cannot be applied.
+ *
+ * @module
+ */
+
+import { invalidArgument } from "../../protocol/status.ts";
+import { GuestExit } from "./host/cli.ts";
+import { createIncomingCall, type ErrorCode, type OutgoingResponse } from "./host/http.ts";
+import type { Host } from "./host/mod.ts";
+
+/** Default listen address (as wasmtime serve and runwasi). */
+export const DEFAULT_SOCKET_ADDR = "0.0.0.0:8080";
+/** Default listen backlog (runwasi's documented default). */
+export const DEFAULT_BACKLOG = 100;
+/** The backlog Deno.serve actually uses (not configurable). */
+export const DENO_BACKLOG = 511;
+/** Default time a request may take, from arrival to the end of its instance. */
+export const DEFAULT_REQUEST_TIMEOUT_MS = 60_000;
+/** Default number of instances created ahead of requests. */
+export const DEFAULT_POOL_SIZE = 4;
+/** Largest pool accepted. */
+const MAX_POOL_SIZE = 1024;
+/** How long in-flight requests get to finish after SIGTERM. */
+export const SIGTERM_GRACE_MS = 10_000;
+/** Exit status after SIGTERM (128 + 15). */
+export const EXIT_SIGTERM = 143;
+
+/** Spec environment variables read here. */
+export const ENV = {
+  addr: "WASMTIME_HTTP_PROXY_SOCKET_ADDR",
+  backlog: "WASMTIME_HTTP_PROXY_BACKLOG",
+  backlogAlias: "WASMTIME_HTTP_BACKLOG",
+  timeout: "WASMTIME_HTTP_PROXY_REQUEST_TIMEOUT",
+  pool: "WASMTIME_HTTP_PROXY_PREINSTANTIATE",
+} as const;
+
+/** How the proxy is served. */
+export interface HttpConfig {
+  hostname: string;
+  port: number;
+  /** Requested backlog (validated; see the module documentation). */
+  backlog: number;
+  /** 0: no timeout. */
+  requestTimeoutMs: number;
+  /** Instances created ahead of requests. */
+  poolSize: number;
+}
+
+/** Parses `host:port`, `[v6]:port`. @throws {RpcError} INVALID_ARGUMENT */
+export function parseSocketAddr(value: string): { hostname: string; port: number } {
+  const m = /^(?:\[([0-9A-Fa-f:.]+)\]|([^:\[\]]+)):(\d{1,5})$/.exec(value.trim());
+  const port = m ? Number(m[3]) : NaN;
+  if (!m || port > 65535) {
+    throw invalidArgument(
+      `${ENV.addr}="${value}" is not an address: expected host:port (e.g. 0.0.0.0:8080 or ` +
+        `[::]:8080), port 0-65535`,
+    );
+  }
+  return { hostname: m[1] ?? m[2], port };
+}
+
+function parseCount(name: string, value: string, min: number, max: number): number {
+  const n = /^\d+$/.test(value.trim()) ? Number(value) : NaN;
+  if (!(n >= min && n <= max)) {
+    throw invalidArgument(`${name}="${value}" is not a whole number from ${min} to ${max}`);
+  }
+  return n;
+}
+
+/** Parses a duration: seconds (`60`, `2.5`) or with a unit (`500ms`, `30s`, `2m`). */
+export function parseDuration(name: string, value: string): number {
+  const m = /^(\d+(?:\.\d+)?)(ms|s|m)?$/.exec(value.trim());
+  if (!m) {
+    throw invalidArgument(
+      `${name}="${value}" is not a duration: expected seconds (60) or 500ms, 30s, 2m; 0 disables`,
+    );
+  }
+  const scale = m[2] === "ms" ? 1 : m[2] === "m" ? 60_000 : 1000;
+  return Math.round(Number(m[1]) * scale);
+}
+
+/**
+ * The serving configuration from the container's environment (spec `process.env`).
+ *
+ * @throws {RpcError} INVALID_ARGUMENT naming the variable and what it accepts
+ */
+export function httpConfigFromEnv(env: ReadonlyMap<string, string>): HttpConfig {
+  const { hostname, port } = parseSocketAddr(env.get(ENV.addr) ?? DEFAULT_SOCKET_ADDR);
+  const backlogName = env.has(ENV.backlog) ? ENV.backlog : ENV.backlogAlias;
+  const backlogValue = env.get(backlogName);
+  return {
+    hostname,
+    port,
+    backlog: backlogValue === undefined
+      ? DEFAULT_BACKLOG
+      : parseCount(backlogName, backlogValue, 1, 65535),
+    requestTimeoutMs: env.has(ENV.timeout)
+      ? parseDuration(ENV.timeout, env.get(ENV.timeout)!)
+      : DEFAULT_REQUEST_TIMEOUT_MS,
+    poolSize: env.has(ENV.pool)
+      ? parseCount(ENV.pool, env.get(ENV.pool)!, 0, MAX_POOL_SIZE)
+      : DEFAULT_POOL_SIZE,
+  };
+}
+
+/** The guest's `wasi:http/incoming-handler` export. */
+export interface IncomingHandler {
+  handle(request: unknown, outparam: unknown): Promise<void>;
+}
+
+/** A fresh instance, ready for one request. */
+export interface ProxyInstance {
+  /** The `REQUEST_ID` its environment carries. */
+  requestId: number;
+  handler: IncomingHandler;
+  host: Host;
+}
+
+/** Creates a fresh instance whose environment has `REQUEST_ID=requestId`. */
+export type InstanceFactory = (requestId: number) => ProxyInstance;
+
+type GuestResult = { tag: "ok"; val: OutgoingResponse } | { tag: "err"; val: ErrorCode };
+type Outcome =
+  | { kind: "response"; result: GuestResult }
+  | { kind: "returned" }
+  | { kind: "trapped"; error: unknown }
+  | { kind: "timeout" };
+
+/** Why a request failed, for the log. */
+export function describeGuestError(err: unknown): string {
+  if (err instanceof GuestExit) return `the component called exit(${err.code})`;
+  if (err instanceof WebAssembly.RuntimeError) {
+    return err.message.startsWith("wasm trap:") ? err.message : `wasm trap: ${err.message}`;
+  }
+  if (err instanceof Error) return `${err.name}: ${err.message}`;
+  return `error ${JSON.stringify(err) ?? String(err)}`;
+}
+
+function plain(status: number, text: string): Response {
+  return new Response(`${text}\n`, {
+    status,
+    headers: { "content-type": "text/plain; charset=utf-8" },
+  });
+}
+
+/** A running `Deno.serve` for one proxy component. */
+export class ProxyServer {
+  #factory: InstanceFactory;
+  #config: HttpConfig;
+  #log: (line: string) => void;
+  #server: Deno.HttpServer<Deno.NetAddr> | null = null;
+  #pool: ProxyInstance[] = [];
+  #nextId = 0;
+  #refilling = false;
+  #inflight = new Set<Promise<void>>();
+  #stopping = false;
+  #started!: () => void;
+  #startedPromise = new Promise<void>((resolve) => this.#started = resolve);
+  #failures = 0;
+  #served = 0;
+
+  /**
+   * @param factory creates fresh instances
+   * @param config address, timeout, pool size
+   * @param log one line per failed request (the runner's stderr)
+   */
+  constructor(factory: InstanceFactory, config: HttpConfig, log: (line: string) => void) {
+    this.#factory = factory;
+    this.#config = config;
+    this.#log = log;
+  }
+
+  /** Requests answered, and how many of them failed. */
+  get stats(): { served: number; failed: number } {
+    return { served: this.#served, failed: this.#failures };
+  }
+
+  /**
+   * Binds the listener (so a busy address fails before the container starts) and fills
+   * the pool. Requests wait until {@linkcode start}.
+   */
+  listen(): Deno.NetAddr {
+    const { hostname, port } = this.#config;
+    this.#server = Deno.serve({
+      hostname,
+      port,
+      onListen: () => {},
+      onError: (err) => {
+        this.#log(`wasi:http: ${describeGuestError(err)}`);
+        return plain(500, "Internal Server Error");
+      },
+    }, (req) => this.#serve(req));
+    this.#refill();
+    return this.#server.addr;
+  }
+
+  /** Lets requests through. */
+  start(): void {
+    this.#started();
+  }
+
+  /**
+   * Stops accepting, waits for in-flight requests (at most `graceMs`), then closes.
+   * Resolves true if every request finished in time.
+   */
+  async stop(graceMs = Infinity): Promise<boolean> {
+    this.#stopping = true;
+    this.#started();
+    const server = this.#server;
+    if (server === null) return true;
+    let timer: ReturnType<typeof setTimeout> | undefined;
+    const drained = (async () => {
+      await server.shutdown();
+      while (this.#inflight.size > 0) await Promise.allSettled([...this.#inflight]);
+      return true;
+    })();
+    const result = await (graceMs === Infinity ? drained : Promise.race([
+      drained,
+      new Promise<boolean>((resolve) => timer = setTimeout(() => resolve(false), graceMs)),
+    ]));
+    clearTimeout(timer);
+    for (const instance of this.#pool.splice(0)) instance.host.dispose();
+    return result;
+  }
+
+  /**
+   * Serves until SIGINT (resolves 0 once drained) or SIGTERM (resolves 143 once drained
+   * or after {@linkcode SIGTERM_GRACE_MS}).
+   */
+  async serveUntilSignal(): Promise<number> {
+    this.start();
+    const { promise, resolve } = Promise.withResolvers<Deno.Signal>();
+    const onInt = () => resolve("SIGINT");
+    const onTerm = () => resolve("SIGTERM");
+    Deno.addSignalListener("SIGINT", onInt);
+    Deno.addSignalListener("SIGTERM", onTerm);
+    try {
+      const signal = await promise;
+      if (signal === "SIGINT") {
+        await this.stop();
+        return 0;
+      }
+      const drained = await this.stop(SIGTERM_GRACE_MS);
+      if (!drained) this.#log(`wasi:http: requests still running after SIGTERM grace period`);
+      return EXIT_SIGTERM;
+    } finally {
+      Deno.removeSignalListener("SIGINT", onInt);
+      Deno.removeSignalListener("SIGTERM", onTerm);
+    }
+  }
+
+  /** Creates pool instances, one per event-loop turn, until the pool is full. */
+  #refill(): void {
+    if (this.#refilling || this.#stopping) return;
+    if (this.#pool.length >= this.#config.poolSize) return;
+    this.#refilling = true;
+    setTimeout(() => {
+      this.#refilling = false;
+      if (this.#stopping || this.#pool.length >= this.#config.poolSize) return;
+      try {
+        this.#pool.push(this.#factory(++this.#nextId));
+      } catch (err) {
+        this.#log(`wasi:http: cannot create an instance ahead of time: ${describeGuestError(err)}`);
+        return;
+      }
+      this.#refill();
+    }, 0);
+  }
+
+  #take(): ProxyInstance {
+    const instance = this.#pool.shift() ?? this.#factory(++this.#nextId);
+    this.#refill();
+    return instance;
+  }
+
+  async #serve(req: Request): Promise<Response> {
+    await this.#startedPromise;
+    this.#served++;
+    let instance: ProxyInstance;
+    try {
+      instance = this.#take();
+    } catch (err) {
+      return this.#fail(req, 0, 500, `cannot create an instance: ${describeGuestError(err)}`);
+    }
+    const id = instance.requestId;
+    const call = createIncomingCall(req);
+    let handled: Promise<void>;
+    try {
+      handled = Promise.resolve(instance.handler.handle(call.request, call.outparam));
+    } catch (err) {
+      handled = Promise.reject(err);
+    }
+    const ended = handled.then<Outcome, Outcome>(
+      () => ({ kind: "returned" }),
+      (error) => ({ kind: "trapped", error }),
+    );
+    let timer: ReturnType<typeof setTimeout> | undefined;
+    const timeout = this.#config.requestTimeoutMs > 0
+      ? new Promise<Outcome>((resolve) => {
+        timer = setTimeout(() => resolve({ kind: "timeout" }), this.#config.requestTimeoutMs);
+      })
+      : null;
+    const first = await Promise.race([
+      call.response.then<Outcome>((result) => ({ kind: "response", result })),
+      ended,
+      ...(timeout ? [timeout] : []),
+    ]);
+    if (first.kind !== "response") {
+      this.#finish(instance, ended, timer, timeout);
+      if (first.kind === "timeout") {
+        return this.#fail(req, id, 504, `no response within ${this.#config.requestTimeoutMs} ms`);
+      }
+      if (first.kind === "trapped") return this.#fail(req, id, 500, describeGuestError(first.error));
+      return this.#fail(req, id, 500, "the component returned without setting a response");
+    }
+    if (first.result.tag === "err") {
+      this.#finish(instance, ended, timer, timeout);
+      return this.#fail(
+        req,
+        id,
+        500,
+        `the component answered error-code ${JSON.stringify(first.result.val, bigints)}`,
+      );
+    }
+    const outgoing = first.result.val;
+    let response: Response;
+    try {
+      response = outgoing.toResponse();
+    } catch (err) {
+      outgoing.outgoingBody?.abandon("the response could not be sent");
+      this.#finish(instance, ended, timer, timeout);
+      return this.#fail(req, id, 500, describeGuestError(err));
+    }
+    this.#finish(instance, ended, timer, timeout, outgoing, req);
+    return response;
+  }
+
+  /**
+   * Tracks the instance until it ends (returns, traps or times out), then cuts a body
+   * left unfinished and releases the host.
+   */
+  #finish(
+    instance: ProxyInstance,
+    ended: Promise<Outcome>,
+    timer: ReturnType<typeof setTimeout> | undefined,
+    timeout: Promise<Outcome> | null,
+    response?: OutgoingResponse,
+    req?: Request,
+  ): void {
+    const done = (async () => {
+      const last = await Promise.race([ended, ...(timeout ? [timeout] : [])]);
+      clearTimeout(timer);
+      const body = response?.outgoingBody;
+      if (body && !body.ended) {
+        const why = last.kind === "trapped"
+          ? describeGuestError(last.error)
+          : last.kind === "timeout"
+          ? `still running after ${this.#config.requestTimeoutMs} ms`
+          : "the component returned without finishing the body";
+        body.abandon(why);
+        if (req) this.#failLog(req, instance.requestId, `response body cut: ${why}`);
+      } else if (last.kind === "trapped" && req && !(last.error instanceof GuestExit)) {
+        this.#failLog(req, instance.requestId, `after the response: ${describeGuestError(last.error)}`);
+      }
+      if (last.kind !== "timeout") instance.host.dispose();
+      else ended.then(() => instance.host.dispose());
+    })();
+    this.#inflight.add(done);
+    done.finally(() => this.#inflight.delete(done));
+  }
+
+  #failLog(req: Request, id: number, why: string): void {
+    this.#failures++;
+    let path = req.url;
+    try {
+      const url = new URL(req.url);
+      path = url.pathname + url.search;
+    } catch {
+      // keep the raw URL
+    }
+    this.#log(`wasi:http: request ${id} ${req.method} ${path}: ${why}`);
+  }
+
+  #fail(req: Request, id: number, status: number, why: string): Response {
+    this.#failLog(req, id, why);
+    return plain(status, status === 504 ? "Gateway Timeout" : "Internal Server Error");
+  }
+}
+
+function bigints(_key: string, value: unknown): unknown {
+  return typeof value === "bigint" ? value.toString() : value;
+}

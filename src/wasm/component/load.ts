@@ -1,0 +1,129 @@
+/**
+ * Loads a component for this process: from the transpile cache or by transpiling it
+ * (then caching it), evaluates its glue and compiles its core modules, once. Instances
+ * are then created from the result as often as needed ({@linkcode instantiate}).
+ *
+ * @module
+ */
+
+import { invalidArgument } from "../../protocol/status.ts";
+import { cacheKey, type CacheEntry, type CacheOutcome, TranspileCache } from "./cache.ts";
+import type { Imports } from "./host/mod.ts";
+import {
+  compileCores,
+  type Instantiate,
+  loadGlue,
+  optionsFingerprint,
+  transpile,
+  type TranspileOptions,
+} from "./transpile.ts";
+
+/** Default cache directory when the runner is given none (see the README). */
+export const DEFAULT_CACHE_DIR = "/var/lib/containerd-shim-wasmtime/cache";
+/** Subdirectory of the cache directory that holds transpiled components. */
+export const CACHE_SUBDIR = "components";
+
+/** Where the time of a load went, in milliseconds. */
+export interface LoadTimings {
+  /** How the glue was found. */
+  source: CacheOutcome;
+  /** Cache lookup (read and verify), 0 without a cache. */
+  cacheMs: number;
+  /** jco transpile (0 on a cache hit). */
+  transpileMs: number;
+  /** Evaluating the glue. */
+  glueMs: number;
+  /** Compiling the core modules. */
+  compileMs: number;
+}
+
+/** A component ready to be instantiated. */
+export interface LoadedComponent {
+  /** The glue's `instantiate`. */
+  instantiate: Instantiate;
+  /** Compiled core modules by name. */
+  modules: Map<string, WebAssembly.Module>;
+  /** Exports as jco listed them. */
+  exports: [string, string][];
+  /** Where the time went. */
+  timings: LoadTimings;
+}
+
+/** Options of {@linkcode loadComponent}. */
+export interface LoadOptions extends TranspileOptions {
+  /** Cache directory (entries go in its `components/` subdirectory); null: no disk cache. */
+  cacheDir: string | null;
+  /** For error messages. */
+  path: string;
+  /** One line per cache problem. */
+  log?: (message: string) => void;
+}
+
+/**
+ * Loads `bytes` (see the module documentation).
+ *
+ * @throws {RpcError} INVALID_ARGUMENT if jco cannot transpile it or a core module does
+ *   not compile
+ */
+export async function loadComponent(
+  bytes: Uint8Array,
+  options: LoadOptions,
+): Promise<LoadedComponent> {
+  const cache = new TranspileCache(
+    options.cacheDir === null ? null : `${options.cacheDir}/${CACHE_SUBDIR}`,
+    options.log,
+  );
+  let t = performance.now();
+  const key = await cacheKey(bytes, optionsFingerprint(options));
+  const cached = await cache.get(key);
+  const cacheMs = performance.now() - t;
+  let entry: CacheEntry | null = cached.entry;
+  let transpileMs = 0;
+  if (entry === null) {
+    t = performance.now();
+    try {
+      entry = await transpile(bytes, options);
+    } catch (err) {
+      throw invalidArgument(
+        `component ${options.path} cannot be transpiled by jco: ${messageOf(err)}`,
+      );
+    }
+    transpileMs = performance.now() - t;
+    await cache.put(key, entry);
+  }
+  t = performance.now();
+  const glue = await loadGlue(entry.glue);
+  const glueMs = performance.now() - t;
+  t = performance.now();
+  let modules: Map<string, WebAssembly.Module>;
+  try {
+    modules = await compileCores(entry.cores);
+  } catch (err) {
+    throw invalidArgument(`component ${options.path} does not compile: ${messageOf(err)}`);
+  }
+  const compileMs = performance.now() - t;
+  return {
+    instantiate: glue,
+    modules,
+    exports: entry.exports,
+    timings: { source: cached.outcome, cacheMs, transpileMs, glueMs, compileMs },
+  };
+}
+
+/** Creates one instance of `component` linked to `imports`; returns its exports. */
+export function instantiate(
+  component: LoadedComponent,
+  imports: Imports,
+): Record<string, unknown> {
+  return component.instantiate((name) => {
+    const module = component.modules.get(name);
+    if (module === undefined) throw new Error(`the glue asked for unknown core module ${name}`);
+    return module;
+  }, imports);
+}
+
+function messageOf(err: unknown): string {
+  if (err instanceof Error) return err.message;
+  if (typeof err === "string") return err;
+  return JSON.stringify(err) ?? String(err);
+}

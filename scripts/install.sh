@@ -69,8 +69,8 @@ printf '{"revision":"%s"}\n' "$revision" > "$staging/build_info.json"
 # npm dependencies, exactly as locked (npm tolerates optional platform packages that
 # the registry lacks; Deno's own resolver does not, so Deno reads node_modules).
 command -v npm >/dev/null 2>&1 || die "npm is needed to install the npm dependencies (apt-get install -y npm)"
-(cd "$staging" && npm ci --omit=dev --no-audit --no-fund --loglevel=error >&2) \
-  || die "npm ci failed (is the npm registry reachable?)"
+(cd "$staging" && npm install --omit=dev --no-save --ignore-scripts --no-audit --no-fund --loglevel=error >&2) \
+  || die "npm install failed (is the npm registry reachable?)"
 
 compiled=0
 if [[ "${WASMTIME_SHIM_FORM:-auto}" != "launcher" ]]; then

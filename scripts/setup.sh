@@ -5,5 +5,7 @@ set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 if [[ ! -f node_modules/.package-lock.json || package-lock.json -nt node_modules/.package-lock.json ]]; then
   command -v npm >/dev/null 2>&1 || { echo "setup: npm is missing (apt-get install -y npm)" >&2; exit 1; }
-  npm ci --no-audit --no-fund --loglevel=error
+  # npm ci refuses a lockfile whose optional platform packages the registry lacks;
+  # npm install with --no-save installs exactly the locked versions and skips them.
+  npm install --no-save --ignore-scripts --no-audit --no-fund --loglevel=error
 fi

@@ -18,7 +18,13 @@ export async function runInstall(
 ): Promise<string> {
   const out = await new Deno.Command("bash", {
     args: [`${ROOT}scripts/install.sh`, ...args],
-    env: { PREFIX: prefix, WASMTIME_SHIM_FORM: "launcher", NO_COLOR: "1", ...env },
+    env: {
+      PREFIX: prefix,
+      DENO: Deno.execPath(),
+      WASMTIME_SHIM_FORM: "launcher",
+      NO_COLOR: "1",
+      ...env,
+    },
     stdout: "piped",
     stderr: "piped",
   }).output();

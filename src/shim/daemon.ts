@@ -14,7 +14,7 @@ import { mountAll, unmountAll } from "../task/mount.ts";
 import { TaskService } from "../task/service.ts";
 import { readSpec } from "../task/spec.ts";
 import { loadCodec, TASK_SERVICES, taskHandlers } from "../task/task_api.ts";
-import { createGuest } from "../wasm/runner.ts";
+import { createGuest, PrespawnedRunner } from "../wasm/runner.ts";
 import { PR_SET_CHILD_SUBREAPER, prctl } from "../sys/libc.ts";
 import { EventPublisher } from "./events.ts";
 import type { ShimFlags } from "./flags.ts";
@@ -84,12 +84,20 @@ export async function runServer(flags: ShimFlags): Promise<number> {
     log.warn(`cannot become a subreaper: ${(err as Error).message}`);
   }
 
+  // The first container's runner starts now, while containerd sends Create.
+  let prespawned: PrespawnedRunner | undefined;
+  const takePrespawned = () => {
+    const p = prespawned;
+    prespawned = undefined;
+    return p;
+  };
   const events = new EventPublisher(Deno.env.get("TTRPC_ADDRESS") ?? "", flags.namespace, log);
   const service = new TaskService({
     readSpec,
     mountRootfs: mountAll,
     unmountRootfs: (target) => void unmountAll(target),
-    createGuest: (config) => createGuest(config, { log: (line: string) => log.info(line) }),
+    createGuest: (config) =>
+      createGuest(config, { log: (line: string) => log.info(line), prespawned: takePrespawned() }),
     publish: ([topic, typeName], event) => events.publish(topic, typeName, event),
     writeFile: (path, text) => Deno.writeTextFile(path, text),
     shimPid: Deno.pid,
@@ -105,6 +113,7 @@ export async function runServer(flags: ShimFlags): Promise<number> {
     stopping ??= (async () => {
       log.info("shim server shutting down");
       service.killAll();
+      await takePrespawned()?.discard();
       await events.flush();
       events.close();
       await server.close();
@@ -120,6 +129,13 @@ export async function runServer(flags: ShimFlags): Promise<number> {
 
   log.info(`shim server listening on ${flags.socket}`);
   tell(ReadyLine.READY);
+  try {
+    const spec = await readSpec(bundle);
+    const rootfs = spec.root.path.startsWith("/") ? spec.root.path : `${bundle}/${spec.root.path}`;
+    prespawned = new PrespawnedRunner(flags.id, bundle, rootfs, spec.netns, (l) => log.info(l));
+  } catch (err) {
+    log.warn(`no runner started ahead of Create: ${(err as Error).message}`);
+  }
   // Warm the protobuf codec while containerd reads our address and dials.
   loadCodec().then((m) => m.decode(m.TypeName.CreateTaskRequest, new Uint8Array(0)));
   try {

@@ -20,7 +20,6 @@ import fs from "node:fs";
 import process from "node:process";
 import { WASI } from "node:wasi";
 import { invalidArgument, RpcError, toStatus } from "../protocol/status.ts";
-import { prepareComponent } from "./component/mod.ts";
 import { checkExport, checkImports, detectKind } from "./detect.ts";
 import { DEFAULT_FUNC } from "./entrypoint.ts";
 import {
@@ -274,6 +273,8 @@ async function prepare(init: GuestInit): Promise<Run> {
     throw new Error(`cannot read ${path} (${init.hostPath}): ${(err as Error).message}`);
   }
   if (detectKind(bytes, path) === "component") {
+    // Loaded only for components: jco and the WASI 0.2 host cost tens of ms to load.
+    const { prepareComponent } = await import("./component/mod.ts");
     const run = await prepareComponent(init, bytes);
     return () => run();
   }

@@ -349,28 +349,24 @@ class RunnerGuest implements Guest {
   }
 }
 
-/**
- * Prepares a guest: resolves its entrypoint, starts a runner process that compiles
- * and checks the wasm, and waits until it is ready to start. Any error (a bad
- * entrypoint, a file that is not wasm, a missing export or import) rejects with an
- * {@linkcode RpcError} saying why, and leaves no process behind.
- */
-export async function createGuest(
-  cfg: GuestConfig,
-  options: CreateGuestOptions = {},
-): Promise<Guest> {
-  const entry = resolveEntrypoint(cfg);
-  const kind = detectKind(await readHeader(entry.hostPath), entry.guestPath);
-  const flags = guestDenoFlags({
-    rootfs: cfg.rootfs,
-    stdio: [cfg.stdin, cfg.stdout, cfg.stderr],
-    kind,
-    cacheDir: cfg.cacheDir,
-    net: options.net,
-  });
-  const self = selfCommand([RUNNER_ACTION, cfg.id], flags);
-  const command = cfg.netns
-    ? { cmd: findNsenter(), args: [`--net=${cfg.netns}`, "--", self.cmd, ...self.args] }
+/** A started runner process, before it has been given its guest. */
+interface Runner {
+  child: Deno.ChildProcess;
+  stdin: WritableStreamDefaultWriter<Uint8Array>;
+  stdout: AsyncGenerator<string>;
+  stderrDone: Promise<void>;
+  tail: string[];
+}
+
+function spawnRunner(
+  id: string,
+  flags: string[],
+  netns: string | undefined,
+  log: ((line: string) => void) | undefined,
+): Runner {
+  const self = selfCommand([RUNNER_ACTION, id], flags);
+  const command = netns
+    ? { cmd: findNsenter(), args: [`--net=${netns}`, "--", self.cmd, ...self.args] }
     : self;
   const child = new Deno.Command(command.cmd, {
     args: command.args,
@@ -381,39 +377,157 @@ export async function createGuest(
     stdout: "piped",
     stderr: "piped",
   }).spawn();
-
   const tail: string[] = [];
   const stderrDone = (async () => {
     for await (const line of lines(child.stderr)) {
       tail.push(line);
       if (tail.length > STDERR_TAIL_LINES) tail.shift();
-      options.log?.(`guest ${cfg.id} (runner pid ${child.pid}): ${line}`);
+      log?.(`guest ${id} (runner pid ${child.pid}): ${line}`);
     }
   })().catch(() => {});
-  const stdout = lines(child.stdout);
-  const stdin = child.stdin.getWriter();
+  return { child, stdin: child.stdin.getWriter(), stdout: lines(child.stdout), stderrDone, tail };
+}
+
+/** Kills a runner and waits until its pipes are closed. */
+async function discardRunner(runner: Runner): Promise<void> {
+  try {
+    runner.child.kill("SIGKILL");
+  } catch {
+    // already exited
+  }
+  await runner.child.status;
+  await runner.stdin.close().catch(() => {});
+  try {
+    for await (const _ of runner.stdout); // to its end, so that the pipe is closed
+  } catch {
+    // a broken pipe ends it as well
+  }
+  await runner.stderrDone;
+}
+
+/**
+ * A runner started ahead of Create, for the server's first container: it loads
+ * while containerd is still sending Create, which takes the runner's start-up off
+ * the critical path. It holds only preview1 permissions: its rootfs and an `io`
+ * directory in the bundle, where Create links the container's stdout and stderr
+ * FIFOs (their paths are unknown until then). A component, a network namespace
+ * that differs or a rootfs that differs makes Create discard it and start a fresh
+ * runner.
+ */
+export class PrespawnedRunner {
+  /** The container id it was started for. */
+  readonly id: string;
+  /** Rootfs it may read and write. */
+  readonly rootfs: string;
+  /** Directory for the stdio links. */
+  readonly ioDir: string;
+  /** Network namespace it runs in, if any. */
+  readonly netns: string | undefined;
+  #runner: Runner | undefined;
+
+  /** Starts a runner for container `id` with `<bundle>/rootfs` and `<bundle>/io`. */
+  constructor(
+    id: string,
+    bundle: string,
+    rootfs: string,
+    netns: string | undefined,
+    log?: (line: string) => void,
+  ) {
+    this.id = id;
+    this.rootfs = rootfs;
+    this.ioDir = `${bundle}/io`;
+    this.netns = netns;
+    Deno.mkdirSync(this.ioDir, { recursive: true, mode: 0o700 });
+    const paths = [rootfs, this.ioDir];
+    const flags = [allowList("allow-read", paths), allowList("allow-write", paths)];
+    this.#runner = spawnRunner(id, flags, netns, log);
+  }
+
+  /** Hands the runner over if it fits `cfg` and `kind`; otherwise discards it. */
+  take(cfg: GuestConfig, kind: WasmKind, net: unknown): Runner | undefined {
+    const runner = this.#runner;
+    this.#runner = undefined;
+    if (runner === undefined) return undefined;
+    const fits = cfg.id === this.id && cfg.rootfs === this.rootfs && cfg.netns === this.netns &&
+      kind === "module" && !net;
+    if (fits) return runner;
+    discardRunner(runner);
+    return undefined;
+  }
+
+  /** Links the stdio FIFOs into the io directory; returns the paths to open. */
+  linkStdio(cfg: GuestConfig): { stdout: string; stderr: string } {
+    const link = (name: string, target: string) => {
+      const path = `${this.ioDir}/${name}`;
+      try {
+        Deno.removeSync(path);
+      } catch {
+        // not there
+      }
+      Deno.symlinkSync(target || DEV_NULL, path);
+      return path;
+    };
+    return { stdout: link("stdout", cfg.stdout), stderr: link("stderr", cfg.stderr) };
+  }
+
+  /** Kills the runner if it was never taken. */
+  async discard(): Promise<void> {
+    const runner = this.#runner;
+    this.#runner = undefined;
+    if (runner) await discardRunner(runner);
+  }
+}
+
+/** Options of {@linkcode createGuest} beyond {@linkcode CreateGuestOptions}. */
+export interface CreateWithPrespawn extends CreateGuestOptions {
+  /** A runner started ahead of time, used if it fits this guest. */
+  prespawned?: PrespawnedRunner;
+}
+
+/**
+ * Prepares a guest: resolves its entrypoint, starts a runner process that compiles
+ * and checks the wasm, and waits until it is ready to start. Any error (a bad
+ * entrypoint, a file that is not wasm, a missing export or import) rejects with an
+ * {@linkcode RpcError} saying why, and leaves no process behind.
+ */
+export async function createGuest(
+  cfg: GuestConfig,
+  options: CreateWithPrespawn = {},
+): Promise<Guest> {
+  let entry;
+  let kind: WasmKind;
+  try {
+    entry = resolveEntrypoint(cfg);
+    kind = detectKind(await readHeader(entry.hostPath), entry.guestPath);
+  } catch (err) {
+    options.prespawned?.discard();
+    throw err;
+  }
+  let runner = options.prespawned?.take(cfg, kind, options.net);
+  let io = { stdout: cfg.stdout, stderr: cfg.stderr };
+  if (runner !== undefined) {
+    io = options.prespawned!.linkStdio(cfg);
+  } else {
+    const flags = guestDenoFlags({
+      rootfs: cfg.rootfs,
+      stdio: [cfg.stdin, cfg.stdout, cfg.stderr],
+      kind,
+      cacheDir: cfg.cacheDir,
+      net: options.net,
+    });
+    runner = spawnRunner(cfg.id, flags, cfg.netns, options.log);
+  }
+  const { child, stdin, stdout, stderrDone, tail } = runner;
 
   const fail = async (error: RpcError): Promise<never> => {
-    try {
-      child.kill("SIGKILL");
-    } catch {
-      // already exited
-    }
-    await child.status;
-    await stdin.close().catch(() => {});
-    try {
-      for await (const _ of stdout); // to its end, so that the pipe is closed
-    } catch {
-      // a broken pipe ends it as well
-    }
-    await stderrDone;
+    await discardRunner(runner);
     throw error;
   };
 
   const timeoutMs = options.readyTimeoutMs ?? DEFAULT_READY_TIMEOUT_MS;
   let reply: ReadyMessage | "timeout" | undefined;
   try {
-    const init: GuestInit = { ...cfg, ...entry };
+    const init: GuestInit = { ...cfg, ...io, ...entry };
     await stdin.write(new TextEncoder().encode(JSON.stringify(init) + "\n"));
     reply = await within(
       stdout.next().then((r) => r.done ? undefined : JSON.parse(r.value) as ReadyMessage),

@@ -29,6 +29,8 @@ export const DEFAULT_READY_TIMEOUT_MS = 60_000;
 export const STDERR_TAIL_LINES = 10;
 /** How long a runner that closed its stdout gets to exit before it is killed. */
 const EXIT_GRACE_MS = 2_000;
+/** The npm packages (jco's transpiler reads its own wasm from there at run time). */
+const NODE_MODULES = new URL("../../node_modules", import.meta.url).pathname;
 /** Where util-linux `nsenter` is looked for when not on PATH. */
 const NSENTER_DIRS = ["/usr/bin", "/bin", "/usr/sbin", "/sbin"];
 
@@ -121,7 +123,11 @@ function allowList(flag: string, paths: readonly string[]): string {
 export function guestDenoFlags(req: GuestPermissions): string[] {
   const paths = [req.rootfs, ...req.stdio.map((p) => p || DEV_NULL)];
   if (req.kind === "component" && req.cacheDir) paths.push(req.cacheDir);
-  const flags = [allowList("allow-read", paths), allowList("allow-write", paths)];
+  const readOnly = req.kind === "component" ? [NODE_MODULES] : [];
+  const flags = [allowList("allow-read", [...paths, ...readOnly]), allowList("allow-write", paths)];
+  // jco and preview2-shim read the environment when they load; the runner's own env
+  // is cleared (denoEnv), so only Deno's variables could be read through this.
+  if (req.kind === "component") flags.push("--allow-env");
   if (req.net === true) flags.push("--allow-net");
   else if (req.net && req.net.length > 0) flags.push(allowList("allow-net", req.net));
   return flags;
@@ -349,6 +355,17 @@ class RunnerGuest implements Guest {
   }
 }
 
+/** True if the component at `path` exports `wasi:http/incoming-handler` (an HTTP proxy). */
+async function isHttpProxy(path: string): Promise<boolean> {
+  try {
+    const { inspectComponent } = await import("./component/inspect.ts");
+    const shape = inspectComponent(await Deno.readFile(path));
+    return shape.exports.some((e) => e.name.startsWith("wasi:http/incoming-handler@"));
+  } catch {
+    return false; // the runner reports what is wrong with it
+  }
+}
+
 /** A started runner process, before it has been given its guest. */
 interface Runner {
   child: Deno.ChildProcess;
@@ -503,7 +520,12 @@ export async function createGuest(
     options.prespawned?.discard();
     throw err;
   }
-  let runner = options.prespawned?.take(cfg, kind, options.net);
+  let net = options.net;
+  if (kind === "component" && !net && await isHttpProxy(entry.hostPath)) {
+    // A wasi:http/proxy serves on its listen address and may make outgoing requests.
+    net = true;
+  }
+  let runner = options.prespawned?.take(cfg, kind, net);
   let io = { stdout: cfg.stdout, stderr: cfg.stderr };
   if (runner !== undefined) {
     io = options.prespawned!.linkStdio(cfg);
@@ -513,7 +535,7 @@ export async function createGuest(
       stdio: [cfg.stdin, cfg.stdout, cfg.stderr],
       kind,
       cacheDir: cfg.cacheDir,
-      net: options.net,
+      net,
     });
     runner = spawnRunner(cfg.id, flags, cfg.netns, options.log);
   }

@@ -70,7 +70,8 @@ async function images(cd: Containerd, tmp: string): Promise<BenchImages> {
   await cd.importImage(wasm.path);
   await cd.importImage(native.path);
   const result: BenchImages = { wasm: wasm.reference, native: native.reference };
-  const componentPath = fixture("hello_command.wasm");
+  const componentPath = new URL("../src/wasm/component/testdata/command.wasm", import.meta.url)
+    .pathname;
   if (await Deno.stat(componentPath).then(() => true, () => false)) {
     const component = await buildImage({
       name: "bench-component",
@@ -118,7 +119,7 @@ async function warmStart(cd: Containerd, img: BenchImages): Promise<Row> {
   if (img.component === undefined) {
     return {
       figure: "warm start: component image, second run",
-      ours: "not measured: no command component fixture (tests/fixtures/built/hello_command.wasm)",
+      ours: "not measured: no command component fixture (src/wasm/component/testdata/command.wasm)",
       baseline: "",
       ratio: "",
       target: "≤ 1.2",

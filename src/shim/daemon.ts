@@ -13,7 +13,7 @@ import { TtrpcServer } from "../protocol/server.ts";
 import { mountAll, unmountAll } from "../task/mount.ts";
 import { TaskService } from "../task/service.ts";
 import { readSpec } from "../task/spec.ts";
-import { loadCodec, TASK_SERVICES, taskHandlers } from "../task/task_api.ts";
+import { TASK_SERVICES, taskHandlers } from "../task/task_api.ts";
 import { createGuest, PrespawnedRunner } from "../wasm/runner.ts";
 import { PR_SET_CHILD_SUBREAPER, prctl } from "../sys/libc.ts";
 import { EventPublisher } from "./events.ts";
@@ -136,8 +136,6 @@ export async function runServer(flags: ShimFlags): Promise<number> {
   } catch (err) {
     log.warn(`no runner started ahead of Create: ${(err as Error).message}`);
   }
-  // Warm the protobuf codec while containerd reads our address and dials.
-  loadCodec().then((m) => m.decode(m.TypeName.CreateTaskRequest, new Uint8Array(0)));
   try {
     await server.serve(listener);
   } catch (err) {

@@ -8,7 +8,7 @@
  */
 
 import { TtrpcClient } from "../protocol/client.ts";
-import { loadCodec } from "../task/task_api.ts";
+import { encodeMessage as encode } from "../protocol/task_codec.ts";
 import type { Logger } from "./log.ts";
 import { toTimestamp } from "../task/service.ts";
 
@@ -70,7 +70,6 @@ export class EventPublisher {
   async #drain(): Promise<void> {
     while (this.#queue.length > 0) {
       const item = this.#queue[0];
-      const { encode } = await loadCodec();
       const payload = encode("containerd.services.events.ttrpc.v1.ForwardRequest", {
         envelope: {
           timestamp: toTimestamp(item.at),

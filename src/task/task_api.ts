@@ -7,23 +7,12 @@
  */
 
 import type { Handler } from "../protocol/server.ts";
-import { unimplemented } from "../protocol/status.ts";
+import { decodeMessage, encodeMessage } from "../protocol/task_codec.ts";
+import { invalidArgument, unimplemented } from "../protocol/status.ts";
 import type { CreateRequest, KillRequest, ProcessRef, TaskService } from "./service.ts";
 
 /** The service names containerd uses for the task API (v3 is wire-identical to v2). */
 export const TASK_SERVICES = ["containerd.task.v2.Task", "containerd.task.v3.Task"] as const;
-
-type Codec = typeof import("../protocol/messages.ts");
-let codec: Promise<Codec> | undefined;
-
-/**
- * Loads the protobuf codec (protobufjs). It is loaded lazily because loading it
- * takes tens of milliseconds: the server starts loading it right after it says
- * "ready", so that `start` does not wait for it.
- */
-export function loadCodec(): Promise<Codec> {
-  return codec ??= import("../protocol/messages.ts");
-}
 
 /** The package the task messages are defined in. */
 const PKG = "containerd.task.v2";
@@ -46,10 +35,16 @@ export function taskHandlers(service: TaskService, hooks: TaskApiHooks): Record<
     fn: (req: Req) => Res | Promise<Res>,
   ): Handler =>
   async (payload) => {
-    const { decode, encode } = await loadCodec();
-    const req = decode<Req>(`${PKG}.${reqType}`, payload);
+    let req: Req;
+    try {
+      req = decodeMessage<Req>(`${PKG}.${reqType}`, payload);
+    } catch (err) {
+      throw invalidArgument((err as Error).message);
+    }
     const res = await fn(req);
-    return resType === null ? EMPTY : encode(`${PKG}.${resType}`, res as Record<string, unknown>);
+    return resType === null
+      ? EMPTY
+      : encodeMessage(`${PKG}.${resType}`, res as Record<string, unknown>);
   };
   const notSupported = (name: string): Handler => () => {
     throw unimplemented(`${name} is not supported by the wasm shim`);

@@ -93,7 +93,7 @@ export async function idleMemory(cd: Containerd, img: BenchImages): Promise<Row>
     "sleep",
     "3600",
   ], "w");
-  const o = await treePss(/containerd-shim-wasmtime-v1/, cd.address);
+  const o = await treePss(/containerd-shim-wasmtime(-v1|\/main\.ts)/, cd.address);
   await stopAll(cd, ours);
   const base = await startIdle(cd, "io.containerd.runc.v2", img.native, ["/native_sleep"], "r");
   const b = await treePss(/containerd-shim-runc-v2/, cd.address);

@@ -275,8 +275,11 @@ async function shimProcesses(address: string): Promise<LeftoverProcess[]> {
     const cmdline = decoder.decode(raw).split("\0").filter((s) => s !== "");
     if (cmdline.length === 0) continue;
     const exe = cmdline[0].split("/").pop()!;
-    if (!exe.startsWith("containerd-shim")) continue;
-    if (!cmdline.includes(address)) continue;
+    // The launcher install form runs `deno … <app>/main.ts …`; guest runners carry
+    // the action `guest` instead of containerd's address.
+    const launcher = cmdline.some((a) => a.endsWith("/containerd-shim-wasmtime/main.ts"));
+    if (!exe.startsWith("containerd-shim") && !launcher) continue;
+    if (!cmdline.includes(address) && !(launcher && cmdline.includes("guest"))) continue;
     out.push({ pid: Number(e.name), cmdline });
   }
   return out.sort((a, b) => a.pid - b.pid);

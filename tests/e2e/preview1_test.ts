@@ -277,7 +277,10 @@ Deno.test({
     const { cd, tmp } = await setup();
     const containers = await cd.ctr(["container", "ls", "-q"]);
     assert.equal(containers.stdout.trim(), "", "containers left: " + containers.stdout);
-    await new Promise((r) => setTimeout(r, 300));
+    // Servers exit right after containerd's Shutdown; give them a moment to be gone.
+    for (let i = 0; i < 50 && (await cd.leftovers()).processes.length > 0; i++) {
+      await new Promise((r) => setTimeout(r, 100));
+    }
     const left = await cd.stop();
     await Deno.remove(tmp, { recursive: true });
     assert.deepEqual(left.mounts, []);

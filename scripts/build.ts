@@ -30,6 +30,7 @@ await Deno.writeTextFile(
 const args = [
   "compile",
   "-A",
+  "--unstable-net",
   "--no-check",
   "--include",
   "build_info.json",

@@ -381,7 +381,8 @@ function spawnRunner(
   netns: string | undefined,
   log: ((line: string) => void) | undefined,
 ): Runner {
-  const self = selfCommand([RUNNER_ACTION, id], flags);
+  // --unstable-net: several HTTP listeners on one port (reusePort) for wasi:http.
+  const self = selfCommand([RUNNER_ACTION, id], ["--unstable-net", ...flags]);
   const command = netns
     ? { cmd: findNsenter(), args: [`--net=${netns}`, "--", self.cmd, ...self.args] }
     : self;

@@ -75,7 +75,11 @@ export async function encodeEntry(key: string, entry: CacheEntry): Promise<Uint8
   const manifest: Manifest = {
     key,
     files: await Promise.all(
-      files.map(async ([name, bytes]) => ({ name, size: bytes.length, sha256: await sha256Hex(bytes) })),
+      files.map(async ([name, bytes]) => ({
+        name,
+        size: bytes.length,
+        sha256: await sha256Hex(bytes),
+      })),
     ),
     exports: entry.exports,
   };
@@ -133,7 +137,9 @@ export async function decodeEntry(key: string, data: Uint8Array): Promise<CacheE
   for (const file of manifest.files) {
     const bytes = data.subarray(at, at + file.size);
     at += file.size;
-    if (await sha256Hex(bytes) !== file.sha256) throw new CorruptEntry(`${file.name}: bad checksum`);
+    if (await sha256Hex(bytes) !== file.sha256) {
+      throw new CorruptEntry(`${file.name}: bad checksum`);
+    }
     if (file.name === GLUE_FILE) glue = decoder.decode(bytes);
     else cores.set(file.name, bytes);
   }

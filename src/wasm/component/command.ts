@@ -100,7 +100,9 @@ export function endOf(err: unknown): RunEnd {
   if (err === undefined) return { kind: "exit", code: EXIT_RUN_ERR };
   if (err instanceof WebAssembly.RuntimeError || err instanceof RangeError) {
     // jco's glue already rewrites V8's trap messages as wasmtime's ("wasm trap: ...").
-    const message = err.message.startsWith("wasm trap:") ? err.message : `wasm trap: ${err.message}`;
+    const message = err.message.startsWith("wasm trap:")
+      ? err.message
+      : `wasm trap: ${err.message}`;
     return { kind: "trap", message: `${message}${wasmFrames(err)}` };
   }
   const message = err instanceof Error ? `${err.name}: ${err.message}` : JSON.stringify(err);

@@ -21,7 +21,7 @@
 
 import { invalidArgument } from "../../protocol/status.ts";
 import { GuestExit } from "./host/cli.ts";
-import { createIncomingCall, type ErrorCode, type OutgoingResponse } from "./host/http.ts";
+import { BodyCut, createIncomingCall, type ErrorCode, type OutgoingResponse } from "./host/http.ts";
 import type { Host } from "./host/mod.ts";
 
 /** Default listen address (as wasmtime serve and runwasi). */
@@ -48,7 +48,13 @@ export const ENV = {
   backlogAlias: "WASMTIME_HTTP_BACKLOG",
   timeout: "WASMTIME_HTTP_PROXY_REQUEST_TIMEOUT",
   pool: "WASMTIME_HTTP_PROXY_PREINSTANTIATE",
+  workers: "WASMTIME_HTTP_PROXY_WORKERS",
 } as const;
+
+/** Most worker threads used by default (each costs ~10 MB plus its instances). */
+export const MAX_DEFAULT_WORKERS = 4;
+/** Most worker threads accepted. */
+const MAX_WORKERS = 64;
 
 /** How the proxy is served. */
 export interface HttpConfig {
@@ -58,8 +64,10 @@ export interface HttpConfig {
   backlog: number;
   /** 0: no timeout. */
   requestTimeoutMs: number;
-  /** Instances created ahead of requests. */
+  /** Instances created ahead of requests (per thread). */
   poolSize: number;
+  /** Worker threads serving requests; 0 serves on the runner's main thread. */
+  workers: number;
 }
 
 /** Parses `host:port`, `[v6]:port`. @throws {RpcError} INVALID_ARGUMENT */
@@ -116,6 +124,9 @@ export function httpConfigFromEnv(env: ReadonlyMap<string, string>): HttpConfig 
     poolSize: env.has(ENV.pool)
       ? parseCount(ENV.pool, env.get(ENV.pool)!, 0, MAX_POOL_SIZE)
       : DEFAULT_POOL_SIZE,
+    workers: env.has(ENV.workers)
+      ? parseCount(ENV.workers, env.get(ENV.workers)!, 0, MAX_WORKERS)
+      : Math.max(1, Math.min(navigator.hardwareConcurrency || 1, MAX_DEFAULT_WORKERS)),
   };
 }
 
@@ -134,6 +145,14 @@ export interface ProxyInstance {
 
 /** Creates a fresh instance whose environment has `REQUEST_ID=requestId`. */
 export type InstanceFactory = (requestId: number) => ProxyInstance;
+
+/** Options of a {@linkcode ProxyServer}. */
+export interface ProxyServerOptions {
+  /** Bind with SO_REUSEPORT (several servers, one per worker, share the port). */
+  reusePort?: boolean;
+  /** The next `REQUEST_ID` (shared between workers); default: a local counter. */
+  nextId?: () => number;
+}
 
 type GuestResult = { tag: "ok"; val: OutgoingResponse } | { tag: "err"; val: ErrorCode };
 type Outcome =
@@ -166,7 +185,8 @@ export class ProxyServer {
   #log: (line: string) => void;
   #server: Deno.HttpServer<Deno.NetAddr> | null = null;
   #pool: ProxyInstance[] = [];
-  #nextId = 0;
+  #nextId: () => number;
+  #reusePort: boolean;
   #refilling = false;
   #inflight = new Set<Promise<void>>();
   #stopping = false;
@@ -174,16 +194,26 @@ export class ProxyServer {
   #startedPromise = new Promise<void>((resolve) => this.#started = resolve);
   #failures = 0;
   #served = 0;
+  #stopped = Promise.withResolvers<number>();
 
   /**
    * @param factory creates fresh instances
    * @param config address, timeout, pool size
    * @param log one line per failed request (the runner's stderr)
+   * @param options port sharing and request ids
    */
-  constructor(factory: InstanceFactory, config: HttpConfig, log: (line: string) => void) {
+  constructor(
+    factory: InstanceFactory,
+    config: HttpConfig,
+    log: (line: string) => void,
+    options: ProxyServerOptions = {},
+  ) {
     this.#factory = factory;
     this.#config = config;
     this.#log = log;
+    this.#reusePort = options.reusePort ?? false;
+    let id = 0;
+    this.#nextId = options.nextId ?? (() => ++id);
   }
 
   /** Requests answered, and how many of them failed. */
@@ -200,9 +230,11 @@ export class ProxyServer {
     this.#server = Deno.serve({
       hostname,
       port,
+      reusePort: this.#reusePort,
       onListen: () => {},
       onError: (err) => {
-        this.#log(`wasi:http: ${describeGuestError(err)}`);
+        // A cut body was logged where it was cut.
+        if (!(err instanceof BodyCut)) this.#log(`wasi:http: ${describeGuestError(err)}`);
         return plain(500, "Internal Server Error");
       },
     }, (req) => this.#serve(req));
@@ -217,16 +249,20 @@ export class ProxyServer {
 
   /**
    * Stops accepting, waits for in-flight requests (at most `graceMs`), then closes.
-   * Resolves true if every request finished in time.
+   * Resolves true if every request finished in time. {@linkcode serveUntilSignal} then
+   * resolves as if SIGINT (no grace period) or SIGTERM (a grace period) had arrived.
    */
   async stop(graceMs = Infinity): Promise<boolean> {
+    if (this.#stopping) {
+      await this.#stopped.promise;
+      return true;
+    }
     this.#stopping = true;
     this.#started();
     const server = this.#server;
-    if (server === null) return true;
     let timer: ReturnType<typeof setTimeout> | undefined;
     const drained = (async () => {
-      await server.shutdown();
+      await server?.shutdown();
       while (this.#inflight.size > 0) await Promise.allSettled([...this.#inflight]);
       return true;
     })();
@@ -236,12 +272,13 @@ export class ProxyServer {
     ]));
     clearTimeout(timer);
     for (const instance of this.#pool.splice(0)) instance.host.dispose();
+    this.#stopped.resolve(graceMs === Infinity ? 0 : EXIT_SIGTERM);
     return result;
   }
 
   /**
    * Serves until SIGINT (resolves 0 once drained) or SIGTERM (resolves 143 once drained
-   * or after {@linkcode SIGTERM_GRACE_MS}).
+   * or after {@linkcode SIGTERM_GRACE_MS}), or until {@linkcode stop} is called.
    */
   async serveUntilSignal(): Promise<number> {
     this.start();
@@ -251,8 +288,9 @@ export class ProxyServer {
     Deno.addSignalListener("SIGINT", onInt);
     Deno.addSignalListener("SIGTERM", onTerm);
     try {
-      const signal = await promise;
-      if (signal === "SIGINT") {
+      const first = await Promise.race([promise, this.#stopped.promise]);
+      if (typeof first === "number") return first;
+      if (first === "SIGINT") {
         await this.stop();
         return 0;
       }
@@ -274,7 +312,7 @@ export class ProxyServer {
       this.#refilling = false;
       if (this.#stopping || this.#pool.length >= this.#config.poolSize) return;
       try {
-        this.#pool.push(this.#factory(++this.#nextId));
+        this.#pool.push(this.#factory(this.#nextId()));
       } catch (err) {
         this.#log(`wasi:http: cannot create an instance ahead of time: ${describeGuestError(err)}`);
         return;
@@ -284,7 +322,7 @@ export class ProxyServer {
   }
 
   #take(): ProxyInstance {
-    const instance = this.#pool.shift() ?? this.#factory(++this.#nextId);
+    const instance = this.#pool.shift() ?? this.#factory(this.#nextId());
     this.#refill();
     return instance;
   }
@@ -326,7 +364,9 @@ export class ProxyServer {
       if (first.kind === "timeout") {
         return this.#fail(req, id, 504, `no response within ${this.#config.requestTimeoutMs} ms`);
       }
-      if (first.kind === "trapped") return this.#fail(req, id, 500, describeGuestError(first.error));
+      if (first.kind === "trapped") {
+        return this.#fail(req, id, 500, describeGuestError(first.error));
+      }
       return this.#fail(req, id, 500, "the component returned without setting a response");
     }
     if (first.result.tag === "err") {
@@ -375,8 +415,14 @@ export class ProxyServer {
           : "the component returned without finishing the body";
         body.abandon(why);
         if (req) this.#failLog(req, instance.requestId, `response body cut: ${why}`);
+      } else if (body?.cut && req) {
+        this.#failLog(req, instance.requestId, `response body cut: ${body.cut}`);
       } else if (last.kind === "trapped" && req && !(last.error instanceof GuestExit)) {
-        this.#failLog(req, instance.requestId, `after the response: ${describeGuestError(last.error)}`);
+        this.#failLog(
+          req,
+          instance.requestId,
+          `after the response: ${describeGuestError(last.error)}`,
+        );
       }
       if (last.kind !== "timeout") instance.host.dispose();
       else ended.then(() => instance.host.dispose());

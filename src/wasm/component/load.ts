@@ -7,7 +7,7 @@
  */
 
 import { invalidArgument } from "../../protocol/status.ts";
-import { cacheKey, type CacheEntry, type CacheOutcome, TranspileCache } from "./cache.ts";
+import { type CacheEntry, cacheKey, type CacheOutcome, TranspileCache } from "./cache.ts";
 import type { Imports } from "./host/mod.ts";
 import {
   compileCores,
@@ -41,6 +41,8 @@ export interface LoadTimings {
 export interface LoadedComponent {
   /** The glue's `instantiate`. */
   instantiate: Instantiate;
+  /** The glue's source (for worker threads, which evaluate it again). */
+  glue: string;
   /** Compiled core modules by name. */
   modules: Map<string, WebAssembly.Module>;
   /** Exports as jco listed them. */
@@ -104,6 +106,7 @@ export async function loadComponent(
   const compileMs = performance.now() - t;
   return {
     instantiate: glue,
+    glue: entry.glue,
     modules,
     exports: entry.exports,
     timings: { source: cached.outcome, cacheMs, transpileMs, glueMs, compileMs },
@@ -112,7 +115,7 @@ export async function loadComponent(
 
 /** Creates one instance of `component` linked to `imports`; returns its exports. */
 export function instantiate(
-  component: LoadedComponent,
+  component: Pick<LoadedComponent, "instantiate" | "modules">,
   imports: Imports,
 ): Record<string, unknown> {
   return component.instantiate((name) => {

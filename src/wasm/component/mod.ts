@@ -1,17 +1,19 @@
 /**
  * Running WebAssembly components (WASI 0.2) in a guest runner process.
  *
- * Design (measured with Deno 2.9.6, jco-transpile 0.15.0 on a 2-core machine; see
- * the README's component section for the figures):
+ * Design (measured with Deno 2.9.6 and jco-transpile 0.15.0 on a 2-core machine; the
+ * figures are in this directory's README):
  *
  * - **Host: our own WASI 0.2 host (`host/`), not preview2-shim.** preview2-shim's Node
  *   build is process-global (real stdio, `process.exit`, the whole environment). Its
- *   browser build is per-instance for CLI only: its HTTP types buffer whole request and
- *   response bodies (no streaming, no backpressure), it has no server-side incoming
- *   handler for `Deno.serve`, no real stdin, and no disk filesystem confined to a root.
- *   Those are most of what a container needs, so the host is written here: every
- *   instance gets its own arguments, environment, stdio streams, preopen and resource
- *   objects; nothing is shared between instances but stateless classes.
+ *   browser build is per-instance for the CLI interfaces only: its HTTP types buffer
+ *   whole request and response bodies (no streaming, no backpressure), it has no
+ *   server-side handler for `Deno.serve`, no real stdin, and no disk filesystem
+ *   confined to a root — most of what a container needs. So every instance gets its
+ *   own arguments, environment, stdio streams, preopen and resource objects here;
+ *   instances share nothing but stateless classes. `wasi:cli/exit` throws (exact codes
+ *   with `exit-with-code`); the rootfs is the only preopen, resolved by us so that `..`
+ *   and symlinks never leave it (`host/filesystem.ts` says what remains).
  * - **Blocking calls through JSPI.** The glue is transpiled with `asyncMode: "jspi"`;
  *   `poll`, `pollable.block` and the `blocking-*` stream methods are async functions
  *   over Deno streams and timers, so many instances run concurrently on one thread and
@@ -19,17 +21,21 @@
  * - **Transpile once per component and options, cached on disk** (`cache.ts`): one
  *   verified file per entry under `<cacheDir>/components/`, written by atomic rename.
  *   `cacheDir` defaults to {@linkcode DEFAULT_CACHE_DIR}; an unwritable directory only
- *   costs the cache.
- * - **Glue evaluated with `new Function`** (`transpile.ts`), which works in a
- *   `deno compile`d binary (no import of run-time files, no `blob:` URL); core modules
- *   are compiled once per process.
- * - **wasi:http: a fresh instance per request, from a small pool created ahead of
- *   requests** (`http_server.ts`).
+ *   costs the cache. Only jco's bindgen is loaded, and only on a miss.
+ * - **Glue evaluated with `new Function`** (`transpile.ts`; ~5 ms for 300 KB against
+ *   ~100 ms through a `data:` URL), which a `deno compile`d binary allows (no import of
+ *   run-time files, no `blob:` URL); core modules are compiled once per process. Two
+ *   text patches take jco's debug logging out of every host call (~20% per request).
+ * - **wasi:http: a fresh instance per request**, from a small pool created ahead of
+ *   requests (`http_server.ts`), on N worker threads sharing the port when Deno runs
+ *   with `--unstable-net` (`http_workers.ts`), else on the main thread. Per request,
+ *   jco's generated glue dominates: ~0.4–0.7 ms to instantiate and ~0.7 ms of glue per
+ *   handful of host calls, so one thread serves ~500–600 req/s of a hello component.
  *
  * Runner permissions (launcher install form) needed on a cache miss: jco's bindgen runs
  * on preview2-shim's Node build, which reads the whole environment (`--allow-env`) and
- * its own `.wasm` files (read access to the jco-transpile package directory). A cache
- * hit needs only read access to the cache directory.
+ * its own `.wasm` files (read access to `node_modules/@bytecodealliance/`). A cache hit
+ * needs only read access to the cache directory.
  *
  * @module
  */
@@ -39,9 +45,16 @@ import { DEFAULT_FUNC } from "../entrypoint.ts";
 import type { GuestInit } from "../types.ts";
 import { endOf, EXIT_TRAP, findExportedFunction, runToEnd } from "./command.ts";
 import { createHost, type HostConfig } from "./host/mod.ts";
-import { discardSink, EMPTY_SOURCE, type ByteSink } from "./host/io.ts";
-import { FileWriter, fileReadable, QueueSink, StreamSource } from "./host/pipes.ts";
-import { httpConfigFromEnv, type IncomingHandler, ProxyServer } from "./http_server.ts";
+import { discardSink, EMPTY_SOURCE } from "./host/io.ts";
+import { fileReadable, StreamSource } from "./host/pipes.ts";
+import { LocalProxy, type ProxyHostConfig, WorkerProxy } from "./http_workers.ts";
+import { logLine, openStdio, tellContainer } from "./stdio.ts";
+import {
+  DENO_BACKLOG,
+  type HttpConfig,
+  httpConfigFromEnv,
+  type IncomingHandler,
+} from "./http_server.ts";
 import {
   checkComponentImports,
   type ComponentKind,
@@ -49,23 +62,16 @@ import {
   inspectComponent,
   MalformedComponent,
 } from "./inspect.ts";
-import { DEFAULT_CACHE_DIR, instantiate, type LoadedComponent, loadComponent } from "./load.ts";
+import {
+  DEFAULT_CACHE_DIR,
+  instantiate,
+  loadComponent,
+  type LoadedComponent,
+  type LoadTimings,
+} from "./load.ts";
 
 export { DEFAULT_CACHE_DIR };
-
-/** Environment variable added to each wasi:http request's instance. */
-export const REQUEST_ID_ENV = "REQUEST_ID";
-
-const encoder = new TextEncoder();
-
-/** Writes one line to the runner's own stderr (the shim's log, never the container's). */
-function log(line: string): void {
-  try {
-    Deno.stderr.writeSync(encoder.encode(line.endsWith("\n") ? line : `${line}\n`));
-  } catch {
-    // nowhere to log
-  }
-}
+export { REQUEST_ID_ENV } from "./http_workers.ts";
 
 /** `KEY=VALUE` strings as ordered pairs; entries without `=` are dropped. */
 export function envPairs(env: readonly string[]): [string, string][] {
@@ -77,54 +83,7 @@ export function envPairs(env: readonly string[]): [string, string][] {
   return out;
 }
 
-/** The container's stdout or stderr FIFO as a sink (nothing: everything is dropped). */
-function fifoSink(path: string): { sink: ByteSink; close: () => Promise<void> } {
-  if (path === "") return { sink: discardSink(), close: () => Promise.resolve() };
-  const writer = new FileWriter(path);
-  const sink = new QueueSink(writer.write);
-  return {
-    sink,
-    close: async () => {
-      await sink.drained();
-      await writer.close();
-    },
-  };
-}
-
-/** Everything about the container's stdio a guest needs. */
-interface Stdio {
-  stdout: ByteSink;
-  stderr: ByteSink;
-  /** Waits for queued output to reach the FIFOs, then closes them. */
-  close(): Promise<void>;
-}
-
-function openStdio(init: GuestInit): Stdio {
-  const out = fifoSink(init.stdout);
-  const err = fifoSink(init.stderr);
-  return {
-    stdout: out.sink,
-    stderr: err.sink,
-    close: async () => {
-      await Promise.all([out.close(), err.close()]);
-    },
-  };
-}
-
-/** Writes a line to the container's stderr and waits for it. */
-async function tellContainer(stdio: Stdio, message: string): Promise<void> {
-  try {
-    const bytes = encoder.encode(`${message}\n`);
-    for (let at = 0; at < bytes.length;) {
-      while (!stdio.stderr.writable()) await stdio.stderr.whenWritable();
-      const n = Math.min(stdio.stderr.capacity(), bytes.length - at);
-      stdio.stderr.write(bytes.slice(at, at + n));
-      at += n;
-    }
-  } catch (err) {
-    log(`cannot write to the container's stderr: ${(err as Error).message}`);
-  }
-}
+const log = logLine;
 
 /** The function names jco must call through JSPI for `kind`. */
 function extraAsyncExports(kind: ComponentKind): string[] {
@@ -152,19 +111,33 @@ function instantiateOrExplain(
   }
 }
 
+/** A prepared component (what {@linkcode prepare} returns). */
+export interface PreparedComponent {
+  /** How it runs. */
+  kind: ComponentKind["kind"];
+  /** Where the time of loading it went. */
+  timings: LoadTimings;
+  /** The address a proxy listens on (bound at prepare time). */
+  addr?: Deno.NetAddr;
+  /** Worker threads serving a proxy (0: its runner's main thread). */
+  workers?: number;
+  /** Runs it; resolves with the exit status. */
+  run(): Promise<number>;
+  /**
+   * Stops a proxy as SIGINT would (drain, then `run` resolves 0), or as SIGTERM would
+   * with `graceMs`. For tests and embedding; a command ignores it.
+   */
+  stop(graceMs?: number): Promise<void>;
+}
+
 /**
  * Prepares a component to run in this guest runner process: reads its imports and
  * exports, transpiles it (or loads it from the cache), and instantiates it once to
- * check it links. For a wasi:http proxy it also binds the listener. The returned
- * function runs it: a command resolves with its exit code; a proxy serves until SIGINT
- * (resolves 0) or SIGTERM (resolves 143).
+ * check it links. For a wasi:http proxy it also binds the listener.
  *
  * @throws {RpcError} INVALID_ARGUMENT if the component cannot run here, saying why
  */
-export async function prepareComponent(
-  init: GuestInit,
-  bytes: Uint8Array,
-): Promise<() => Promise<number>> {
+export async function prepare(init: GuestInit, bytes: Uint8Array): Promise<PreparedComponent> {
   const path = init.guestPath;
   let shape;
   try {
@@ -196,70 +169,138 @@ export async function prepareComponent(
       ` (cache ${t.cacheMs.toFixed(0)} ms, transpile ${t.transpileMs.toFixed(0)} ms, ` +
       `glue ${t.glueMs.toFixed(0)} ms, compile ${t.compileMs.toFixed(0)} ms)`,
   );
-  const stdio = openStdio(init);
-  const base = { args: init.args, cwd: init.cwd || "/", root, stdout: stdio.stdout, stderr: stdio.stderr };
-
+  const base = { args: init.args, env, cwd: init.cwd || "/", root };
   if (kind.kind === "http") {
-    return prepareProxy(component, kind.export, { ...base, env, stdin: EMPTY_SOURCE }, httpConfig!, stdio, path);
+    return await prepareProxy(component, kind.export, base, httpConfig!, init, path);
   }
+  const stdio = openStdio(init.stdout, init.stderr);
   const stdin = init.stdin === "" ? EMPTY_SOURCE : new StreamSource(fileReadable(init.stdin));
-  const instance = instantiateOrExplain(component, { ...base, env, stdin }, path);
+  const instance = instantiateOrExplain(
+    component,
+    { ...base, stdin, stdout: stdio.stdout, stderr: stdio.stderr },
+    path,
+  );
   const fn = kind.kind === "command"
     ? findExportedFunction(instance.exports, `${kind.export}#run`, path)
     : findExportedFunction(instance.exports, kind.func, path);
-  return async () => {
-    const end = await runToEnd(fn);
-    instance.dispose();
-    if (end.kind === "trap") {
-      log(`component ${path}: ${end.message}`);
-      await tellContainer(stdio, end.message);
-    }
-    await stdio.close();
-    return end.kind === "exit" ? end.code : EXIT_TRAP;
+  return {
+    kind: kind.kind,
+    timings: t,
+    stop: () => Promise.resolve(),
+    run: async () => {
+      const end = await runToEnd(fn);
+      instance.dispose();
+      if (end.kind === "trap") {
+        log(`component ${path}: ${end.message}`);
+        await tellContainer(stdio, end.message, log);
+      }
+      await stdio.close();
+      return end.kind === "exit" ? end.code : EXIT_TRAP;
+    },
   };
 }
 
+/**
+ * Prepares a component to run in this guest runner process (see {@linkcode prepare}).
+ * The returned function runs it: a command resolves with its exit code; a proxy
+ * serves until SIGINT (resolves 0) or SIGTERM (resolves 143).
+ *
+ * @throws {RpcError} INVALID_ARGUMENT if the component cannot run here, saying why
+ */
+export async function prepareComponent(
+  init: GuestInit,
+  bytes: Uint8Array,
+): Promise<() => Promise<number>> {
+  const prepared = await prepare(init, bytes);
+  return () => prepared.run();
+}
+
 /** Checks a proxy instantiates, binds its listener, and returns what serves it. */
-function prepareProxy(
+async function prepareProxy(
   component: LoadedComponent,
   exportName: string,
-  config: HostConfig,
-  httpConfig: ReturnType<typeof httpConfigFromEnv>,
-  stdio: Stdio,
+  base: Omit<HostConfig, "stdin" | "stdout" | "stderr">,
+  http: HttpConfig,
+  init: GuestInit,
   path: string,
-): () => Promise<number> {
-  const check = instantiateOrExplain(component, config, path);
+): Promise<PreparedComponent> {
+  const hostConfig: ProxyHostConfig = base;
+  const check = instantiateOrExplain(
+    component,
+    { ...hostConfig, stdin: EMPTY_SOURCE, stdout: discardSink(), stderr: discardSink() },
+    path,
+  );
   check.dispose();
   if (typeof (check.exports[exportName] as IncomingHandler | undefined)?.handle !== "function") {
     throw invalidArgument(`component ${path}: ${exportName} has no handle function`);
   }
-  const env = config.env;
-  const server = new ProxyServer((requestId) => {
-    const host = createHost({ ...config, env: [...env, [REQUEST_ID_ENV, String(requestId)]] });
-    try {
-      const exports = instantiate(component, host.imports);
-      return { requestId, host, handler: exports[exportName] as IncomingHandler };
-    } catch (err) {
-      host.dispose();
-      throw err;
-    }
-  }, httpConfig, log);
+  const local = () => {
+    const stdio = openStdio(init.stdout, init.stderr);
+    return new LocalProxy(
+      component,
+      exportName,
+      { ...hostConfig, stdin: EMPTY_SOURCE, stdout: stdio.stdout, stderr: stdio.stderr },
+      http,
+      stdio,
+      log,
+    );
+  };
+  let proxy: WorkerProxy | LocalProxy;
   let addr: Deno.NetAddr;
   try {
-    addr = server.listen();
+    if (http.workers === 0) {
+      proxy = local();
+      addr = await proxy.listen();
+    } else {
+      proxy = new WorkerProxy(
+        {
+          glue: component.glue,
+          modules: component.modules,
+          exportName,
+          host: hostConfig,
+          http,
+          stdout: init.stdout,
+          stderr: init.stderr,
+          requestIds: new SharedArrayBuffer(4),
+        },
+        http.workers,
+        log,
+      );
+      try {
+        addr = await proxy.listen();
+      } catch (err) {
+        if (err instanceof Deno.errors.AddrInUse || err instanceof Deno.errors.AddrNotAvailable) {
+          throw err;
+        }
+        log(
+          `component ${path}: no worker threads (${(err as Error).message}); serving on one thread`,
+        );
+        proxy = local();
+        addr = await proxy.listen();
+      }
+    }
   } catch (err) {
     throw invalidArgument(
-      `component ${path}: cannot listen on ${httpConfig.hostname}:${httpConfig.port}: ` +
-        (err as Error).message,
+      `component ${path}: cannot listen on ${http.hostname}:${http.port}: ${
+        (err as Error).message
+      }`,
     );
   }
   log(
-    `component ${path}: serving wasi:http on ${addr.hostname}:${addr.port} (backlog ` +
-      `${httpConfig.backlog} requested; Deno.serve uses its own, 511)`,
+    `component ${path}: serving wasi:http on ${addr.hostname}:${addr.port} with ` +
+      `${proxy instanceof WorkerProxy ? `${http.workers} worker thread(s)` : "the main thread"}` +
+      ` (backlog ${http.backlog} requested; Deno.serve uses its own, ${DENO_BACKLOG})`,
   );
-  return async () => {
-    const code = await server.serveUntilSignal();
-    await stdio.close();
-    return code;
+  const server = proxy;
+  return {
+    kind: "http",
+    timings: component.timings,
+    addr,
+    workers: proxy instanceof WorkerProxy ? http.workers : 0,
+    run: () => server.serveUntilSignal(),
+    stop: async (graceMs?: number) => {
+      const drained = await server.stop(graceMs);
+      if (!drained) log(`component ${path}: requests still running after ${graceMs} ms`);
+    },
   };
 }

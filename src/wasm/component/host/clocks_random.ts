@@ -68,7 +68,8 @@ function randomU64(): bigint {
 
 /** The `wasi:clocks/*` and `wasi:random/*` imports of one instance. */
 export function clocksRandomImports(): Record<string, Record<string, unknown>> {
-  const seed: [bigint, bigint] = [randomU64(), randomU64()];
+  // Drawn on first use: most instances never ask, and each draw is a host call.
+  let seed: [bigint, bigint] | undefined;
   return {
     "wasi:clocks/monotonic-clock": monotonicClock,
     "wasi:clocks/wall-clock": wallClock,
@@ -77,6 +78,6 @@ export function clocksRandomImports(): Record<string, Record<string, unknown>> {
       getInsecureRandomBytes: randomBytes,
       getInsecureRandomU64: randomU64,
     },
-    "wasi:random/insecure-seed": { insecureSeed: () => seed },
+    "wasi:random/insecure-seed": { insecureSeed: () => seed ??= [randomU64(), randomU64()] },
   };
 }

@@ -169,6 +169,11 @@ export class OpenFiles {
     return fd;
   }
 
+  /** True while `fd` is open (a closed number may already name another file). */
+  has(fd: number): boolean {
+    return this.#fds.has(fd);
+  }
+
   /** One more user of `fd` (a stream outliving its descriptor). */
   retain(fd: number): void {
     this.#fds.set(fd, (this.#fds.get(fd) ?? 0) + 1);
@@ -287,6 +292,7 @@ class FileSource implements ByteSource {
   }
 
   take(max: number): Uint8Array | null {
+    if (this.#closed || !this.#files.has(this.#fd)) throw new IoError("the file was closed");
     const buf = new Uint8Array(max);
     let n: number;
     try {
@@ -335,6 +341,7 @@ class FileSink implements ByteSink {
   }
 
   write(bytes: Uint8Array): void {
+    if (this.#closed || !this.#files.has(this.#fd)) throw new IoError("the file was closed");
     try {
       let done = 0;
       while (done < bytes.length) {
@@ -387,6 +394,8 @@ const CONTEXT = new WeakMap<Descriptor, { ctx: FsContext; target: Target }>();
 function stateOf(d: Descriptor): { ctx: FsContext; target: Target } {
   const state = CONTEXT.get(d);
   if (!state) throw "bad-descriptor";
+  // A closed fd's number may already belong to another file.
+  if (state.target.fd !== null && !state.ctx.files.has(state.target.fd)) throw "bad-descriptor";
   return state;
 }
 
@@ -498,7 +507,9 @@ export class Descriptor {
     if (target.fd !== null) {
       const fd = target.fd;
       const stat = hostCall(() => fs.fstatSync(fd, { bigint: true }));
-      hostCall(() => fs.futimesSync(fd, timeArg(atime, stat.atimeNs), timeArg(mtime, stat.mtimeNs)));
+      hostCall(() =>
+        fs.futimesSync(fd, timeArg(atime, stat.atimeNs), timeArg(mtime, stat.mtimeNs))
+      );
       return;
     }
     const host = ctx.resolver.host(target.path);
@@ -595,8 +606,10 @@ export class Descriptor {
     flags: DescriptorFlags,
   ): Descriptor {
     const { ctx, target: parent } = this.#dir();
-    if ((flags.write || flags.mutateDirectory || openFlags.create || openFlags.truncate) &&
-      !parent.flags.mutateDirectory) {
+    if (
+      (flags.write || flags.mutateDirectory || openFlags.create || openFlags.truncate) &&
+      !parent.flags.mutateDirectory
+    ) {
       throw "read-only";
     }
     const resolved = this.#resolve(path, pathFlags.symlinkFollow === true);
@@ -730,7 +743,11 @@ export function createFilesystem(root: string | null): FilesystemHost {
       "wasi:filesystem/preopens": {
         getDirectories: (): [Descriptor, string][] =>
           ctx === null ? [] : [[
-            Descriptor.create(ctx, { path: [], fd: null, flags: { read: true, mutateDirectory: true } }),
+            Descriptor.create(ctx, {
+              path: [],
+              fd: null,
+              flags: { read: true, mutateDirectory: true },
+            }),
             "/",
           ]],
       },

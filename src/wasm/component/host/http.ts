@@ -332,10 +332,24 @@ function methodName(method: Method): string {
   return method.tag === "other" ? String(method.val) : method.tag.toUpperCase();
 }
 
+/**
+ * The error an outgoing body is cut with (the guest trapped, returned or dropped it
+ * before finishing it). Whoever cut it has already said why.
+ */
+export class BodyCut extends Error {
+  /** A body cut because of `reason`. */
+  constructor(reason: string) {
+    super(reason);
+    this.name = "BodyCut";
+  }
+}
+
 /** What an outgoing body does when it ends. */
 interface BodyEnd {
   sink: BodySink;
   finished: boolean;
+  /** Why the body was cut, if it was. */
+  cut: string | null;
 }
 
 /** The `outgoing-body` resource: what the guest writes, as a streamed body. */
@@ -345,7 +359,7 @@ export class OutgoingBody {
 
   /** A body writing into `sink`. @internal */
   constructor(sink: BodySink) {
-    this.#end = { sink, finished: false };
+    this.#end = { sink, finished: false, cut: null };
     this.#stream = new OutputStream(sink);
   }
 
@@ -362,7 +376,8 @@ export class OutgoingBody {
     if (body.#end.finished) throw { tag: "internal-error", val: "body already finished" };
     body.#end.finished = true;
     if (trailers !== undefined && trailers.entries().length > 0) {
-      body.#end.sink.abort(new Error("trailers are not supported by this host"));
+      body.#end.cut = "trailers are not supported by this host";
+      body.#end.sink.abort(new BodyCut(body.#end.cut));
       throw { tag: "internal-error", val: "trailers are not supported by this host" };
     }
     body.#end.sink.end();
@@ -372,7 +387,8 @@ export class OutgoingBody {
   [Symbol.dispose](): void {
     if (this.#end.finished) return;
     this.#end.finished = true;
-    this.#end.sink.abort(new Error("the component dropped the body before finishing it"));
+    this.#end.cut = "the component dropped the body before finishing it";
+    this.#end.sink.abort(new BodyCut(this.#end.cut));
   }
 
   /** True once finished or dropped. @internal */
@@ -380,11 +396,17 @@ export class OutgoingBody {
     return this.#end.finished;
   }
 
+  /** Why the body was cut (dropped unfinished, trailers), or null. @internal */
+  get cut(): string | null {
+    return this.#end.cut;
+  }
+
   /** Cuts the body if it is still open (its instance trapped or returned). @internal */
   abandon(reason: string): void {
     if (this.#end.finished) return;
     this.#end.finished = true;
-    this.#end.sink.abort(new Error(reason));
+    this.#end.cut = reason;
+    this.#end.sink.abort(new BodyCut(reason));
   }
 }
 

@@ -1,0 +1,279 @@
+/**
+ * Serves a wasi:http proxy from several threads: each `Worker` runs its own
+ * {@linkcode ProxyServer} on the same address (SO_REUSEPORT, so the kernel spreads
+ * connections between them), with its own instances, created from the glue and the
+ * compiled core modules this thread hands it (compiled code is shared, not
+ * recompiled). `REQUEST_ID`s come from one shared counter, so they stay unique and
+ * increasing across threads.
+ *
+ * The main thread only coordinates (signals, stop, drain). The proxy is served on the
+ * main thread instead with 0 workers, without `--unstable-net` (Deno's `reusePort` is
+ * unstable; using it without the flag exits the process, so it is never tried), or if
+ * a worker cannot start (e.g. a `deno compile`d binary built without
+ * `--include src/wasm/component/http_worker.ts`).
+ *
+ * @module
+ */
+
+import { createHost, type HostConfig } from "./host/mod.ts";
+import {
+  EXIT_SIGTERM,
+  type HttpConfig,
+  type IncomingHandler,
+  type InstanceFactory,
+  ProxyServer,
+  SIGTERM_GRACE_MS,
+} from "./http_server.ts";
+import { instantiate, type LoadedComponent } from "./load.ts";
+import type { Stdio } from "./stdio.ts";
+
+/** Environment variable added to each wasi:http request's instance. */
+export const REQUEST_ID_ENV = "REQUEST_ID";
+/** How long a worker may take to start and bind. */
+const WORKER_START_TIMEOUT_MS = 30_000;
+
+/**
+ * True if this process may bind with `reusePort` (it was started with
+ * `--unstable-net`, which is also what exposes `Deno.listenDatagram`).
+ */
+export function canSharePorts(): boolean {
+  return typeof (Deno as { listenDatagram?: unknown }).listenDatagram === "function";
+}
+
+/**
+ * The host configuration of a proxy's instances, minus stdio: the same for every
+ * thread, and structured-cloneable (a proxy's stdin is always empty).
+ */
+export type ProxyHostConfig = Omit<HostConfig, "stdin" | "stdout" | "stderr">;
+
+/** Creates the instances of one proxy (one thread's). */
+export function instanceFactory(
+  component: Pick<LoadedComponent, "instantiate" | "modules">,
+  exportName: string,
+  config: HostConfig,
+): InstanceFactory {
+  const env = config.env;
+  return (requestId) => {
+    const host = createHost({ ...config, env: [...env, [REQUEST_ID_ENV, String(requestId)]] });
+    try {
+      const exports = instantiate(component, host.imports);
+      return { requestId, host, handler: exports[exportName] as IncomingHandler };
+    } catch (err) {
+      host.dispose();
+      throw err;
+    }
+  };
+}
+
+/** Everything a worker needs to serve the proxy (structured-cloneable). */
+export interface WorkerSpec {
+  glue: string;
+  modules: Map<string, WebAssembly.Module>;
+  exportName: string;
+  host: ProxyHostConfig;
+  http: HttpConfig;
+  /** FIFO paths of the container's stdout and stderr ("" for none). */
+  stdout: string;
+  stderr: string;
+  /** `Int32Array` over this: [0] is the last REQUEST_ID handed out. */
+  requestIds: SharedArrayBuffer;
+}
+
+/** Messages from a worker. */
+export type FromWorker =
+  | { type: "listening"; hostname: string; port: number }
+  | { type: "failed"; message: string }
+  | { type: "stopped"; drained: boolean };
+
+/** Messages to a worker. */
+export type ToWorker =
+  | { type: "init"; spec: WorkerSpec }
+  | { type: "start" }
+  | { type: "stop"; graceMs: number | null };
+
+/** A proxy served by worker threads. */
+export class WorkerProxy {
+  #spec: WorkerSpec;
+  #count: number;
+  #log: (line: string) => void;
+  #workers: Worker[] = [];
+  #messages = new Map<Worker, (msg: FromWorker) => void>();
+  #stopped = Promise.withResolvers<number>();
+  #stopping: Promise<boolean> | null = null;
+
+  /**
+   * @param spec what each worker serves
+   * @param count how many workers
+   * @param log the runner's stderr
+   */
+  constructor(spec: WorkerSpec, count: number, log: (line: string) => void) {
+    this.#spec = spec;
+    this.#count = count;
+    this.#log = log;
+  }
+
+  #next(worker: Worker, timeoutMs = Infinity): Promise<FromWorker> {
+    return new Promise((resolve, reject) => {
+      const timer = timeoutMs === Infinity ? undefined : setTimeout(
+        () => reject(new Error(`no answer from a wasi:http worker within ${timeoutMs} ms`)),
+        timeoutMs,
+      );
+      this.#messages.set(worker, (msg) => {
+        clearTimeout(timer);
+        resolve(msg);
+      });
+    });
+  }
+
+  async #spawn(spec: WorkerSpec): Promise<{ worker: Worker; addr: Deno.NetAddr }> {
+    const worker = new Worker(new URL("./http_worker.ts", import.meta.url), { type: "module" });
+    worker.onmessage = (e: MessageEvent<FromWorker>) => {
+      const handler = this.#messages.get(worker);
+      this.#messages.delete(worker);
+      handler?.(e.data);
+    };
+    const failed = new Promise<never>((_, reject) => {
+      worker.onerror = (e) => {
+        e.preventDefault();
+        reject(new Error(`wasi:http worker failed: ${e.message}`));
+      };
+    });
+    const reply = this.#next(worker, WORKER_START_TIMEOUT_MS);
+    worker.postMessage({ type: "init", spec } satisfies ToWorker);
+    let msg: FromWorker;
+    try {
+      msg = await Promise.race([reply, failed]);
+    } catch (err) {
+      worker.terminate();
+      throw err;
+    }
+    if (msg.type !== "listening") {
+      worker.terminate();
+      throw new Error(msg.type === "failed" ? msg.message : `unexpected ${msg.type}`);
+    }
+    worker.onerror = (e) => {
+      e.preventDefault();
+      this.#log(`wasi:http: a worker thread failed: ${e.message}`);
+    };
+    return { worker, addr: { transport: "tcp", hostname: msg.hostname, port: msg.port } };
+  }
+
+  /**
+   * Starts the workers and binds the address in each (the first binds a requested port
+   * 0, the others share the port it got). Requests wait until {@linkcode start}.
+   */
+  async listen(): Promise<Deno.NetAddr> {
+    if (!canSharePorts()) {
+      throw new Error("sharing a port between threads needs Deno's --unstable-net");
+    }
+    const { hostname, port } = this.#spec.http;
+    if (port !== 0) {
+      // Workers bind with SO_REUSEPORT, which would quietly share the port with another
+      // process doing the same; an exclusive bind first makes a busy port an error.
+      Deno.listen({ hostname, port }).close();
+    }
+    const first = await this.#spawn(this.#spec);
+    this.#workers.push(first.worker);
+    const shared = { ...this.#spec, http: { ...this.#spec.http, port: first.addr.port } };
+    try {
+      const rest = await Promise.all(
+        Array.from({ length: this.#count - 1 }, () => this.#spawn(shared)),
+      );
+      for (const r of rest) this.#workers.push(r.worker);
+    } catch (err) {
+      for (const w of this.#workers) w.terminate();
+      this.#workers = [];
+      throw err;
+    }
+    return first.addr;
+  }
+
+  /** Lets requests through. */
+  start(): void {
+    for (const w of this.#workers) w.postMessage({ type: "start" } satisfies ToWorker);
+  }
+
+  /** Stops every worker (drain, at most `graceMs`); resolves true if all drained. */
+  stop(graceMs = Infinity): Promise<boolean> {
+    this.#stopping ??= (async () => {
+      const replies = this.#workers.map((w) => this.#next(w));
+      for (const w of this.#workers) {
+        w.postMessage(
+          { type: "stop", graceMs: graceMs === Infinity ? null : graceMs } satisfies ToWorker,
+        );
+      }
+      const results = await Promise.all(replies.map((r) => r.catch(() => null)));
+      for (const w of this.#workers) w.terminate();
+      this.#stopped.resolve(graceMs === Infinity ? 0 : EXIT_SIGTERM);
+      return results.every((r) => r?.type === "stopped" && r.drained);
+    })();
+    return this.#stopping;
+  }
+
+  /** As {@linkcode ProxyServer.serveUntilSignal}, for the workers. */
+  async serveUntilSignal(): Promise<number> {
+    this.start();
+    const { promise, resolve } = Promise.withResolvers<Deno.Signal>();
+    const onInt = () => resolve("SIGINT");
+    const onTerm = () => resolve("SIGTERM");
+    Deno.addSignalListener("SIGINT", onInt);
+    Deno.addSignalListener("SIGTERM", onTerm);
+    try {
+      const first = await Promise.race([promise, this.#stopped.promise]);
+      if (typeof first === "number") return first;
+      if (first === "SIGINT") {
+        await this.stop();
+        return 0;
+      }
+      const drained = await this.stop(SIGTERM_GRACE_MS);
+      if (!drained) this.#log(`wasi:http: requests still running after SIGTERM grace period`);
+      return EXIT_SIGTERM;
+    } finally {
+      Deno.removeSignalListener("SIGINT", onInt);
+      Deno.removeSignalListener("SIGTERM", onTerm);
+    }
+  }
+}
+
+/** A proxy served on this thread, with the same interface as {@linkcode WorkerProxy}. */
+export class LocalProxy {
+  #server: ProxyServer;
+  #stdio: Stdio;
+
+  /** Serves `component` here. */
+  constructor(
+    component: LoadedComponent,
+    exportName: string,
+    config: HostConfig,
+    http: HttpConfig,
+    stdio: Stdio,
+    log: (line: string) => void,
+  ) {
+    this.#server = new ProxyServer(instanceFactory(component, exportName, config), http, log);
+    this.#stdio = stdio;
+  }
+
+  /** Binds the address. */
+  listen(): Promise<Deno.NetAddr> {
+    return Promise.resolve(this.#server.listen());
+  }
+
+  /** Lets requests through. */
+  start(): void {
+    this.#server.start();
+  }
+
+  /** Stops (drain, at most `graceMs`). */
+  async stop(graceMs = Infinity): Promise<boolean> {
+    const drained = await this.#server.stop(graceMs);
+    await this.#stdio.close();
+    return drained;
+  }
+
+  /** Serves until SIGINT/SIGTERM or stop. */
+  async serveUntilSignal(): Promise<number> {
+    const code = await this.#server.serveUntilSignal();
+    await this.#stdio.close();
+    return code;
+  }
+}

@@ -34,6 +34,8 @@ const args = [
   "--no-check",
   "--include",
   "build_info.json",
+  "--include",
+  "src/wasm/component/http_worker.ts",
   "--output",
   out,
   "main.ts",

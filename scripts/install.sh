@@ -74,7 +74,7 @@ command -v npm >/dev/null 2>&1 || die "npm is needed to install the npm dependen
 
 compiled=0
 if [[ "${WASMTIME_SHIM_FORM:-auto}" != "launcher" ]]; then
-  if (cd "$staging" && NO_COLOR=1 "$DENO_BIN" compile --quiet -A --unstable-net --no-check --include build_info.json \
+  if (cd "$staging" && NO_COLOR=1 "$DENO_BIN" compile --quiet -A --unstable-net --no-check --include build_info.json --include src/wasm/component/http_worker.ts \
         -o "$staging/$SHIM" main.ts) >"$staging/compile.log" 2>&1; then
     compiled=1
   else

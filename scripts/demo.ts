@@ -16,7 +16,8 @@ import { startContainerd } from "../tests/e2e/harness.ts";
 import { fixture, runInstall } from "../tests/e2e/shim_install.ts";
 
 const RUNTIME = "io.containerd.wasmtime.v1";
-const HTTP_FIXTURE = fixture("hello_http.wasm");
+const HTTP_FIXTURE = new URL("../src/wasm/component/testdata/http_hello.wasm", import.meta.url)
+  .pathname;
 const ADDR = "127.0.0.1:8080";
 
 function say(text: string): void {
@@ -77,7 +78,7 @@ try {
       `WASMTIME_HTTP_PROXY_SOCKET_ADDR=${ADDR}`,
       "demo-http:latest",
       "demo2",
-      "/hello_http.wasm",
+      "/http_hello.wasm",
     ], { timeoutMs: 60_000 });
     let answer = "";
     for (let i = 0; i < 100 && answer === ""; i++) {

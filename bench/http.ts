@@ -30,8 +30,8 @@ export async function wrk(url: string, connections = 50, seconds = SECONDS): Pro
   const text = new TextDecoder().decode(out.stdout);
   if (!out.success) throw new Error(`wrk failed: ${new TextDecoder().decode(out.stderr)}`);
   const rps = Number(text.match(/Requests\/sec:\s+([\d.]+)/)?.[1] ?? 0);
-  const p50 = text.match(/50%\s+(\S+)/)?.[1] ?? "?";
-  const p99 = text.match(/99%\s+(\S+)/)?.[1] ?? "?";
+  const p50 = text.match(/^\s+50%\s+([\d.]+\w+)/m)?.[1] ?? "?";
+  const p99 = text.match(/^\s+99%\s+([\d.]+\w+)/m)?.[1] ?? "?";
   const errs = text.match(/Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)/);
   const non2xx = Number(text.match(/Non-2xx or 3xx responses: (\d+)/)?.[1] ?? 0);
   const errors = (errs ? errs.slice(1).reduce((a, b) => a + Number(b), 0) : 0) + non2xx;

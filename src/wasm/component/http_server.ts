@@ -282,25 +282,7 @@ export class ProxyServer {
    */
   async serveUntilSignal(): Promise<number> {
     this.start();
-    const { promise, resolve } = Promise.withResolvers<Deno.Signal>();
-    const onInt = () => resolve("SIGINT");
-    const onTerm = () => resolve("SIGTERM");
-    Deno.addSignalListener("SIGINT", onInt);
-    Deno.addSignalListener("SIGTERM", onTerm);
-    try {
-      const first = await Promise.race([promise, this.#stopped.promise]);
-      if (typeof first === "number") return first;
-      if (first === "SIGINT") {
-        await this.stop();
-        return 0;
-      }
-      const drained = await this.stop(SIGTERM_GRACE_MS);
-      if (!drained) this.#log(`wasi:http: requests still running after SIGTERM grace period`);
-      return EXIT_SIGTERM;
-    } finally {
-      Deno.removeSignalListener("SIGINT", onInt);
-      Deno.removeSignalListener("SIGTERM", onTerm);
-    }
+    return await untilSignal((grace) => this.stop(grace), this.#stopped.promise, this.#log);
   }
 
   /** Creates pool instances, one per event-loop turn, until the pool is full. */
@@ -451,4 +433,35 @@ export class ProxyServer {
 
 function bigints(_key: string, value: unknown): unknown {
   return typeof value === "bigint" ? value.toString() : value;
+}
+
+/**
+ * Waits for SIGINT (then `stop()`, drained: 0) or SIGTERM (then `stop(grace)`:
+ * 143), or for `stopped` to settle first; shared by the one-thread server and the
+ * worker pool.
+ */
+export async function untilSignal(
+  stop: (graceMs?: number) => Promise<boolean>,
+  stopped: Promise<number>,
+  log: (line: string) => void,
+): Promise<number> {
+  const { promise, resolve } = Promise.withResolvers<Deno.Signal>();
+  const onInt = () => resolve("SIGINT");
+  const onTerm = () => resolve("SIGTERM");
+  Deno.addSignalListener("SIGINT", onInt);
+  Deno.addSignalListener("SIGTERM", onTerm);
+  try {
+    const first = await Promise.race([promise, stopped]);
+    if (typeof first === "number") return first;
+    if (first === "SIGINT") {
+      await stop();
+      return 0;
+    }
+    const drained = await stop(SIGTERM_GRACE_MS);
+    if (!drained) log(`wasi:http: requests still running after SIGTERM grace period`);
+    return EXIT_SIGTERM;
+  } finally {
+    Deno.removeSignalListener("SIGINT", onInt);
+    Deno.removeSignalListener("SIGTERM", onTerm);
+  }
 }

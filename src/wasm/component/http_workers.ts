@@ -22,7 +22,7 @@ import {
   type IncomingHandler,
   type InstanceFactory,
   ProxyServer,
-  SIGTERM_GRACE_MS,
+  untilSignal,
 } from "./http_server.ts";
 import { instantiate, type LoadedComponent } from "./load.ts";
 import type { Stdio } from "./stdio.ts";
@@ -213,25 +213,7 @@ export class WorkerProxy {
   /** As {@linkcode ProxyServer.serveUntilSignal}, for the workers. */
   async serveUntilSignal(): Promise<number> {
     this.start();
-    const { promise, resolve } = Promise.withResolvers<Deno.Signal>();
-    const onInt = () => resolve("SIGINT");
-    const onTerm = () => resolve("SIGTERM");
-    Deno.addSignalListener("SIGINT", onInt);
-    Deno.addSignalListener("SIGTERM", onTerm);
-    try {
-      const first = await Promise.race([promise, this.#stopped.promise]);
-      if (typeof first === "number") return first;
-      if (first === "SIGINT") {
-        await this.stop();
-        return 0;
-      }
-      const drained = await this.stop(SIGTERM_GRACE_MS);
-      if (!drained) this.#log(`wasi:http: requests still running after SIGTERM grace period`);
-      return EXIT_SIGTERM;
-    } finally {
-      Deno.removeSignalListener("SIGINT", onInt);
-      Deno.removeSignalListener("SIGTERM", onTerm);
-    }
+    return await untilSignal((grace) => this.stop(grace), this.#stopped.promise, this.#log);
   }
 }
 

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
-# Installs containerd-shim-wasmtime-v1 (and oci-tar-builder) so containerd finds it.
+# Installs containerd-shim-wasmtime-v1 (and oci-tar-builder) so containerd finds it,
+# and optionally adds the runtime to containerd's config.
 #
-#   scripts/install.sh [--uninstall]
+#   scripts/install.sh [--uninstall] [--configure-containerd [--containerd-config PATH]]
 #
 # Environment:
 #   PREFIX      install prefix (default /usr/local): binaries in $PREFIX/bin,
@@ -9,6 +10,9 @@
 #   DENO        the deno executable to use (default: deno on PATH; if missing,
 #               Deno 2.9.6 is installed from the npm registry)
 #   DENORT_BIN  a denort runtime for `deno compile` on machines without internet
+#   CONTAINERD  the containerd command used to read its version and validate the
+#               config (default: containerd; may carry a prefix, such as
+#               "nsenter -t 1 -m -- containerd" from a privileged pod)
 #
 # Two forms are installed, whichever works here:
 #   compiled  a single executable from `deno compile` (needs Deno's runtime, which
@@ -16,7 +20,13 @@
 #   launcher  a small script that runs the application with a private copy of
 #             deno and its dependencies cached at install time (works offline).
 # Re-running is safe (idempotent); --uninstall removes exactly what was installed.
-set -euo pipefail
+#
+# --configure-containerd adds the runtime "wasmtime" (runtime_type
+# io.containerd.wasmtime.v1) to containerd's CRI config, in the form the config's
+# `version` asks for; see usage() below.
+set -Eeuo pipefail
+# Whatever fails without a message of its own still says where.
+trap 'rc=$?; [[ $BASH_SUBSHELL -gt 0 ]] || say "error: unexpected failure (exit $rc) at line $LINENO: $BASH_COMMAND"' ERR
 
 PREFIX="${PREFIX:-/usr/local}"
 DENO_VERSION="2.9.6"
@@ -26,8 +36,63 @@ APP_DIR="$PREFIX/lib/containerd-shim-wasmtime"
 BIN_DIR="$PREFIX/bin"
 SRC_DIR="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 
+# What --configure-containerd adds to containerd's config: the CRI runtime handler
+# name (a Kubernetes RuntimeClass's `handler`, see deploy/) and the runtime it runs.
+RUNTIME_NAME=wasmtime
+RUNTIME_TYPE=io.containerd.wasmtime.v1
+MARK_BEGIN="# BEGIN containerd-shim-wasmtime (added by scripts/install.sh --configure-containerd)"
+MARK_END="# END containerd-shim-wasmtime"
+CREATED_HEADER="# containerd config created by containerd-shim-wasmtime's scripts/install.sh;
+# everything not set here keeps containerd's defaults (see: containerd config default)."
+
 say() { printf 'install.sh: %s\n' "$*" >&2; }
 die() { say "error: $*"; exit 1; }
+
+# Temporary files go away however install.sh ends.
+staging=""
+CFG_TMP=""
+cleanup() {
+  if [[ -n "$staging" ]]; then rm -rf "$staging"; fi
+  if [[ -n "$CFG_TMP" ]]; then rm -f "$CFG_TMP"; fi
+}
+trap cleanup EXIT
+
+usage() {
+  cat <<EOF
+Usage: scripts/install.sh [--uninstall] [--configure-containerd [--containerd-config PATH]]
+
+Installs containerd-shim-wasmtime-v1 and oci-tar-builder into \$PREFIX/bin
+(PREFIX=$PREFIX), where containerd finds the shim on its PATH.
+
+Options:
+  --uninstall               remove what install.sh installed; with --configure-containerd,
+                            also remove the runtime table it added to containerd's config
+  --configure-containerd    also add the runtime "$RUNTIME_NAME" (runtime_type = "$RUNTIME_TYPE")
+                            to containerd's CRI config, in the form its \`version\` line asks for:
+                              version = 3 (containerd 2.x):
+                                [plugins."io.containerd.cri.v1.runtime".containerd.runtimes.$RUNTIME_NAME]
+                              version = 2 (containerd 1.6/1.7, also read by 2.x):
+                                [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.$RUNTIME_NAME]
+                              no version line (version 1, deprecated):
+                                [plugins.cri.containerd.runtimes.$RUNTIME_NAME]
+                            A missing or empty config gets a minimal one: version 3 for
+                            containerd 2.x, else version 2. A config that already has the
+                            table is left as is. Before a change the file is copied to
+                            PATH.bak.<timestamp>; after it, \`containerd --config PATH config
+                            dump\` must accept the result, or the backup is put back and
+                            install.sh fails. Restart containerd to load the new config.
+  --containerd-config PATH  containerd's config file (default /etc/containerd/config.toml)
+  -h, --help                show this help
+
+Environment:
+  PREFIX              install prefix (default /usr/local)
+  DENO                the deno executable to use (default: deno on PATH, else from npm)
+  DENORT_BIN          a denort runtime for \`deno compile\` without internet access
+  WASMTIME_SHIM_FORM  "launcher" skips the \`deno compile\` attempt
+  CONTAINERD          containerd command used to read its version and validate the config
+                      (default: containerd; e.g. "nsenter -t 1 -m -- containerd" in a pod)
+EOF
+}
 
 uninstall() {
   rm -f "$BIN_DIR/$SHIM" "$BIN_DIR/$BUILDER"
@@ -44,8 +109,397 @@ find_deno() {
   command -v deno || die "npm installed deno@$DENO_VERSION but it is not on PATH"
 }
 
-if [[ "${1:-}" == "--uninstall" ]]; then uninstall; exit 0; fi
-[[ $# -eq 0 ]] || die "unknown argument: $1 (usage: install.sh [--uninstall])"
+# --- containerd's config ---------------------------------------------------------
+#
+# No TOML library: the config is read line by line (awk) for the little needed here
+# (the top-level `version`, table headers, our own marker lines) and changed only by
+# appending one marked block, or removing it again. containerd itself is the
+# validator: `containerd --config FILE config dump` before a change (a config it
+# rejects is refused) and after it (the backup is put back if it rejects the result).
+
+CTR_CMD=()   # the containerd command, empty when there is none
+CTR_MAJOR="" # its major version, when known
+
+detect_containerd() {
+  local out
+  read -r -a CTR_CMD <<<"${CONTAINERD:-containerd}"
+  if [[ ${#CTR_CMD[@]} -eq 0 ]] || ! command -v "${CTR_CMD[0]}" >/dev/null 2>&1; then
+    CTR_CMD=()
+    say "warning: no containerd command (${CONTAINERD:-containerd}) here, so the config cannot be validated; set CONTAINERD to containerd's command"
+    return 0
+  fi
+  out="$("${CTR_CMD[@]}" --version 2>&1)" \
+    || die "'${CTR_CMD[*]} --version' failed, so containerd's version is unknown: $out"
+  CTR_MAJOR="$(awk '{ for (i = 1; i <= NF; i++) if ($i ~ /^v?[0-9]+\.[0-9]+/) { sub(/^v/, "", $i); split($i, a, "."); print a[1]; exit } }' <<<"$out")"
+  [[ -n "$CTR_MAJOR" ]] || say "warning: no version number in '${CTR_CMD[*]} --version': $out"
+}
+
+# The top-level `version = N` of a config (empty when there is none).
+config_version() {
+  awk '
+    /^[ \t]*\[/ { exit }
+    /^[ \t]*version[ \t]*=/ {
+      v = $0; sub(/^[ \t]*version[ \t]*=[ \t]*/, "", v); sub(/[ \t]*(#.*)?\r?$/, "", v); print v; exit
+    }' "$1"
+}
+
+# Whether a config has anything but comments and blank lines.
+config_has_content() {
+  grep -qvE '^[[:space:]]*(#.*)?$' "$1"
+}
+
+# The CRI plugin's key (holding containerd.runtimes) in each config version.
+cri_plugin_for_version() {
+  case "$1" in
+    1) echo 'cri' ;;
+    2) echo '"io.containerd.grpc.v1.cri"' ;;
+    *) echo '"io.containerd.cri.v1.runtime"' ;;
+  esac
+}
+
+# Reads a config; prints "present begins ends fq cri_off runtime_type": whether the
+# table plugins.<plugin>.containerd.runtimes.wasmtime exists (a table header, an
+# inline table under [..runtimes] or a dotted key under [..containerd]), how many of
+# our marker lines there are, whether a plugin is named the version 2 way
+# (io.containerd.…), whether disabled_plugins names the CRI plugin, and the
+# runtime_type in the existing table ("-" if none).
+inspect_config() {
+  local plugin="$1" file="$2"
+  awk -v plugin="$plugin" -v runtime="$RUNTIME_NAME" -v b="$MARK_BEGIN" -v e="$MARK_END" '
+    function norm(s) { gsub(/["'\'' \t]/, "", s); return s }
+    BEGIN {
+      p = norm(plugin); target = "plugins." p ".containerd.runtimes." runtime
+      runtimes = "plugins." p ".containerd.runtimes"; ctrd = "plugins." p ".containerd"
+      table = ""; present = 0; nb = 0; ne = 0; fq = 0; off = 0; rt = "-"
+    }
+    { sub(/\r$/, "") }
+    $0 == b { nb++ }
+    $0 == e { ne++ }
+    /^[ \t]*(#|$)/ { next }
+    /^[ \t]*\[\[/ { table = "[[]]"; next }
+    /^[ \t]*\[/ {
+      h = $0; sub(/^[ \t]*\[/, "", h); sub(/\][ \t]*(#.*)?$/, "", h); table = norm(h)
+      if (table == target) present = 1
+      if (table ~ /^plugins\.io\.containerd\./) fq = 1
+      next
+    }
+    table == "" && /^[ \t]*plugins[ \t]*\.[ \t]*["'\'']io\.containerd\./ { fq = 1 }
+    table == "" && /^[ \t]*disabled_plugins[ \t]*=/ && /["'\''](cri|io\.containerd\.grpc\.v1\.cri)["'\'']/ { off = 1 }
+    table == target && /^[ \t]*runtime_type[ \t]*=/ {
+      t = $0; sub(/^[^=]*=[ \t]*/, "", t); sub(/[ \t]*(#.*)?$/, "", t); gsub(/["'\'']/, "", t); rt = t
+    }
+    table == runtimes && $0 ~ ("^[ \t]*[\"'\'']?" runtime "[\"'\'']?[ \t]*=") { present = 1 }
+    table == ctrd && $0 ~ ("^[ \t]*runtimes[ \t]*\\.[ \t]*[\"'\'']?" runtime "[\"'\'']?[ \t]*[.=]") { present = 1 }
+    END { print present, nb, ne, fq, off, rt }' "$file"
+}
+
+# Prints a config without our marked block (and the blank line before it). A version
+# line inside the block (written when the config had no settings) stays if the rest
+# of the config now has settings of its own, whose meaning it decides.
+strip_block() {
+  awk -v b="$MARK_BEGIN" -v e="$MARK_END" '
+    { l[NR] = $0 }
+    END {
+      inb = 0; rest = 0
+      for (i = 1; i <= NR; i++) {
+        if (l[i] == b) { inb = 1; continue }
+        if (inb) { if (l[i] == e) inb = 0; continue }
+        if (l[i] !~ /^[ \t]*(#.*)?\r?$/) rest = 1
+      }
+      n = 0; inb = 0
+      for (i = 1; i <= NR; i++) {
+        if (l[i] == b) { inb = 1; if (n > 0 && o[n] == "") n--; continue }
+        if (inb) {
+          if (l[i] == e) inb = 0
+          else if (rest && l[i] ~ /^[ \t]*version[ \t]*=/) o[++n] = l[i]
+          continue
+        }
+        o[++n] = l[i]
+      }
+      for (i = 1; i <= n; i++) print o[i]
+    }' "$1"
+}
+
+# containerd's verdict on a config file: 0 if `config dump` accepts it (or there is no
+# containerd to ask), its output in DUMP_OUT.
+DUMP_OUT=""
+containerd_accepts() {
+  DUMP_OUT=""
+  [[ ${#CTR_CMD[@]} -gt 0 ]] || return 0
+  DUMP_OUT="$("${CTR_CMD[@]}" --config "$1" config dump 2>&1)"
+}
+
+# The first lines of containerd's complaint, for an error message.
+dump_error() {
+  { grep -v 'level=warning' <<<"$DUMP_OUT" || true; } | head -n 5 | tr '\n' ' '
+}
+
+new_backup_path() {
+  local base path n=1
+  base="$CFG.bak.$(date +%Y%m%d-%H%M%S)"
+  path="$base"
+  while [[ -e "$path" ]]; do path="$base.$n"; n=$((n + 1)); done
+  echo "$path"
+}
+
+# The file the config path names (through symlinks), in CFG_TARGET.
+CFG_TARGET=""
+config_target() {
+  CFG_TARGET="$(readlink -f "$CFG")" || die "cannot resolve $CFG (does its directory exist?)"
+}
+
+# A new temporary file next to the config, in CFG_TMP (removed at exit unless moved).
+config_tmp() {
+  config_target
+  CFG_TMP="$(mktemp "$(dirname "$CFG_TARGET")/.$(basename "$CFG_TARGET").XXXXXX")" \
+    || die "cannot create a file in $(dirname "$CFG_TARGET") (to write $CFG)"
+}
+
+# Replaces the config (through its symlink, if it is one) with the file $1, atomically,
+# keeping the old file's owner and mode.
+replace_config() {
+  local new="$1"
+  config_target
+  if [[ -e "$CFG_TARGET" ]]; then
+    chmod --reference="$CFG_TARGET" "$new" 2>/dev/null || true
+    chown --reference="$CFG_TARGET" "$new" 2>/dev/null || true
+  else
+    chmod 0644 "$new"
+  fi
+  mv -f "$new" "$CFG_TARGET" || die "cannot replace $CFG_TARGET with $new"
+}
+
+# Puts the backup back (or removes the config install.sh created) and fails.
+restore_and_die() {
+  local why="$1"
+  if [[ -n "$BACKUP" ]]; then
+    config_tmp
+    cp -p "$BACKUP" "$CFG_TMP" || die "$why; restoring $CFG from $BACKUP failed too: copy it back by hand"
+    replace_config "$CFG_TMP"
+    die "$why; $CFG was restored from $BACKUP"
+  fi
+  rm -f "$CFG"
+  die "$why; the new $CFG was removed"
+}
+
+CFG=""         # the config file
+CFG_EXISTS=0   # it exists and has settings
+CFG_VERSION="" # its config version (1, 2, 3)
+CFG_PLUGIN=""  # the CRI plugin's key for that version
+CFG_PLAN=""    # keep | append | create (install); keep | strip (uninstall)
+BACKUP=""      # the backup made before this run's change
+
+# Everything that can refuse, before anything is installed: read the config, work out
+# its version and whether the runtime is already there, and make sure containerd
+# accepts the config as it is now.
+configure_preflight() {
+  local mode="$1" present=0 nb=0 ne=0 fq=0 off=0 rt=-
+  detect_containerd
+  if [[ -e "$CFG" && ! -f "$CFG" ]]; then die "$CFG exists but is not a regular file"; fi
+  if [[ -f "$CFG" ]] && config_has_content "$CFG"; then
+    CFG_EXISTS=1
+    CFG_VERSION="$(config_version "$CFG")"
+    if [[ -z "$CFG_VERSION" ]]; then
+      CFG_VERSION=1
+    elif ! [[ "$CFG_VERSION" =~ ^[0-9]+$ && "$CFG_VERSION" -ge 1 ]]; then
+      die "$CFG has 'version = $CFG_VERSION', which is not a containerd config version (1, 2 or 3); refusing to change it"
+    fi
+    if ! containerd_accepts "$CFG"; then
+      die "containerd rejects $CFG as it is ($(dump_error)); refusing to change it: fix the file, or point --containerd-config at another one. $CFG was not modified."
+    fi
+  else
+    CFG_EXISTS=0
+    if [[ -n "$CTR_MAJOR" && "$CTR_MAJOR" -ge 2 ]]; then CFG_VERSION=3; else CFG_VERSION=2; fi
+    if [[ "$mode" == install && -z "$CTR_MAJOR" ]]; then
+      say "containerd's version is unknown: writing a version 2 config, which containerd 1.6, 1.7 and 2.x all read"
+    fi
+  fi
+  if [[ "$CFG_VERSION" -gt 3 ]]; then
+    say "warning: $CFG is config version $CFG_VERSION; using containerd 2.x's CRI runtime table (io.containerd.cri.v1.runtime), tested with version 3"
+  fi
+  CFG_PLUGIN="$(cri_plugin_for_version "$CFG_VERSION")"
+
+  if [[ -f "$CFG" ]]; then
+    read -r present nb ne fq off rt < <(inspect_config "$CFG_PLUGIN" "$CFG")
+  fi
+  [[ "$nb" -eq "$ne" && "$nb" -le 1 ]] \
+    || die "$CFG has $nb '$MARK_BEGIN' and $ne '$MARK_END' lines, where install.sh writes one pair; fix the file by hand"
+
+  if [[ "$mode" == uninstall ]]; then
+    CFG_PLAN=keep
+    if [[ "$nb" -eq 1 ]]; then
+      CFG_PLAN=strip
+    elif [[ "$present" -eq 1 ]]; then
+      say "$CFG configures the runtime $RUNTIME_NAME, but not between install.sh's marker lines: left as is"
+    fi
+    return 0
+  fi
+
+  if [[ "$present" -eq 1 ]]; then
+    CFG_PLAN=keep
+    if [[ "$rt" != "-" && "$rt" != "$RUNTIME_TYPE" ]]; then
+      say "warning: $CFG already has the runtime $RUNTIME_NAME with runtime_type = \"$rt\", not \"$RUNTIME_TYPE\"; left as is"
+    fi
+  elif [[ "$CFG_VERSION" -eq 1 && "$fq" -eq 1 ]]; then
+    die "$CFG has no 'version' line, so containerd reads it as version 1 (where the CRI plugin is [plugins.cri]), but it names plugins the version 2 way ([plugins.\"io.containerd...\"]), which containerd 1.x ignores in a version 1 config. Add 'version = 2' at the top of $CFG (once the rest is version 2) and re-run; $CFG was not modified."
+  elif [[ "$CFG_EXISTS" -eq 1 ]]; then
+    CFG_PLAN=append
+  else
+    CFG_PLAN=create
+  fi
+  if [[ "$CFG_VERSION" -eq 1 && "$CFG_PLAN" == append ]]; then
+    say "warning: $CFG has no 'version' line, so it is a version 1 config (deprecated; containerd 2.x migrates it): adding [plugins.cri.containerd.runtimes.$RUNTIME_NAME]"
+  fi
+  if [[ "$off" -eq 1 ]]; then
+    say "warning: $CFG lists the CRI plugin in disabled_plugins: Kubernetes cannot use containerd (nor this runtime) until it is enabled"
+  fi
+}
+
+# The block added to the config; with a version line when the config had no settings.
+runtime_block() {
+  local with_version="$1"
+  printf '%s\n' "$MARK_BEGIN"
+  if [[ "$with_version" -eq 1 ]]; then printf 'version = %s\n\n' "$CFG_VERSION"; fi
+  printf '[plugins.%s.containerd.runtimes.%s]\n' "$CFG_PLUGIN" "$RUNTIME_NAME"
+  printf '  runtime_type = "%s"\n' "$RUNTIME_TYPE"
+  printf '%s\n' "$MARK_END"
+}
+
+# Checks the config just written; puts the backup back and fails if containerd
+# rejects it (or, with $1 = 1, does not show the runtime).
+verify_written_config() {
+  local expect_runtime="$1"
+  if [[ ${#CTR_CMD[@]} -eq 0 ]]; then
+    say "warning: $CFG was not validated (no containerd command)"
+    return 0
+  fi
+  containerd_accepts "$CFG" || restore_and_die "containerd rejects the changed $CFG ($(dump_error))"
+  [[ "$expect_runtime" -eq 1 ]] || return 0
+  if [[ "$CFG_VERSION" -ge 3 && (-z "$CTR_MAJOR" || "$CTR_MAJOR" -lt 2) ]]; then
+    say "warning: containerd ${CTR_MAJOR:-?}.x does not know config version $CFG_VERSION: it checked the TOML syntax of $CFG, not the runtime table (containerd 2.x reads it)"
+    return 0
+  fi
+  grep -qF "runtime_type = \"$RUNTIME_TYPE\"" <<<"$DUMP_OUT" \
+    || restore_and_die "containerd accepts the changed $CFG, but its config dump has no runtime_type = \"$RUNTIME_TYPE\""
+}
+
+configure_containerd() {
+  local tmp
+  if [[ "$CFG_PLAN" == keep ]]; then
+    say "$CFG already has the runtime $RUNTIME_NAME: unchanged"
+    return 0
+  fi
+  mkdir -p "$(dirname "$CFG")" || die "cannot create the directory of $CFG"
+  config_tmp
+  tmp="$CFG_TMP"
+  if [[ "$CFG_PLAN" == create ]]; then
+    # No settings yet: the version line goes into our block (so that --uninstall
+    # restores the file exactly), after a header if install.sh creates the file.
+    {
+      if [[ -s "$CFG" ]]; then
+        cat "$CFG"
+        [[ -z "$(tail -c1 "$CFG")" ]] || echo
+        echo
+      elif [[ ! -e "$CFG" ]]; then
+        printf '%s\n\n' "$CREATED_HEADER"
+      fi
+      runtime_block 1
+    } >"$tmp"
+  else
+    {
+      cat "$CFG"
+      [[ -z "$(tail -c1 "$CFG")" ]] || echo
+      echo
+      runtime_block 0
+    } >"$tmp"
+  fi
+  if [[ -e "$CFG" ]]; then
+    BACKUP="$(new_backup_path)"
+    cp -p "$CFG" "$BACKUP" || die "cannot back up $CFG to $BACKUP"
+    say "backed up $CFG to $BACKUP"
+  fi
+  replace_config "$tmp"
+  verify_written_config 1
+  say "added the runtime $RUNTIME_NAME ([plugins.$CFG_PLUGIN.containerd.runtimes.$RUNTIME_NAME], runtime_type = \"$RUNTIME_TYPE\") to $CFG (config version $CFG_VERSION); restart containerd to load it"
+  case ":$PATH:" in
+    *":$BIN_DIR:"*) ;;
+    *) say "note: containerd looks for $SHIM on its PATH: make sure $BIN_DIR is on it" ;;
+  esac
+}
+
+unconfigure_containerd() {
+  local tmp
+  if [[ "$CFG_PLAN" != strip ]]; then
+    say "$CFG has no runtime table added by install.sh: unchanged"
+    return 0
+  fi
+  config_tmp
+  tmp="$CFG_TMP"
+  strip_block "$CFG" >"$tmp"
+  if [[ "$(cat "$tmp")" == "$CREATED_HEADER" ]]; then
+    # install.sh created this file and nothing else was added to it: remove it.
+    rm -f "$tmp" "$CFG"
+    say "removed $CFG, which install.sh had created"
+    return 0
+  fi
+  BACKUP="$(new_backup_path)"
+  cp -p "$CFG" "$BACKUP" || die "cannot back up $CFG to $BACKUP"
+  say "backed up $CFG to $BACKUP"
+  replace_config "$tmp"
+  verify_written_config 0
+  say "removed the runtime $RUNTIME_NAME that install.sh had added to $CFG; restart containerd to load it"
+}
+
+# --- arguments ------------------------------------------------------------------
+
+ACTION=install
+CONFIGURE=0
+CFG=/etc/containerd/config.toml
+cfg_given=0
+while [[ $# -gt 0 ]]; do
+  case "$1" in
+    --uninstall) ACTION=uninstall ;;
+    --configure-containerd) CONFIGURE=1 ;;
+    --containerd-config)
+      [[ $# -ge 2 && -n "$2" ]] || die "--containerd-config needs a path (e.g. --containerd-config /etc/containerd/config.toml)"
+      CFG="$2"
+      cfg_given=1
+      shift
+      ;;
+    --containerd-config=*)
+      CFG="${1#*=}"
+      cfg_given=1
+      [[ -n "$CFG" ]] || die "--containerd-config needs a path"
+      ;;
+    -h | --help)
+      usage
+      exit 0
+      ;;
+    *) die "unknown argument: $1 (see scripts/install.sh --help)" ;;
+  esac
+  shift
+done
+if [[ $cfg_given -eq 1 && $CONFIGURE -eq 0 ]]; then
+  die "--containerd-config applies only with --configure-containerd"
+fi
+
+if [[ "$ACTION" == uninstall ]]; then
+  # The runtime leaves containerd's config before its shim leaves the disk.
+  if [[ $CONFIGURE -eq 1 ]]; then
+    configure_preflight uninstall
+    unconfigure_containerd
+  fi
+  uninstall
+  exit 0
+fi
+
+# A config that cannot be changed is refused before anything is installed.
+if [[ $CONFIGURE -eq 1 ]]; then configure_preflight install; fi
+
+# Runs once the shim is in place: containerd must not name a runtime it cannot find.
+after_install() {
+  if [[ $CONFIGURE -eq 1 ]]; then configure_containerd; fi
+}
 
 DENO_BIN="$(find_deno)"
 # The real binary, not an npm wrapper script.
@@ -55,7 +509,6 @@ have_version="$("$DENO_BIN" --version | head -1 | awk '{print $2}')"
 
 mkdir -p "$BIN_DIR"
 staging="$(mktemp -d "${PREFIX}/lib/.containerd-shim-wasmtime.XXXXXX" 2>/dev/null || { mkdir -p "$PREFIX/lib"; mktemp -d "${PREFIX}/lib/.containerd-shim-wasmtime.XXXXXX"; })"
-trap 'rm -rf "$staging"' EXIT
 
 # The application: sources, lockfile, build info.
 cp -r "$SRC_DIR/main.ts" "$SRC_DIR/deno.json" "$SRC_DIR/package.json" "$SRC_DIR/package-lock.json" \
@@ -63,7 +516,8 @@ cp -r "$SRC_DIR/main.ts" "$SRC_DIR/deno.json" "$SRC_DIR/package.json" "$SRC_DIR/
 [[ -f "$SRC_DIR/deno.lock" ]] && cp "$SRC_DIR/deno.lock" "$staging/"
 find "$staging/src" -name '*_test.ts' -delete
 find "$staging/src" -type d -name testdata -prune -exec rm -rf {} +
-revision="$(git -C "$SRC_DIR" rev-parse --short HEAD 2>/dev/null || echo unknown)"
+# WASMTIME_SHIM_REVISION names the revision where there is no git checkout (an image).
+revision="${WASMTIME_SHIM_REVISION:-$(git -C "$SRC_DIR" rev-parse --short HEAD 2>/dev/null || echo unknown)}"
 printf '{"revision":"%s"}\n' "$revision" > "$staging/build_info.json"
 
 # npm dependencies, exactly as locked (npm tolerates optional platform packages that
@@ -91,6 +545,7 @@ exec "$BIN_DIR/$SHIM" oci-tar-builder "\$@"
 SH
   chmod 0755 "$BIN_DIR/$BUILDER"
   say "installed compiled $BIN_DIR/$SHIM (revision $revision)"
+  after_install
   exit 0
 fi
 
@@ -99,7 +554,7 @@ rm -f "$staging/compile.log" "$staging/$SHIM"
 cp "$DENO_BIN" "$staging/deno"
 rm -rf "$APP_DIR"
 mv "$staging" "$APP_DIR"
-trap - EXIT
+staging=""
 # Fill the module cache (transpiled sources) at the final location.
 DENO_DIR="$APP_DIR/deno_dir" "$APP_DIR/deno" cache --quiet --config="$APP_DIR/deno.json" \
   "$APP_DIR/main.ts" "$APP_DIR/src/wasm/guest_main.ts" "$APP_DIR/src/shim/daemon.ts" \
@@ -120,3 +575,4 @@ SH
 write_launcher "$BIN_DIR/$SHIM" ""
 write_launcher "$BIN_DIR/$BUILDER" "oci-tar-builder"
 say "installed launcher $BIN_DIR/$SHIM -> $APP_DIR (revision $revision)"
+after_install

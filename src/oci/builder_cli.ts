@@ -15,6 +15,7 @@
 
 import { parseArgs } from "node:util";
 import {
+  ANNOTATION_TITLE,
   type BlobLayer,
   buildImage,
   filesFromDirectory,
@@ -25,6 +26,7 @@ import {
   isWasmMediaType,
   type LayerSpec,
   MediaType,
+  WASM_LAYER_TYPES,
 } from "./image.ts";
 
 /** The command's name, used in messages. */
@@ -53,12 +55,16 @@ Options:
                            or application/wasm with --as-artifact)
   -a, --as-artifact        build a Wasm OCI artifact (config
                            ${MediaType.wasmConfig}, raw wasm layers)
+  -w, --wasm-layer-type T  media type of the raw wasm layers that --module (with
+                           --as-artifact) and --components make: one of
+                           ${WASM_LAYER_TYPES.join(",\n                           ")}
   -o, --out-path PATH      output file, or an existing directory to write
                            <name>.tar into (default: ./<name>.tar)
   -h, --help               show this help
 
 Image config: os wasip1 (wasip2 for an artifact made only of components),
-architecture wasm, entrypoint /<module basename>.
+architecture wasm, entrypoint /<module basename>. Raw wasm layers carry their
+file name as ${ANNOTATION_TITLE}.
 The image is named <repo>/<name>:<tag> (io.containerd.image.name).`;
 
 /** A usage or input error: reported as `oci-tar-builder: <message>`, exit 2. */
@@ -142,7 +148,11 @@ async function layerFromFlag(value: string, asArtifact: boolean): Promise<LayerS
   }
   if (!st.isFile) throw new UsageError(`--layer ${value}: ${path} is not a file or directory`);
   if (isWasmMediaType(mediaType)) {
-    return { mediaType, data: await readWasm(path, `--layer ${mediaType}`) };
+    return {
+      mediaType,
+      data: await readWasm(path, `--layer ${mediaType}`),
+      annotations: { [ANNOTATION_TITLE]: basename(path) },
+    };
   }
   return { mediaType, hostPath: path };
 }
@@ -172,6 +182,7 @@ async function run(args: string[]): Promise<number> {
         layer: { type: "string", short: "l", multiple: true },
         components: { type: "string", short: "c" },
         "as-artifact": { type: "boolean", short: "a", default: false },
+        "wasm-layer-type": { type: "string", short: "w" },
         "out-path": { type: "string", short: "o" },
         help: { type: "boolean", short: "h", default: false },
       },
@@ -191,6 +202,12 @@ async function run(args: string[]): Promise<number> {
     reference = imageReference(values.name, values.repo, tag);
   } catch (e) {
     throw new UsageError((e as Error).message);
+  }
+  const wasmLayerType = values["wasm-layer-type"];
+  if (wasmLayerType !== undefined && !WASM_LAYER_TYPES.includes(wasmLayerType)) {
+    throw new UsageError(
+      `--wasm-layer-type ${wasmLayerType}: expected one of ${WASM_LAYER_TYPES.join(", ")}`,
+    );
   }
   if (!values.module && !values.layer?.length && !values.components) {
     throw new UsageError("nothing to package: give --module, --layer or --components");
@@ -217,7 +234,11 @@ async function run(args: string[]): Promise<number> {
     const bytes = await readWasm(values.module, "module");
     const name = basename(values.module);
     if (asArtifact) {
-      layers.push({ mediaType: MediaType.wasm, data: bytes });
+      layers.push({
+        mediaType: wasmLayerType ?? MediaType.wasm,
+        data: bytes,
+        annotations: { [ANNOTATION_TITLE]: name },
+      });
       wasmBlobs.push(bytes);
     } else {
       layers.push({ files: [{ path: `/${name}`, data: bytes, mode: 0o755 }] });
@@ -245,9 +266,9 @@ async function run(args: string[]): Promise<number> {
     for (const name of names.sort()) {
       const bytes = await readWasm(`${dir}/${name}`, "component");
       layers.push({
-        mediaType: asArtifact ? MediaType.wasm : MediaType.wasmComponentLayer,
+        mediaType: wasmLayerType ?? (asArtifact ? MediaType.wasm : MediaType.wasmComponentLayer),
         data: bytes,
-        annotations: { "org.opencontainers.image.title": name },
+        annotations: { [ANNOTATION_TITLE]: name },
       });
       wasmBlobs.push(bytes);
     }

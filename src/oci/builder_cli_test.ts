@@ -143,6 +143,46 @@ Deno.test("oci-tar-builder: --as-artifact with a module", async () => {
   });
 });
 
+Deno.test("oci-tar-builder: --wasm-layer-type picks the raw layer media type; layers are titled", async () => {
+  await withTempDir(async (dir) => {
+    await Deno.writeFile(`${dir}/m.wasm`, MODULE);
+    await Deno.mkdir(`${dir}/c`);
+    await Deno.writeFile(`${dir}/c/a.wasm`, COMPONENT);
+    for (const type of [MediaType.wasmComponentLayer, MediaType.wasmContentLayer]) {
+      const r = await cli([
+        "-n",
+        "m",
+        "-a",
+        "-w",
+        type,
+        "-m",
+        `${dir}/m.wasm`,
+        "-c",
+        `${dir}/c`,
+        "-l",
+        `${MediaType.wasm}=${dir}/m.wasm`,
+        "-o",
+        `${dir}/out.tar`,
+      ]);
+      assert.equal(r.code, 0, r.err);
+      const { manifest } = openImage(await Deno.readFile(`${dir}/out.tar`));
+      assert.deepEqual(
+        manifest.layers.map((l: { mediaType: string; annotations: Record<string, string> }) => [
+          l.mediaType,
+          l.annotations["org.opencontainers.image.title"],
+        ]),
+        [[type, "m.wasm"], [MediaType.wasm, "m.wasm"], [type, "a.wasm"]],
+      );
+    }
+    const bad = await cli(["-n", "m", "-a", "-w", "application/json", "-m", `${dir}/m.wasm`]);
+    assert.equal(bad.code, 2);
+    assert.match(
+      bad.err,
+      /--wasm-layer-type application\/json: expected one of application\/wasm, /,
+    );
+  });
+});
+
 Deno.test("oci-tar-builder: --components adds every .wasm (sorted); artifact of components is wasip2", async () => {
   await withTempDir(async (dir) => {
     await Deno.mkdir(`${dir}/c`);

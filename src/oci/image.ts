@@ -40,7 +40,19 @@ export const MediaType = {
   wasm: "application/wasm",
   /** Raw `.wasm` layer as runwasi's `oci-tar-builder` labels components and modules. */
   wasmComponentLayer: "application/vnd.bytecodealliance.wasm.component.layer.v0+wasm",
+  /** Raw `.wasm` layer of a Spin application (SpinKube). */
+  wasmContentLayer: "application/vnd.wasm.content.layer.v1+wasm",
 } as const;
+
+/** The media types a raw wasm layer of an artifact may have (all three run on the shim). */
+export const WASM_LAYER_TYPES: readonly string[] = [
+  MediaType.wasm,
+  MediaType.wasmComponentLayer,
+  MediaType.wasmContentLayer,
+];
+
+/** Annotation naming the file a layer holds (ORAS; the shim matches `args[0]` against it). */
+export const ANNOTATION_TITLE = "org.opencontainers.image.title";
 
 /** Annotation containerd's importer uses as the image name, verbatim. */
 export const ANNOTATION_IMAGE_NAME = "io.containerd.image.name";
@@ -430,7 +442,7 @@ export async function buildImageArchive(opts: BuildImageOptions): Promise<ImageA
     if (opts.asArtifact && !isWasmMediaType(layer.descriptor.mediaType)) {
       throw new Error(
         `layer ${i + 1} has media type ${layer.descriptor.mediaType}: a wasm artifact takes ` +
-          `${MediaType.wasm} or ${MediaType.wasmComponentLayer} layers`,
+          `raw wasm layers (${WASM_LAYER_TYPES.join(", ")})`,
       );
     }
     layers.push(layer);

@@ -7,6 +7,124 @@
  * @module
  */
 
+/** The text of `proto/containers.proto`. */
+export const CONTAINERS_PROTO: string =
+  `// The parts of containerd's gRPC containers service (containerd.services.containers.v1,
+// api/services/containers/v1/containers.proto) that the shim and its tests call.
+syntax = "proto3";
+
+package containerd.services.containers.v1;
+
+import "well_known.proto";
+
+// containerd's metadata record of a container (not its task).
+message Container {
+  string id = 1;
+  map<string, string> labels = 2;
+  // The image reference the container was created from; "" for none.
+  string image = 3;
+
+  message Runtime {
+    // e.g. "io.containerd.wasmtime.v1".
+    string name = 1;
+    google.protobuf.Any options = 2;
+  }
+  Runtime runtime = 4;
+  // The OCI runtime spec as JSON, type_url
+  // "types.containerd.io/opencontainers/runtime-spec/1/Spec".
+  google.protobuf.Any spec = 5;
+  string snapshotter = 6;
+  // "" when the rootfs is not a snapshot (then a task gets no rootfs mounts).
+  string snapshot_key = 7;
+  google.protobuf.Timestamp created_at = 8;
+  google.protobuf.Timestamp updated_at = 9;
+  map<string, google.protobuf.Any> extensions = 10;
+  // containerd 1.7+.
+  string sandbox = 11;
+}
+
+message GetContainerRequest {
+  string id = 1;
+}
+
+message GetContainerResponse {
+  Container container = 1;
+}
+
+message CreateContainerRequest {
+  Container container = 1;
+}
+
+message CreateContainerResponse {
+  Container container = 1;
+}
+
+// Answered with google.protobuf.Empty.
+message DeleteContainerRequest {
+  string id = 1;
+}
+`;
+
+/** The text of `proto/content.proto`. */
+export const CONTENT_PROTO: string =
+  `// The parts of containerd's gRPC content service (containerd.services.content.v1,
+// api/services/content/v1/content.proto) that the shim and its tests call.
+syntax = "proto3";
+
+package containerd.services.content.v1;
+
+import "well_known.proto";
+
+// What the store knows of one blob.
+message Info {
+  string digest = 1;
+  int64 size = 2;
+  google.protobuf.Timestamp created_at = 3;
+  google.protobuf.Timestamp updated_at = 4;
+  map<string, string> labels = 5;
+}
+
+message InfoRequest {
+  string digest = 1;
+}
+
+message InfoResponse {
+  Info info = 1;
+}
+
+// Read is server streaming: the blob comes back in one or more ReadContentResponses.
+message ReadContentRequest {
+  string digest = 1;
+  // Where to start; 0 (or less) is the beginning.
+  int64 offset = 2;
+  // How many bytes; 0 is everything from offset.
+  int64 size = 3;
+}
+
+message ReadContentResponse {
+  // Offset of data within the blob.
+  int64 offset = 1;
+  bytes data = 2;
+}
+`;
+
+/** The text of `proto/descriptor.proto`. */
+export const DESCRIPTOR_PROTO: string =
+  `// containerd.types.Descriptor (api/types/descriptor.proto): an OCI content descriptor
+// as containerd's gRPC API carries it (image targets).
+syntax = "proto3";
+
+package containerd.types;
+
+message Descriptor {
+  string media_type = 1;
+  // "<algorithm>:<hex>", e.g. "sha256:…".
+  string digest = 2;
+  int64 size = 3;
+  map<string, string> annotations = 5;
+}
+`;
+
 /** The text of `proto/events.proto`. */
 export const EVENTS_PROTO: string =
   `// Task events published by the shim (api/events/task.proto; doc section 4.3).
@@ -121,6 +239,64 @@ message Envelope {
   // Must start with "/", e.g. "/tasks/exit".
   string topic = 3;
   google.protobuf.Any event = 4;
+}
+`;
+
+/** The text of `proto/images.proto`. */
+export const IMAGES_PROTO: string =
+  `// The parts of containerd's gRPC images service (containerd.services.images.v1,
+// api/services/images/v1/images.proto) that the shim calls.
+syntax = "proto3";
+
+package containerd.services.images.v1;
+
+import "well_known.proto";
+import "descriptor.proto";
+
+// An image: a name bound to a content root (a manifest or an index).
+message Image {
+  string name = 1;
+  map<string, string> labels = 2;
+  containerd.types.Descriptor target = 3;
+  google.protobuf.Timestamp created_at = 7;
+  google.protobuf.Timestamp updated_at = 8;
+}
+
+message GetImageRequest {
+  string name = 1;
+}
+
+message GetImageResponse {
+  Image image = 1;
+}
+`;
+
+/** The text of `proto/snapshots.proto`. */
+export const SNAPSHOTS_PROTO: string =
+  `// The parts of containerd's gRPC snapshots service (containerd.services.snapshots.v1,
+// api/services/snapshots/v1/snapshots.proto) that the tests call.
+syntax = "proto3";
+
+package containerd.services.snapshots.v1;
+
+import "types.proto";
+
+message PrepareSnapshotRequest {
+  string snapshotter = 1;
+  string key = 2;
+  // "" for an empty snapshot.
+  string parent = 3;
+  map<string, string> labels = 4;
+}
+
+message PrepareSnapshotResponse {
+  repeated containerd.types.Mount mounts = 1;
+}
+
+// Answered with google.protobuf.Empty.
+message RemoveSnapshotRequest {
+  string snapshotter = 1;
+  string key = 2;
 }
 `;
 
@@ -458,8 +634,13 @@ message Empty {}
 
 /** Every embedded .proto text, keyed by file name. */
 export const PROTO_SOURCES: Readonly<Record<string, string>> = {
+  "containers.proto": CONTAINERS_PROTO,
+  "content.proto": CONTENT_PROTO,
+  "descriptor.proto": DESCRIPTOR_PROTO,
   "events.proto": EVENTS_PROTO,
   "events_service.proto": EVENTS_SERVICE_PROTO,
+  "images.proto": IMAGES_PROTO,
+  "snapshots.proto": SNAPSHOTS_PROTO,
   "status.proto": STATUS_PROTO,
   "task.proto": TASK_PROTO,
   "task_types.proto": TASK_TYPES_PROTO,

@@ -1,7 +1,9 @@
 /**
  * The shim server: the long-running process `start` leaves behind. It listens on
  * the group's socket, serves the task API over ttrpc to containerd, publishes
- * events, and exits after Shutdown once no task remains.
+ * events, and keeps warm guest runners. A pod's server exits after Shutdown once
+ * no task remains; the namespace's shared server (see `group.ts`) stays up for an
+ * idle period first, so that the next container finds it.
  *
  * Its stdio is not containerd's: stdin and stderr are /dev/null and stdout is a
  * pipe to the `start` process, used once to say "ready" (or why not) and closed.
@@ -14,11 +16,26 @@ import { mountAll, unmountAll } from "../task/mount.ts";
 import { TaskService } from "../task/service.ts";
 import { readSpec } from "../task/spec.ts";
 import { TASK_SERVICES, taskHandlers } from "../task/task_api.ts";
-import { createGuest, PrespawnedRunner } from "../wasm/runner.ts";
+import { createGuest } from "../wasm/runner.ts";
+import { RunnerPool } from "../wasm/runner_pool.ts";
+import { DEFAULT_SLOT_ROOT } from "../wasm/slot.ts";
 import { PR_SET_CHILD_SUBREAPER, prctl } from "../sys/libc.ts";
 import { EventPublisher } from "./events.ts";
 import type { ShimFlags } from "./flags.ts";
-import { createLogger, openLogSink } from "./log.ts";
+import {
+  decodeHold,
+  GROUP_SERVICE,
+  groupingFromEnv,
+  groupOf,
+  HOLD_METHOD,
+  HOLD_TTL_MS,
+  idleTimeoutFromEnv,
+  IdleTracker,
+  SHARED_GROUP,
+} from "./group.ts";
+import { createLogger, LogRouter } from "./log.ts";
+import { SANDBOX_ID_ANNOTATION } from "./socket_path.ts";
+import { failedPrecondition } from "../protocol/status.ts";
 import { ReadyLine } from "./ready.ts";
 import { VERSION } from "./version.ts";
 
@@ -53,16 +70,31 @@ async function listen(path: string): Promise<Deno.UnixListener | "inuse"> {
   }
 }
 
-/** Runs the server until Shutdown (or SIGTERM/SIGINT). Returns the exit code. */
+/** Runs the server until it is shut down (or SIGTERM/SIGINT). Returns the exit code. */
 export async function runServer(flags: ShimFlags): Promise<number> {
   const bundle = Deno.cwd();
+  const logs = new LogRouter(flags.id, bundle);
   const log = createLogger(
-    openLogSink(`${bundle}/log`),
-    { runtime: "io.containerd.wasmtime.v1", id: flags.id, namespace: flags.namespace },
+    logs.write,
+    { runtime: "io.containerd.wasmtime.v1", namespace: flags.namespace },
     flags.debug,
   );
   if (flags.socket === "") {
     tell(`${ReadyLine.ERROR} the server needs -socket`);
+    return 2;
+  }
+  let spec;
+  let idleTimeoutMs;
+  let group;
+  try {
+    spec = await readSpec(bundle).catch(() => undefined);
+    const grouping = groupingFromEnv(Deno.env.get("WASMTIME_SHIM_GROUPING"));
+    group = groupOf(flags.id, spec?.annotations, grouping, SANDBOX_ID_ANNOTATION);
+    idleTimeoutMs = group === SHARED_GROUP
+      ? idleTimeoutFromEnv(Deno.env.get("WASMTIME_SHIM_IDLE_TIMEOUT_MS"))
+      : 0;
+  } catch (err) {
+    tell(`${ReadyLine.ERROR} ${(err as Error).message}`);
     return 2;
   }
   let listener: Deno.UnixListener | "inuse";
@@ -77,6 +109,8 @@ export async function runServer(flags: ShimFlags): Promise<number> {
     return 0;
   }
   await Deno.chmod(flags.socket, 0o600);
+  // Bundles come and go; the server must not keep one as its cwd.
+  Deno.chdir("/");
   try {
     // Orphaned descendants of guests come back to us, not to init.
     prctl(PR_SET_CHILD_SUBREAPER, 1);
@@ -84,58 +118,102 @@ export async function runServer(flags: ShimFlags): Promise<number> {
     log.warn(`cannot become a subreaper: ${(err as Error).message}`);
   }
 
+  const cacheDir = Deno.env.get("WASMTIME_SHIM_CACHE_DIR") || DEFAULT_CACHE_DIR;
+  const slotRoot = Deno.env.get("WASMTIME_SHIM_SLOT_DIR") || DEFAULT_SLOT_ROOT;
+  RunnerPool.sweep(slotRoot);
+  const pool = new RunnerPool({ slotRoot, cacheDir, log: (line) => log.info(line) });
   // The first container's runner starts now, while containerd sends Create.
-  let prespawned: PrespawnedRunner | undefined;
-  const takePrespawned = () => {
-    const p = prespawned;
-    prespawned = undefined;
-    return p;
-  };
+  pool.warm(spec?.netns);
+
+  let closing = false;
+  let stop: (code: number) => Promise<void> = () => Promise.resolve();
+  // With no idle period the server goes at Shutdown; the timer is then only a
+  // safety net for a server that containerd never used or never told to go.
+  const idleMs = idleTimeoutMs > 0 ? idleTimeoutMs : HOLD_TTL_MS;
+  const idle = new IdleTracker(idleMs, () => {
+    log.info(`shim server idle for ${idleMs} ms with no task: exiting`);
+    void stop(0);
+  });
+  idle.hold(flags.id);
+
   const events = new EventPublisher(Deno.env.get("TTRPC_ADDRESS") ?? "", flags.namespace, log);
   const service = new TaskService({
     readSpec,
     mountRootfs: mountAll,
     unmountRootfs: (target) => void unmountAll(target),
-    createGuest: (config) =>
-      createGuest(config, { log: (line: string) => log.info(line), prespawned: takePrespawned() }),
+    createGuest: (config) => {
+      // From here on the task's lines go to its own log (containerd reads that one).
+      if (config.bundle) logs.add(config.id, config.bundle);
+      return createGuest(config, {
+        log: (line: string) => log.info(line),
+        pool,
+        containerd: { address: flags.address, namespace: flags.namespace },
+      });
+    },
     publish: ([topic, typeName], event) => events.publish(topic, typeName, event),
     writeFile: (path, text) => Deno.writeTextFile(path, text),
     shimPid: Deno.pid,
-    cacheDir: Deno.env.get("WASMTIME_SHIM_CACHE_DIR") || DEFAULT_CACHE_DIR,
+    cacheDir,
     log: (line) => log.info(line),
+    tasksChanged: (change, id, taskBundle) => {
+      if (change === "added") {
+        logs.add(id, taskBundle); // kept if Create already opened it
+        idle.release(id);
+      } else {
+        logs.remove(id);
+      }
+      idle.setTasks(service.size);
+    },
   });
 
   const server = new TtrpcServer();
   let exitCode = 0;
   let stopping: Promise<void> | undefined;
-  const stop = (code: number) => {
+  stop = (code: number) => {
     exitCode = code;
+    closing = true;
     stopping ??= (async () => {
       log.info("shim server shutting down");
+      idle.close();
+      // Unlink first: a `start` arriving now starts a new server instead of
+      // connecting to this closing one.
+      await Deno.remove(flags.socket).catch(() => {});
       service.killAll();
-      await takePrespawned()?.discard();
+      await pool.close();
       await events.flush();
       events.close();
       await server.close();
     })();
     return stopping;
   };
-  const handlers = taskHandlers(service, { version: VERSION, shutdown: () => stop(0) });
+  const handlers = taskHandlers(service, {
+    version: VERSION,
+    // A pod's server goes with its last task; the shared one waits for the idle timer.
+    // containerd is done with this id (after a failed Create too): drop its hold.
+    shutdownRequested: (id) => {
+      idle.release(id);
+      if (!service.has(id)) logs.remove(id);
+    },
+    shutdown: (now) => {
+      if (now || idleTimeoutMs === 0) void stop(0);
+      else idle.check();
+    },
+  });
   for (const name of TASK_SERVICES) server.register(name, handlers);
+  server.register(GROUP_SERVICE, {
+    [HOLD_METHOD]: (payload: Uint8Array) => {
+      if (closing) return Promise.reject(failedPrecondition("the shim server is shutting down"));
+      idle.hold(decodeHold(payload));
+      return Promise.resolve(new Uint8Array());
+    },
+  });
 
   const onSignal = () => void stop(0);
   Deno.addSignalListener("SIGTERM", onSignal);
   Deno.addSignalListener("SIGINT", onSignal);
 
-  log.info(`shim server listening on ${flags.socket}`);
+  log.info(`shim server for group ${group} listening on ${flags.socket}`);
   tell(ReadyLine.READY);
-  try {
-    const spec = await readSpec(bundle);
-    const rootfs = spec.root.path.startsWith("/") ? spec.root.path : `${bundle}/${spec.root.path}`;
-    prespawned = new PrespawnedRunner(flags.id, bundle, rootfs, spec.netns, (l) => log.info(l));
-  } catch (err) {
-    log.warn(`no runner started ahead of Create: ${(err as Error).message}`);
-  }
   try {
     await server.serve(listener);
   } catch (err) {
@@ -143,8 +221,8 @@ export async function runServer(flags: ShimFlags): Promise<number> {
     exitCode = 1;
   }
   await stop(exitCode);
-  await Deno.remove(flags.socket).catch(() => {});
   Deno.removeSignalListener("SIGTERM", onSignal);
   Deno.removeSignalListener("SIGINT", onSignal);
+  logs.close();
   return exitCode;
 }

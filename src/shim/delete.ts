@@ -10,6 +10,7 @@ import { encodeDeleteResponse } from "../protocol/wire.ts";
 import { unmountAll } from "../task/mount.ts";
 import type { ShimFlags } from "./flags.ts";
 import { isListening, stripUnix } from "./socket_path.ts";
+import { removeSlot, SLOT_FILE, SLOT_PREFIX } from "../wasm/slot.ts";
 
 /** Exit status reported for a task whose server is gone: 128 + SIGKILL. */
 export const DELETED_EXIT_STATUS = 137;
@@ -25,11 +26,16 @@ async function readOptional(path: string): Promise<string> {
   }
 }
 
-/** True if `pid` is a guest runner of this shim for task `id` (guards against pid reuse). */
-async function isOurGuest(pid: number, id: string): Promise<boolean> {
+/**
+ * True if `pid` is a guest runner of this shim for task `id`, or the warm runner
+ * of its slot (guards against pid reuse).
+ */
+async function isOurGuest(pid: number, id: string, slot: string): Promise<boolean> {
   const cmdline = await readOptional(`/proc/${pid}/cmdline`);
   const argv = cmdline.split("\0");
-  return argv.includes(GUEST_ACTION) && argv.includes(id);
+  const slotWord = slot ? SLOT_PREFIX + slot.slice(slot.lastIndexOf("/") + 1) : "";
+  return argv.includes(GUEST_ACTION) &&
+    (argv.includes(id) || (!!slotWord && argv.includes(slotWord)));
 }
 
 /** Runs `delete`. Always answers; problems go to stderr, which containerd logs. */
@@ -37,13 +43,15 @@ export async function deleteAction(flags: ShimFlags): Promise<number> {
   const bundle = flags.bundle || Deno.cwd();
   const problems: string[] = [];
   const pid = Number(await readOptional(`${bundle}/init.pid`)) || 0;
-  if (pid > 0 && await isOurGuest(pid, flags.id)) {
+  const slot = await readOptional(`${bundle}/${SLOT_FILE}`);
+  if (pid > 0 && await isOurGuest(pid, flags.id, slot)) {
     try {
       Deno.kill(pid, "SIGKILL");
     } catch (err) {
       problems.push(`killing guest ${pid}: ${(err as Error).message}`);
     }
   }
+  if (slot !== "" && !removeSlot(slot)) problems.push(`slot ${slot}: could not remove it`);
   try {
     unmountAll(`${bundle}/rootfs`);
   } catch (err) {

@@ -43,6 +43,19 @@ export function createLogger(
  * nowhere. Writes never block the server: a full FIFO drops the line.
  */
 export function openLogSink(path: string): ((line: string) => void) | undefined {
+  return openLogFile(path)?.write;
+}
+
+/** An open log FIFO: {@linkcode openLogSink} with a way to close it. */
+export interface LogFile {
+  /** Queues a line (dropped if the FIFO is full or gone). */
+  write(line: string): void;
+  /** Closes the FIFO once the queued lines are written. */
+  close(): void;
+}
+
+/** Opens the FIFO at `path` for writing; undefined if there is none. */
+export function openLogFile(path: string): LogFile | undefined {
   let file: Deno.FsFile;
   try {
     const info = Deno.statSync(path);
@@ -53,8 +66,59 @@ export function openLogSink(path: string): ((line: string) => void) | undefined 
   }
   const encoder = new TextEncoder();
   let queue: Promise<unknown> = Promise.resolve();
-  return (line: string) => {
-    const bytes = encoder.encode(line);
-    queue = queue.then(() => file.write(bytes)).catch(() => {});
+  return {
+    write: (line: string) => {
+      const bytes = encoder.encode(line);
+      queue = queue.then(() => file.write(bytes)).catch(() => {});
+    },
+    close: () => {
+      queue = queue.finally(() => file.close()).catch(() => {});
+    },
   };
+}
+
+/**
+ * The log of a server shared by several tasks: each task's bundle has its own `log`
+ * FIFO (containerd reads the one of the container it started the shim for). Lines go
+ * to the FIFO of the newest task still there, else to the first one opened.
+ */
+export class LogRouter {
+  #files = new Map<string, LogFile>();
+  #first: LogFile | undefined;
+  #firstId: string;
+
+  /** Starts with the log of the bundle of task `id`, which the server was started for. */
+  constructor(id: string, bundle: string) {
+    this.#firstId = id;
+    this.#first = openLogFile(`${bundle}/log`);
+  }
+
+  /** A task joined: its bundle's log becomes the current one. */
+  add(id: string, bundle: string): void {
+    if ((id === this.#firstId && this.#first) || this.#files.has(id)) return;
+    const file = openLogFile(`${bundle}/log`);
+    if (file) this.#files.set(id, file);
+    else this.#files.delete(id);
+  }
+
+  /** A task left: its log is closed (the first one stays, as a last resort). */
+  remove(id: string): void {
+    this.#files.get(id)?.close();
+    this.#files.delete(id);
+  }
+
+  /** Writes a line to the current log. */
+  write = (line: string): void => {
+    let current = this.#first;
+    for (const file of this.#files.values()) current = file;
+    current?.write(line);
+  };
+
+  /** Closes every log. */
+  close(): void {
+    for (const file of this.#files.values()) file.close();
+    this.#files.clear();
+    this.#first?.close();
+    this.#first = undefined;
+  }
 }

@@ -34,11 +34,6 @@ export function joinClean(...parts: string[]): string {
   return absolute ? `/${body}` : body || ".";
 }
 
-/** The grouping id for a task: the pod's sandbox id if the spec names one, else the task id. */
-export function groupId(id: string, annotations: Record<string, string> | undefined): string {
-  return annotations?.[SANDBOX_ID_ANNOTATION] || id;
-}
-
 /** Computes the socket path for a group. */
 export async function socketPath(
   address: string,

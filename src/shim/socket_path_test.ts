@@ -1,5 +1,5 @@
 import assert from "node:assert/strict";
-import { groupId, joinClean, socketPath, stripUnix } from "./socket_path.ts";
+import { joinClean, socketPath, stripUnix } from "./socket_path.ts";
 
 Deno.test("joinClean cleans like Go filepath.Join", () => {
   assert.equal(
@@ -24,9 +24,7 @@ Deno.test("socketPath is sha256 of address/ns/group under the socket dir", async
   await assert.rejects(() => socketPath("/a", "n", "g", "/" + "x".repeat(60)), /over the limit/);
 });
 
-Deno.test("groupId prefers the sandbox id annotation", () => {
-  assert.equal(groupId("c1", { "io.kubernetes.cri.sandbox-id": "pod" }), "pod");
-  assert.equal(groupId("c1", {}), "c1");
-  assert.equal(groupId("c1", undefined), "c1");
+Deno.test("stripUnix drops the unix:// scheme", () => {
   assert.equal(stripUnix("unix:///x"), "/x");
+  assert.equal(stripUnix("/x"), "/x");
 });

@@ -12,10 +12,15 @@
 import { ReadyLine } from "./ready.ts";
 import { formatFlags, type ShimFlags } from "./flags.ts";
 import { selfCommand } from "./self_exec.ts";
-import { groupId, isListening, socketPath } from "./socket_path.ts";
+import { encodeHold, GROUP_SERVICE, groupingFromEnv, groupOf, HOLD_METHOD } from "./group.ts";
+import { SANDBOX_ID_ANNOTATION, socketPath } from "./socket_path.ts";
 
 /** How long `start` waits for the server to listen. */
 export const SERVER_READY_TIMEOUT_MS = 20_000;
+/** How long `start` waits for a live server to answer Hold. */
+const HOLD_TIMEOUT_MS = 5_000;
+/** How often `start` tries a live-but-closing server before starting a new one. */
+const ATTEMPTS = 3;
 
 async function readAnnotations(bundle: string): Promise<Record<string, string>> {
   try {
@@ -51,37 +56,90 @@ async function readLine(stream: ReadableStream<Uint8Array>, timeoutMs: number): 
   return text.split("\n")[0];
 }
 
+/**
+ * Asks the server at `path` to keep itself up for container `id`. Resolves false if
+ * nothing listens there or the server is shutting down.
+ */
+async function hold(path: string, id: string): Promise<boolean> {
+  let client;
+  try {
+    const { TtrpcClient } = await import("../protocol/client.ts");
+    client = await TtrpcClient.connect(path);
+  } catch {
+    return false;
+  }
+  try {
+    await client.call(GROUP_SERVICE, HOLD_METHOD, encodeHold(id), { timeoutMs: HOLD_TIMEOUT_MS });
+    return true;
+  } catch {
+    return false;
+  } finally {
+    client.close();
+  }
+}
+
+/** Starts a server for the group; resolves with its ready line (or why it failed). */
+async function spawnServer(flags: ShimFlags, path: string, bundle: string): Promise<string> {
+  const { cmd, args } = selfCommand([...formatFlags({ ...flags, socket: path })]);
+  const child = new Deno.Command(cmd, {
+    args,
+    cwd: bundle,
+    stdin: "null",
+    stdout: "piped",
+    stderr: "null",
+    detached: true,
+  }).spawn();
+  const line = await readLine(child.stdout, SERVER_READY_TIMEOUT_MS);
+  child.unref();
+  if (line !== ReadyLine.READY && line !== ReadyLine.IN_USE) {
+    try {
+      child.kill("SIGKILL");
+    } catch { /* already gone */ }
+  }
+  return line;
+}
+
 /** Runs `start`. Returns the exit code; on error the message goes to stdout for containerd. */
 export async function startAction(flags: ShimFlags): Promise<number> {
   // Runtime options (≤2.2) or BootstrapParams (2.3+) arrive on stdin; read to EOF.
   await new Response(Deno.stdin.readable).arrayBuffer().catch(() => {});
   const bundle = Deno.cwd();
-  const group = groupId(flags.id, await readAnnotations(bundle));
+  let group: string;
+  try {
+    const grouping = groupingFromEnv(Deno.env.get("WASMTIME_SHIM_GROUPING"));
+    group = groupOf(flags.id, await readAnnotations(bundle), grouping, SANDBOX_ID_ANNOTATION);
+  } catch (err) {
+    await writeOut(`containerd-shim-wasmtime-v1: ${(err as Error).message}`);
+    return 1;
+  }
   const path = flags.socket || await socketPath(flags.address, flags.namespace, group);
   const address = `unix://${path}`;
 
-  if (!(await isListening(path))) {
-    const { cmd, args } = selfCommand([...formatFlags({ ...flags, socket: path })]);
-    const child = new Deno.Command(cmd, {
-      args,
-      cwd: bundle,
-      stdin: "null",
-      stdout: "piped",
-      stderr: "null",
-      detached: true,
-    }).spawn();
-    const line = await readLine(child.stdout, SERVER_READY_TIMEOUT_MS);
-    child.unref();
-    if (line !== ReadyLine.READY && line !== ReadyLine.IN_USE) {
-      try {
-        child.kill("SIGKILL");
-      } catch { /* already gone */ }
+  let ready = false;
+  for (let attempt = 0; attempt < ATTEMPTS && !ready; attempt++) {
+    // A live server of the group takes the container (a pod's, or the shared one).
+    if (await hold(path, flags.id)) {
+      ready = true;
+      break;
+    }
+    const line = await spawnServer(flags, path, bundle);
+    // A new server holds the container it was started for; IN_USE means another
+    // `start` won the race, so hold that one next time round.
+    if (line === ReadyLine.READY) ready = true;
+    else if (line !== ReadyLine.IN_USE) {
       const why = line.startsWith(ReadyLine.ERROR)
         ? line.slice(ReadyLine.ERROR.length + 1)
         : `no answer within ${SERVER_READY_TIMEOUT_MS} ms`;
       await writeOut(`containerd-shim-wasmtime-v1: shim server failed to start: ${why}`);
       return 1;
     }
+  }
+  if (!ready) {
+    await writeOut(
+      `containerd-shim-wasmtime-v1: the shim server at ${path} is shutting down and ` +
+        `no new one could take its place after ${ATTEMPTS} attempts`,
+    );
+    return 1;
   }
   await writeAddress(bundle, address);
   await writeOut(address);

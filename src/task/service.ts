@@ -61,6 +61,8 @@ export interface TaskDeps {
   cacheDir?: string;
   /** Writes a line to the shim's log. */
   log(line: string): void;
+  /** Told when a task joins (Create succeeded) or leaves (Delete) the registry. */
+  tasksChanged?(change: "added" | "removed", id: string, bundle: string): void;
 }
 
 /** CreateTaskRequest, as decoded. */
@@ -181,6 +183,11 @@ export class TaskService {
     this.#deps = deps;
   }
 
+  /** True if task `id` is in the registry. */
+  has(id: string): boolean {
+    return this.#tasks.has(id);
+  }
+
   /** Number of tasks held (created and not yet deleted). */
   get size(): number {
     return this.#tasks.size + this.#creating.size;
@@ -220,6 +227,7 @@ export class TaskService {
         guest = await this.#deps.createGuest({
           id: req.id,
           rootfs,
+          bundle: req.bundle,
           args: spec.process.args,
           env: spec.process.env,
           cwd: spec.process.cwd,
@@ -236,6 +244,7 @@ export class TaskService {
       const io = { stdin: req.stdin, stdout: req.stdout, stderr: req.stderr };
       const task = new Task(req.id, req.bundle, rootfs, io, guest);
       this.#tasks.set(req.id, task);
+      this.#deps.tasksChanged?.("added", req.id, req.bundle);
       await this.#deps.writeFile(`${req.bundle}/init.pid`, String(guest.pid)).catch((err) =>
         this.#deps.log(`task ${req.id}: cannot write init.pid: ${err.message}`)
       );
@@ -339,6 +348,7 @@ export class TaskService {
       exited_at: info.exited_at,
       id: "",
     });
+    this.#deps.tasksChanged?.("removed", task.id, task.bundle);
     if (this.size === 0) this.#emptied?.();
     return info;
   }

@@ -25,6 +25,8 @@ export interface TaskApiHooks {
   version: string;
   /** Called after Shutdown was answered, when no task remains (or `now` is set). */
   shutdown(now: boolean): void;
+  /** Called at every Shutdown, with the id containerd sent (the task it is done with). */
+  shutdownRequested?(id: string): void;
 }
 
 /** The handlers for one task service name. */
@@ -87,6 +89,7 @@ export function taskHandlers(service: TaskService, hooks: TaskApiHooks): Record<
       (req) => ({ ...service.connect(req), version: hooks.version }),
     ),
     Shutdown: unary<{ id: string; now: boolean }, void>("ShutdownRequest", null, (req) => {
+      hooks.shutdownRequested?.(req.id);
       if (req.now || service.size === 0) setTimeout(() => hooks.shutdown(req.now), 0);
     }),
     Exec: notSupported("Exec"),

@@ -50,6 +50,13 @@ export interface Entrypoint {
   guestPath: string;
   /** Exported function to call. */
   func: string;
+  /**
+   * Set when the wasm is a layer of the container's image rather than a file of its
+   * rootfs (a Wasm OCI artifact, see `image_entrypoint.ts`): the layer's digest.
+   * `hostPath` is then the layer's file in the shim's blob cache, outside the rootfs,
+   * and `guestPath` only names it for messages.
+   */
+  layer?: string;
 }
 
 /** Why a path could not be resolved inside the rootfs. */

@@ -258,16 +258,22 @@ async function prepare(init: GuestInit): Promise<Run> {
   const path = init.guestPath;
   let bytes: Uint8Array<ArrayBuffer>;
   try {
-    // The server resolved the path inside the rootfs; check again here, in case the
-    // rootfs changed since (Deno's --allow-read does not look through symlinks).
-    const [real, root] = await Promise.all([
-      Deno.realPath(init.hostPath),
-      Deno.realPath(init.rootfs),
-    ]);
-    if (!real.startsWith(root === "/" ? "/" : `${root}/`)) {
-      throw invalidArgument(`entrypoint ${path} now leads outside the container's root`);
+    if (init.layer) {
+      // An image layer in the shim's blob cache, verified by the server: not in the
+      // rootfs, and not reachable through it.
+      bytes = await Deno.readFile(init.hostPath);
+    } else {
+      // The server resolved the path inside the rootfs; check again here, in case the
+      // rootfs changed since (Deno's --allow-read does not look through symlinks).
+      const [real, root] = await Promise.all([
+        Deno.realPath(init.hostPath),
+        Deno.realPath(init.rootfs),
+      ]);
+      if (!real.startsWith(root === "/" ? "/" : `${root}/`)) {
+        throw invalidArgument(`entrypoint ${path} now leads outside the container's root`);
+      }
+      bytes = await Deno.readFile(real);
     }
-    bytes = await Deno.readFile(real);
   } catch (err) {
     if (err instanceof RpcError) throw err;
     throw new Error(`cannot read ${path} (${init.hostPath}): ${(err as Error).message}`);

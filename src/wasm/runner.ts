@@ -11,10 +11,12 @@
  */
 
 import { Code, failedPrecondition, invalidArgument, RpcError } from "../protocol/status.ts";
+import type { ContainerdAddress } from "../oci/containerd/client.ts";
 import { denoEnv, selfCommand } from "../shim/self_exec.ts";
 import { detectKind, HEADER_LENGTH, type WasmKind } from "./detect.ts";
-import { resolveEntrypoint } from "./entrypoint.ts";
+import { resolveGuestEntrypoint } from "./image_entrypoint.ts";
 import { DEV_NULL, type ReadyMessage, START_LINE } from "./runner_protocol.ts";
+import type { RunnerPool } from "./runner_pool.ts";
 import type { Guest, GuestConfig, GuestInit } from "./types.ts";
 
 /**
@@ -30,7 +32,7 @@ export const STDERR_TAIL_LINES = 10;
 /** How long a runner that closed its stdout gets to exit before it is killed. */
 const EXIT_GRACE_MS = 2_000;
 /** The npm packages (jco's transpiler reads its own wasm from there at run time). */
-const NODE_MODULES = new URL("../../node_modules", import.meta.url).pathname;
+export const NODE_MODULES = new URL("../../node_modules", import.meta.url).pathname;
 /** Where util-linux `nsenter` is looked for when not on PATH. */
 const NSENTER_DIRS = ["/usr/bin", "/bin", "/usr/sbin", "/sbin"];
 
@@ -99,9 +101,12 @@ export interface GuestPermissions {
   cacheDir?: string;
   /** Network access: none (default), all (`true`), or these `host[:port]`s. */
   net?: boolean | readonly string[];
+  /** The wasm file, read-only, when it is outside the rootfs (an image layer). */
+  wasmFile?: string;
 }
 
-function allowList(flag: string, paths: readonly string[]): string {
+/** A Deno `--allow-*=a,b` flag. @throws {RpcError} INVALID_ARGUMENT for a path with "," */
+export function allowList(flag: string, paths: readonly string[]): string {
   for (const path of paths) {
     if (path.includes(",")) {
       throw invalidArgument(
@@ -124,6 +129,7 @@ export function guestDenoFlags(req: GuestPermissions): string[] {
   const paths = [req.rootfs, ...req.stdio.map((p) => p || DEV_NULL)];
   if (req.kind === "component" && req.cacheDir) paths.push(req.cacheDir);
   const readOnly = req.kind === "component" ? [NODE_MODULES] : [];
+  if (req.wasmFile) readOnly.push(req.wasmFile);
   const flags = [allowList("allow-read", [...paths, ...readOnly]), allowList("allow-write", paths)];
   // jco and preview2-shim read the environment when they load; the runner's own env
   // is cleared (denoEnv), so only Deno's variables could be read through this.
@@ -141,6 +147,11 @@ export interface CreateGuestOptions {
   readyTimeoutMs?: number;
   /** Network access for the guest's host code (wasi:http servers); none by default. */
   net?: boolean | readonly string[];
+  /**
+   * containerd's gRPC socket and namespace: when set, a container whose entrypoint is
+   * not in its rootfs may run a Wasm layer of its image (see `image_entrypoint.ts`).
+   */
+  containerd?: ContainerdAddress;
 }
 
 /** Finds util-linux `nsenter`. */
@@ -231,6 +242,7 @@ class RunnerGuest implements Guest {
     stdin: WritableStreamDefaultWriter<Uint8Array>,
     drained: Promise<unknown>,
     stdinPath: string,
+    onExit: () => void = () => {},
   ) {
     this.#id = id;
     this.#stdinPath = stdinPath;
@@ -239,6 +251,11 @@ class RunnerGuest implements Guest {
     this.pid = child.pid;
     this.exited = child.status.then(async (status) => {
       this.#done = true;
+      try {
+        onExit();
+      } catch {
+        // cleanup problems are logged by onExit itself
+      }
       // Frees the pipe of a guest that never started, and ends the stdin pump.
       this.#abandonStdin();
       await within(drained, EXIT_GRACE_MS);
@@ -367,15 +384,18 @@ async function isHttpProxy(path: string): Promise<boolean> {
 }
 
 /** A started runner process, before it has been given its guest. */
-interface Runner {
+export interface Runner {
   child: Deno.ChildProcess;
+  /** True once the process has exited. */
+  exited: boolean;
   stdin: WritableStreamDefaultWriter<Uint8Array>;
   stdout: AsyncGenerator<string>;
   stderrDone: Promise<void>;
   tail: string[];
 }
 
-function spawnRunner(
+/** Starts a runner process (`main.ts guest <id>`) with the given Deno permission flags. */
+export function spawnRunner(
   id: string,
   flags: string[],
   netns: string | undefined,
@@ -403,11 +423,20 @@ function spawnRunner(
       log?.(`guest ${id} (runner pid ${child.pid}): ${line}`);
     }
   })().catch(() => {});
-  return { child, stdin: child.stdin.getWriter(), stdout: lines(child.stdout), stderrDone, tail };
+  const runner: Runner = {
+    child,
+    exited: false,
+    stdin: child.stdin.getWriter(),
+    stdout: lines(child.stdout),
+    stderrDone,
+    tail,
+  };
+  child.status.then(() => runner.exited = true);
+  return runner;
 }
 
 /** Kills a runner and waits until its pipes are closed. */
-async function discardRunner(runner: Runner): Promise<void> {
+export async function discardRunner(runner: Runner): Promise<void> {
   try {
     runner.child.kill("SIGKILL");
   } catch {
@@ -423,83 +452,10 @@ async function discardRunner(runner: Runner): Promise<void> {
   await runner.stderrDone;
 }
 
-/**
- * A runner started ahead of Create, for the server's first container: it loads
- * while containerd is still sending Create, which takes the runner's start-up off
- * the critical path. It holds only preview1 permissions: its rootfs and an `io`
- * directory in the bundle, where Create links the container's stdout and stderr
- * FIFOs (their paths are unknown until then). A component, a network namespace
- * that differs or a rootfs that differs makes Create discard it and start a fresh
- * runner.
- */
-export class PrespawnedRunner {
-  /** The container id it was started for. */
-  readonly id: string;
-  /** Rootfs it may read and write. */
-  readonly rootfs: string;
-  /** Directory for the stdio links. */
-  readonly ioDir: string;
-  /** Network namespace it runs in, if any. */
-  readonly netns: string | undefined;
-  #runner: Runner | undefined;
-
-  /** Starts a runner for container `id` with `<bundle>/rootfs` and `<bundle>/io`. */
-  constructor(
-    id: string,
-    bundle: string,
-    rootfs: string,
-    netns: string | undefined,
-    log?: (line: string) => void,
-  ) {
-    this.id = id;
-    this.rootfs = rootfs;
-    this.ioDir = `${bundle}/io`;
-    this.netns = netns;
-    Deno.mkdirSync(this.ioDir, { recursive: true, mode: 0o700 });
-    const paths = [rootfs, this.ioDir];
-    const flags = [allowList("allow-read", paths), allowList("allow-write", paths)];
-    this.#runner = spawnRunner(id, flags, netns, log);
-  }
-
-  /** Hands the runner over if it fits `cfg` and `kind`; otherwise discards it. */
-  take(cfg: GuestConfig, kind: WasmKind, net: unknown): Runner | undefined {
-    const runner = this.#runner;
-    this.#runner = undefined;
-    if (runner === undefined) return undefined;
-    const fits = cfg.id === this.id && cfg.rootfs === this.rootfs && cfg.netns === this.netns &&
-      kind === "module" && !net;
-    if (fits) return runner;
-    discardRunner(runner);
-    return undefined;
-  }
-
-  /** Links the stdio FIFOs into the io directory; returns the paths to open. */
-  linkStdio(cfg: GuestConfig): { stdout: string; stderr: string } {
-    const link = (name: string, target: string) => {
-      const path = `${this.ioDir}/${name}`;
-      try {
-        Deno.removeSync(path);
-      } catch {
-        // not there
-      }
-      Deno.symlinkSync(target || DEV_NULL, path);
-      return path;
-    };
-    return { stdout: link("stdout", cfg.stdout), stderr: link("stderr", cfg.stderr) };
-  }
-
-  /** Kills the runner if it was never taken. */
-  async discard(): Promise<void> {
-    const runner = this.#runner;
-    this.#runner = undefined;
-    if (runner) await discardRunner(runner);
-  }
-}
-
 /** Options of {@linkcode createGuest} beyond {@linkcode CreateGuestOptions}. */
-export interface CreateWithPrespawn extends CreateGuestOptions {
-  /** A runner started ahead of time, used if it fits this guest. */
-  prespawned?: PrespawnedRunner;
+export interface CreateWithPool extends CreateGuestOptions {
+  /** Warm runners; one is used if it fits this guest. */
+  pool?: RunnerPool;
 }
 
 /**
@@ -510,47 +466,50 @@ export interface CreateWithPrespawn extends CreateGuestOptions {
  */
 export async function createGuest(
   cfg: GuestConfig,
-  options: CreateWithPrespawn = {},
+  options: CreateWithPool = {},
 ): Promise<Guest> {
-  let entry;
-  let kind: WasmKind;
-  try {
-    entry = resolveEntrypoint(cfg);
-    kind = detectKind(await readHeader(entry.hostPath), entry.guestPath);
-  } catch (err) {
-    options.prespawned?.discard();
-    throw err;
-  }
+  const entry = await resolveGuestEntrypoint(cfg, options);
+  const kind: WasmKind = detectKind(await readHeader(entry.hostPath), entry.guestPath);
   let net = options.net;
   if (kind === "component" && !net && await isHttpProxy(entry.hostPath)) {
     // A wasi:http/proxy serves on its listen address and may make outgoing requests.
     net = true;
   }
-  let runner = options.prespawned?.take(cfg, kind, net);
-  let io = { stdout: cfg.stdout, stderr: cfg.stderr };
-  if (runner !== undefined) {
-    io = options.prespawned!.linkStdio(cfg);
-  } else {
+  const pooled = options.pool?.take(cfg, kind, net);
+  let runner = pooled?.runner;
+  // A pooled runner sees the container through its slot (see runner_pool.ts).
+  const paths = pooled === undefined
+    ? { rootfs: cfg.rootfs, stdout: cfg.stdout, stderr: cfg.stderr }
+    : {
+      rootfs: pooled.rootfs,
+      stdout: pooled.stdout,
+      stderr: pooled.stderr,
+      hostPath: entry.layer ? entry.hostPath : `${pooled.rootfs}${entry.guestPath}`,
+    };
+  if (runner === undefined) {
     const flags = guestDenoFlags({
       rootfs: cfg.rootfs,
       stdio: [cfg.stdin, cfg.stdout, cfg.stderr],
       kind,
       cacheDir: cfg.cacheDir,
+      wasmFile: entry.layer ? entry.hostPath : undefined,
       net,
     });
     runner = spawnRunner(cfg.id, flags, cfg.netns, options.log);
   }
   const { child, stdin, stdout, stderrDone, tail } = runner;
 
+  const release = pooled?.release ?? (() => {});
   const fail = async (error: RpcError): Promise<never> => {
     await discardRunner(runner);
+    release();
     throw error;
   };
 
   const timeoutMs = options.readyTimeoutMs ?? DEFAULT_READY_TIMEOUT_MS;
   let reply: ReadyMessage | "timeout" | undefined;
   try {
-    const init: GuestInit = { ...cfg, ...io, ...entry };
+    const init: GuestInit = { ...cfg, ...entry, ...paths };
     await stdin.write(new TextEncoder().encode(JSON.stringify(init) + "\n"));
     reply = await within(
       stdout.next().then((r) => r.done ? undefined : JSON.parse(r.value) as ReadyMessage),
@@ -599,5 +558,6 @@ export async function createGuest(
     stdin,
     Promise.all([stdoutDone, stderrDone]),
     cfg.stdin,
+    release,
   );
 }

@@ -18,6 +18,8 @@ export interface GuestConfig {
   id: string;
   /** Absolute host path of the mounted container root (`<bundle>/rootfs`). */
   rootfs: string;
+  /** The task's bundle directory, where cleanup records are kept. */
+  bundle?: string;
   /** `process.args` from the OCI spec; `args[0]` names the module, optionally `path#func`. */
   args: string[];
   /** `process.env` from the OCI spec, as `KEY=VALUE` strings: the only env the guest sees. */
@@ -61,4 +63,10 @@ export interface GuestInit extends GuestConfig {
   guestPath: string;
   /** Exported function to call (`_start` for a command). */
   func: string;
+  /**
+   * Digest of the image layer `hostPath` holds, when the wasm comes from the
+   * container's image (a Wasm OCI artifact) instead of its rootfs; `hostPath` is
+   * then in the shim's blob cache and `guestPath` only names it.
+   */
+  layer?: string;
 }

@@ -94,6 +94,8 @@ export interface Leftovers {
   processes: LeftoverProcess[];
   /** Task cgroups (`/sys/fs/cgroup/<controller>/<namespace>/<id>`) still present. */
   cgroups: string[];
+  /** Warm-runner slot directories (`<dir>/slots/*`, see src/wasm/runner_pool.ts) left. */
+  slots: string[];
 }
 
 /** A running private containerd. */
@@ -114,6 +116,8 @@ export interface Containerd {
   readonly fifoDir: string;
   /** Directory given to `ctr run` as `--runc-root`. */
   readonly runcRoot: string;
+  /** Kills containerd (SIGKILL) and starts it again on the same root, state and sockets. */
+  restart(): Promise<void>;
   /** Runs `ctr --address <sock> --namespace <ns> ...args`. Never throws on exit status. */
   ctr(args: string[], opts?: CtrOptions): Promise<CtrResult>;
   /** `ctr image import --all-platforms [--no-unpack] [--platform p] <tar>`; throws on failure. */
@@ -285,6 +289,17 @@ async function shimProcesses(address: string): Promise<LeftoverProcess[]> {
   return out.sort((a, b) => a.pid - b.pid);
 }
 
+/** Names of the entries of `dir`, sorted; none if it does not exist. */
+async function entries(dir: string): Promise<string[]> {
+  const names: string[] = [];
+  try {
+    for await (const e of Deno.readDir(dir)) names.push(`${dir}/${e.name}`);
+  } catch {
+    // no such directory
+  }
+  return names.sort();
+}
+
 /** Unescapes the octal escapes (`\040`) of /proc/self/mountinfo. */
 function unescapeMount(s: string): string {
   return s.replace(/\\([0-7]{3})/g, (_, o) => String.fromCharCode(parseInt(o, 8)));
@@ -417,19 +432,33 @@ export async function startContainerd(opts: ContainerdOptions = {}): Promise<Con
   const pathEnv = [opts.shimBinDir, Deno.env.get("PATH") ?? "/usr/local/bin:/usr/bin:/bin"]
     .filter(Boolean).join(":");
   const log = await Deno.open(logPath, { write: true, create: true, append: true });
-  const proc = new Deno.Command(CONTAINERD_BIN, {
-    args: ["--config", `${dir}/config.toml`],
-    env: { ...opts.env, PATH: pathEnv },
-    stdin: "null",
-    stdout: "piped",
-    stderr: "piped",
-  }).spawn();
-  // Drain both streams into the log file so containerd never blocks on a full pipe.
-  const drains = [proc.stdout, proc.stderr].map(async (s) => {
-    for await (const chunk of s) await log.write(chunk).catch(() => 0);
-  });
+  const spawnContainerd = () => {
+    const child = new Deno.Command(CONTAINERD_BIN, {
+      args: ["--config", `${dir}/config.toml`],
+      env: {
+        // Warm-runner slots inside the temp dir (so leftovers are seen), and a short
+        // idle period for the shared server, so that it is gone soon after a suite.
+        WASMTIME_SHIM_SLOT_DIR: `${dir}/slots`,
+        WASMTIME_SHIM_IDLE_TIMEOUT_MS: "1000",
+        ...opts.env,
+        PATH: pathEnv,
+      },
+      stdin: "null",
+      stdout: "piped",
+      stderr: "piped",
+    }).spawn();
+    // Drain both streams into the log file so containerd never blocks on a full pipe.
+    for (const s of [child.stdout, child.stderr]) {
+      drains.push((async () => {
+        for await (const chunk of s) await log.write(chunk).catch(() => 0);
+      })());
+    }
+    return child;
+  };
+  const drains: Promise<void>[] = [];
+  let proc = spawnContainerd();
   let exited: Deno.CommandStatus | undefined;
-  const statusPromise = proc.status.then((s) => (exited = s));
+  let statusPromise = proc.status.then((s) => (exited = s));
 
   const ctrEnv = { CONTAINERD_SNAPSHOTTER: snapshotter };
   const baseArgs = ["--address", address, "--namespace", TEST_NAMESPACE];
@@ -517,12 +546,19 @@ export async function startContainerd(opts: ContainerdOptions = {}): Promise<Con
       sockets: sockets.sort(),
       processes: await shimProcesses(address),
       cgroups: await taskCgroups(TEST_NAMESPACE),
+      slots: await entries(`${dir}/slots`),
     };
   };
 
   const stop = (): Promise<Leftovers> => {
     if (stopped) {
-      return stopped.then(() => ({ mounts: [], sockets: [], processes: [], cgroups: [] }));
+      return stopped.then(() => ({
+        mounts: [],
+        sockets: [],
+        processes: [],
+        cgroups: [],
+        slots: [],
+      }));
     }
     stopped = (async () => {
       if (!exited) {
@@ -580,33 +616,49 @@ export async function startContainerd(opts: ContainerdOptions = {}): Promise<Con
     return stopped;
   };
 
-  // Wait until containerd answers.
-  const deadline = Date.now() + (opts.startTimeoutMs ?? 20_000);
-  for (;;) {
-    if (exited) {
-      const text = await Deno.readTextFile(logPath).catch(() => "");
-      await Promise.allSettled(drains);
-      log.close();
-      await cleanupDir();
-      throw new Error(
-        `containerd exited with code ${exited.code} before answering; log tail:\n` +
-          text.split("\n").slice(-30).join("\n"),
-      );
+  const waitUntilAnswering = async () => {
+    const deadline = Date.now() + (opts.startTimeoutMs ?? 20_000);
+    for (;;) {
+      if (exited) {
+        const text = await Deno.readTextFile(logPath).catch(() => "");
+        await Promise.allSettled(drains);
+        log.close();
+        await cleanupDir();
+        throw new Error(
+          `containerd exited with code ${exited.code} before answering; log tail:\n` +
+            text.split("\n").slice(-30).join("\n"),
+        );
+      }
+      if (await exists(address)) {
+        const v = await run("ctr", [...baseArgs, "version"], { timeoutMs: 5_000 });
+        if (v.code === 0) break;
+      }
+      if (Date.now() > deadline) {
+        const text = await Deno.readTextFile(logPath).catch(() => "");
+        await stop();
+        throw new Error(
+          `containerd did not answer 'ctr version' within ${opts.startTimeoutMs ?? 20_000} ms; ` +
+            `log tail:\n${text.split("\n").slice(-30).join("\n")}`,
+        );
+      }
+      await sleep(50);
     }
-    if (await exists(address)) {
-      const v = await run("ctr", [...baseArgs, "version"], { timeoutMs: 5_000 });
-      if (v.code === 0) break;
+  };
+  await waitUntilAnswering();
+
+  /** Kills containerd with SIGKILL and starts it again on the same root, state and sockets. */
+  const restart = async () => {
+    if (exited === undefined) {
+      try {
+        proc.kill("SIGKILL");
+      } catch { /* gone */ }
+      await statusPromise;
     }
-    if (Date.now() > deadline) {
-      const text = await Deno.readTextFile(logPath).catch(() => "");
-      await stop();
-      throw new Error(
-        `containerd did not answer 'ctr version' within ${opts.startTimeoutMs ?? 20_000} ms; ` +
-          `log tail:\n${text.split("\n").slice(-30).join("\n")}`,
-      );
-    }
-    await sleep(50);
-  }
+    exited = undefined;
+    proc = spawnContainerd();
+    statusPromise = proc.status.then((s) => (exited = s));
+    await waitUntilAnswering();
+  };
 
   return {
     dir,
@@ -614,7 +666,10 @@ export async function startContainerd(opts: ContainerdOptions = {}): Promise<Con
     ttrpcAddress,
     namespace: TEST_NAMESPACE,
     snapshotter,
-    pid: proc.pid,
+    get pid() {
+      return proc.pid;
+    },
+    restart,
     fifoDir,
     runcRoot,
     ctr,

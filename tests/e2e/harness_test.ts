@@ -4,7 +4,7 @@ import { buildImage, MediaType } from "../../src/oci/image.ts";
 import { type Containerd, type Leftovers, startContainerd } from "./harness.ts";
 
 const FIXTURES = new URL("../fixtures/built/", import.meta.url).pathname;
-const NONE: Leftovers = { mounts: [], sockets: [], processes: [], cgroups: [] };
+const NONE: Leftovers = { mounts: [], sockets: [], processes: [], cgroups: [], slots: [] };
 /** System paths a private containerd must not create. */
 const SYSTEM_PATHS = [
   "/opt/containerd",

@@ -286,5 +286,6 @@ Deno.test({
     assert.deepEqual(left.mounts, []);
     assert.deepEqual(left.sockets, []);
     assert.deepEqual(left.processes, []);
+    assert.deepEqual(left.slots, []);
   },
 });

@@ -1,0 +1,142 @@
+import assert from "node:assert/strict";
+import { Code, RpcError } from "../../protocol/status.ts";
+import { BlobCache } from "../blob_cache.ts";
+import { digestOf } from "../digest.ts";
+import type { Container, Image } from "./client.ts";
+import { ContainerdImageSource, type ImageClient, readBlob } from "./content.ts";
+
+const enc = new TextEncoder();
+
+/** A client whose Content/Read sends the given chunks (or fails). */
+function reader(
+  chunks: { offset: number; data: string }[] | RpcError,
+  calls: string[] = [],
+): ImageClient {
+  return {
+    namespace: "ns",
+    getContainer: (id: string) => Promise.resolve({ id, image: "img" } as Container),
+    getImage: (name: string) =>
+      Promise.resolve({
+        name,
+        labels: {},
+        target: { media_type: "m/t", digest: "sha256:t", size: 1, annotations: {} },
+      } as Image),
+    async *readContent(digest: string) {
+      calls.push(digest);
+      if (chunks instanceof RpcError) throw chunks;
+      for (const c of chunks) yield { offset: c.offset, data: enc.encode(c.data) };
+    },
+  } as ImageClient;
+}
+
+async function descOf(text: string) {
+  return { digest: await digestOf(enc.encode(text)), size: text.length };
+}
+
+Deno.test("readBlob: chunks are joined and verified", async () => {
+  const d = await descOf("abcdef");
+  const got = await readBlob(
+    reader([{ offset: 0, data: "abc" }, { offset: 3, data: "def" }]),
+    d,
+    100,
+    "blob X",
+  );
+  assert.equal(new TextDecoder().decode(got), "abcdef");
+});
+
+Deno.test("readBlob: each way the store can disagree with the descriptor", async () => {
+  const d = await descOf("abcdef");
+  const fails = async (client: ImageClient, code: number, re: RegExp, max = 100) => {
+    await assert.rejects(readBlob(client, d, max, "blob X"), (err: RpcError) => {
+      assert.equal(err.code, code, err.message);
+      assert.match(err.message, re);
+      return true;
+    });
+  };
+  await fails(
+    reader([]),
+    Code.RESOURCE_EXHAUSTED,
+    /blob X is 6 bytes, over the shim's limit of 5/,
+    5,
+  );
+  await fails(
+    reader([{ offset: 0, data: "abc" }, { offset: 4, data: "ef" }]),
+    Code.DATA_LOSS,
+    /blob X: containerd sent bytes at offset 4, expected 3/,
+  );
+  await fails(
+    reader([{ offset: 0, data: "abcdefg" }]),
+    Code.DATA_LOSS,
+    /blob X in containerd's content store is longer than the 6 bytes/,
+  );
+  await fails(
+    reader([{ offset: 0, data: "abc" }]),
+    Code.DATA_LOSS,
+    /blob X in containerd's content store is 3 bytes, but its descriptor says 6/,
+  );
+  await fails(
+    reader([{ offset: 0, data: "abcdeF" }]),
+    Code.DATA_LOSS,
+    /blob X in containerd's content store has digest sha256:[0-9a-f]{64}, not sha256:/,
+  );
+  await fails(
+    reader(new RpcError(Code.NOT_FOUND, "containerd Content/Read: content digest x: not found")),
+    Code.NOT_FOUND,
+    /blob X is missing from containerd's content store \(namespace "ns"\): containerd Content/,
+  );
+  await fails(
+    reader(new RpcError(Code.UNAVAILABLE, "containerd Content/Read at /s: gone")),
+    Code.UNAVAILABLE,
+    /^containerd Content\/Read at \/s: gone$/,
+  );
+});
+
+Deno.test("ContainerdImageSource: reads once, then answers from the cache", async () => {
+  const dir = await Deno.makeTempDir();
+  try {
+    const calls: string[] = [];
+    const d = { mediaType: "application/wasm", ...(await descOf("wasm!")) };
+    const source = new ContainerdImageSource(
+      reader([{ offset: 0, data: "wasm!" }], calls),
+      new BlobCache(dir),
+    );
+    assert.equal(await source.containerImage("c"), "img");
+    assert.deepEqual(await source.imageTarget("img"), {
+      mediaType: "m/t",
+      digest: "sha256:t",
+      size: 1,
+      annotations: {},
+    });
+    const path = await source.file(d, 100, "layer");
+    assert.equal(await Deno.readTextFile(path), "wasm!");
+    assert.equal(new TextDecoder().decode(await source.read(d, 100, "layer")), "wasm!");
+    assert.equal(await source.file(d, 100, "layer"), path);
+    assert.deepEqual(calls, [d.digest]);
+    assert.deepEqual(source.stats, { cached: 2, read: 1, bytesRead: 5 });
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});
+
+Deno.test("ContainerdImageSource: a layer that cannot be stored fails; metadata need not be", async () => {
+  const dir = await Deno.makeTempDir();
+  try {
+    await Deno.writeTextFile(`${dir}/blobs`, "not a directory");
+    const lines: string[] = [];
+    const d = { mediaType: "application/wasm", ...(await descOf("wasm!")) };
+    const source = new ContainerdImageSource(
+      reader([{ offset: 0, data: "wasm!" }]),
+      new BlobCache(dir),
+      (l) => lines.push(l),
+    );
+    assert.equal(new TextDecoder().decode(await source.read(d, 100, "manifest")), "wasm!");
+    assert.match(lines.join(), /manifest: not cached: cannot store blob/);
+    await assert.rejects(source.file(d, 100, "the layer"), (err: RpcError) => {
+      assert.equal(err.code, Code.FAILED_PRECONDITION);
+      assert.match(err.message, /the layer: cannot store blob .* set WASMTIME_SHIM_CACHE_DIR/);
+      return true;
+    });
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});

@@ -1,0 +1,196 @@
+/**
+ * Warm guest runners, started ahead of Create so that a container does not wait for
+ * a Deno process to boot.
+ *
+ * A runner's Deno permissions are fixed when it starts, before its container is
+ * known. So each pooled runner gets a private *slot* directory, and its permissions
+ * name only that slot (plus the component cache and the npm packages it loads):
+ *
+ * ```
+ * <slot root>/<server pid>-<n>/rootfs   the container's rootfs is bind-mounted here
+ * <slot root>/<server pid>-<n>/io/      symlinks to the container's stdout/stderr FIFOs
+ * ```
+ *
+ * At Create the server bind-mounts the container's rootfs onto the slot and links
+ * its stdio FIFOs there, then hands the runner the guest with paths inside the slot.
+ * When the runner exits, the bind mount comes off and the slot is removed. The
+ * bundle records its slot (`<bundle>/slot`) so that the `delete` action can clean
+ * up after a server that died.
+ *
+ * @module
+ */
+
+import { mount } from "../sys/libc.ts";
+import type { WasmKind } from "./detect.ts";
+import { allowList, discardRunner, NODE_MODULES, type Runner, spawnRunner } from "./runner.ts";
+import { DEV_NULL } from "./runner_protocol.ts";
+import { removeSlot, SLOT_FILE, SLOT_PREFIX } from "./slot.ts";
+import type { GuestConfig } from "./types.ts";
+
+const MS_BIND = 0x1000;
+const MS_REC = 0x4000;
+
+/** A warm runner handed to one container. */
+export interface PooledRunner {
+  /** The runner process, before it has been given its guest. */
+  runner: Runner;
+  /** The slot directory. */
+  slot: string;
+  /** Where the container's rootfs is visible to the runner. */
+  rootfs: string;
+  /** The stdout/stderr paths the runner opens (links to the container's FIFOs). */
+  stdout: string;
+  stderr: string;
+  /** Takes the bind mount off and removes the slot. Safe to call twice. */
+  release(): void;
+}
+
+/** Options of {@linkcode RunnerPool}. */
+export interface RunnerPoolOptions {
+  /** Parent directory of the slots (created 0700). */
+  slotRoot: string;
+  /** The component cache directory runners may read and write. */
+  cacheDir?: string;
+  /** How many idle runners to keep per network namespace; default 1. */
+  size?: number;
+  /** Receives the runners' stderr lines and pool problems. */
+  log?: (line: string) => void;
+}
+
+interface Idle {
+  runner: Runner;
+  slot: string;
+}
+
+function pidAlive(pid: number): boolean {
+  try {
+    Deno.statSync(`/proc/${pid}`);
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+/** Keeps warm runners, one set per network namespace ("" for the host's). */
+export class RunnerPool {
+  #opts: RunnerPoolOptions;
+  #idle = new Map<string, Idle[]>();
+  #seq = 0;
+  #closed = false;
+
+  /** Creates an empty pool; {@linkcode warm} starts runners. */
+  constructor(opts: RunnerPoolOptions) {
+    this.#opts = opts;
+  }
+
+  /**
+   * Removes slots left by servers that are gone (a server killed with SIGKILL cannot
+   * clean up its idle runners' slots). Slots of live servers are left alone.
+   */
+  static sweep(slotRoot: string): void {
+    let entries: Deno.DirEntry[];
+    try {
+      entries = [...Deno.readDirSync(slotRoot)];
+    } catch {
+      return;
+    }
+    for (const entry of entries) {
+      const pid = Number(entry.name.split("-")[0]);
+      if (Number.isInteger(pid) && pid > 0 && !pidAlive(pid)) {
+        removeSlot(`${slotRoot}/${entry.name}`);
+      }
+    }
+  }
+
+  /** Starts idle runners for `netns` until the pool holds its size. */
+  warm(netns: string | undefined): void {
+    if (this.#closed) return;
+    const key = netns ?? "";
+    const list = this.#idle.get(key) ?? [];
+    this.#idle.set(key, list);
+    while (list.length < (this.#opts.size ?? 1)) {
+      try {
+        list.push(this.#spawn(netns));
+      } catch (err) {
+        this.#opts.log?.(`cannot start a warm runner: ${(err as Error).message}`);
+        return;
+      }
+    }
+  }
+
+  #spawn(netns: string | undefined): Idle {
+    const root = this.#opts.slotRoot;
+    Deno.mkdirSync(root, { recursive: true, mode: 0o700 });
+    const name = `${Deno.pid}-${++this.#seq}`;
+    const slot = `${root}/${name}`;
+    Deno.mkdirSync(`${slot}/rootfs`, { recursive: true, mode: 0o700 });
+    Deno.mkdirSync(`${slot}/io`, { mode: 0o700 });
+    const rw = [slot];
+    if (this.#opts.cacheDir) {
+      Deno.mkdirSync(this.#opts.cacheDir, { recursive: true, mode: 0o700 });
+      rw.push(this.#opts.cacheDir);
+    }
+    // Components: jco reads its own files from the npm packages, and the glue reads
+    // the environment (the runner's env is cleared, see denoEnv).
+    const flags = [
+      allowList("allow-read", [...rw, NODE_MODULES]),
+      allowList("allow-write", rw),
+      "--allow-env",
+    ];
+    const runner = spawnRunner(`${SLOT_PREFIX}${name}`, flags, netns, this.#opts.log);
+    return { runner, slot };
+  }
+
+  /**
+   * Hands a warm runner to the guest `cfg` if one fits (same network namespace; a
+   * guest that needs the network gets a runner of its own), bind-mounting its rootfs
+   * and linking its stdio into the slot, and starts a replacement. Returns undefined
+   * when none fits or the slot cannot be prepared.
+   */
+  take(cfg: GuestConfig, _kind: WasmKind, net: unknown): PooledRunner | undefined {
+    if (this.#closed || net) return undefined;
+    const list = this.#idle.get(cfg.netns ?? "");
+    const idle = list?.shift();
+    this.warm(cfg.netns);
+    if (idle === undefined) return undefined;
+    const { runner, slot } = idle;
+    if (runner.exited) {
+      removeSlot(slot);
+      return undefined;
+    }
+    const rootfs = `${slot}/rootfs`;
+    const link = (name: string, target: string) => {
+      const path = `${slot}/io/${name}`;
+      Deno.symlinkSync(target || DEV_NULL, path);
+      return path;
+    };
+    let released = false;
+    const release = () => {
+      if (released) return;
+      released = true;
+      if (!removeSlot(slot)) this.#opts.log?.(`slot ${slot}: could not remove it completely`);
+    };
+    try {
+      mount(cfg.rootfs, rootfs, null, MS_BIND | MS_REC, null);
+      const stdout = link("stdout", cfg.stdout);
+      const stderr = link("stderr", cfg.stderr);
+      if (cfg.bundle) Deno.writeTextFileSync(`${cfg.bundle}/${SLOT_FILE}`, slot);
+      return { runner, slot, rootfs, stdout, stderr, release };
+    } catch (err) {
+      this.#opts.log?.(`slot ${slot}: cannot prepare it: ${(err as Error).message}`);
+      discardRunner(runner).finally(release);
+      return undefined;
+    }
+  }
+
+  /** Kills the idle runners and removes their slots. */
+  async close(): Promise<void> {
+    this.#closed = true;
+    const all = [...this.#idle.values()].flat();
+    this.#idle.clear();
+    await Promise.all(all.map(async ({ runner, slot }) => {
+      await discardRunner(runner);
+      removeSlot(slot);
+    }));
+  }
+}

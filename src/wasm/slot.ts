@@ -1,0 +1,43 @@
+/**
+ * Slots: the private directories through which a warm guest runner sees its
+ * container (see `runner_pool.ts`). Kept apart from the pool so that the `delete`
+ * action can clean a slot up without loading the runner code.
+ *
+ * @module
+ */
+
+import { unmountAll } from "../task/mount.ts";
+
+/** Default parent directory of the slots. */
+export const DEFAULT_SLOT_ROOT = "/run/containerd-shim-wasmtime/slots";
+/** The bundle file naming a task's slot (read by the `delete` action). */
+export const SLOT_FILE = "slot";
+/** The command-line word of a pooled runner before it has a container (see `delete.ts`). */
+export const SLOT_PREFIX = "slot-";
+
+/**
+ * Removes a slot: unmounts its rootfs, then removes its (empty) directories. Never
+ * removes recursively: a mount that did not come off must not lose the container's
+ * files. Returns false if something stayed.
+ */
+export function removeSlot(slot: string): boolean {
+  let ok = true;
+  try {
+    unmountAll(`${slot}/rootfs`);
+  } catch {
+    ok = false;
+  }
+  for (const path of [`${slot}/io/stdout`, `${slot}/io/stderr`, `${slot}/io`, `${slot}/rootfs`]) {
+    try {
+      Deno.removeSync(path);
+    } catch (err) {
+      if (!(err instanceof Deno.errors.NotFound)) ok = false;
+    }
+  }
+  try {
+    Deno.removeSync(slot);
+  } catch (err) {
+    if (!(err instanceof Deno.errors.NotFound)) ok = false;
+  }
+  return ok;
+}

@@ -47,6 +47,11 @@ const BYTE_MAX = 0xff;
  * garbage (e.g. a peer speaking another protocol) rather than an oversize frame.
  */
 const GARBAGE_LENGTH_MIN = 1 << 24;
+/**
+ * A frame body buffer starts at most this large and doubles as bytes arrive, so that a
+ * header alone (10 bytes) cannot make the receiver allocate 4 MiB.
+ */
+const BODY_BUFFER_INITIAL = 64 * 1024;
 
 /** A complete frame. */
 export interface Frame {
@@ -137,6 +142,7 @@ export class FrameDecoder {
   readonly #headerView = new DataView(this.#header.buffer);
   #headerFill = 0;
   #body: Uint8Array | undefined;
+  #bodyLength = 0;
   #bodyFill = 0;
   #streamId = 0;
   #type = 0;
@@ -165,11 +171,12 @@ export class FrameDecoder {
         this.#discard -= skip;
         pos += skip;
       } else if (this.#body !== undefined) {
-        const take = Math.min(this.#body.length - this.#bodyFill, chunk.length - pos);
+        const take = Math.min(this.#bodyLength - this.#bodyFill, chunk.length - pos);
+        if (this.#bodyFill + take > this.#body.length) this.#grow(this.#bodyFill + take);
         this.#body.set(chunk.subarray(pos, pos + take), this.#bodyFill);
         this.#bodyFill += take;
         pos += take;
-        if (this.#bodyFill === this.#body.length) frames.push(this.#completeBody());
+        if (this.#bodyFill === this.#bodyLength) frames.push(this.#completeBody());
       } else {
         const take = Math.min(HEADER_LENGTH - this.#headerFill, chunk.length - pos);
         this.#header.set(chunk.subarray(pos, pos + take), this.#headerFill);
@@ -204,9 +211,18 @@ export class FrameDecoder {
       return { ...header, length, oversize: true };
     }
     if (length === 0) return { ...header, data: new Uint8Array(0) };
-    this.#body = new Uint8Array(length);
+    this.#body = new Uint8Array(Math.min(length, BODY_BUFFER_INITIAL));
+    this.#bodyLength = length;
     this.#bodyFill = 0;
     return undefined;
+  }
+
+  /** Grows the body buffer to hold at least `needed` bytes (at most the frame's length). */
+  #grow(needed: number): void {
+    const size = Math.min(this.#bodyLength, Math.max(needed, this.#body!.length * 2));
+    const body = new Uint8Array(size);
+    body.set(this.#body!.subarray(0, this.#bodyFill));
+    this.#body = body;
   }
 
   #completeBody(): Frame {

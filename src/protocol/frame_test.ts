@@ -128,6 +128,38 @@ Deno.test("FrameDecoder accepts a frame of exactly MESSAGE_LENGTH_MAX bytes", ()
   assert.equal(frame.data.length, MESSAGE_LENGTH_MAX);
 });
 
+Deno.test("FrameDecoder assembles a large body from uneven chunks as it grows", () => {
+  const data = new Uint8Array(MESSAGE_LENGTH_MAX - 3);
+  for (let i = 0; i < data.length; i++) data[i] = (i * 31) & 0xff;
+  const bytes = encodeFrame(5, MessageType.REQUEST, 0, data);
+  const decoder = new FrameDecoder();
+  const frames: DecodedFrame[] = [];
+  for (let at = 0, step = 1; at < bytes.length; at += step, step = (step * 7 + 3) % 200_000 + 1) {
+    frames.push(...decoder.push(bytes.subarray(at, at + step)));
+  }
+  assert.equal(frames.length, 1);
+  assert.ok(!frames[0].oversize);
+  assert.equal(frames[0].data.length, data.length);
+  assert.ok(frames[0].data.every((b, i) => b === data[i]));
+  assert.equal(decoder.buffered, 0);
+});
+
+Deno.test("FrameDecoder does not allocate a body's announced length before it arrives", () => {
+  // Before: each 10-byte header allocated its whole length (here 4 MiB) at once.
+  const decoders: FrameDecoder[] = [];
+  const before = Deno.memoryUsage().external;
+  for (let i = 0; i < 100; i++) {
+    const decoder = new FrameDecoder();
+    assert.deepEqual(decoder.push(header(MESSAGE_LENGTH_MAX, 1, MessageType.REQUEST, 0)), []);
+    assert.deepEqual(decoder.push(new Uint8Array(1)), []);
+    decoders.push(decoder);
+  }
+  const grown = Deno.memoryUsage().external - before;
+  // 100 × 4 MiB would be 400 MiB; 100 × 64 KiB is 6.4 MiB.
+  assert.ok(grown < 64 << 20, `external memory grew by ${grown} bytes for 100 headers`);
+  assert.equal(decoders[99].buffered, 1);
+});
+
 Deno.test("FrameDecoder discards an oversize body as it streams in, without buffering it", () => {
   const length = MESSAGE_LENGTH_MAX + 1000;
   const decoder = new FrameDecoder();

@@ -195,7 +195,17 @@ class Connection {
       );
     }
     this.#inFlight++;
-    this.#dispatch(streamId, req).finally(() => this.#inFlight--);
+    this.#dispatch(streamId, req)
+      .catch((err) => {
+        // Last resort: a rejection here would be unhandled and end the whole process.
+        try {
+          const why = err instanceof Error ? `: ${err.message}` : "";
+          this.#send(streamId, Code.INTERNAL, `ttrpc: answering the call failed${why}`);
+        } catch {
+          this.close();
+        }
+      })
+      .finally(() => this.#inFlight--);
   }
 
   async #dispatch(streamId: number, req: TtrpcRequest): Promise<void> {
@@ -211,6 +221,12 @@ class Connection {
     };
     try {
       const payload = await handler(req.payload, ctx);
+      if (payload !== undefined && !(payload instanceof Uint8Array)) {
+        throw new RpcError(
+          Code.INTERNAL,
+          `ttrpc: the ${req.service}/${req.method} handler returned ${typeof payload}, not bytes`,
+        );
+      }
       this.#enqueue(streamId, encodeResponse({ payload: payload ?? EMPTY }));
     } catch (err) {
       const status = toStatus(err);

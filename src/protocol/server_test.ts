@@ -183,6 +183,36 @@ Deno.test("handler errors: RpcError keeps its status, plain Error becomes UNKNOW
   });
 });
 
+Deno.test("odd handler results are answered, never an unhandled rejection", async () => {
+  // Before: rejecting with a value String() cannot convert ended the whole process.
+  await withServer({
+    NoString: () => Promise.reject(Object.create(null)),
+    Undefined: () => Promise.reject(undefined),
+    NotBytes: () => Promise.resolve("text" as unknown as Uint8Array),
+    Echo: echo,
+  }, async (path) => {
+    const client = await TtrpcClient.connect(path);
+    const cases: [string, number, string][] = [
+      ["NoString", Code.UNKNOWN, "[object Object]"],
+      ["Undefined", Code.UNKNOWN, "undefined"],
+      [
+        "NotBytes",
+        Code.INTERNAL,
+        `ttrpc: the ${SERVICE}/NotBytes handler returned string, not bytes`,
+      ],
+    ];
+    for (const [method, code, message] of cases) {
+      await assert.rejects(
+        client.call(SERVICE, method, new Uint8Array()),
+        (err: unknown) => err instanceof RpcError && err.code === code && err.message === message,
+        method,
+      );
+    }
+    assert.equal(dec.decode(await client.call(SERVICE, "Echo", enc.encode("alive"))), "alive");
+    client.close();
+  });
+});
+
 Deno.test("an empty success payload is a header-only Response frame without status", async () => {
   await withServer({ Empty: () => Promise.resolve(new Uint8Array(0)) }, async (path) => {
     const peer = await RawPeer.connect(path);

@@ -83,6 +83,15 @@ export function toStatus(err: unknown): { code: StatusCode; message: string } {
   if (err instanceof Deno.errors.AlreadyExists) {
     return { code: Code.ALREADY_EXISTS, message: err.message };
   }
-  const message = err instanceof Error ? err.message : String(err);
-  return { code: Code.UNKNOWN, message };
+  return { code: Code.UNKNOWN, message: describe(err) };
+}
+
+/** A thrown value's text; never throws (a value may have no string form at all). */
+function describe(err: unknown): string {
+  if (err instanceof Error) return err.message;
+  try {
+    return String(err);
+  } catch {
+    return Object.prototype.toString.call(err);
+  }
 }

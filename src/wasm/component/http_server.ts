@@ -15,6 +15,11 @@
  * - Listen backlog: `Deno.serve` has no backlog option; Deno listens with a fixed backlog
  *   of 511 (measured with `ss -ltn`, Deno 2.9.6). The configured value is validated and
  *   reported, but cannot be applied.
+ * - Limits (`http_limits.ts`), checked before an instance is taken: request headers over
+ *   the limit answer 431, a `content-length` over the body limit 413. A body that grows
+ *   over the limit while the guest reads it, or stalls longer than the body timeout,
+ *   fails the guest's read and answers 413 or 408, or cuts the response if it had
+ *   started. Malformed requests and heads over 64 KiB get hyper's own 400.
  *
  * @module
  */
@@ -23,6 +28,14 @@ import { invalidArgument } from "../../protocol/status.ts";
 import { GuestExit } from "./host/cli.ts";
 import { BodyCut, createIncomingCall, type ErrorCode, type OutgoingResponse } from "./host/http.ts";
 import type { Host } from "./host/mod.ts";
+import {
+  type BodyRefused,
+  contentLength,
+  DENO_MAX_HEAD_BYTES,
+  headerBytes,
+  limitBody,
+  type LimitedBody,
+} from "./http_limits.ts";
 
 /** Default listen address (as wasmtime serve and runwasi). */
 export const DEFAULT_SOCKET_ADDR = "0.0.0.0:8080";
@@ -40,6 +53,16 @@ const MAX_POOL_SIZE = 1024;
 export const SIGTERM_GRACE_MS = 10_000;
 /** Exit status after SIGTERM (128 + 15). */
 export const EXIT_SIGTERM = 143;
+/** Default limit of request header names and values together, in bytes. */
+export const DEFAULT_MAX_HEADER_BYTES = 32 * 1024;
+/** Smallest header limit accepted (room for ordinary headers). */
+const MIN_MAX_HEADER_BYTES = 1024;
+/** Default limit of a request body, in bytes. */
+export const DEFAULT_MAX_BODY_BYTES = 100 * 1024 * 1024;
+/** Default wait for a client's next request body bytes. */
+export const DEFAULT_BODY_TIMEOUT_MS = 30_000;
+/** Longest timer Deno can arm (about 24.8 days). */
+const MAX_TIMER_MS = 0x7fff_ffff;
 
 /** Spec environment variables read here. */
 export const ENV = {
@@ -49,6 +72,9 @@ export const ENV = {
   timeout: "WASMTIME_HTTP_PROXY_REQUEST_TIMEOUT",
   pool: "WASMTIME_HTTP_PROXY_PREINSTANTIATE",
   workers: "WASMTIME_HTTP_PROXY_WORKERS",
+  maxHeaderBytes: "WASMTIME_HTTP_MAX_HEADER_BYTES",
+  maxBodyBytes: "WASMTIME_HTTP_MAX_BODY_BYTES",
+  bodyTimeout: "WASMTIME_HTTP_BODY_TIMEOUT_MS",
 } as const;
 
 /** Most worker threads used by default (each costs ~10 MB plus its instances). */
@@ -68,6 +94,12 @@ export interface HttpConfig {
   poolSize: number;
   /** Worker threads serving requests; 0 serves on the runner's main thread. */
   workers: number;
+  /** Most bytes of request header names and values (more: 431). */
+  maxHeaderBytes: number;
+  /** Most request body bytes (more: 413); 0: no limit. */
+  maxBodyBytes: number;
+  /** Longest wait for the client's next body bytes (then 408); 0: none. */
+  bodyTimeoutMs: number;
 }
 
 /** Parses `host:port`, `[v6]:port`. @throws {RpcError} INVALID_ARGUMENT */
@@ -87,6 +119,18 @@ function parseCount(name: string, value: string, min: number, max: number): numb
   const n = /^\d+$/.test(value.trim()) ? Number(value) : NaN;
   if (!(n >= min && n <= max)) {
     throw invalidArgument(`${name}="${value}" is not a whole number from ${min} to ${max}`);
+  }
+  return n;
+}
+
+function parseHeaderLimit(value: string): number {
+  const n = parseCount(ENV.maxHeaderBytes, value, MIN_MAX_HEADER_BYTES, Number.MAX_SAFE_INTEGER);
+  if (n > DENO_MAX_HEAD_BYTES) {
+    throw invalidArgument(
+      `${ENV.maxHeaderBytes}="${value}" is over ${DENO_MAX_HEAD_BYTES}: Deno.serve itself ` +
+        `answers 400 to request heads over ${DENO_MAX_HEAD_BYTES} bytes, so a larger limit ` +
+        `could never apply`,
+    );
   }
   return n;
 }
@@ -127,6 +171,15 @@ export function httpConfigFromEnv(env: ReadonlyMap<string, string>): HttpConfig 
     workers: env.has(ENV.workers)
       ? parseCount(ENV.workers, env.get(ENV.workers)!, 0, MAX_WORKERS)
       : Math.max(1, Math.min(navigator.hardwareConcurrency || 1, MAX_DEFAULT_WORKERS)),
+    maxHeaderBytes: env.has(ENV.maxHeaderBytes)
+      ? parseHeaderLimit(env.get(ENV.maxHeaderBytes)!)
+      : DEFAULT_MAX_HEADER_BYTES,
+    maxBodyBytes: env.has(ENV.maxBodyBytes)
+      ? parseCount(ENV.maxBodyBytes, env.get(ENV.maxBodyBytes)!, 0, Number.MAX_SAFE_INTEGER)
+      : DEFAULT_MAX_BODY_BYTES,
+    bodyTimeoutMs: env.has(ENV.bodyTimeout)
+      ? parseCount(ENV.bodyTimeout, env.get(ENV.bodyTimeout)!, 0, MAX_TIMER_MS)
+      : DEFAULT_BODY_TIMEOUT_MS,
   };
 }
 
@@ -159,7 +212,8 @@ type Outcome =
   | { kind: "response"; result: GuestResult }
   | { kind: "returned" }
   | { kind: "trapped"; error: unknown }
-  | { kind: "timeout" };
+  | { kind: "timeout" }
+  | { kind: "refused"; error: BodyRefused };
 
 /** Why a request failed, for the log. */
 export function describeGuestError(err: unknown): string {
@@ -170,6 +224,15 @@ export function describeGuestError(err: unknown): string {
   if (err instanceof Error) return `${err.name}: ${err.message}`;
   return `error ${JSON.stringify(err) ?? String(err)}`;
 }
+
+/** Reason phrases of the statuses this server answers itself. */
+const STATUS_TEXT: Record<number, string> = {
+  408: "Request Timeout",
+  413: "Content Too Large",
+  431: "Request Header Fields Too Large",
+  500: "Internal Server Error",
+  504: "Gateway Timeout",
+};
 
 function plain(status: number, text: string): Response {
   return new Response(`${text}\n`, {
@@ -312,6 +375,8 @@ export class ProxyServer {
   async #serve(req: Request): Promise<Response> {
     await this.#startedPromise;
     this.#served++;
+    const refusal = this.#refuse(req);
+    if (refusal) return refusal;
     let instance: ProxyInstance;
     try {
       instance = this.#take();
@@ -319,7 +384,11 @@ export class ProxyServer {
       return this.#fail(req, 0, 500, `cannot create an instance: ${describeGuestError(err)}`);
     }
     const id = instance.requestId;
-    const call = createIncomingCall(req);
+    const { maxBodyBytes, bodyTimeoutMs } = this.#config;
+    const body = req.body && (maxBodyBytes > 0 || bodyTimeoutMs > 0)
+      ? limitBody(req.body, { maxBytes: maxBodyBytes, idleTimeoutMs: bodyTimeoutMs })
+      : null;
+    const call = createIncomingCall(req, body ? body.stream : req.body);
     let handled: Promise<void>;
     try {
       handled = Promise.resolve(instance.handler.handle(call.request, call.outparam));
@@ -340,9 +409,13 @@ export class ProxyServer {
       call.response.then<Outcome>((result) => ({ kind: "response", result })),
       ended,
       ...(timeout ? [timeout] : []),
+      ...(body ? [body.refused.then<Outcome>((error) => ({ kind: "refused", error }))] : []),
     ]);
     if (first.kind !== "response") {
-      this.#finish(instance, ended, timer, timeout);
+      this.#finish(instance, ended, timer, timeout, body);
+      if (first.kind === "refused") {
+        return this.#fail(req, id, first.error.status, first.error.message);
+      }
       if (first.kind === "timeout") {
         return this.#fail(req, id, 504, `no response within ${this.#config.requestTimeoutMs} ms`);
       }
@@ -352,7 +425,7 @@ export class ProxyServer {
       return this.#fail(req, id, 500, "the component returned without setting a response");
     }
     if (first.result.tag === "err") {
-      this.#finish(instance, ended, timer, timeout);
+      this.#finish(instance, ended, timer, timeout, body);
       return this.#fail(
         req,
         id,
@@ -366,11 +439,41 @@ export class ProxyServer {
       response = outgoing.toResponse();
     } catch (err) {
       outgoing.outgoingBody?.abandon("the response could not be sent");
-      this.#finish(instance, ended, timer, timeout);
+      this.#finish(instance, ended, timer, timeout, body);
       return this.#fail(req, id, 500, describeGuestError(err));
     }
-    this.#finish(instance, ended, timer, timeout, outgoing, req);
+    // Too late for a status: a refused body cuts the response, and the connection is
+    // aborted (Deno aborts it only once the request body is cancelled too).
+    body?.refused.then((error) => {
+      body.cancel();
+      outgoing.outgoingBody?.abandon(error.message);
+    });
+    this.#finish(instance, ended, timer, timeout, body, outgoing, req);
     return response;
+  }
+
+  /** The answer to a request refused before it reaches an instance, or null. */
+  #refuse(req: Request): Response | null {
+    const { maxHeaderBytes, maxBodyBytes } = this.#config;
+    const headers = headerBytes(req.headers);
+    if (headers > maxHeaderBytes) {
+      return this.#fail(
+        req,
+        0,
+        431,
+        `request headers of ${headers} bytes are over the limit of ${maxHeaderBytes}`,
+      );
+    }
+    const length = maxBodyBytes > 0 ? contentLength(req.headers) : null;
+    if (length !== null && length > maxBodyBytes) {
+      return this.#fail(
+        req,
+        0,
+        413,
+        `content-length ${length} is over the request body limit of ${maxBodyBytes} bytes`,
+      );
+    }
+    return null;
   }
 
   /**
@@ -382,12 +485,14 @@ export class ProxyServer {
     ended: Promise<Outcome>,
     timer: ReturnType<typeof setTimeout> | undefined,
     timeout: Promise<Outcome> | null,
+    requestBody: LimitedBody | null,
     response?: OutgoingResponse,
     req?: Request,
   ): void {
     const done = (async () => {
       const last = await Promise.race([ended, ...(timeout ? [timeout] : [])]);
       clearTimeout(timer);
+      requestBody?.dispose();
       const body = response?.outgoingBody;
       if (body && !body.ended) {
         const why = last.kind === "trapped"
@@ -427,7 +532,7 @@ export class ProxyServer {
 
   #fail(req: Request, id: number, status: number, why: string): Response {
     this.#failLog(req, id, why);
-    return plain(status, status === 504 ? "Gateway Timeout" : "Internal Server Error");
+    return plain(status, STATUS_TEXT[status] ?? STATUS_TEXT[500]);
   }
 }
 

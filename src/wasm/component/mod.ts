@@ -289,7 +289,11 @@ async function prepareProxy(
   log(
     `component ${path}: serving wasi:http on ${addr.hostname}:${addr.port} with ` +
       `${proxy instanceof WorkerProxy ? `${http.workers} worker thread(s)` : "the main thread"}` +
-      ` (backlog ${http.backlog} requested; Deno.serve uses its own, ${DENO_BACKLOG})`,
+      ` (backlog ${http.backlog} requested; Deno.serve uses its own, ${DENO_BACKLOG});` +
+      ` limits: headers ${http.maxHeaderBytes} B, body ${
+        http.maxBodyBytes ? `${http.maxBodyBytes} B` : "unlimited"
+      },` +
+      ` body timeout ${http.bodyTimeoutMs ? `${http.bodyTimeoutMs} ms` : "none"}`,
   );
   const server = proxy;
   return {

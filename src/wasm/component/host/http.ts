@@ -265,11 +265,18 @@ export class IncomingRequest {
   #pathStart: number;
   #headers: Fields | null = null;
   #body: IncomingBody | null = null;
+  #bodyStream: ReadableStream<Uint8Array> | null;
   #consumed = false;
 
-  /** The guest's view of `request`. */
-  constructor(request: Request) {
+  /**
+   * The guest's view of `request`.
+   *
+   * @param body what the guest reads as the body (default: the request's own), e.g. the
+   *   server's size- and time-limited view of it
+   */
+  constructor(request: Request, body: ReadableStream<Uint8Array> | null = request.body) {
     this.#request = request;
+    this.#bodyStream = body;
     this.#url = request.url;
     const authorityStart = this.#url.indexOf("://") + 3;
     const slash = this.#url.indexOf("/", authorityStart);
@@ -305,15 +312,31 @@ export class IncomingRequest {
   consume(): IncomingBody {
     if (this.#consumed) throw undefined;
     this.#consumed = true;
-    const stream = this.#request.body;
+    const stream = this.#bodyStream;
     this.#body = new IncomingBody(stream ? new StreamSource(stream, bodyReadError) : null);
     return this.#body;
   }
 }
 
+/**
+ * A request body the server stopped reading (it grew over the size limit, or the
+ * client stopped sending): the guest's read fails with `code`.
+ */
+export class IncomingBodyError extends Error {
+  /** The `error-code` the guest gets from `http-error-code` on the stream error. */
+  readonly code: ErrorCode;
+
+  /** The body failed because of `message`; the guest sees `code`. */
+  constructor(message: string, code: ErrorCode) {
+    super(message);
+    this.name = "IncomingBodyError";
+    this.code = code;
+  }
+}
+
 function bodyReadError(err: unknown): IoError {
   const error = new IoError(`reading the request body failed: ${messageOf(err)}`);
-  error.code = { tag: "connection-terminated" };
+  error.code = err instanceof IncomingBodyError ? err.code : { tag: "connection-terminated" };
   return error;
 }
 
@@ -752,8 +775,14 @@ export interface IncomingCall {
   response: Promise<{ tag: "ok"; val: OutgoingResponse } | { tag: "err"; val: ErrorCode }>;
 }
 
-/** Wraps a Fetch request for `wasi:http/incoming-handler.handle`. */
-export function createIncomingCall(request: Request): IncomingCall {
+/**
+ * Wraps a Fetch request for `wasi:http/incoming-handler.handle`; the guest reads `body`
+ * (default: the request's own body).
+ */
+export function createIncomingCall(
+  request: Request,
+  body: ReadableStream<Uint8Array> | null = request.body,
+): IncomingCall {
   let resolve!: (
     result: { tag: "ok"; val: OutgoingResponse } | { tag: "err"; val: ErrorCode },
   ) => void;
@@ -761,7 +790,7 @@ export function createIncomingCall(request: Request): IncomingCall {
     { tag: "ok"; val: OutgoingResponse } | { tag: "err"; val: ErrorCode }
   >((r) => resolve = r);
   return {
-    request: new IncomingRequest(request),
+    request: new IncomingRequest(request, body),
     outparam: new ResponseOutparam({ set: resolve }),
     response,
   };

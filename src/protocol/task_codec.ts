@@ -13,8 +13,29 @@
 
 import { ProtoReader, ProtoWriter, WireType } from "./wire.ts";
 
-/** How one field is encoded. A string names a message type of {@linkcode SCHEMAS}. */
-type Kind = "string" | "uint32" | "int32" | "int64" | "bool" | "bytes" | { message: string };
+/**
+ * How one field is encoded. `{ message }` names a message type of {@linkcode SCHEMAS};
+ * `string_map` is a `map<string, string>`. Repeated numeric fields are packed (proto3).
+ */
+type Kind =
+  | "string"
+  | "uint32"
+  | "int32"
+  | "int64"
+  | "uint64"
+  | "bool"
+  | "bytes"
+  | "string_map"
+  | { message: string };
+
+/** The kinds that are varints on the wire (packed when repeated). */
+const VARINT_KINDS: ReadonlySet<Kind> = new Set<Kind>([
+  "uint32",
+  "int32",
+  "int64",
+  "uint64",
+  "bool",
+]);
 
 /** One field: number, name, kind, repeated. */
 type Field = readonly [number, string, Kind, boolean?];
@@ -24,6 +45,13 @@ const ANY = { message: "google.protobuf.Any" } as const;
 const MOUNT = { message: "containerd.types.Mount" } as const;
 const T = "containerd.task.v2";
 const E = "containerd.events";
+const CG1 = "io.containerd.cgroups.v1";
+const CG2 = "io.containerd.cgroups.v2";
+
+/** `uint64` fields named `names`, numbered from `first`. */
+function uint64s(first: number, names: readonly string[]): Field[] {
+  return names.map((name, i) => [first + i, name, "uint64"] as const);
+}
 
 const ID_EXEC: readonly Field[] = [[1, "id", "string"], [2, "exec_id", "string"]];
 const ID: readonly Field[] = [[1, "id", "string"]];
@@ -95,6 +123,124 @@ const SCHEMAS: Record<string, readonly Field[]> = {
     [3, "version", "string"],
   ],
   [`${T}.ShutdownRequest`]: [[1, "id", "string"], [2, "now", "bool"]],
+  [`${T}.StatsRequest`]: ID,
+  [`${T}.StatsResponse`]: [[1, "stats", ANY]],
+  [`${T}.UpdateTaskRequest`]: [
+    [1, "id", "string"],
+    [2, "resources", ANY],
+    [3, "annotations", "string_map"],
+  ],
+  // Stats payloads: containerd/cgroups stats/v1 and cgroup2/stats metrics.proto (subset).
+  [`${CG1}.Metrics`]: [
+    [2, "pids", { message: `${CG1}.PidsStat` }],
+    [3, "cpu", { message: `${CG1}.CPUStat` }],
+    [4, "memory", { message: `${CG1}.MemoryStat` }],
+    [9, "memory_oom_control", { message: `${CG1}.MemoryOomControl` }],
+  ],
+  [`${CG1}.PidsStat`]: uint64s(1, ["current", "limit"]),
+  [`${CG1}.CPUStat`]: [
+    [1, "usage", { message: `${CG1}.CPUUsage` }],
+    [2, "throttling", { message: `${CG1}.Throttle` }],
+  ],
+  [`${CG1}.CPUUsage`]: [...uint64s(1, ["total", "kernel", "user"]), [4, "per_cpu", "uint64", true]],
+  [`${CG1}.Throttle`]: uint64s(1, ["periods", "throttled_periods", "throttled_time"]),
+  [`${CG1}.MemoryStat`]: [
+    ...uint64s(1, [
+      "cache",
+      "rss",
+      "rss_huge",
+      "mapped_file",
+      "dirty",
+      "writeback",
+      "pg_pg_in",
+      "pg_pg_out",
+      "pg_fault",
+      "pg_maj_fault",
+      "inactive_anon",
+      "active_anon",
+      "inactive_file",
+      "active_file",
+      "unevictable",
+      "hierarchical_memory_limit",
+      "hierarchical_swap_limit",
+      "total_cache",
+      "total_rss",
+      "total_rss_huge",
+      "total_mapped_file",
+      "total_dirty",
+      "total_writeback",
+      "total_pg_pg_in",
+      "total_pg_pg_out",
+      "total_pg_fault",
+      "total_pg_maj_fault",
+      "total_inactive_anon",
+      "total_active_anon",
+      "total_inactive_file",
+      "total_active_file",
+      "total_unevictable",
+    ]),
+    [33, "usage", { message: `${CG1}.MemoryEntry` }],
+    [34, "swap", { message: `${CG1}.MemoryEntry` }],
+    [35, "kernel", { message: `${CG1}.MemoryEntry` }],
+    [36, "kernel_tcp", { message: `${CG1}.MemoryEntry` }],
+  ],
+  [`${CG1}.MemoryEntry`]: uint64s(1, ["limit", "usage", "max", "failcnt"]),
+  [`${CG1}.MemoryOomControl`]: uint64s(1, ["oom_kill_disable", "under_oom", "oom_kill"]),
+  [`${CG2}.Metrics`]: [
+    [1, "pids", { message: `${CG2}.PidsStat` }],
+    [2, "cpu", { message: `${CG2}.CPUStat` }],
+    [4, "memory", { message: `${CG2}.MemoryStat` }],
+    [8, "memory_events", { message: `${CG2}.MemoryEvents` }],
+  ],
+  [`${CG2}.PidsStat`]: uint64s(1, ["current", "limit"]),
+  [`${CG2}.CPUStat`]: uint64s(1, [
+    "usage_usec",
+    "user_usec",
+    "system_usec",
+    "nr_periods",
+    "nr_throttled",
+    "throttled_usec",
+  ]),
+  [`${CG2}.MemoryStat`]: uint64s(1, [
+    "anon",
+    "file",
+    "kernel_stack",
+    "slab",
+    "sock",
+    "shmem",
+    "file_mapped",
+    "file_dirty",
+    "file_writeback",
+    "anon_thp",
+    "inactive_anon",
+    "active_anon",
+    "inactive_file",
+    "active_file",
+    "unevictable",
+    "slab_reclaimable",
+    "slab_unreclaimable",
+    "pgfault",
+    "pgmajfault",
+    "workingset_refault",
+    "workingset_activate",
+    "workingset_nodereclaim",
+    "pgrefill",
+    "pgscan",
+    "pgsteal",
+    "pgactivate",
+    "pgdeactivate",
+    "pglazyfree",
+    "pglazyfreed",
+    "thp_fault_alloc",
+    "thp_collapse_alloc",
+    "usage",
+    "usage_limit",
+    "swap_usage",
+    "swap_limit",
+    "max_usage",
+    "swap_max_usage",
+  ]),
+  [`${CG2}.MemoryEvents`]: uint64s(1, ["low", "high", "max", "oom", "oom_kill"]),
   [`${E}.TaskIO`]: [
     [1, "stdin", "string"],
     [2, "stdout", "string"],
@@ -174,10 +320,78 @@ function writeOne(w: ProtoWriter, num: number, kind: Kind, value: unknown, alway
     case "int64":
       w.int64(num, value as number);
       return;
+    case "uint64":
+      w.int64(num, uint64Value(num, value));
+      return;
     case "bool":
       w.bool(num, value as boolean);
       return;
+    case "string_map":
+      for (const [k, v] of Object.entries(value as Record<string, string>)) {
+        // Map entries carry both key and value, even when empty (as protobufjs and Go).
+        const entry = new ProtoWriter().message(1, utf8.encode(k)).message(2, utf8.encode(v));
+        w.message(num, entry.finish());
+      }
+      return;
   }
+}
+
+/** The largest uint64. */
+const UINT64_MAX = (1n << 64n) - 1n;
+
+/** A uint64 value (number or bigint), checked. */
+function uint64Value(num: number, value: unknown): number | bigint {
+  const ok = typeof value === "bigint"
+    ? value >= 0n && value <= UINT64_MAX
+    : Number.isSafeInteger(value) && (value as number) >= 0;
+  if (!ok) throw new RangeError(`uint64 field ${num}: ${value} is outside 0..2^64-1`);
+  return value as number | bigint;
+}
+
+/** The varint bytes of one value (negative numbers as 64-bit two's complement). */
+function varintBytes(value: number | bigint | boolean, out: number[]): void {
+  let big = BigInt.asUintN(64, BigInt(value));
+  while (big > 0x7fn) {
+    out.push(Number(big & 0x7fn) | 0x80);
+    big >>= 7n;
+  }
+  out.push(Number(big));
+}
+
+/** Reads the packed varints of `bytes` as `kind` values. */
+function unpack(bytes: Uint8Array, kind: Kind): unknown[] {
+  const out: unknown[] = [];
+  let big = 0n;
+  let shift = 0n;
+  for (const b of bytes) {
+    big |= BigInt(b & 0x7f) << shift;
+    shift += 7n;
+    if (b & 0x80) {
+      if (shift >= 70n) throw new Error("packed varint longer than 10 bytes");
+      continue;
+    }
+    const u = BigInt.asUintN(64, big);
+    switch (kind) {
+      case "bool":
+        out.push(u !== 0n);
+        break;
+      case "uint32":
+        out.push(Number(BigInt.asUintN(32, u)));
+        break;
+      case "int32":
+        out.push(Number(BigInt.asIntN(32, u)));
+        break;
+      case "int64":
+        out.push(Number(BigInt.asIntN(64, u)));
+        break;
+      default:
+        out.push(Number(u));
+    }
+    big = 0n;
+    shift = 0n;
+  }
+  if (shift !== 0n) throw new Error("truncated packed varint");
+  return out;
 }
 
 /** Encodes `obj` as the message `typeName` (proto3: default values are omitted). */
@@ -186,7 +400,15 @@ export function encodeMessage(typeName: string, obj: Record<string, unknown>): U
   for (const [num, name, kind, repeated] of schema(typeName)) {
     const value = obj?.[name];
     if (value === undefined || value === null) continue;
-    if (repeated) {
+    if (repeated && VARINT_KINDS.has(kind)) {
+      const items = value as (number | bigint | boolean)[];
+      if (items.length === 0) continue;
+      const packed: number[] = [];
+      for (const item of items) {
+        varintBytes(kind === "uint64" ? uint64Value(num, item) : item, packed);
+      }
+      w.message(num, new Uint8Array(packed));
+    } else if (repeated) {
       for (const item of value as unknown[]) writeOne(w, num, kind, item, true);
     } else {
       writeOne(w, num, kind, value, false);
@@ -199,6 +421,8 @@ function defaultOf(kind: Kind, repeated: boolean | undefined): unknown {
   if (repeated) return [];
   if (typeof kind === "object") return undefined;
   switch (kind) {
+    case "string_map":
+      return {};
     case "string":
       return "";
     case "bytes":
@@ -215,7 +439,9 @@ function readOne(r: ProtoReader, kind: Kind, wireType: number): unknown {
     if (wireType !== WireType.LEN) throw new Error("expected a length-delimited message");
     return decodeMessage(kind.message, r.bytes());
   }
-  const expected = kind === "string" || kind === "bytes" ? WireType.LEN : WireType.VARINT;
+  const expected = kind === "string" || kind === "bytes" || kind === "string_map"
+    ? WireType.LEN
+    : WireType.VARINT;
   if (wireType !== expected) throw new Error(`wire type ${wireType} for a ${kind} field`);
   switch (kind) {
     case "string":
@@ -228,9 +454,26 @@ function readOne(r: ProtoReader, kind: Kind, wireType: number): unknown {
       return r.int32();
     case "int64":
       return r.int64();
+    case "uint64":
+      return r.uint64();
     case "bool":
       return r.bool();
+    case "string_map":
+      return readMapEntry(r.bytes());
   }
+}
+
+/** Reads one `map<string, string>` entry. */
+function readMapEntry(bytes: Uint8Array): [string, string] {
+  const r = new ProtoReader(bytes);
+  let key = "";
+  let value = "";
+  for (let tag = r.next(); tag !== undefined; tag = r.next()) {
+    if (tag.field === 1 && tag.wireType === WireType.LEN) key = r.string();
+    else if (tag.field === 2 && tag.wireType === WireType.LEN) value = r.string();
+    else r.skip(tag.wireType);
+  }
+  return [key, value];
 }
 
 /**
@@ -256,8 +499,15 @@ export function decodeMessage<T = Record<string, unknown>>(typeName: string, byt
         continue;
       }
       const [, name, kind, repeated] = field;
+      if (repeated && VARINT_KINDS.has(kind) && tag.wireType === WireType.LEN) {
+        (out[name] as unknown[]).push(...unpack(r.bytes(), kind));
+        continue;
+      }
       const value = readOne(r, kind, tag.wireType);
-      if (repeated) (out[name] as unknown[]).push(value);
+      if (kind === "string_map") {
+        const [k, v] = value as [string, string];
+        (out[name] as Record<string, string>)[k] = v;
+      } else if (repeated) (out[name] as unknown[]).push(value);
       else out[name] = value;
     }
   } catch (err) {

@@ -80,6 +80,44 @@ const SAMPLES: Record<string, Record<string, unknown>> = {
     envelope: { timestamp: ts, namespace: "ns", topic: "/tasks/exit", event: any },
   },
   "google.protobuf.Timestamp": { seconds: -5, nanos: 1 },
+  "containerd.task.v2.StatsRequest": { id: "t1" },
+  "containerd.task.v2.StatsResponse": { stats: any },
+  "containerd.task.v2.UpdateTaskRequest": {
+    id: "t1",
+    resources: { type_url: "types.containerd.io/x", value: new Uint8Array([123, 125]) },
+    annotations: { a: "1", "": "", b: "" },
+  },
+  "io.containerd.cgroups.v1.Metrics": {
+    pids: { current: 3, limit: 100 },
+    cpu: {
+      usage: { total: 2 ** 40, kernel: 10, user: 20, per_cpu: [1, 0, 2 ** 35] },
+      throttling: { periods: 1, throttled_periods: 2, throttled_time: 3 },
+    },
+    memory: {
+      cache: 1,
+      rss: 2,
+      pg_maj_fault: 10,
+      total_unevictable: 32,
+      usage: { limit: 67108864, usage: 4096, max: 8192, failcnt: 7 },
+      swap: { limit: 1, usage: 2, max: 3, failcnt: 4 },
+      kernel: { limit: 0, usage: 5, max: 0, failcnt: 0 },
+      kernel_tcp: {},
+    },
+    memory_oom_control: { oom_kill_disable: 0, under_oom: 1, oom_kill: 2 },
+  },
+  "io.containerd.cgroups.v2.Metrics": {
+    pids: { current: 1, limit: 2 },
+    cpu: {
+      usage_usec: 1,
+      user_usec: 2,
+      system_usec: 3,
+      nr_periods: 4,
+      nr_throttled: 5,
+      throttled_usec: 6,
+    },
+    memory: { anon: 1, thp_collapse_alloc: 31, usage: 32, usage_limit: 33, swap_max_usage: 37 },
+    memory_events: { low: 1, high: 2, max: 3, oom: 4, oom_kill: 5 },
+  },
 };
 
 for (const [type, sample] of Object.entries(SAMPLES)) {
@@ -113,4 +151,30 @@ Deno.test("task codec: unknown types and malformed bytes are clear errors", () =
     ),
     { id: "a" },
   );
+});
+
+Deno.test("task codec: uint64 takes bigints up to 2^64-1; packed repeated fields decode both ways", () => {
+  const max = (1n << 64n) - 1n;
+  const bytes = encodeMessage("io.containerd.cgroups.v2.PidsStat", { current: 5n, limit: max });
+  assert.deepEqual(bytes, new Uint8Array([0x08, 5, 0x10, ...Array(9).fill(0xff), 0x01]));
+  // protobufjs (from the .proto) reads the same value (as a number: 2^64 rounded).
+  assert.deepEqual(decode("io.containerd.cgroups.v2.PidsStat", bytes), {
+    current: 5,
+    limit: 2 ** 64,
+  });
+  assert.throws(
+    () => encodeMessage("io.containerd.cgroups.v2.PidsStat", { current: -1 }),
+    /uint64 field 1: -1 is outside/,
+  );
+  assert.throws(
+    () => encodeMessage("io.containerd.cgroups.v2.PidsStat", { current: max + 1n }),
+    /uint64 field 1/,
+  );
+  // per_cpu is packed; an unpacked encoding (older writers) decodes the same.
+  const type = "io.containerd.cgroups.v1.CPUUsage";
+  const packed = encodeMessage(type, { per_cpu: [1n, 300n] });
+  assert.deepEqual(packed, new Uint8Array([0x22, 3, 1, 0xac, 0x02]));
+  const unpacked = new Uint8Array([0x20, 1, 0x20, 0xac, 0x02]);
+  assert.deepEqual(decodeMessage(type, unpacked), decodeMessage(type, packed));
+  assert.deepEqual(decodeMessage<{ per_cpu: number[] }>(type, packed).per_cpu, [1, 300]);
 });

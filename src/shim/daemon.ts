@@ -12,6 +12,7 @@
  */
 
 import { TtrpcServer } from "../protocol/server.ts";
+import { CgroupManager } from "../task/cgroup.ts";
 import { mountAll, unmountAll } from "../task/mount.ts";
 import { TaskService } from "../task/service.ts";
 import { readSpec } from "../task/spec.ts";
@@ -137,6 +138,7 @@ export async function runServer(flags: ShimFlags): Promise<number> {
   idle.hold(flags.id);
 
   const events = new EventPublisher(Deno.env.get("TTRPC_ADDRESS") ?? "", flags.namespace, log);
+  const cgroups = new CgroupManager();
   const service = new TaskService({
     readSpec,
     mountRootfs: mountAll,
@@ -150,6 +152,7 @@ export async function runServer(flags: ShimFlags): Promise<number> {
         containerd: { address: flags.address, namespace: flags.namespace },
       });
     },
+    createCgroup: (id, taskSpec) => cgroups.create(taskSpec.cgroupsPath, id, taskSpec.resources),
     publish: ([topic, typeName], event) => events.publish(topic, typeName, event),
     writeFile: (path, text) => Deno.writeTextFile(path, text),
     shimPid: Deno.pid,

@@ -1,13 +1,16 @@
 /**
  * The `delete` action: containerd runs it after every task teardown and when a
  * server died. It cleans up what a dead server may have left (the guest process,
- * the rootfs mount, a stale socket) and answers a `DeleteResponse` on stdout.
+ * the rootfs mount, the task's cgroup, a stale socket) and answers a
+ * `DeleteResponse` on stdout.
  *
  * @module
  */
 
 import { encodeDeleteResponse } from "../protocol/wire.ts";
+import { CgroupManager } from "../task/cgroup.ts";
 import { unmountAll } from "../task/mount.ts";
+import { readSpec } from "../task/spec.ts";
 import type { ShimFlags } from "./flags.ts";
 import { isListening, stripUnix } from "./socket_path.ts";
 import { removeSlot, SLOT_FILE, SLOT_PREFIX } from "../wasm/slot.ts";
@@ -44,12 +47,25 @@ export async function deleteAction(flags: ShimFlags): Promise<number> {
   const problems: string[] = [];
   const pid = Number(await readOptional(`${bundle}/init.pid`)) || 0;
   const slot = await readOptional(`${bundle}/${SLOT_FILE}`);
-  if (pid > 0 && await isOurGuest(pid, flags.id, slot)) {
+  const kill = (victim: number) => {
     try {
-      Deno.kill(pid, "SIGKILL");
+      Deno.kill(victim, "SIGKILL");
     } catch (err) {
-      problems.push(`killing guest ${pid}: ${(err as Error).message}`);
+      problems.push(`killing guest ${victim}: ${(err as Error).message}`);
     }
+  };
+  if (pid > 0 && await isOurGuest(pid, flags.id, slot)) kill(pid);
+  // The task's cgroup, from the spec as Create read it.
+  const spec = await readSpec(bundle).catch(() => undefined);
+  let cgroup;
+  try {
+    cgroup = spec && new CgroupManager().locate(spec.cgroupsPath, flags.id);
+  } catch (err) {
+    problems.push((err as Error).message);
+  }
+  // Any other runner of this task still in its cgroup goes too.
+  for (const other of await cgroup?.pids().catch(() => []) ?? []) {
+    if (other !== pid && await isOurGuest(other, flags.id, slot)) kill(other);
   }
   if (slot !== "" && !removeSlot(slot)) problems.push(`slot ${slot}: could not remove it`);
   try {
@@ -57,6 +73,8 @@ export async function deleteAction(flags: ShimFlags): Promise<number> {
   } catch (err) {
     problems.push((err as Error).message);
   }
+  // Removed once the guest is gone (remove waits for that).
+  await cgroup?.remove().catch((err) => problems.push((err as Error).message));
   const address = stripUnix(await readOptional(`${bundle}/address`));
   if (address !== "" && !(await isListening(address))) {
     await Deno.remove(address).catch(() => {});

@@ -9,9 +9,16 @@
  * @module
  */
 
-import { alreadyExists, invalidArgument, notFound, unimplemented } from "../protocol/status.ts";
+import {
+  alreadyExists,
+  failedPrecondition,
+  invalidArgument,
+  notFound,
+  RpcError,
+  unimplemented,
+} from "../protocol/status.ts";
 import type { Guest, GuestConfig } from "../wasm/types.ts";
-import type { OciSpec } from "./spec.ts";
+import type { LinuxResources, OciSpec } from "./spec.ts";
 import type { MountSpec } from "./mount.ts";
 import { Status, type TaskStatus, transition } from "./state.ts";
 
@@ -36,10 +43,25 @@ export const Topic = {
   DELETE: ["/tasks/delete", "containerd.events.TaskDelete"],
   PAUSED: ["/tasks/paused", "containerd.events.TaskPaused"],
   RESUMED: ["/tasks/resumed", "containerd.events.TaskResumed"],
+  OOM: ["/tasks/oom", "containerd.events.TaskOOM"],
 } as const;
 
 /** One topic/type pair of {@linkcode Topic}. */
 export type EventTopic = typeof Topic[keyof typeof Topic];
+
+/** A task's cgroup as the service uses it (`cgroup.ts` has the real one). */
+export interface TaskCgroupHandle {
+  /** Moves the guest's process in. */
+  addProcess(pid: number): Promise<void>;
+  /** Applies changed limits (Update). */
+  apply(resources: LinuxResources): Promise<void>;
+  /** How many processes the kernel's OOM killer has killed in it. */
+  oomKillCount(): Promise<number>;
+  /** Its metrics: a message type name (the Any type URL) and the message's fields. */
+  metrics(): Promise<{ typeName: string; metrics: Record<string, unknown> }>;
+  /** Removes it, once its processes are gone. */
+  remove(): Promise<void>;
+}
 
 /** What the service needs from the outside world; tests pass their own. */
 export interface TaskDeps {
@@ -51,6 +73,11 @@ export interface TaskDeps {
   unmountRootfs(target: string): void;
   /** Prepares a guest (fails if it cannot run). */
   createGuest(config: GuestConfig): Promise<Guest>;
+  /**
+   * Creates task `id`'s cgroup from the spec (`cgroupsPath`, `resources`); without
+   * it, tasks get no cgroup (no limits, no Stats, no Update).
+   */
+  createCgroup?(id: string, spec: OciSpec): Promise<TaskCgroupHandle>;
   /** Queues an event for containerd, in order. */
   publish(topic: EventTopic, event: Record<string, unknown>): void;
   /** Writes a small file in the bundle (the init pid, for the `delete` action). */
@@ -111,9 +138,10 @@ export interface ExitInfo {
   exited_at: Timestamp;
 }
 
-/** SIGSTOP and SIGCONT, used for Pause and Resume. */
+/** SIGSTOP and SIGCONT, used for Pause and Resume; SIGKILL. */
 const SIGSTOP = 19;
 const SIGCONT = 18;
+const SIGKILL = 9;
 
 /** One container's task. */
 class Task {
@@ -131,6 +159,10 @@ class Task {
   deleting = false;
   /** Resolves once TaskStart is queued (or Start failed), so TaskExit comes after it. */
   startQueued: Promise<void> = Promise.resolve();
+  /** The task's cgroup, if it has one. */
+  cgroup?: TaskCgroupHandle;
+  /** The cgroup's OOM kill count before the guest joined it. */
+  oomBaseline = 0;
 
   #markStopped!: () => void;
 
@@ -221,8 +253,19 @@ export class TaskService {
       const rootfs = spec.root.path.startsWith("/")
         ? spec.root.path
         : `${req.bundle}/${spec.root.path}`;
-      if (req.rootfs.length > 0) this.#deps.mountRootfs(req.rootfs, rootfs);
+      const cgroup = await this.#createCgroup(req.id, spec);
+      const dropCgroup = () =>
+        cgroup?.remove().catch((err) =>
+          this.#deps.log(`task ${req.id}: removing its cgroup: ${(err as Error).message}`)
+        );
+      try {
+        if (req.rootfs.length > 0) this.#deps.mountRootfs(req.rootfs, rootfs);
+      } catch (err) {
+        await dropCgroup();
+        throw err;
+      }
       let guest: Guest;
+      let oomBaseline = 0;
       try {
         guest = await this.#deps.createGuest({
           id: req.id,
@@ -237,12 +280,25 @@ export class TaskService {
           netns: spec.netns,
           cacheDir: this.#deps.cacheDir,
         });
+        if (cgroup !== undefined) {
+          try {
+            oomBaseline = await cgroup.oomKillCount();
+            await cgroup.addProcess(guest.pid);
+          } catch (err) {
+            guest.kill(SIGKILL);
+            await guest.exited;
+            throw failedPrecondition(`task ${req.id}: ${(err as Error).message}`);
+          }
+        }
       } catch (err) {
         if (req.rootfs.length > 0) this.#deps.unmountRootfs(rootfs);
+        await dropCgroup();
         throw err;
       }
       const io = { stdin: req.stdin, stdout: req.stdout, stderr: req.stderr };
       const task = new Task(req.id, req.bundle, rootfs, io, guest);
+      task.cgroup = cgroup;
+      task.oomBaseline = oomBaseline;
       this.#tasks.set(req.id, task);
       this.#deps.tasksChanged?.("added", req.id, req.bundle);
       await this.#deps.writeFile(`${req.bundle}/init.pid`, String(guest.pid)).catch((err) =>
@@ -262,11 +318,36 @@ export class TaskService {
     }
   }
 
+  /** Creates the task's cgroup, if the service manages cgroups. */
+  async #createCgroup(id: string, spec: OciSpec): Promise<TaskCgroupHandle | undefined> {
+    if (this.#deps.createCgroup === undefined) return undefined;
+    try {
+      return await this.#deps.createCgroup(id, spec);
+    } catch (err) {
+      if (err instanceof RpcError) throw err;
+      throw failedPrecondition(`task ${id}: ${(err as Error).message}`);
+    }
+  }
+
+  /** True if the kernel's OOM killer killed a process of the task's cgroup. */
+  async #oomKilled(task: Task): Promise<boolean> {
+    if (task.cgroup === undefined) return false;
+    try {
+      return (await task.cgroup.oomKillCount()) > task.oomBaseline;
+    } catch (err) {
+      this.#deps.log(`task ${task.id}: reading its OOM count: ${(err as Error).message}`);
+      return false;
+    }
+  }
+
   async #onExit(task: Task, status: number): Promise<void> {
     await task.startQueued;
+    // Read before the exit is recorded: TaskOOM goes out before TaskExit.
+    const oom = !task.deleting && await this.#oomKilled(task);
     task.recordExit(status, new Date());
-    this.#deps.log(`task ${task.id}: exited with status ${status}`);
+    this.#deps.log(`task ${task.id}: exited with status ${status}${oom ? " (OOM killed)" : ""}`);
     if (task.deleting) return;
+    if (oom) this.#deps.publish(Topic.OOM, { container_id: task.id });
     this.#deps.publish(Topic.EXIT, {
       container_id: task.id,
       id: task.id,
@@ -340,6 +421,9 @@ export class TaskService {
     } catch (err) {
       this.#deps.log(`task ${task.id}: unmounting ${task.rootfs}: ${(err as Error).message}`);
     }
+    await task.cgroup?.remove().catch((err) =>
+      this.#deps.log(`task ${task.id}: removing its cgroup: ${(err as Error).message}`)
+    );
     const info = task.exitInfo();
     this.#deps.publish(Topic.DELETE, {
       container_id: task.id,
@@ -351,6 +435,39 @@ export class TaskService {
     this.#deps.tasksChanged?.("removed", task.id, task.bundle);
     if (this.size === 0) this.#emptied?.();
     return info;
+  }
+
+  /**
+   * Stats: the task's cgroup metrics (`io.containerd.cgroups.v1.Metrics` or `.v2.`).
+   * NOT_FOUND for a task without a cgroup, as the runc shim answers.
+   */
+  async stats(
+    ref: { id: string },
+  ): Promise<{ typeName: string; metrics: Record<string, unknown> }> {
+    const task = this.#get({ id: ref.id, exec_id: "" });
+    if (task.cgroup === undefined) throw notFound(`task ${task.id}: cgroup`);
+    try {
+      return await task.cgroup.metrics();
+    } catch (err) {
+      throw failedPrecondition(`task ${task.id}: reading its cgroup: ${(err as Error).message}`);
+    }
+  }
+
+  /** Update: applies changed resource limits to a live task's cgroup. */
+  async update(ref: { id: string }, resources: LinuxResources): Promise<void> {
+    const task = this.#get({ id: ref.id, exec_id: "" });
+    if (task.status === Status.STOPPED) {
+      throw failedPrecondition(`task ${task.id}: cannot update a stopped task`);
+    }
+    if (task.cgroup === undefined) {
+      throw failedPrecondition(`task ${task.id} has no cgroup to update`);
+    }
+    try {
+      await task.cgroup.apply(resources);
+    } catch (err) {
+      if (err instanceof RpcError) throw err;
+      throw failedPrecondition(`task ${task.id}: ${(err as Error).message}`);
+    }
   }
 
   /** Pids: the one process of a wasm task. */

@@ -1,7 +1,8 @@
 import assert from "node:assert/strict";
 import { Code, RpcError } from "../protocol/status.ts";
 import type { Guest, GuestConfig } from "../wasm/types.ts";
-import { type EventTopic, type TaskDeps, TaskService } from "./service.ts";
+import { type EventTopic, type TaskCgroupHandle, type TaskDeps, TaskService } from "./service.ts";
+import type { LinuxResources, OciSpec } from "./spec.ts";
 import { Status } from "./state.ts";
 
 /** A stand-in guest process whose exit the test controls. */
@@ -26,7 +27,7 @@ class FakeGuest implements Guest {
   }
 }
 
-function setup(opts: { failGuest?: string } = {}) {
+function setup(opts: { failGuest?: string; deps?: Partial<TaskDeps> } = {}) {
   const events: string[] = [];
   const mounts: string[] = [];
   const guests: FakeGuest[] = [];
@@ -53,6 +54,7 @@ function setup(opts: { failGuest?: string } = {}) {
     writeFile: () => Promise.resolve(),
     shimPid: 42,
     log: () => {},
+    ...opts.deps,
   };
   return { service: new TaskService(deps), events, mounts, guests, configs };
 }
@@ -174,4 +176,155 @@ Deno.test("whenEmpty resolves after the last delete", async () => {
   await service.delete(ref("b"));
   await tick();
   assert.equal(emptied, true);
+});
+
+/** A stand-in cgroup that records what the service does with it. */
+class FakeCgroup implements TaskCgroupHandle {
+  readonly calls: string[] = [];
+  oomKills = 0;
+  failAdd = "";
+  addProcess(pid: number): Promise<void> {
+    this.calls.push(`add ${pid}`);
+    return this.failAdd ? Promise.reject(new Error(this.failAdd)) : Promise.resolve();
+  }
+  apply(resources: LinuxResources): Promise<void> {
+    this.calls.push(`apply ${JSON.stringify(resources)}`);
+    return Promise.resolve();
+  }
+  oomKillCount(): Promise<number> {
+    return Promise.resolve(this.oomKills);
+  }
+  metrics() {
+    return Promise.resolve({ typeName: "io.containerd.cgroups.v1.Metrics", metrics: { pids: {} } });
+  }
+  remove(): Promise<void> {
+    this.calls.push("remove");
+    return Promise.resolve();
+  }
+}
+
+function withCgroups(opts: { failCreate?: Error; failAdd?: string; oomKills?: number } = {}) {
+  const cgroups: FakeCgroup[] = [];
+  const specs: OciSpec[] = [];
+  const t = setup({
+    deps: {
+      createCgroup: (_id: string, spec: OciSpec) => {
+        specs.push(spec);
+        if (opts.failCreate) return Promise.reject(opts.failCreate);
+        const cg = new FakeCgroup();
+        cg.failAdd = opts.failAdd ?? "";
+        cg.oomKills = opts.oomKills ?? 0;
+        cgroups.push(cg);
+        return Promise.resolve(cg);
+      },
+    },
+  });
+  return { ...t, cgroups, specs };
+}
+
+Deno.test("cgroup: the guest joins it at Create, and Delete removes it after the exit", async () => {
+  const { service, cgroups, guests, events } = withCgroups();
+  await service.create(create("t1"));
+  assert.deepEqual(cgroups[0].calls, ["add 1000"]);
+  await service.start(ref("t1"));
+  guests[0].exit(0);
+  await service.wait(ref("t1"));
+  await service.delete(ref("t1"));
+  assert.deepEqual(cgroups[0].calls, ["add 1000", "remove"]);
+  assert.ok(!events.includes("/tasks/oom t1"));
+});
+
+Deno.test("cgroup: an OOM kill publishes TaskOOM before TaskExit", async () => {
+  const { service, cgroups, guests, events } = withCgroups();
+  await service.create(create("t1"));
+  await service.start(ref("t1"));
+  cgroups[0].oomKills = 1;
+  guests[0].exit(137);
+  assert.equal((await service.wait(ref("t1"))).exit_status, 137);
+  assert.deepEqual(events, [
+    "/tasks/create t1",
+    "/tasks/start t1",
+    "/tasks/oom t1",
+    "/tasks/exit t1",
+  ]);
+});
+
+Deno.test("cgroup: OOM kills from before the guest joined do not count", async () => {
+  // A reused cgroup (left by an earlier task of the same id) already counts 2 kills.
+  const { service, guests, events } = withCgroups({ oomKills: 2 });
+  await service.create(create("t1"));
+  await service.start(ref("t1"));
+  guests[0].exit(1);
+  await service.wait(ref("t1"));
+  assert.ok(!events.includes("/tasks/oom t1"));
+});
+
+Deno.test("cgroup: failures at Create leave nothing behind and say why", async () => {
+  const failed = withCgroups({ failCreate: new Error("cannot create cgroup /x: EACCES") });
+  await assert.rejects(
+    () => failed.service.create(create("t1")),
+    (e: RpcError) =>
+      e.code === Code.FAILED_PRECONDITION && /task t1: cannot create cgroup/.test(e.message),
+  );
+  assert.deepEqual(failed.mounts, []);
+  assert.equal(failed.guests.length, 0);
+
+  const add = withCgroups({ failAdd: "cannot move pid 1000 into cgroup /x: EBUSY" });
+  await assert.rejects(() => add.service.create(create("t1")), /cannot move pid 1000/);
+  assert.deepEqual(add.guests[0].signals, [9]);
+  assert.deepEqual(add.mounts, ["mount /b/t1/rootfs", "umount /b/t1/rootfs"]);
+  assert.deepEqual(add.cgroups[0].calls, ["add 1000", "remove"]);
+  assert.equal(add.service.size, 0);
+  assert.deepEqual(add.events, []);
+});
+
+Deno.test("cgroup: a guest that cannot run removes the cgroup too", async () => {
+  const cgroups: FakeCgroup[] = [];
+  const { service } = setup({
+    failGuest: "module /x.wasm not found",
+    deps: {
+      createCgroup: () => {
+        const cg = new FakeCgroup();
+        cgroups.push(cg);
+        return Promise.resolve(cg);
+      },
+    },
+  });
+  await assert.rejects(() => service.create(create("t1")), /x.wasm not found/);
+  assert.deepEqual(cgroups[0].calls, ["remove"]);
+});
+
+Deno.test("cgroup: Stats returns its metrics; Update applies resources to a live task", async () => {
+  const { service, cgroups, guests } = withCgroups();
+  await service.create(create("t1"));
+  assert.deepEqual(await service.stats({ id: "t1" }), {
+    typeName: "io.containerd.cgroups.v1.Metrics",
+    metrics: { pids: {} },
+  });
+  await service.start(ref("t1"));
+  await service.update({ id: "t1" }, { memory: { limit: 1 << 20 } });
+  assert.deepEqual(cgroups[0].calls.slice(1), [`apply {"memory":{"limit":1048576}}`]);
+  guests[0].exit(0);
+  await service.wait(ref("t1"));
+  await assert.rejects(
+    () => service.update({ id: "t1" }, {}),
+    (e: RpcError) => e.code === Code.FAILED_PRECONDITION && /stopped/.test(e.message),
+  );
+  await assert.rejects(
+    () => service.stats({ id: "nope" }),
+    (e: RpcError) => e.code === Code.NOT_FOUND,
+  );
+});
+
+Deno.test("without cgroups: Stats is NOT_FOUND, Update FAILED_PRECONDITION", async () => {
+  const { service } = setup();
+  await service.create(create("t1"));
+  await assert.rejects(
+    () => service.stats({ id: "t1" }),
+    (e: RpcError) => e.code === Code.NOT_FOUND,
+  );
+  await assert.rejects(
+    () => service.update({ id: "t1" }, {}),
+    (e: RpcError) => e.code === Code.FAILED_PRECONDITION,
+  );
 });

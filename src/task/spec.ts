@@ -21,6 +21,88 @@ export interface OciSpec {
   netns?: string;
   /** `linux.cgroupsPath`, if any. */
   cgroupsPath?: string;
+  /** `linux.resources`: the limits the shim applies to the task's cgroup. */
+  resources?: LinuxResources;
+}
+
+/**
+ * The part of the OCI `LinuxResources` the shim applies (see `cgroup.ts`). Also the
+ * JSON of `UpdateTaskRequest.resources`. Limits of -1 mean "unlimited"; absent
+ * fields are left as they are.
+ */
+export interface LinuxResources {
+  memory?: {
+    /** Bytes. */
+    limit?: number;
+    /** Soft limit, bytes. */
+    reservation?: number;
+    /** Memory plus swap, bytes (as on cgroup v1). */
+    swap?: number;
+  };
+  cpu?: {
+    /** Relative weight, 2..262144 (v1 `cpu.shares`). */
+    shares?: number;
+    /** CFS quota per period, µs; -1 or absent: no quota. */
+    quota?: number;
+    /** CFS period, µs. */
+    period?: number;
+  };
+  pids?: {
+    /** Maximum number of tasks; 0 leaves it, a negative value means unlimited. */
+    limit?: number;
+  };
+  /** cgroup v2 files to write as they are (`unified`), e.g. `{"memory.high": "1G"}`. */
+  unified?: Record<string, string>;
+}
+
+/** The numeric `LinuxResources` fields, by section. */
+const RESOURCE_NUMBERS = {
+  memory: ["limit", "reservation", "swap"],
+  cpu: ["shares", "quota", "period"],
+  pids: ["limit"],
+} as const;
+
+/**
+ * Validates a `LinuxResources` JSON value (spec `linux.resources`, or an Update's
+ * resources), keeping the fields the shim applies. `where` names it in errors.
+ *
+ * @throws {RpcError} INVALID_ARGUMENT for a field of the wrong type
+ */
+export function parseLinuxResources(raw: unknown, where: string): LinuxResources {
+  if (raw === undefined || raw === null) return {};
+  if (typeof raw !== "object" || Array.isArray(raw)) {
+    throw invalidArgument(`${where} is not a JSON object`);
+  }
+  const src = raw as Record<string, unknown>;
+  const out: Record<string, unknown> = {};
+  for (const [section, names] of Object.entries(RESOURCE_NUMBERS)) {
+    const value = src[section];
+    if (value === undefined || value === null) continue;
+    if (typeof value !== "object" || Array.isArray(value)) {
+      throw invalidArgument(`${where}: ${section} must be an object`);
+    }
+    const fields: Record<string, number> = {};
+    for (const name of names) {
+      const n = (value as Record<string, unknown>)[name];
+      if (n === undefined || n === null) continue;
+      if (typeof n !== "number" || !Number.isInteger(n)) {
+        throw invalidArgument(`${where}: ${section}.${name} must be an integer, not ${n}`);
+      }
+      fields[name] = n;
+    }
+    out[section] = fields;
+  }
+  if (src.unified !== undefined && src.unified !== null) {
+    const unified = src.unified as Record<string, unknown>;
+    if (
+      typeof unified !== "object" || Array.isArray(unified) ||
+      !Object.values(unified).every((v) => typeof v === "string")
+    ) {
+      throw invalidArgument(`${where}: unified must map file names to strings`);
+    }
+    out.unified = unified;
+  }
+  return out as LinuxResources;
 }
 
 function isStringArray(v: unknown): v is string[] {
@@ -66,6 +148,9 @@ export function parseSpec(raw: unknown, where: string): OciSpec {
     annotations: typeof annotations === "object" && annotations !== null ? annotations : {},
     netns: net?.path || undefined,
     cgroupsPath: typeof linux.cgroupsPath === "string" ? linux.cgroupsPath : undefined,
+    resources: linux.resources === undefined
+      ? undefined
+      : parseLinuxResources(linux.resources, `OCI spec ${where}: linux.resources`),
   };
 }
 

@@ -1,5 +1,5 @@
 import assert from "node:assert/strict";
-import { parseSpec, readSpec } from "./spec.ts";
+import { parseLinuxResources, parseSpec, readSpec } from "./spec.ts";
 
 Deno.test("parseSpec reads process, root, annotations and the network namespace", () => {
   const spec = parseSpec({
@@ -44,4 +44,42 @@ Deno.test("readSpec reports missing and invalid files", async () => {
   } finally {
     await Deno.remove(dir, { recursive: true });
   }
+});
+
+Deno.test("parseSpec reads linux.resources; parseLinuxResources rejects bad values", () => {
+  const spec = parseSpec({
+    process: { args: ["a"] },
+    linux: {
+      cgroupsPath: "/shim-e2e/t1",
+      resources: {
+        devices: [{ allow: false, access: "rwm" }],
+        memory: { limit: 67108864, swappiness: 0 },
+        cpu: { shares: 1024, quota: -1 },
+        pids: { limit: 5 },
+      },
+    },
+  }, "t");
+  assert.equal(spec.cgroupsPath, "/shim-e2e/t1");
+  assert.deepEqual(spec.resources, {
+    memory: { limit: 67108864 },
+    cpu: { shares: 1024, quota: -1 },
+    pids: { limit: 5 },
+  });
+  assert.equal(parseSpec({ process: { args: ["a"] } }, "t").resources, undefined);
+  assert.deepEqual(parseLinuxResources(null, "r"), {});
+  assert.deepEqual(parseLinuxResources({ unified: { "memory.high": "1G" } }, "r"), {
+    unified: { "memory.high": "1G" },
+  });
+  assert.throws(() => parseLinuxResources([], "r"), /r is not a JSON object/);
+  assert.throws(() => parseLinuxResources({ memory: 5 }, "r"), /r: memory must be an object/);
+  assert.throws(
+    () => parseLinuxResources({ memory: { limit: "64M" } }, "r"),
+    /r: memory.limit must be an integer, not 64M/,
+  );
+  assert.throws(() => parseLinuxResources({ unified: { a: 1 } }, "r"), /unified must map/);
+  assert.throws(
+    () =>
+      parseSpec({ process: { args: ["a"] }, linux: { resources: { pids: { limit: 1.5 } } } }, "c"),
+    /OCI spec c: linux.resources: pids.limit must be an integer/,
+  );
 });

@@ -9,7 +9,9 @@
 import type { Handler } from "../protocol/server.ts";
 import { decodeMessage, encodeMessage } from "../protocol/task_codec.ts";
 import { invalidArgument, unimplemented } from "../protocol/status.ts";
+import type { Any } from "../protocol/wire.ts";
 import type { CreateRequest, KillRequest, ProcessRef, TaskService } from "./service.ts";
+import { type LinuxResources, parseLinuxResources } from "./spec.ts";
 
 /** The service names containerd uses for the task API (v3 is wire-identical to v2). */
 export const TASK_SERVICES = ["containerd.task.v2.Task", "containerd.task.v3.Task"] as const;
@@ -18,6 +20,38 @@ export const TASK_SERVICES = ["containerd.task.v2.Task", "containerd.task.v3.Tas
 const PKG = "containerd.task.v2";
 
 const EMPTY = new Uint8Array(0);
+
+/** `type_url` of `UpdateTaskRequest.resources`: the OCI `LinuxResources` as JSON. */
+export const LINUX_RESOURCES_TYPE_URL =
+  "types.containerd.io/opencontainers/runtime-spec/1/LinuxResources";
+
+/** UpdateTaskRequest, as decoded. */
+interface UpdateRequest {
+  id: string;
+  resources?: Any;
+  annotations: Record<string, string>;
+}
+
+/**
+ * Reads `UpdateTaskRequest.resources`.
+ *
+ * @throws {RpcError} INVALID_ARGUMENT for another type, or JSON that is not LinuxResources
+ */
+export function decodeResources(any: Any | undefined): LinuxResources {
+  if (any === undefined) return {};
+  if (any.type_url !== LINUX_RESOURCES_TYPE_URL) {
+    throw invalidArgument(
+      `update resources of type "${any.type_url}"; expected ${LINUX_RESOURCES_TYPE_URL}`,
+    );
+  }
+  let raw: unknown;
+  try {
+    raw = JSON.parse(new TextDecoder().decode(any.value));
+  } catch (err) {
+    throw invalidArgument(`update resources are not valid JSON: ${(err as Error).message}`);
+  }
+  return parseLinuxResources(raw, "update resources");
+}
 
 /** Callbacks the binding needs from the server. */
 export interface TaskApiHooks {
@@ -94,8 +128,16 @@ export function taskHandlers(service: TaskService, hooks: TaskApiHooks): Record<
     }),
     Exec: notSupported("Exec"),
     ResizePty: notSupported("ResizePty (no terminal)"),
-    Update: notSupported("Update"),
+    Update: unary<UpdateRequest, void>(
+      "UpdateTaskRequest",
+      null,
+      (req) => service.update(req, decodeResources(req.resources)),
+    ),
     Checkpoint: notSupported("Checkpoint"),
-    Stats: notSupported("Stats"),
+    Stats: unary<{ id: string }, unknown>("StatsRequest", "StatsResponse", async (req) => {
+      const { typeName, metrics } = await service.stats(req);
+      // Bare full name as type URL, as the runc shim's typeurl.MarshalAny writes it.
+      return { stats: { type_url: typeName, value: encodeMessage(typeName, metrics) } };
+    }),
   };
 }

@@ -10,18 +10,23 @@
  *    guest, and exits with the guest's own exit code (or `EXIT_TRAP`, 137).
  *
  * (See `runner_protocol.ts`.) The runner's stderr goes to the shim's log, never to the container's output.
+ *
+ * Core modules run on the WASI preview1 host of `preview1/host.ts`, written on Deno's
+ * own APIs: the runner of a core module loads no `node:` module, which keeps its
+ * start-up time and memory close to a bare `deno run`. Components load the WASI 0.2
+ * host of `component/` (and jco) only when the guest is one.
+ *
  * Signals keep their default disposition: SIGTERM, SIGINT or SIGKILL end the process
  * (and the guest with it), which the shim reports as 128+N.
  *
  * @module
  */
 
-import fs from "node:fs";
-import process from "node:process";
-import { WASI } from "node:wasi";
 import { invalidArgument, RpcError, toStatus } from "../protocol/status.ts";
 import { checkExport, checkImports, detectKind } from "./detect.ts";
 import { DEFAULT_FUNC } from "./entrypoint.ts";
+import { PREVIEW1_FUNCTIONS, WASI_PREVIEW1 } from "./preview1/abi.ts";
+import { Preview1Host, ProcExit } from "./preview1/host.ts";
 import {
   DEV_NULL,
   EXIT_NOT_READY,
@@ -31,8 +36,7 @@ import {
 } from "./runner_protocol.ts";
 import type { GuestInit } from "./types.ts";
 
-/** The WASI import module every preview1 module links against. */
-export const WASI_PREVIEW1 = "wasi_snapshot_preview1";
+export { WASI_PREVIEW1 };
 
 /** Runs the prepared guest; resolves with its exit code. */
 type Run = () => number | Promise<number>;
@@ -41,22 +45,23 @@ const encoder = new TextEncoder();
 
 /** Writes a line to the runner's own stderr (the shim's log). */
 function log(message: string): void {
-  writeAllSync(2, encoder.encode(message.endsWith("\n") ? message : `${message}\n`));
+  writeAllSync(Deno.stderr, encoder.encode(message.endsWith("\n") ? message : `${message}\n`));
 }
 
-function writeAllSync(fd: number, bytes: Uint8Array): void {
+function writeAllSync(target: { writeSync(p: Uint8Array): number }, bytes: Uint8Array): void {
   let done = 0;
-  while (done < bytes.length) done += fs.writeSync(fd, bytes, done, bytes.length - done);
+  while (done < bytes.length) done += target.writeSync(bytes.subarray(done));
 }
 
 /**
- * Keeps node:wasi's `ExperimentalWarning` from being printed anywhere; any other
- * process warning goes to the runner's stderr (the shim's log).
+ * Sends Node process warnings (from the npm code components load) to the runner's
+ * stderr, the shim's log, as one line each. Only for components: the preview1 path
+ * loads no `node:` module.
  */
-function silenceWasiWarning(): void {
+async function logNodeWarnings(): Promise<void> {
+  const { default: process } = await import("node:process");
   process.removeAllListeners("warning");
   process.on("warning", (warning: Error) => {
-    if (warning.name === "ExperimentalWarning" && /WASI/.test(warning.message)) return;
     log(`warning: ${warning.name}: ${warning.message}`);
   });
 }
@@ -102,7 +107,7 @@ function readLineExact(): string | null {
 }
 
 function answer(message: ReadyMessage): void {
-  writeAllSync(1, encoder.encode(JSON.stringify(message) + "\n"));
+  writeAllSync(Deno.stdout, encoder.encode(JSON.stringify(message) + "\n"));
 }
 
 function parseInit(line: string): GuestInit {
@@ -116,56 +121,33 @@ function parseInit(line: string): GuestInit {
   return init;
 }
 
-/** `KEY=VALUE` strings as an object; entries without `=` carry no value and are dropped. */
-export function envObject(env: readonly string[]): Record<string, string> {
-  const out: Record<string, string> = {};
-  for (const entry of env) {
-    const eq = entry.indexOf("=");
-    if (eq > 0) out[entry.slice(0, eq)] = entry.slice(eq + 1);
-  }
-  return out;
-}
-
-/** Names of the preview1 functions node:wasi provides. */
-function wasiFunctionNames(): string[] {
-  const probe = new WASI({ version: "preview1", returnOnExit: true });
-  return Object.keys(probe.wasiImport);
-}
-
-/** The container's stdio as open host fds. */
+/** The container's stdout and stderr, open. */
 interface Stdio {
-  stdin: number;
-  stdout: number;
-  stderr: number;
+  stdout: Deno.FsFile;
+  stderr: Deno.FsFile;
 }
 
 /**
- * Opens the container's stdio. stdout/stderr are opened read-write, so that opening a
- * FIFO never waits for a reader; stdin read-only, which waits for the writer.
+ * Opens the container's stdout and stderr (FIFOs, or /dev/null), read-write and in
+ * append mode, so that opening a FIFO never waits for a reader. The guest's stdin is
+ * the runner's own: the server copies the container's stdin into it after the start
+ * line.
  */
 function openStdio(init: GuestInit): Stdio {
-  const { O_RDWR, O_APPEND } = fs.constants;
-  const open = (path: string, flags: number, what: string) => {
+  const open = (path: string, what: string) => {
     try {
-      return fs.openSync(path || DEV_NULL, flags);
+      return Deno.openSync(path || DEV_NULL, { read: true, append: true });
     } catch (err) {
       throw new Error(`cannot open ${what} ${path || DEV_NULL}: ${(err as Error).message}`);
     }
   };
-  return {
-    // stdout and stderr first: opening stdin may wait for containerd to open its end.
-    stdout: open(init.stdout, O_RDWR | O_APPEND, "stdout"),
-    stderr: open(init.stderr, O_RDWR | O_APPEND, "stderr"),
-    // The server copies the container's stdin into ours after the start line.
-    stdin: 0,
-  };
-}
-
-/** True for the value node:wasi throws from `proc_exit` outside `start()`. */
-function procExitCode(err: unknown): number | undefined {
-  if (err instanceof Error || typeof err !== "object" || err === null) return undefined;
-  const code = (err as { code?: unknown }).code;
-  return typeof code === "number" ? code : undefined;
+  const stdout = open(init.stdout, "stdout");
+  try {
+    return { stdout, stderr: open(init.stderr, "stderr") };
+  } catch (err) {
+    stdout.close();
+    throw err;
+  }
 }
 
 /** The wasm frames of a trap's stack, indented, for the container's stderr. */
@@ -192,29 +174,22 @@ function runModule(init: GuestInit, module: WebAssembly.Module): number {
     log((err as Error).message);
     return EXIT_TRAP;
   }
-  const wasi = new WASI({
-    version: "preview1",
-    args: init.args,
-    env: envObject(init.env),
-    // The container root is the only preopen. WASI preview1 has no cwd: wasi-libc
-    // starts at "/" whatever the host does, and a "." preopen would shadow "/" for
-    // absolute paths too (both become the empty prefix in wasi-libc's lookup).
-    preopens: { "/": init.rootfs },
-    returnOnExit: true,
-    stdin: stdio.stdin,
-    stdout: stdio.stdout,
-    stderr: stdio.stderr,
-  });
   try {
-    const instance = new WebAssembly.Instance(
-      module,
-      wasi.getImportObject() as WebAssembly.Imports,
-    );
-    if (init.func === DEFAULT_FUNC) return wasi.start(instance) ?? 0;
-    return callExport(wasi, instance, init.func);
+    const host = new Preview1Host({
+      args: init.args,
+      env: init.env,
+      // The container root is the only preopen, "/". WASI preview1 has no cwd:
+      // wasi-libc starts at "/" whatever the host does.
+      root: init.rootfs,
+      stdin: Deno.stdin,
+      stdout: stdio.stdout,
+      stderr: stdio.stderr,
+    });
+    const instance = new WebAssembly.Instance(module, host.imports);
+    if (init.func === DEFAULT_FUNC) return host.start(instance);
+    return callExport(host, instance, init.func);
   } catch (err) {
-    const code = procExitCode(err);
-    if (code !== undefined) return code;
+    if (err instanceof ProcExit) return err.code;
     const text = describeFailure(err);
     log(text);
     try {
@@ -227,12 +202,11 @@ function runModule(init: GuestInit, module: WebAssembly.Module): number {
 }
 
 /**
- * Calls an export other than `_start`: binds WASI to the module's memory, runs
+ * Calls an export other than `_start`: binds the host to the module's memory, runs
  * `_initialize` if it is a reactor, then calls the function with no arguments.
- * Returns 0 when it returns.
+ * Returns 0 when it returns (`proc_exit` throws {@linkcode ProcExit}).
  */
-function callExport(wasi: WASI, instance: WebAssembly.Instance, func: string): number {
-  const { memory, _initialize } = instance.exports;
+function callExport(host: Preview1Host, instance: WebAssembly.Instance, func: string): number {
   const fn = instance.exports[func] as (...args: unknown[]) => unknown;
   if (fn.length > 0) {
     throw new TypeError(
@@ -240,15 +214,7 @@ function callExport(wasi: WASI, instance: WebAssembly.Instance, func: string): n
         `without parameters can be an entrypoint`,
     );
   }
-  if (memory instanceof WebAssembly.Memory) {
-    // node:wasi refuses to initialize an instance that also exports `_start`; give
-    // it a view with only what it uses.
-    const exports: Record<string, unknown> = { memory };
-    if (typeof _initialize === "function") exports._initialize = _initialize;
-    wasi.initialize({ exports });
-  } else if (typeof _initialize === "function") {
-    (_initialize as () => void)();
-  }
+  host.initialize(instance);
   fn();
   return 0;
 }
@@ -280,6 +246,7 @@ async function prepare(init: GuestInit): Promise<Run> {
   }
   if (detectKind(bytes, path) === "component") {
     // Loaded only for components: jco and the WASI 0.2 host cost tens of ms to load.
+    await logNodeWarnings();
     const { prepareComponent } = await import("./component/mod.ts");
     const run = await prepareComponent(init, bytes);
     return () => run();
@@ -291,7 +258,7 @@ async function prepare(init: GuestInit): Promise<Run> {
     throw invalidArgument(`module ${path} does not compile: ${(err as Error).message}`);
   }
   checkExport(module, init.func, path);
-  checkImports(module, path, { [WASI_PREVIEW1]: wasiFunctionNames() });
+  checkImports(module, path, { [WASI_PREVIEW1]: PREVIEW1_FUNCTIONS });
   return () => runModule(init, module);
 }
 
@@ -302,7 +269,6 @@ async function prepare(init: GuestInit): Promise<Run> {
  *   would), `EXIT_TRAP` on a trap or host error, `EXIT_NOT_READY` if it never ran
  */
 export async function runGuestMain(): Promise<number> {
-  silenceWasiWarning();
   const lines = new StdinLines();
   let init: GuestInit | undefined;
   let run: Run;

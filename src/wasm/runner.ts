@@ -121,7 +121,7 @@ export function allowList(flag: string, paths: readonly string[]): string {
 /**
  * The Deno permission flags of a guest runner (launcher install form): read and write
  * on the rootfs and stdio, the cache directory for components, network only when
- * asked. node:wasi needs nothing more (measured with Deno 2.9.6).
+ * asked. The preview1 host needs nothing more.
  *
  * @throws {RpcError} INVALID_ARGUMENT for a path Deno's flags cannot express
  */

@@ -1,7 +1,7 @@
 /**
  * What the shim server (`runner.ts`) and a guest runner (`guest_main.ts`) say to each
  * other over the runner's stdio. Kept apart so that the server does not load the
- * runner's code (node:wasi) to know it.
+ * runner's code (the WASI hosts) to know it.
  *
  * 1. server → runner stdin: one JSON line, a `GuestInit`;
  * 2. runner → server stdout: one JSON line, a {@linkcode ReadyMessage};

@@ -19,13 +19,12 @@
  */
 
 import fs from "node:fs";
+import { RootfsResolver } from "../../rootfs_path.ts";
 import { type ByteSink, type ByteSource, InputStream, IoError, OutputStream } from "./io.ts";
 
 /** A `wasi:filesystem/types.error-code` value. */
 export type FsErrorCode = string;
 
-/** Most symlinks followed while resolving one path (as Linux's MAXSYMLINKS). */
-const MAX_SYMLINKS = 40;
 /** How much a file output stream accepts per `check-write`. */
 const FILE_WRITE_PERMIT = 1 << 20;
 /** Mode of files and directories the guest creates (before the umask). */
@@ -209,71 +208,21 @@ export class OpenFiles {
 }
 
 /**
- * Resolves guest paths inside one host directory (see the module documentation).
- * Paths are lists of components; `[]` is the root.
+ * The shared rootfs resolver (`../../rootfs_path.ts`), throwing this host's
+ * `error-code`s. Paths are lists of components; `[]` is the root.
  */
-export class Resolver {
-  readonly root: string;
-
-  /** A resolver confined to host directory `root` (a canonical path). */
-  constructor(root: string) {
-    this.root = root.endsWith("/") && root !== "/" ? root.slice(0, -1) : root;
-  }
-
-  /** The host path of resolved components. */
-  host(components: readonly string[]): string {
-    if (components.length === 0) return this.root;
-    return `${this.root === "/" ? "" : this.root}/${components.join("/")}`;
-  }
-
+export class Resolver extends RootfsResolver {
   /**
-   * Resolves `path` relative to `base`. Symlinks on the way are followed; the last
-   * component is followed only if `followLast`. A trailing `/` demands a directory.
+   * Resolves `path` relative to `base` (see {@linkcode RootfsResolver.resolve}).
    *
    * @throws {FsErrorCode} not-permitted (absolute path, escape), no-entry, not-directory, loop
    */
-  resolve(base: readonly string[], path: string, followLast: boolean): string[] {
-    if (path === "") throw "no-entry";
-    if (path.startsWith("/")) throw "not-permitted";
-    if (path.includes("\0")) throw "illegal-byte-sequence";
-    const stack = [...base];
-    const pending = path.split("/").reverse();
-    const mustBeDir = path.endsWith("/");
-    let links = 0;
-    while (pending.length > 0) {
-      const part = pending.pop()!;
-      if (part === "" || part === ".") continue;
-      if (part === "..") {
-        if (stack.length === 0) throw "not-permitted";
-        stack.pop();
-        continue;
-      }
-      stack.push(part);
-      const last = !pending.some((p) => p !== "" && p !== ".");
-      if (last && !followLast && !mustBeDir) break;
-      let stat: fs.Stats;
-      try {
-        stat = fs.lstatSync(this.host(stack));
-      } catch (err) {
-        const code = fsErrorCode(err);
-        if (code === "no-entry" && last) break;
-        throw code;
-      }
-      if (stat.isSymbolicLink()) {
-        if (++links > MAX_SYMLINKS) throw "loop";
-        const target = hostCall(() => fs.readlinkSync(this.host(stack), "utf8"));
-        stack.pop();
-        if (target.startsWith("/")) stack.length = 0;
-        pending.push(...target.split("/").reverse());
-        continue;
-      }
-      if (!last && !stat.isDirectory()) throw "not-directory";
+  override resolve(base: readonly string[], path: string, followLast: boolean): string[] {
+    try {
+      return super.resolve(base, path, followLast);
+    } catch (err) {
+      throw fsErrorCode(err);
     }
-    if (mustBeDir) {
-      const stat = hostCall(() => fs.statSync(this.host(stack)));
-      if (!stat.isDirectory()) throw "not-directory";
-    }
-    return stack;
   }
 }
 

@@ -1,7 +1,8 @@
 /**
  * wasi:http figures: req/s and latency with wrk (50 connections, loopback) for a
  * hello component served with a fresh instance per request, beside plain
- * Deno.serve returning the same bytes (the ceiling).
+ * Deno.serve returning the same bytes (the ceiling) and `jco serve
+ * --isolate-requests instance` on Node.js with the same component (the peer).
  *
  * @module
  */
@@ -50,6 +51,57 @@ async function ceiling(): Promise<WrkResult> {
   } finally {
     ac.abort();
     await server.finished;
+  }
+}
+
+const JCO = new URL("../node_modules/@bytecodealliance/jco/dist/jco.js", import.meta.url).pathname;
+const PEER_PORT = 18182;
+
+/**
+ * The peer: jco's own server on Node.js, a fresh component instance per request.
+ * Needs `node` and the jco dev dependency (`deno task setup` installs it).
+ */
+async function jcoPeer(): Promise<WrkResult | string> {
+  try {
+    await Deno.stat(JCO);
+  } catch {
+    return "not measured: jco is not installed (deno task setup)";
+  }
+  const jcoDir = await Deno.makeTempDir({ prefix: "bench-jco-" });
+  const child = new Deno.Command("node", {
+    args: [
+      JCO,
+      "serve",
+      "--jco-dir",
+      jcoDir,
+      "--host",
+      "127.0.0.1",
+      "--port",
+      String(PEER_PORT),
+      "--isolate-requests",
+      "instance",
+      HTTP_FIXTURE,
+    ],
+    stdout: "null",
+    stderr: "null",
+  }).spawn();
+  try {
+    const url = `http://127.0.0.1:${PEER_PORT}/`;
+    for (let i = 0; i < 600; i++) {
+      try {
+        await (await fetch(url)).text();
+        return await wrk(url);
+      } catch {
+        await new Promise((r) => setTimeout(r, 100));
+      }
+    }
+    return "not measured: jco serve did not answer within 60 s";
+  } finally {
+    try {
+      child.kill("SIGKILL");
+    } catch { /* gone */ }
+    await child.status;
+    await Deno.remove(jcoDir, { recursive: true }).catch(() => {});
   }
 }
 
@@ -108,12 +160,22 @@ export async function httpFigures(cd: Containerd, tmp: string): Promise<Row[]> {
   await cd.ctr(["task", "kill", "-s", "SIGINT", id]);
   await running;
   const c = await ceiling();
+  const peer = await jcoPeer();
+  const peerText = typeof peer === "string"
+    ? peer
+    : `${peer.rps.toFixed(0)} req/s, p50 ${peer.p50}, p99 ${peer.p99}, errors ${peer.errors}`;
   return [{
     figure: `wasi:http hello (WAT component), fresh instance per request, wrk -t2 -c50 ${SECONDS}s`,
     ours: `${ours.rps.toFixed(0)} req/s, p50 ${ours.p50}, p99 ${ours.p99}, errors ${ours.errors}`,
     baseline: `${c.rps.toFixed(0)} req/s, p50 ${c.p50}, p99 ${c.p99} (plain Deno.serve, ceiling)`,
     ratio: (ours.rps / c.rps).toFixed(3),
     target: "≥ 20,000 req/s, p99 ≤ 10 ms",
+  }, {
+    figure: "wasi:http hello, the peer: jco serve --isolate-requests instance (Node.js), same wrk",
+    ours: `${ours.rps.toFixed(0)} req/s (ours, above)`,
+    baseline: peerText,
+    ratio: typeof peer === "string" ? "" : (ours.rps / peer.rps).toFixed(2),
+    target: "≥ peer",
   }, {
     figure: "memory: the HTTP container's runner under that load (peak RSS)",
     ours: `${(rss / 1024).toFixed(1)} MB`,

@@ -75,11 +75,18 @@ async function images(cd: Containerd, tmp: string): Promise<BenchImages> {
   const componentPath = new URL("../src/wasm/component/testdata/command.wasm", import.meta.url)
     .pathname;
   if (await Deno.stat(componentPath).then(() => true, () => false)) {
+    // A custom section makes the digest new for this run, so its first start transpiles.
+    const bytes = await Deno.readFile(componentPath);
+    const tag = new TextEncoder().encode(`bench-${Date.now()}`);
+    const unique = new Uint8Array(bytes.length + 3 + tag.length);
+    unique.set(bytes);
+    unique.set([0x00, tag.length + 1, tag.length, ...tag], bytes.length);
+    await Deno.writeFile(`${tmp}/component.wasm`, unique);
     const component = await buildImage({
       name: "bench-component",
       outPath: `${tmp}/component.tar`,
       config: { entrypoint: ["/hello.wasm"] },
-      layers: [{ files: [{ path: "/hello.wasm", hostPath: componentPath }] }],
+      layers: [{ files: [{ path: "/hello.wasm", hostPath: `${tmp}/component.wasm` }] }],
     });
     await cd.importImage(component.path);
     result.component = component.reference;
@@ -154,17 +161,18 @@ async function soloStart(img: BenchImages, tmp: string): Promise<Row> {
   }
 }
 
-async function warmStart(cd: Containerd, img: BenchImages): Promise<Row> {
+async function warmStart(cd: Containerd, img: BenchImages): Promise<Row[]> {
   if (img.component === undefined) {
-    return {
+    return [{
       figure: "warm start: component image, second run",
       ours: "not measured: no command component fixture (src/wasm/component/testdata/command.wasm)",
       baseline: "",
       ratio: "",
       target: "≤ 1.2",
-    };
+    }];
   }
-  await timedRun(cd, WASM_RUNTIME, img.component, ["/hello.wasm"]);
+  // The first run of a digest never seen before transpiles the component.
+  const first = await timedRun(cd, WASM_RUNTIME, img.component, ["/hello.wasm"]);
   const ours: number[] = [];
   const base: number[] = [];
   for (let i = 0; i < RUNS; i++) {
@@ -172,13 +180,19 @@ async function warmStart(cd: Containerd, img: BenchImages): Promise<Row> {
     base.push(await timedRun(cd, RUNC_RUNTIME, img.native, ["/native_hello"]));
   }
   const o = median(ours), b = median(base);
-  return {
+  return [{
+    figure: "component hello, first run of a new digest (transpile, then run)",
+    ours: `${first.toFixed(0)} ms`,
+    baseline: `${b.toFixed(0)} ms (runc)`,
+    ratio: (first / b).toFixed(2),
+    target: "report",
+  }, {
     figure: `warm start: component hello, cached (median of ${RUNS})`,
     ours: `${o.toFixed(0)} ms`,
     baseline: `${b.toFixed(0)} ms (runc)`,
     ratio: (o / b).toFixed(2),
     target: "≤ 1.2",
-  };
+  }];
 }
 
 async function throughput(

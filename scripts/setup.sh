@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Prepares a machine for `deno task demo|test|bench`:
-# - containerd (with ctr), runc and iproute2 from Debian's packages when missing
-#   (as root; otherwise says what to install);
+# - containerd (with ctr), runc, iproute2 and the CNI plugins from Debian's packages
+#   when missing (as root; otherwise says what to install);
 # - the npm dependencies exactly as locked (package-lock.json), when node_modules
 #   is missing or older than the lockfile.
 set -euo pipefail
@@ -11,6 +11,10 @@ missing=()
 command -v containerd >/dev/null 2>&1 || missing+=(containerd)
 command -v runc >/dev/null 2>&1 || missing+=(runc)
 command -v ip >/dev/null 2>&1 || missing+=(iproute2)
+# The CRI test's pod network (bridge, host-local, loopback), where Debian puts them.
+[[ -x /usr/lib/cni/bridge ]] || missing+=(containernetworking-plugins)
+# The native-container test's #! script runs on a static busybox in its image.
+[[ -x /bin/busybox ]] || missing+=(busybox-static)
 if [[ ${#missing[@]} -gt 0 ]]; then
   if [[ $(id -u) -eq 0 ]] && command -v apt-get >/dev/null 2>&1; then
     echo "setup: installing ${missing[*]} from Debian's packages" >&2

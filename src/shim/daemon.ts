@@ -21,6 +21,7 @@ import { createGuest } from "../wasm/runner.ts";
 import { RunnerPool } from "../wasm/runner_pool.ts";
 import { DEFAULT_SLOT_ROOT } from "../wasm/slot.ts";
 import { PR_SET_CHILD_SUBREAPER, prctl } from "../sys/libc.ts";
+import { runcRoot } from "../native/runc.ts";
 import { EventPublisher } from "./events.ts";
 import type { ShimFlags } from "./flags.ts";
 import {
@@ -113,7 +114,8 @@ export async function runServer(flags: ShimFlags): Promise<number> {
   // Bundles come and go; the server must not keep one as its cwd.
   Deno.chdir("/");
   try {
-    // Orphaned descendants of guests come back to us, not to init.
+    // Orphaned descendants of guests come back to us, not to init; so does a native
+    // container's init once runc create has exited (src/native/wait.ts reaps it).
     prctl(PR_SET_CHILD_SUBREAPER, 1);
   } catch (err) {
     log.warn(`cannot become a subreaper: ${(err as Error).message}`);
@@ -150,6 +152,8 @@ export async function runServer(flags: ShimFlags): Promise<number> {
         log: (line: string) => log.info(line),
         pool,
         containerd: { address: flags.address, namespace: flags.namespace },
+        // Native executables (the pause container, sidecars) run with runc.
+        native: { root: runcRoot(flags.namespace) },
       });
     },
     createCgroup: (id, taskSpec) => cgroups.create(taskSpec.cgroupsPath, id, taskSpec.resources),

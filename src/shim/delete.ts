@@ -1,8 +1,8 @@
 /**
  * The `delete` action: containerd runs it after every task teardown and when a
- * server died. It cleans up what a dead server may have left (the guest process,
- * the rootfs mount, the task's cgroup, a stale socket) and answers a
- * `DeleteResponse` on stdout.
+ * server died. It cleans up what a dead server may have left (the guest process, a
+ * native task's runc container, the rootfs mount, the task's cgroup, a stale socket)
+ * and answers a `DeleteResponse` on stdout.
  *
  * @module
  */
@@ -13,6 +13,7 @@ import { unmountAll } from "../task/mount.ts";
 import { readSpec } from "../task/spec.ts";
 import type { ShimFlags } from "./flags.ts";
 import { isListening, stripUnix } from "./socket_path.ts";
+import { deleteMarkedContainer } from "../native/runc.ts";
 import { removeSlot, SLOT_FILE, SLOT_PREFIX } from "../wasm/slot.ts";
 
 /** Exit status reported for a task whose server is gone: 128 + SIGKILL. */
@@ -55,6 +56,11 @@ export async function deleteAction(flags: ShimFlags): Promise<number> {
     }
   };
   if (pid > 0 && await isOurGuest(pid, flags.id, slot)) kill(pid);
+  // A native task (the bundle's runc marker): runc kills what is left of it and
+  // removes its cgroup and state; before the unmount below.
+  await deleteMarkedContainer(bundle, flags.id).catch((err) =>
+    problems.push(`native task ${flags.id}: ${(err as Error).message}`)
+  );
   // The task's cgroup, from the spec as Create read it.
   const spec = await readSpec(bundle).catch(() => undefined);
   let cgroup;

@@ -1,6 +1,7 @@
 /**
- * The few libc calls Deno has no API for (mount, umount2, prctl), through Deno's FFI.
- * Opened lazily: only the server process and the `delete` action need them.
+ * The few libc calls Deno has no API for (mount, umount2, prctl, kill with any signal
+ * number, waitpid for an adopted process), through Deno's FFI. Opened lazily: only the
+ * server process and the `delete` action need them.
  *
  * @module
  */
@@ -9,6 +10,9 @@ const SYMBOLS = {
   mount: { parameters: ["buffer", "buffer", "buffer", "usize", "buffer"], result: "i32" },
   umount2: { parameters: ["buffer", "i32"], result: "i32" },
   prctl: { parameters: ["i32", "usize", "usize", "usize", "usize"], result: "i32" },
+  kill: { parameters: ["i32", "i32"], result: "i32" },
+  // Blocks until the process exits: runs on a thread of Deno's blocking pool.
+  waitpid: { parameters: ["i32", "buffer", "i32"], result: "i32", nonblocking: true },
   __errno_location: { parameters: [], result: "pointer" },
   strerror: { parameters: ["i32"], result: "pointer" },
 } as const;
@@ -34,7 +38,7 @@ export class SyscallError extends Error {
 }
 
 /** errno values we act on. */
-export const Errno = { EPERM: 1, ENOENT: 2, EBUSY: 16, EINVAL: 22 } as const;
+export const Errno = { EPERM: 1, ENOENT: 2, ESRCH: 3, EBUSY: 16, EINVAL: 22 } as const;
 
 function cstr(s: string | null): Uint8Array<ArrayBuffer> | null {
   if (s === null) return null;
@@ -79,4 +83,30 @@ export function prctl(option: number, arg: number): void {
   if (libc().prctl(option, BigInt(arg), 0n, 0n, 0n) !== 0) {
     throw new SyscallError("prctl", errno(), String(option));
   }
+}
+
+/** kill(2): sends signal number `signal` (0 probes) to `pid`. */
+export function kill(pid: number, signal: number): void {
+  if (libc().kill(pid, signal) !== 0) {
+    throw new SyscallError("kill", errno(), `pid ${pid} signal ${signal}`);
+  }
+}
+
+/** What {@linkcode waitpid} returns. */
+export interface WaitResult {
+  /** The pid reaped, or -1 if the call failed (ECHILD: not a child; EINTR). */
+  pid: number;
+  /** The raw wait status (see `decodeWaitStatus` in `src/native/wait.ts`). */
+  status: number;
+}
+
+/**
+ * waitpid(2) with no options, on another thread: resolves once `pid` (a child of
+ * this process) has exited and has been reaped. errno is not available (it belongs
+ * to the thread that made the call), so a failure only says `pid: -1`.
+ */
+export async function waitpid(pid: number): Promise<WaitResult> {
+  const status = new Int32Array(1);
+  const reaped = await libc().waitpid(pid, status, 0);
+  return { pid: reaped, status: status[0] };
 }

@@ -4,7 +4,8 @@
  * server. The ttrpc binding lives in `task_api.ts`.
  *
  * One shim server may hold several tasks (the containers of one pod share it); each
- * has its own state. Every task is one guest process (see `src/wasm/types.ts`).
+ * has its own state. Every task is one guest (see `src/wasm/types.ts`): a wasm guest
+ * runner process, or a native container run by runc (`src/native/runc_guest.ts`).
  *
  * @module
  */
@@ -283,10 +284,12 @@ export class TaskService {
         if (cgroup !== undefined) {
           try {
             oomBaseline = await cgroup.oomKillCount();
-            await cgroup.addProcess(guest.pid);
+            // runc (a native container) has put its init there already.
+            if (!guest.ownCgroup) await cgroup.addProcess(guest.pid);
           } catch (err) {
             guest.kill(SIGKILL);
             await guest.exited;
+            await this.#destroy(req.id, guest);
             throw failedPrecondition(`task ${req.id}: ${(err as Error).message}`);
           }
         }
@@ -315,6 +318,15 @@ export class TaskService {
       return { pid: guest.pid };
     } finally {
       this.#creating.delete(req.id);
+    }
+  }
+
+  /** Frees what a guest's runtime keeps after its exit (runc's state); logs failures. */
+  async #destroy(id: string, guest: Guest): Promise<void> {
+    try {
+      await guest.destroy?.();
+    } catch (err) {
+      this.#deps.log(`task ${id}: ${(err as Error).message}`);
     }
   }
 
@@ -416,6 +428,7 @@ export class TaskService {
       task.guest.kill(9);
       await task.stopped;
     }
+    await this.#destroy(task.id, task.guest);
     try {
       this.#deps.unmountRootfs(task.rootfs);
     } catch (err) {
@@ -470,25 +483,35 @@ export class TaskService {
     }
   }
 
-  /** Pids: the one process of a wasm task. */
-  listPids(ref: { id: string }): { processes: { pid: number }[] } {
+  /** Pids: the one process of a wasm task; every process of a native one. */
+  async listPids(ref: { id: string }): Promise<{ processes: { pid: number }[] }> {
     const task = this.#get({ id: ref.id, exec_id: "" });
-    return { processes: task.status === Status.STOPPED ? [] : [{ pid: task.pid }] };
+    if (task.status === Status.STOPPED) return { processes: [] };
+    const pids = task.guest.pids ? await task.guest.pids() : [task.pid];
+    return { processes: pids.map((pid) => ({ pid })) };
   }
 
-  /** Pause: stops the guest process (SIGSTOP). */
-  pause(ref: { id: string }): void {
+  /** Pause: stops the guest (its own pause, else SIGSTOP to its process). */
+  async pause(ref: { id: string }): Promise<void> {
     const task = this.#get({ id: ref.id, exec_id: "" });
-    task.status = transition(task.id, task.status, "pause") as TaskStatus;
-    task.guest.kill(SIGSTOP);
+    const before = task.status;
+    const next = transition(task.id, before, "pause") as TaskStatus;
+    if (task.guest.pause) await task.guest.pause();
+    else task.guest.kill(SIGSTOP);
+    if (task.status !== before) return; // it exited meanwhile: that stands
+    task.status = next;
     this.#deps.publish(Topic.PAUSED, { container_id: task.id });
   }
 
-  /** Resume: continues a paused guest (SIGCONT). */
-  resume(ref: { id: string }): void {
+  /** Resume: continues a paused guest (its own resume, else SIGCONT). */
+  async resume(ref: { id: string }): Promise<void> {
     const task = this.#get({ id: ref.id, exec_id: "" });
-    task.status = transition(task.id, task.status, "resume") as TaskStatus;
-    task.guest.kill(SIGCONT);
+    const before = task.status;
+    const next = transition(task.id, before, "resume") as TaskStatus;
+    if (task.guest.resume) await task.guest.resume();
+    else task.guest.kill(SIGCONT);
+    if (task.status !== before) return;
+    task.status = next;
     this.#deps.publish(Topic.RESUMED, { container_id: task.id });
   }
 

@@ -328,3 +328,111 @@ Deno.test("without cgroups: Stats is NOT_FOUND, Update FAILED_PRECONDITION", asy
     (e: RpcError) => e.code === Code.FAILED_PRECONDITION,
   );
 });
+
+/** A guest whose runtime manages it (as runc does a native container). */
+class FakeNativeGuest extends FakeGuest {
+  readonly ownCgroup = true;
+  readonly calls: string[] = [];
+  pause(): Promise<void> {
+    this.calls.push("pause");
+    return Promise.resolve();
+  }
+  resume(): Promise<void> {
+    this.calls.push("resume");
+    return Promise.resolve();
+  }
+  pids(): Promise<number[]> {
+    return Promise.resolve([this.pid, this.pid + 1]);
+  }
+  destroy(): Promise<void> {
+    this.calls.push("destroy");
+    return Promise.resolve();
+  }
+}
+
+function withNativeGuests(opts: { failAdd?: string; oomFails?: boolean } = {}) {
+  const natives: FakeNativeGuest[] = [];
+  const cgroups: FakeCgroup[] = [];
+  const t = setup({
+    deps: {
+      createGuest: () => {
+        const g = new FakeNativeGuest(2000 + natives.length);
+        natives.push(g);
+        return Promise.resolve(g);
+      },
+      createCgroup: () => {
+        const cg = new FakeCgroup();
+        if (opts.oomFails) cg.oomKillCount = () => Promise.reject(new Error("no memory cgroup"));
+        cgroups.push(cg);
+        return Promise.resolve(cg);
+      },
+      unmountRootfs: (target) => {
+        natives.at(-1)?.calls.push(`umount ${target}`);
+      },
+    },
+  });
+  return { ...t, natives, cgroups };
+}
+
+Deno.test("native guests: not moved into the cgroup, which still serves Stats", async () => {
+  const { service, natives, cgroups } = withNativeGuests();
+  assert.deepEqual(await service.create(create("n1")), { pid: 2000 });
+  assert.deepEqual(cgroups[0].calls, [], "runc placed the init itself");
+  assert.equal((await service.stats({ id: "n1" })).typeName, "io.containerd.cgroups.v1.Metrics");
+  await service.start(ref("n1"));
+  natives[0].exit(0);
+  await service.wait(ref("n1"));
+  await service.delete(ref("n1"));
+  assert.deepEqual(natives[0].calls, ["destroy", "umount /b/n1/rootfs"]);
+  assert.deepEqual(cgroups[0].calls, ["remove"]);
+});
+
+Deno.test("native guests: Pause, Resume and Pids go through the guest, not signals", async () => {
+  const { service, natives, events } = withNativeGuests();
+  await service.create(create("n1"));
+  await service.start(ref("n1"));
+  assert.deepEqual(await service.listPids({ id: "n1" }), {
+    processes: [{ pid: 2000 }, { pid: 2001 }],
+  });
+  await service.pause({ id: "n1" });
+  assert.equal(service.state(ref("n1")).status, Status.PAUSED);
+  await service.resume({ id: "n1" });
+  assert.equal(service.state(ref("n1")).status, Status.RUNNING);
+  assert.deepEqual(natives[0].calls, ["pause", "resume"]);
+  assert.deepEqual(natives[0].signals, [], "no SIGSTOP/SIGCONT");
+  assert.ok(events.includes("/tasks/paused n1") && events.includes("/tasks/resumed n1"));
+  service.kill({ ...ref("n1"), signal: 15, all: false });
+  assert.equal((await service.wait(ref("n1"))).exit_status, 143);
+  assert.deepEqual(await service.listPids({ id: "n1" }), { processes: [] });
+});
+
+Deno.test("native guests: deleting a created one kills it, then destroys it", async () => {
+  const { service, natives, events } = withNativeGuests();
+  await service.create(create("n1"));
+  assert.equal((await service.delete(ref("n1"))).exit_status, 137);
+  assert.deepEqual(natives[0].signals, [9]);
+  assert.deepEqual(natives[0].calls, ["destroy", "umount /b/n1/rootfs"]);
+  assert.deepEqual(events, ["/tasks/create n1", "/tasks/delete n1"]);
+});
+
+Deno.test("native guests: a cgroup failure at Create kills and destroys the container", async () => {
+  const { service, natives, cgroups } = withNativeGuests({ oomFails: true });
+  await assert.rejects(
+    () => service.create(create("n1")),
+    (e: RpcError) => e.code === Code.FAILED_PRECONDITION && /no memory cgroup/.test(e.message),
+  );
+  assert.deepEqual(natives[0].signals, [9]);
+  assert.deepEqual(natives[0].calls, ["destroy", "umount /b/n1/rootfs"]);
+  assert.deepEqual(cgroups[0].calls, ["remove"]);
+  assert.equal(service.size, 0);
+});
+
+Deno.test("wasm guests: Pids is the runner's pid, Pause/Resume are SIGSTOP/SIGCONT", async () => {
+  const { service, guests } = setup();
+  await service.create(create("t1"));
+  await service.start(ref("t1"));
+  assert.deepEqual(await service.listPids({ id: "t1" }), { processes: [{ pid: 1000 }] });
+  await service.pause({ id: "t1" });
+  await service.resume({ id: "t1" });
+  assert.deepEqual(guests[0].signals, [19, 18]);
+});

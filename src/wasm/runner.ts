@@ -13,6 +13,8 @@
 import { Code, failedPrecondition, invalidArgument, RpcError } from "../protocol/status.ts";
 import type { ContainerdAddress } from "../oci/containerd/client.ts";
 import { denoEnv, selfCommand } from "../shim/self_exec.ts";
+import { detectNative } from "../native/detect.ts";
+import { createRuncGuest, type NativeGuestOptions } from "../native/runc_guest.ts";
 import { detectKind, HEADER_LENGTH, type WasmKind } from "./detect.ts";
 import { resolveGuestEntrypoint } from "./image_entrypoint.ts";
 import { DEV_NULL, type ReadyMessage, START_LINE } from "./runner_protocol.ts";
@@ -152,6 +154,12 @@ export interface CreateGuestOptions {
    * not in its rootfs may run a Wasm layer of its image (see `image_entrypoint.ts`).
    */
   containerd?: ContainerdAddress;
+  /**
+   * How to run a container whose entrypoint is a native executable (ELF or `#!`) with
+   * runc (see `src/native/runc_guest.ts`); without it such an entrypoint is refused as
+   * not Wasm.
+   */
+  native?: NativeGuestOptions;
 }
 
 /** Finds util-linux `nsenter`. */
@@ -463,13 +471,27 @@ export interface CreateWithPool extends CreateGuestOptions {
  * and checks the wasm, and waits until it is ready to start. Any error (a bad
  * entrypoint, a file that is not wasm, a missing export or import) rejects with an
  * {@linkcode RpcError} saying why, and leaves no process behind.
+ *
+ * An entrypoint in the rootfs that is a native executable (an ELF binary or a `#!`
+ * script) is not Wasm: it runs as a Linux container through runc instead
+ * (`src/native/runc_guest.ts`, with `options.native`), without a warm runner.
  */
 export async function createGuest(
   cfg: GuestConfig,
   options: CreateWithPool = {},
 ): Promise<Guest> {
   const entry = await resolveGuestEntrypoint(cfg, options);
-  const kind: WasmKind = detectKind(await readHeader(entry.hostPath), entry.guestPath);
+  const header = await readHeader(entry.hostPath);
+  // A native executable of the rootfs (the pause container, a sidecar) runs with runc;
+  // without `options.native` it is refused below as "not a WebAssembly module".
+  const native = entry.layer === undefined ? detectNative(header) : undefined;
+  if (native !== undefined && options.native !== undefined) {
+    return createRuncGuest(cfg, { guestPath: entry.guestPath, kind: native }, {
+      log: options.log,
+      ...options.native,
+    });
+  }
+  const kind: WasmKind = detectKind(header, entry.guestPath);
   let net = options.net;
   if (kind === "component" && !net && await isHttpProxy(entry.hostPath)) {
     // A wasi:http/proxy serves on its listen address and may make outgoing requests.

@@ -123,22 +123,30 @@ export class RunnerPool {
     Deno.mkdirSync(root, { recursive: true, mode: 0o700 });
     const name = `${Deno.pid}-${++this.#seq}`;
     const slot = `${root}/${name}`;
-    Deno.mkdirSync(`${slot}/rootfs`, { recursive: true, mode: 0o700 });
-    Deno.mkdirSync(`${slot}/io`, { mode: 0o700 });
-    const rw = [slot];
-    if (this.#opts.cacheDir) {
-      Deno.mkdirSync(this.#opts.cacheDir, { recursive: true, mode: 0o700 });
-      rw.push(this.#opts.cacheDir);
+    try {
+      Deno.mkdirSync(`${slot}/rootfs`, { recursive: true, mode: 0o700 });
+      Deno.mkdirSync(`${slot}/io`, { mode: 0o700 });
+      const rw = [slot];
+      if (this.#opts.cacheDir) {
+        // An unusable cache only costs the cache (the runner logs it): still warm.
+        try {
+          Deno.mkdirSync(this.#opts.cacheDir, { recursive: true, mode: 0o700 });
+        } catch { /* the runner's TranspileCache reports it */ }
+        rw.push(this.#opts.cacheDir);
+      }
+      // Components: jco reads its own files from the npm packages, and the glue reads
+      // the environment (the runner's env is cleared, see denoEnv).
+      const flags = [
+        allowList("allow-read", [...rw, NODE_MODULES]),
+        allowList("allow-write", rw),
+        "--allow-env",
+      ];
+      const runner = spawnRunner(`${SLOT_PREFIX}${name}`, flags, netns, this.#opts.log);
+      return { runner, slot };
+    } catch (err) {
+      removeSlot(slot); // never leave a slot without a runner behind
+      throw err;
     }
-    // Components: jco reads its own files from the npm packages, and the glue reads
-    // the environment (the runner's env is cleared, see denoEnv).
-    const flags = [
-      allowList("allow-read", [...rw, NODE_MODULES]),
-      allowList("allow-write", rw),
-      "--allow-env",
-    ];
-    const runner = spawnRunner(`${SLOT_PREFIX}${name}`, flags, netns, this.#opts.log);
-    return { runner, slot };
   }
 
   /**

@@ -9,6 +9,10 @@
  * even a guest stuck in an infinite loop, stdio FIFOs are closed by the kernel on
  * exit, and the guest's host code holds only the Deno permissions it needs.
  *
+ * A container whose entrypoint is a native executable (ELF or `#!`) is a guest too:
+ * a Linux container run by runc (`src/native/runc_guest.ts`), which implements the
+ * optional members below.
+ *
  * @module
  */
 
@@ -50,6 +54,20 @@ export interface Guest {
   kill(signal: number): void;
   /** Resolves with the exit status: the guest's own code, or 128+N when killed by signal N. */
   readonly exited: Promise<number>;
+  /**
+   * True when the guest's runtime puts it into the spec's cgroup and applies the spec's
+   * limits itself (runc, for a native container): the task service then does not move
+   * its pid, and only reads that cgroup (Stats, OOM) and changes it (Update).
+   */
+  readonly ownCgroup?: boolean;
+  /** Pauses the whole guest (Pause); without it the service sends SIGSTOP. */
+  pause?(): Promise<void>;
+  /** Resumes it (Resume); without it the service sends SIGCONT. */
+  resume?(): Promise<void>;
+  /** The pids of all its processes (Pids); without it, just {@linkcode Guest.pid}. */
+  pids?(): Promise<number[]>;
+  /** Frees what its runtime keeps once it has exited (Delete), e.g. runc's state. */
+  destroy?(): Promise<void>;
 }
 
 /**

@@ -15,7 +15,9 @@
  * What stays outside the temp dir, because containerd 1.6 or the shims hard-code it:
  * shim sockets in `/run/containerd/s/` (see {@linkcode Containerd.leftovers}) and task
  * cgroups. `ctr run` / `ctr task start|exec` get `--fifo-dir` (and `run` also
- * `--runc-root`) pointing into the temp dir unless the caller passes them.
+ * `--runc-root`) pointing into the temp dir unless the caller passes them; the wasm
+ * shim keeps its native containers' runc state there too (`WASMTIME_SHIM_RUNC_ROOT`
+ * = {@linkcode Containerd.runcRoot}).
  *
  * @module
  */
@@ -64,6 +66,8 @@ export interface CtrOptions {
   raw?: boolean;
   /** Extra environment for ctr. */
   env?: Record<string, string>;
+  /** containerd namespace for this call (default {@linkcode TEST_NAMESPACE}), e.g. CRI's `k8s.io`. */
+  namespace?: string;
 }
 
 /** Options for {@linkcode Containerd.importImage}. */
@@ -76,6 +80,8 @@ export interface ImportOptions {
    */
   platform?: string;
   timeoutMs?: number;
+  /** Namespace to import into (default {@linkcode TEST_NAMESPACE}), e.g. CRI's `k8s.io`. */
+  namespace?: string;
 }
 
 /** A process left behind. */
@@ -265,8 +271,13 @@ function configToml(o: {
   return lines.join("\n") + "\n";
 }
 
-/** `containerd-shim-*` processes whose argv carries `address`. */
+/**
+ * `containerd-shim-*` processes whose argv carries `address`, and launcher-form guest
+ * runners whose permissions name a path in `address`'s directory (this containerd's
+ * temp dir: its bundles and slots), never another harness's on a shared machine.
+ */
 async function shimProcesses(address: string): Promise<LeftoverProcess[]> {
+  const dir = address.slice(0, address.lastIndexOf("/") + 1);
   const out: LeftoverProcess[] = [];
   for await (const e of Deno.readDir("/proc")) {
     if (!/^\d+$/.test(e.name)) continue;
@@ -283,7 +294,8 @@ async function shimProcesses(address: string): Promise<LeftoverProcess[]> {
     // the action `guest` instead of containerd's address.
     const launcher = cmdline.some((a) => a.endsWith("/containerd-shim-wasmtime/main.ts"));
     if (!exe.startsWith("containerd-shim") && !launcher) continue;
-    if (!cmdline.includes(address) && !(launcher && cmdline.includes("guest"))) continue;
+    const ours = launcher && cmdline.includes("guest") && cmdline.some((a) => a.includes(dir));
+    if (!cmdline.includes(address) && !ours) continue;
     out.push({ pid: Number(e.name), cmdline });
   }
   return out.sort((a, b) => a.pid - b.pid);
@@ -439,6 +451,9 @@ export async function startContainerd(opts: ContainerdOptions = {}): Promise<Con
         // Warm-runner slots inside the temp dir (so leftovers are seen), and a short
         // idle period for the shared server, so that it is gone soon after a suite.
         WASMTIME_SHIM_SLOT_DIR: `${dir}/slots`,
+        // Native containers' runc state (`<runcRoot>/<namespace>/<id>`, where
+        // killOrphanedTasks looks), not the host's /run/containerd/runc.
+        WASMTIME_SHIM_RUNC_ROOT: runcRoot,
         WASMTIME_SHIM_IDLE_TIMEOUT_MS: "1000",
         ...opts.env,
         PATH: pathEnv,
@@ -505,6 +520,15 @@ export async function startContainerd(opts: ContainerdOptions = {}): Promise<Con
       }
       for (const g of groups) await Deno.remove(g).catch(() => {});
     }
+    // Any container runc still knows under the harness's root, in any namespace (native
+    // containers of the wasm shim keep their state there too, WASMTIME_SHIM_RUNC_ROOT),
+    // even when containerd has forgotten its task.
+    for (const root of await entries(runcRoot)) {
+      for (const state of await entries(root)) {
+        const id = state.slice(root.length + 1);
+        await run("runc", ["--root", root, "delete", "--force", id], { timeoutMs: 10_000 });
+      }
+    }
   };
 
   const withInjectedFlags = (args: string[]): string[] => {
@@ -523,7 +547,13 @@ export async function startContainerd(opts: ContainerdOptions = {}): Promise<Con
   };
 
   const ctr = (args: string[], o: CtrOptions = {}) =>
-    run("ctr", [...baseArgs, ...(o.raw ? args : withInjectedFlags(args))], {
+    run("ctr", [
+      "--address",
+      address,
+      "--namespace",
+      o.namespace ?? TEST_NAMESPACE,
+      ...(o.raw ? args : withInjectedFlags(args)),
+    ], {
       stdin: o.stdin,
       timeoutMs: o.timeoutMs,
       env: { ...ctrEnv, ...o.env },
@@ -678,7 +708,7 @@ export async function startContainerd(opts: ContainerdOptions = {}): Promise<Con
       if (o.noUnpack) args.push("--no-unpack");
       if (o.platform) args.push("--platform", o.platform);
       args.push(tarPath);
-      const r = await ctr(args, { timeoutMs: o.timeoutMs ?? 120_000 });
+      const r = await ctr(args, { timeoutMs: o.timeoutMs ?? 120_000, namespace: o.namespace });
       if (r.code !== 0) {
         throw new Error(`ctr ${args.join(" ")} failed (exit ${r.code}): ${r.stderr.trim()}`);
       }

@@ -37,6 +37,14 @@ export async function runInstall(
 export function installShim(): Promise<{ prefix: string; binDir: string }> {
   installed ??= (async () => {
     const prefix = await Deno.makeTempDir({ prefix: "shim-prefix-" });
+    // ~200 MB (node_modules, Deno, its cache): gone when this test process ends.
+    globalThis.addEventListener("unload", () => {
+      try {
+        Deno.removeSync(prefix, { recursive: true });
+      } catch {
+        // already gone
+      }
+    });
     await runInstall(prefix);
     return { prefix, binDir: `${prefix}/bin` };
   })();

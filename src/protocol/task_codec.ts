@@ -53,6 +53,44 @@ function uint64s(first: number, names: readonly string[]): Field[] {
   return names.map((name, i) => [first + i, name, "uint64"] as const);
 }
 
+/**
+ * The fields of `io.containerd.cgroups.v2.MemoryStat` that are cgroup v2 `memory.stat`
+ * keys of the same name, in field order (fields 1..N); the task layer reads them.
+ */
+export const CGROUPS_V2_MEMORY_STAT_KEYS = [
+  "anon",
+  "file",
+  "kernel_stack",
+  "slab",
+  "sock",
+  "shmem",
+  "file_mapped",
+  "file_dirty",
+  "file_writeback",
+  "anon_thp",
+  "inactive_anon",
+  "active_anon",
+  "inactive_file",
+  "active_file",
+  "unevictable",
+  "slab_reclaimable",
+  "slab_unreclaimable",
+  "pgfault",
+  "pgmajfault",
+  "workingset_refault",
+  "workingset_activate",
+  "workingset_nodereclaim",
+  "pgrefill",
+  "pgscan",
+  "pgsteal",
+  "pgactivate",
+  "pgdeactivate",
+  "pglazyfree",
+  "pglazyfreed",
+  "thp_fault_alloc",
+  "thp_collapse_alloc",
+] as const;
+
 const ID_EXEC: readonly Field[] = [[1, "id", "string"], [2, "exec_id", "string"]];
 const ID: readonly Field[] = [[1, "id", "string"]];
 
@@ -202,37 +240,7 @@ const SCHEMAS: Record<string, readonly Field[]> = {
     "throttled_usec",
   ]),
   [`${CG2}.MemoryStat`]: uint64s(1, [
-    "anon",
-    "file",
-    "kernel_stack",
-    "slab",
-    "sock",
-    "shmem",
-    "file_mapped",
-    "file_dirty",
-    "file_writeback",
-    "anon_thp",
-    "inactive_anon",
-    "active_anon",
-    "inactive_file",
-    "active_file",
-    "unevictable",
-    "slab_reclaimable",
-    "slab_unreclaimable",
-    "pgfault",
-    "pgmajfault",
-    "workingset_refault",
-    "workingset_activate",
-    "workingset_nodereclaim",
-    "pgrefill",
-    "pgscan",
-    "pgsteal",
-    "pgactivate",
-    "pgdeactivate",
-    "pglazyfree",
-    "pglazyfreed",
-    "thp_fault_alloc",
-    "thp_collapse_alloc",
+    ...CGROUPS_V2_MEMORY_STAT_KEYS,
     "usage",
     "usage_limit",
     "swap_usage",

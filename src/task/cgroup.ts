@@ -28,6 +28,7 @@
  */
 
 import { invalidArgument } from "../protocol/status.ts";
+import { CGROUPS_V2_MEMORY_STAT_KEYS } from "../protocol/task_codec.ts";
 import type { LinuxResources } from "./spec.ts";
 
 /** Where the cgroup hierarchies are mounted. */
@@ -136,41 +137,6 @@ const V1_MEMORY_STAT_FIELDS: Readonly<Record<string, string>> = {
   total_active_file: "total_active_file",
   total_unevictable: "total_unevictable",
 };
-
-/** v2 `memory.stat` keys that are `io.containerd.cgroups.v2.MemoryStat` fields of the same name. */
-const V2_MEMORY_STAT_FIELDS = [
-  "anon",
-  "file",
-  "kernel_stack",
-  "slab",
-  "sock",
-  "shmem",
-  "file_mapped",
-  "file_dirty",
-  "file_writeback",
-  "anon_thp",
-  "inactive_anon",
-  "active_anon",
-  "inactive_file",
-  "active_file",
-  "unevictable",
-  "slab_reclaimable",
-  "slab_unreclaimable",
-  "pgfault",
-  "pgmajfault",
-  "workingset_refault",
-  "workingset_activate",
-  "workingset_nodereclaim",
-  "pgrefill",
-  "pgscan",
-  "pgsteal",
-  "pgactivate",
-  "pgdeactivate",
-  "pglazyfree",
-  "pglazyfreed",
-  "thp_fault_alloc",
-  "thp_collapse_alloc",
-] as const;
 
 /** The v1 files behind each `MemoryEntry` of `MemoryStat`: usage, swap, kernel, kernel_tcp. */
 const V1_MEMORY_ENTRIES = {
@@ -806,7 +772,7 @@ export class TaskCgroup {
     };
     const stat = parseKeyedFile(await read(CgroupFile.MEMORY_STAT) ?? "");
     const memory: Record<string, unknown> = {};
-    for (const key of V2_MEMORY_STAT_FIELDS) {
+    for (const key of CGROUPS_V2_MEMORY_STAT_KEYS) {
       // Linux 5.9+ splits the workingset counters into _anon and _file.
       const value = stat.get(key) ??
         (stat.has(`${key}_anon`) || stat.has(`${key}_file`)

@@ -17,6 +17,7 @@ import { LINUX_RESOURCES_TYPE_URL } from "../../src/task/task_api.ts";
 import { encodeAny, ProtoWriter } from "../../src/protocol/wire.ts";
 import { type Containerd, startContainerd } from "./harness.ts";
 import { fixture, installShim } from "./shim_install.ts";
+import { exists, sleep, waitStatus } from "./ctr_util.ts";
 
 const RUNTIME = "io.containerd.wasmtime.v1";
 const CGROUP_ROOT = "/sys/fs/cgroup";
@@ -66,29 +67,6 @@ function cgroupDir(cd: Containerd, id: string, controller: string): string {
   return VERSION === 2
     ? `${CGROUP_ROOT}/${cd.namespace}/${id}`
     : `${CGROUP_ROOT}/${controller}/${cd.namespace}/${id}`;
-}
-
-async function exists(path: string): Promise<boolean> {
-  try {
-    await Deno.stat(path);
-    return true;
-  } catch {
-    return false;
-  }
-}
-
-const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
-
-/** Polls `ctr task ls` until the task shows `status`; returns its pid. */
-async function waitStatus(cd: Containerd, id: string, status: string, ms = 10_000) {
-  const deadline = Date.now() + ms;
-  const re = new RegExp(`^${id}\\s+(\\d+)\\s+${status}`, "m");
-  while (Date.now() < deadline) {
-    const m = re.exec((await cd.ctr(["task", "ls"])).stdout);
-    if (m) return Number(m[1]);
-    await sleep(50);
-  }
-  throw new Error(`task ${id} did not become ${status} within ${ms} ms`);
 }
 
 /** Starts a detached task running `args`. Returns its pid once it runs. */

@@ -16,6 +16,7 @@ import { socketPath } from "../../src/shim/socket_path.ts";
 import { detectCgroupVersion } from "../../src/task/cgroup.ts";
 import { type Containerd, startContainerd } from "./harness.ts";
 import { fixture, installShim } from "./shim_install.ts";
+import { parentOf, removeTask, waitStatus } from "./ctr_util.ts";
 
 const RUNTIME = "io.containerd.wasmtime.v1";
 /** Debian's busybox-static: a shell for the `#!` script image. */
@@ -79,17 +80,6 @@ async function run(args: string[], runOpts: string[] = [], stdin = "") {
   );
 }
 
-/** Polls `ctr task ls` until the task shows `status`. */
-async function waitStatus(cd: Containerd, id: string, status: string, ms = 10_000) {
-  const deadline = Date.now() + ms;
-  const re = new RegExp(`^${id}\\s+\\d+\\s+${status}\\b`, "m");
-  while (Date.now() < deadline) {
-    if (re.test((await cd.ctr(["task", "ls"])).stdout)) return;
-    await new Promise((r) => setTimeout(r, 50));
-  }
-  throw new Error(`task ${id} did not become ${status} within ${ms} ms`);
-}
-
 /** The task's pid, from `ctr task ls`. */
 async function taskPid(cd: Containerd, id: string): Promise<number> {
   const m = (await cd.ctr(["task", "ls"])).stdout.match(new RegExp(`^${id}\\s+(\\d+)`, "m"));
@@ -97,23 +87,10 @@ async function taskPid(cd: Containerd, id: string): Promise<number> {
   return Number(m[1]);
 }
 
-/** The parent pid of `pid`. */
-async function parentOf(pid: number): Promise<number> {
-  const stat = await Deno.readTextFile(`/proc/${pid}/stat`);
-  return Number(stat.slice(stat.lastIndexOf(")") + 2).split(" ")[1]);
-}
-
 /** The command line of `pid`. */
 async function cmdline(pid: number): Promise<string[]> {
   const raw = await Deno.readTextFile(`/proc/${pid}/cmdline`).catch(() => "");
   return raw.split("\0").filter(Boolean);
-}
-
-async function removeTask(cd: Containerd, id: string): Promise<void> {
-  const del = await cd.ctr(["task", "delete", id]);
-  assert.equal(del.code, 0, del.stderr);
-  const c = await cd.ctr(["container", "delete", id]);
-  assert.equal(c.code, 0, c.stderr);
 }
 
 Deno.test({

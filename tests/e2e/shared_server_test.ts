@@ -1,12 +1,13 @@
 /**
  * End to end: containers sharing one shim server (the default grouping), a
- * server's idle exit, `WASMTIME_SHIM_GROUPING=container`, and a server killed with
+ * server's idle exit, `WASMTIME_SHIM_GROUPING=container`, a server killed with
  * SIGKILL while its tasks run (containerd reports them exited and the `delete`
- * action cleans up after it).
+ * action cleans up after it), and containerd killed and restarted under running tasks.
  */
 
 import assert from "node:assert/strict";
 import { buildImage } from "../../src/oci/image.ts";
+import { ok, parentOf, taskList, waitFor, waitStatus } from "./ctr_util.ts";
 import { type Containerd, startContainerd } from "./harness.ts";
 import { fixture, installShim } from "./shim_install.ts";
 
@@ -39,38 +40,53 @@ async function withContainerd(
   }
 }
 
-function ok(r: { code: number; stderr: string }, what: string): void {
-  assert.equal(r.code, 0, `${what}: ${r.stderr}`);
-}
-
-/** The parent pid of `pid` (the shim server of a guest runner). */
-async function parentOf(pid: number): Promise<number> {
-  const stat = await Deno.readTextFile(`/proc/${pid}/stat`);
-  return Number(stat.slice(stat.lastIndexOf(")") + 2).split(" ")[1]);
-}
-
-/** Task pids by id, from `ctr task ls`. */
-async function taskPids(cd: Containerd): Promise<Map<string, { pid: number; status: string }>> {
-  const r = await cd.ctr(["task", "ls"]);
-  const out = new Map<string, { pid: number; status: string }>();
-  for (const line of r.stdout.trim().split("\n").slice(1)) {
-    const [id, pid, status] = line.trim().split(/\s+/);
-    if (id) out.set(id, { pid: Number(pid), status });
+/** Starts detached sleeping guests; resolves with their shim servers' pids, in order. */
+async function runSleepers(cd: Containerd, image: string, ids: string[]): Promise<number[]> {
+  for (const id of ids) {
+    const r = await cd.ctr([
+      "run",
+      "-d",
+      "--runtime",
+      RUNTIME,
+      image,
+      id,
+      "/probe.wasm",
+      "sleep",
+      "60",
+    ]);
+    ok(r, `run ${id}`);
   }
-  return out;
+  const tasks = await taskList(cd);
+  return await Promise.all(ids.map((id) => parentOf(tasks.get(id)!.pid)));
 }
 
-async function waitFor(what: string, check: () => Promise<boolean>, ms = 10_000) {
-  const deadline = Date.now() + ms;
-  while (!(await check())) {
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 100));
+/** Kills tasks with `signal`, waits until they stop, deletes them; returns delete's stderr. */
+async function killAndRemove(cd: Containerd, ids: string[], signal = "SIGKILL"): Promise<string[]> {
+  const said: string[] = [];
+  for (const id of ids) {
+    ok(await cd.ctr(["task", "kill", "-s", signal, id]), `kill ${id}`);
+    await waitStatus(cd, id, "STOPPED");
+    const del = await cd.ctr(["task", "delete", id]);
+    ok(del, `task delete ${id}`);
+    said.push(del.stderr);
+    ok(await cd.ctr(["container", "delete", id]), `container delete ${id}`);
   }
+  return said;
 }
 
-async function serverPids(cd: Containerd): Promise<number[]> {
-  return (await cd.leftovers()).processes.filter((p) => !p.cmdline.includes("guest"))
-    .map((p) => p.pid);
+/** Waits until no shim server or runner of this containerd is left (idle exit). */
+function serversGone(cd: Containerd, ms = 10_000): Promise<void> {
+  return waitFor(
+    "the servers to exit",
+    async () => (await cd.leftovers()).processes.length === 0,
+    ms,
+  );
+}
+
+async function hello(cd: Containerd, image: string, id: string): Promise<void> {
+  const r = await cd.ctr(["run", "--rm", "--runtime", RUNTIME, image, id, "/probe.wasm", "hello"]);
+  ok(r, `run ${id}`);
+  assert.equal(r.stdout, "hello from wasm\n");
 }
 
 Deno.test({
@@ -78,54 +94,18 @@ Deno.test({
   ...opts,
   async fn() {
     await withContainerd({}, async (cd, image) => {
-      for (const id of ["s-1", "s-2"]) {
-        ok(
-          await cd.ctr([
-            "run",
-            "-d",
-            "--runtime",
-            RUNTIME,
-            image,
-            id,
-            "/probe.wasm",
-            "sleep",
-            "60",
-          ]),
-          `run ${id}`,
-        );
-      }
-      const tasks = await taskPids(cd);
-      const parents = await Promise.all(["s-1", "s-2"].map((id) => parentOf(tasks.get(id)!.pid)));
+      const parents = await runSleepers(cd, image, ["s-1", "s-2"]);
       assert.equal(parents[0], parents[1], "both guests are children of one server");
-      assert.deepEqual(await serverPids(cd), [parents[0]]);
+      const servers = async () =>
+        (await cd.leftovers()).processes.filter((p) => !p.cmdline.includes("guest"))
+          .map((p) => p.pid);
+      assert.deepEqual(await servers(), [parents[0]]);
       // A third container, run to completion, goes through the same server.
-      const r = await cd.ctr([
-        "run",
-        "--rm",
-        "--runtime",
-        RUNTIME,
-        image,
-        "s-3",
-        "/probe.wasm",
-        "hello",
-      ]);
-      ok(r, "run s-3");
-      assert.equal(r.stdout, "hello from wasm\n");
-      assert.deepEqual(await serverPids(cd), [parents[0]]);
-      for (const id of ["s-1", "s-2"]) {
-        ok(await cd.ctr(["task", "kill", "-s", "SIGKILL", id]), `kill ${id}`);
-        await waitFor(
-          `${id} stopped`,
-          async () => (await taskPids(cd)).get(id)?.status === "STOPPED",
-        );
-        ok(await cd.ctr(["task", "delete", id]), `task delete ${id}`);
-        ok(await cd.ctr(["container", "delete", id]), `container delete ${id}`);
-      }
+      await hello(cd, image, "s-3");
+      assert.deepEqual(await servers(), [parents[0]]);
+      await killAndRemove(cd, ["s-1", "s-2"]);
       // The harness sets a 1 s idle period: the server and its warm runner go.
-      await waitFor(
-        "the idle server to exit",
-        async () => (await cd.leftovers()).processes.length === 0,
-      );
+      await serversGone(cd);
     });
   },
 });
@@ -135,40 +115,11 @@ Deno.test({
   ...opts,
   async fn() {
     await withContainerd({ WASMTIME_SHIM_GROUPING: "container" }, async (cd, image) => {
-      for (const id of ["c-1", "c-2"]) {
-        ok(
-          await cd.ctr([
-            "run",
-            "-d",
-            "--runtime",
-            RUNTIME,
-            image,
-            id,
-            "/probe.wasm",
-            "sleep",
-            "60",
-          ]),
-          `run ${id}`,
-        );
-      }
-      const tasks = await taskPids(cd);
-      const parents = await Promise.all(["c-1", "c-2"].map((id) => parentOf(tasks.get(id)!.pid)));
+      const parents = await runSleepers(cd, image, ["c-1", "c-2"]);
       assert.notEqual(parents[0], parents[1]);
-      for (const id of ["c-1", "c-2"]) {
-        ok(await cd.ctr(["task", "kill", "-s", "SIGKILL", id]), `kill ${id}`);
-        await waitFor(
-          `${id} stopped`,
-          async () => (await taskPids(cd)).get(id)?.status === "STOPPED",
-        );
-        ok(await cd.ctr(["task", "delete", id]), `task delete ${id}`);
-        ok(await cd.ctr(["container", "delete", id]), `container delete ${id}`);
-      }
+      await killAndRemove(cd, ["c-1", "c-2"]);
       // Each server goes at its Shutdown, without waiting for an idle period.
-      await waitFor(
-        "servers to exit",
-        async () => (await cd.leftovers()).processes.length === 0,
-        3_000,
-      );
+      await serversGone(cd, 3_000);
     });
   },
 });
@@ -178,60 +129,26 @@ Deno.test({
   ...opts,
   async fn() {
     await withContainerd({}, async (cd, image) => {
-      for (const id of ["k-1", "k-2"]) {
-        ok(
-          await cd.ctr([
-            "run",
-            "-d",
-            "--runtime",
-            RUNTIME,
-            image,
-            id,
-            "/probe.wasm",
-            "sleep",
-            "60",
-          ]),
-          `run ${id}`,
-        );
-      }
-      const tasks = await taskPids(cd);
-      const server = await parentOf(tasks.get("k-1")!.pid);
+      const [server] = await runSleepers(cd, image, ["k-1", "k-2"]);
+      const tasks = await taskList(cd);
       Deno.kill(server, "SIGKILL");
       // containerd sees the connection drop, runs the `delete` action for each task
       // (which kills the guest and removes its mounts and slot) and marks it stopped.
       await waitFor("the tasks to be reported stopped or gone", async () => {
-        const now = await taskPids(cd);
+        const now = await taskList(cd);
         return ["k-1", "k-2"].every((id) => (now.get(id)?.status ?? "STOPPED") === "STOPPED");
       }, 20_000);
       for (const id of ["k-1", "k-2"]) {
+        const pid = tasks.get(id)!.pid;
         await waitFor(`guest of ${id} to be gone`, async () => {
-          try {
-            await Deno.stat(`/proc/${tasks.get(id)!.pid}`);
-            return false;
-          } catch {
-            return true;
-          }
+          return await Deno.stat(`/proc/${pid}`).then(() => false, () => true);
         });
         await cd.ctr(["task", "delete", id]);
         ok(await cd.ctr(["container", "delete", id]), `container delete ${id}`);
       }
       // A new container after the crash gets a new server.
-      const r = await cd.ctr([
-        "run",
-        "--rm",
-        "--runtime",
-        RUNTIME,
-        image,
-        "k-3",
-        "/probe.wasm",
-        "hello",
-      ]);
-      ok(r, "run after the crash");
-      assert.equal(r.stdout, "hello from wasm\n");
-      await waitFor(
-        "the idle server to exit",
-        async () => (await cd.leftovers()).processes.length === 0,
-      );
+      await hello(cd, image, "k-3");
+      await serversGone(cd);
     });
   },
 });
@@ -241,50 +158,21 @@ Deno.test({
   ...opts,
   async fn() {
     await withContainerd({}, async (cd, image) => {
-      for (const id of ["r-1", "r-2"]) {
-        ok(
-          await cd.ctr([
-            "run",
-            "-d",
-            "--runtime",
-            RUNTIME,
-            image,
-            id,
-            "/probe.wasm",
-            "sleep",
-            "60",
-          ]),
-          `run ${id}`,
-        );
-      }
-      const before = await taskPids(cd);
+      await runSleepers(cd, image, ["r-1", "r-2"]);
+      const before = await taskList(cd);
       await cd.restart();
       // containerd reconnects to the server through each bundle's address file.
-      const after = await taskPids(cd);
+      const after = await taskList(cd);
       for (const id of ["r-1", "r-2"]) {
         assert.equal(after.get(id)?.pid, before.get(id)?.pid, `${id} kept its pid`);
         assert.equal(after.get(id)?.status, "RUNNING", `${id} still runs`);
       }
       // Kill still works; Delete reports the exit codes of the signals.
-      const cases: [string, string, number][] = [["r-1", "SIGTERM", 143], ["r-2", "SIGKILL", 137]];
-      for (const [id, signal, code] of cases) {
-        ok(await cd.ctr(["task", "kill", "-s", signal, id]), `kill ${id}`);
-        await waitFor(
-          `${id} stopped`,
-          async () => (await taskPids(cd)).get(id)?.status === "STOPPED",
-        );
-        const d = await cd.ctr(["task", "delete", id]);
-        assert.match(
-          d.stdout + d.stderr,
-          new RegExp(`exit code ${code}\\b`),
-          `delete ${id}: ${d.stdout} ${d.stderr}`,
-        );
-        ok(await cd.ctr(["container", "delete", id]), `container delete ${id}`);
-      }
-      await waitFor(
-        "the idle server to exit",
-        async () => (await cd.leftovers()).processes.length === 0,
-      );
+      const [term] = await killAndRemove(cd, ["r-1"], "SIGTERM");
+      assert.match(term, /exit code 143\b/);
+      const [kill] = await killAndRemove(cd, ["r-2"], "SIGKILL");
+      assert.match(kill, /exit code 137\b/);
+      await serversGone(cd);
     });
   },
 });

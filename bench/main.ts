@@ -104,8 +104,11 @@ async function timedRun(cd: Containerd, runtime: string, image: string, args: st
   return ms;
 }
 
-async function coldStart(cd: Containerd, img: BenchImages): Promise<Row> {
-  // One untimed run each warms the page cache and containerd's snapshots.
+/**
+ * Median wall times of `ctr run --rm` of the preview1 hello and of runc's native
+ * hello, alternating, after one untimed run each (page cache, snapshots).
+ */
+async function pairedRuns(cd: Containerd, img: BenchImages): Promise<{ o: number; b: number }> {
   await timedRun(cd, WASM_RUNTIME, img.wasm, ["/probe.wasm", "hello"]);
   await timedRun(cd, RUNC_RUNTIME, img.native, ["/native_hello"]);
   const ours: number[] = [];
@@ -114,7 +117,11 @@ async function coldStart(cd: Containerd, img: BenchImages): Promise<Row> {
     ours.push(await timedRun(cd, WASM_RUNTIME, img.wasm, ["/probe.wasm", "hello"]));
     base.push(await timedRun(cd, RUNC_RUNTIME, img.native, ["/native_hello"]));
   }
-  const o = median(ours), b = median(base);
+  return { o: median(ours), b: median(base) };
+}
+
+async function coldStart(cd: Containerd, img: BenchImages): Promise<Row> {
+  const { o, b } = await pairedRuns(cd, img);
   return {
     figure: `cold start: ctr run --rm, preview1 hello, shared server up (median of ${RUNS})`,
     ours: `${o.toFixed(0)} ms`,
@@ -139,15 +146,7 @@ async function soloStart(img: BenchImages, tmp: string): Promise<Row> {
   try {
     await cd.importImage(`${tmp}/wasm.tar`);
     await cd.importImage(`${tmp}/native.tar`);
-    await timedRun(cd, WASM_RUNTIME, img.wasm, ["/probe.wasm", "hello"]);
-    await timedRun(cd, RUNC_RUNTIME, img.native, ["/native_hello"]);
-    const ours: number[] = [];
-    const base: number[] = [];
-    for (let i = 0; i < RUNS; i++) {
-      ours.push(await timedRun(cd, WASM_RUNTIME, img.wasm, ["/probe.wasm", "hello"]));
-      base.push(await timedRun(cd, RUNC_RUNTIME, img.native, ["/native_hello"]));
-    }
-    const o = median(ours), b = median(base);
+    const { o, b } = await pairedRuns(cd, img);
     return {
       figure:
         `cold start, no live server (a server per container), preview1 hello (median of ${RUNS})`,

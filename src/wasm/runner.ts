@@ -35,6 +35,11 @@ export const STDERR_TAIL_LINES = 10;
 const EXIT_GRACE_MS = 2_000;
 /** The npm packages (jco's transpiler reads its own wasm from there at run time). */
 export const NODE_MODULES = new URL("../../node_modules", import.meta.url).pathname;
+/**
+ * The shim's own source tree (launcher form): a wasi:http runner starts its worker
+ * threads from `component/http_worker.ts`, which Deno checks against `--allow-read`.
+ */
+export const APP_SRC = new URL("../", import.meta.url).pathname;
 /** Where util-linux `nsenter` is looked for when not on PATH. */
 const NSENTER_DIRS = ["/usr/bin", "/bin", "/usr/sbin", "/sbin"];
 
@@ -130,7 +135,7 @@ export function allowList(flag: string, paths: readonly string[]): string {
 export function guestDenoFlags(req: GuestPermissions): string[] {
   const paths = [req.rootfs, ...req.stdio.map((p) => p || DEV_NULL)];
   if (req.kind === "component" && req.cacheDir) paths.push(req.cacheDir);
-  const readOnly = req.kind === "component" ? [NODE_MODULES] : [];
+  const readOnly = req.kind === "component" ? [NODE_MODULES, APP_SRC] : [];
   if (req.wasmFile) readOnly.push(req.wasmFile);
   const flags = [allowList("allow-read", [...paths, ...readOnly]), allowList("allow-write", paths)];
   // jco and preview2-shim read the environment when they load; the runner's own env
@@ -301,7 +306,14 @@ class RunnerGuest implements Guest {
     const marker = this.#marker;
     let carry = new Uint8Array(0);
     try {
-      this.#fifo = await Deno.open(this.#stdinPath, { read: true, write: true });
+      const fifo = await Deno.open(this.#stdinPath, { read: true, write: true });
+      if (this.#stdinFinished) {
+        // The guest exited while the FIFO was opening: nothing would ever wake a read
+        // (each stuck read holds one of Deno's 32 blocking threads, and then the fd).
+        fifo.close();
+        return;
+      }
+      this.#fifo = fifo;
       if (this.#closeRequested) this.#wake();
       while (true) {
         const n = await this.#fifo.read(buf);

@@ -22,7 +22,14 @@
 
 import { mount } from "../sys/libc.ts";
 import type { WasmKind } from "./detect.ts";
-import { allowList, discardRunner, NODE_MODULES, type Runner, spawnRunner } from "./runner.ts";
+import {
+  allowList,
+  APP_SRC,
+  discardRunner,
+  NODE_MODULES,
+  type Runner,
+  spawnRunner,
+} from "./runner.ts";
 import { DEV_NULL } from "./runner_protocol.ts";
 import { removeSlot, SLOT_FILE, SLOT_PREFIX } from "./slot.ts";
 import type { GuestConfig } from "./types.ts";
@@ -137,7 +144,7 @@ export class RunnerPool {
       // Components: jco reads its own files from the npm packages, and the glue reads
       // the environment (the runner's env is cleared, see denoEnv).
       const flags = [
-        allowList("allow-read", [...rw, NODE_MODULES]),
+        allowList("allow-read", [...rw, NODE_MODULES, APP_SRC]),
         allowList("allow-write", rw),
         "--allow-env",
       ];

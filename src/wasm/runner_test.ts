@@ -464,12 +464,13 @@ Deno.test("the runner's command line carries the action and the container id", a
 Deno.test("guestDenoFlags grants the rootfs and stdio, the cache to components, net on demand", () => {
   const base = { rootfs: "/b/rootfs", stdio: ["", "/f/out", "/f/err"] };
   const nodeModules = new URL("../../node_modules", import.meta.url).pathname;
+  const src = new URL("../", import.meta.url).pathname;
   assert.deepEqual(guestDenoFlags({ ...base, kind: "module", cacheDir: "/cache" }), [
     "--allow-read=/b/rootfs,/dev/null,/f/out,/f/err",
     "--allow-write=/b/rootfs,/dev/null,/f/out,/f/err",
   ]);
   assert.deepEqual(guestDenoFlags({ ...base, kind: "component", cacheDir: "/cache", net: true }), [
-    `--allow-read=/b/rootfs,/dev/null,/f/out,/f/err,/cache,${nodeModules}`,
+    `--allow-read=/b/rootfs,/dev/null,/f/out,/f/err,/cache,${nodeModules},${src}`,
     "--allow-write=/b/rootfs,/dev/null,/f/out,/f/err,/cache",
     "--allow-env",
     "--allow-net",

@@ -15,7 +15,8 @@
  * @module
  */
 
-import { createHost, type HostConfig } from "./host/mod.ts";
+import { type HostConfig, hostFactory } from "./host/mod.ts";
+import { END_INSTANCE } from "./lean/mod.ts";
 import {
   EXIT_SIGTERM,
   type HttpConfig,
@@ -46,22 +47,40 @@ export function canSharePorts(): boolean {
  */
 export type ProxyHostConfig = Omit<HostConfig, "stdin" | "stdout" | "stderr">;
 
-/** Creates the instances of one proxy (one thread's). */
+/**
+ * Creates the instances of one proxy (one thread's). An instance's `host.dispose()`
+ * ends it: call it only once its `handle` call has settled (or if it never ran), as
+ * lean glue may then reuse its memory, zeroed, for a later instance (see
+ * `lean/memory.ts`).
+ */
 export function instanceFactory(
   component: Pick<LoadedComponent, "instantiate" | "modules">,
   exportName: string,
   config: HostConfig,
 ): InstanceFactory {
   const env = config.env;
+  const newHost = hostFactory(config);
   return (requestId) => {
-    const host = createHost({ ...config, env: [...env, [REQUEST_ID_ENV, String(requestId)]] });
+    const host = newHost([...env, [REQUEST_ID_ENV, String(requestId)]]);
+    let exports: Record<string | symbol, unknown>;
     try {
-      const exports = instantiate(component, host.imports);
-      return { requestId, host, handler: exports[exportName] as IncomingHandler };
+      exports = instantiate(component, host.imports);
     } catch (err) {
       host.dispose();
       throw err;
     }
+    const end = exports[END_INSTANCE] as (() => void) | undefined;
+    return {
+      requestId,
+      host: end === undefined ? host : {
+        imports: host.imports,
+        dispose: () => {
+          host.dispose();
+          end();
+        },
+      },
+      handler: exports[exportName] as IncomingHandler,
+    };
   };
 }
 

@@ -1,6 +1,7 @@
 /**
- * The container's stdout and stderr FIFOs as wasi:io sinks, opened when first written
- * (read-write, so that opening a FIFO never waits for a reader).
+ * The container's stdout and stderr FIFOs as wasi:io sinks, opened at once (read-write,
+ * so that opening a FIFO never waits for a reader) even if the guest never writes:
+ * the readers see end-of-file only after a writer has come and gone.
  *
  * @module
  */
@@ -20,6 +21,7 @@ export interface Stdio {
 function fifoSink(path: string): { sink: ByteSink; close: () => Promise<void> } {
   if (path === "") return { sink: discardSink(), close: () => Promise.resolve() };
   const writer = new FileWriter(path);
+  writer.open();
   const sink = new QueueSink(writer.write);
   return {
     sink,

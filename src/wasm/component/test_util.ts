@@ -18,6 +18,8 @@ export const FIXTURES = {
   httpHello: "http_hello.wasm",
   /** JS wasi:http proxy (componentize-js): see `testdata/http_app.js`. */
   httpApp: "http_app.wasm",
+  /** WAT glue test: `test:abi/guest` passes every value to `test:abi/host` and back. */
+  abi: "abi.wasm",
 } as const;
 
 /** The bytes of a test component. */

@@ -1,8 +1,11 @@
 /**
- * Turns a component into JS glue plus core modules with jco's bindgen, and loads
- * that glue.
+ * Turns a component into JS glue plus core modules, and loads that glue.
  *
- * - The glue is generated in "sync instantiation" mode with JSPI: it exports
+ * - A `wasi:http/proxy` component gets lean glue (`lean/`): our own instantiation, made
+ *   for an instance per request (see `lean/mod.ts` for why and what it covers). Any
+ *   other component, or a proxy using something the lean glue does not handle, gets
+ *   jco's glue, as below; `glue: "jco"` asks for jco's glue regardless.
+ * - jco's glue is generated in "sync instantiation" mode with JSPI: it exports
  *   `instantiate(getCoreModule, imports)`, which the caller runs once per instance with
  *   a fresh host, and the blocking WASI calls listed in {@linkcode ASYNC_IMPORTS} may
  *   return promises (they suspend only their own instance).
@@ -17,6 +20,8 @@
  *
  * @module
  */
+
+import { isLeanGlue, LEAN_GLUE_HEADER, leanTranspile, loadLeanGlue } from "./lean/mod.ts";
 
 /** Version of `@bytecodealliance/jco-transpile` this code was written and tested with. */
 export const JCO_TRANSPILE_VERSION = "0.15.0";
@@ -57,7 +62,7 @@ const GLUE_PATCHES: readonly [string | RegExp, string][] = [
 ];
 
 /** Bumped whenever the transpile options or glue patches change (part of cache keys). */
-export const GLUE_FORMAT = 2;
+export const GLUE_FORMAT = 3;
 
 /** The output of a transpile. */
 export interface Transpiled {
@@ -73,6 +78,11 @@ export interface Transpiled {
 export interface TranspileOptions {
   /** Exports called through JSPI besides {@linkcode ASYNC_EXPORTS} (`iface#func`, `func`). */
   extraAsyncExports?: readonly string[];
+  /**
+   * Which glue: `auto` (default) is lean glue for a `wasi:http/proxy` component that it
+   * handles, else jco's; `jco` is always jco's.
+   */
+  glue?: "auto" | "jco";
 }
 
 /** The options that identify a transpile's output (for cache keys). */
@@ -83,6 +93,8 @@ export function optionsFingerprint(options: TranspileOptions): string {
     asyncImports: ASYNC_IMPORTS,
     asyncExports: [...ASYNC_EXPORTS, ...(options.extraAsyncExports ?? [])],
     patches: GLUE_PATCHES.map(([from, to]) => [String(from), to]),
+    glue: options.glue ?? "auto",
+    lean: LEAN_GLUE_HEADER,
   });
 }
 
@@ -115,12 +127,47 @@ function loadBindgen(): Promise<Bindgen> {
   return bindgen;
 }
 
+/** The export that makes a component a wasi:http proxy (lean glue's scope). */
+const HTTP_HANDLER_EXPORT = /^wasi:http\/incoming-handler@0\.2\.\d+/;
+
+/**
+ * Lean glue for `component` if it is a wasi:http proxy the lean glue handles, else
+ * null (then jco's glue is used). Never throws: anything unexpected means jco's glue.
+ */
+export function tryLeanTranspile(
+  component: Uint8Array,
+  options: TranspileOptions = {},
+): Transpiled | null {
+  if (options.glue === "jco" || (options.extraAsyncExports ?? []).length > 0) return null;
+  let lean;
+  try {
+    lean = leanTranspile(component);
+  } catch {
+    return null;
+  }
+  if (!lean.exports.some(([name]) => HTTP_HANDLER_EXPORT.test(name))) return null;
+  return lean;
+}
+
+/**
+ * Transpiles `component`: lean glue for a wasi:http proxy it handles, else jco's glue
+ * (see the module documentation).
+ *
+ * @throws Error with jco's message if the binary is not a valid component
+ */
+export async function transpile(
+  component: Uint8Array,
+  options: TranspileOptions = {},
+): Promise<Transpiled> {
+  return tryLeanTranspile(component, options) ?? await jcoTranspile(component, options);
+}
+
 /**
  * Transpiles `component` with jco.
  *
  * @throws Error with jco's message if the binary is not a valid component
  */
-export async function transpile(
+export async function jcoTranspile(
   component: Uint8Array,
   options: TranspileOptions = {},
 ): Promise<Transpiled> {
@@ -166,10 +213,13 @@ const EXPORT_INSTANTIATE = "export function instantiate(";
 const EXPORT_UTIL = "export const _util";
 
 /**
- * Evaluates glue source and returns its `instantiate`; see the module documentation
- * for why `new Function`.
+ * Evaluates glue source and returns its `instantiate`: lean glue is linked, jco's glue
+ * evaluated (see the module documentation for why `new Function`).
  */
 export async function loadGlue(source: string): Promise<Instantiate> {
+  if (isLeanGlue(source)) {
+    return loadLeanGlue(source, { asyncImports: ASYNC_IMPORTS, asyncExports: ASYNC_EXPORTS });
+  }
   const simple = source.indexOf(EXPORT_INSTANTIATE) >= 0 &&
     source.split(/^export /m).length <= 3 &&
     !/^\s*import[\s{*]/m.test(source) && !source.includes("import.meta");

@@ -86,17 +86,44 @@ const terminals = {
 
 /** The `wasi:cli/*` imports of one instance. */
 export function cliImports(config: CliConfig): Record<string, Record<string, unknown>> {
-  const env = config.env.map(([k, v]) => [k, v]);
-  const args = [...config.args];
+  return {
+    "wasi:cli/environment": environmentImport(
+      config.args,
+      config.env.map(([k, v]) => [k, v]),
+      config.cwd,
+    ),
+    ...cliStdioImports(config),
+  };
+}
+
+/**
+ * `wasi:cli/environment` of one instance. `env` and `args` are its own (the guest gets
+ * copies of them on every call, never them).
+ */
+export function environmentImport(
+  args: readonly string[],
+  env: readonly (readonly [string, string])[],
+  cwd: string | undefined,
+): Record<string, unknown> {
+  return {
+    getEnvironment: () => env.map(([k, v]) => [k, v]),
+    getArguments: () => [...args],
+    initialCwd: () => cwd,
+  };
+}
+
+/**
+ * The `wasi:cli/*` imports besides the environment: stdio (each `get-std*` call is a
+ * new stream over the shared source or sink), exit, terminals. They hold no state of
+ * their own, so instances with the same stdio can share them.
+ */
+export function cliStdioImports(
+  config: Pick<CliConfig, "stdin" | "stdout" | "stderr">,
+): Record<string, Record<string, unknown>> {
   const stdin = keepOpen(config.stdin);
   const stdout = keepSinkOpen(config.stdout);
   const stderr = keepSinkOpen(config.stderr);
   return {
-    "wasi:cli/environment": {
-      getEnvironment: () => env.map(([k, v]) => [k, v]),
-      getArguments: () => [...args],
-      initialCwd: () => config.cwd,
-    },
     "wasi:cli/exit": exit,
     "wasi:cli/stdin": { getStdin: () => new InputStream(stdin) },
     "wasi:cli/stdout": { getStdout: () => new OutputStream(stdout) },

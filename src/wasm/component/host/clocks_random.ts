@@ -68,16 +68,23 @@ function randomU64(): bigint {
 
 /** The `wasi:clocks/*` and `wasi:random/*` imports of one instance. */
 export function clocksRandomImports(): Record<string, Record<string, unknown>> {
+  return { ...CLOCKS_RANDOM, "wasi:random/insecure-seed": insecureSeedImport() };
+}
+
+/** `wasi:random/insecure-seed` of one instance (its own seed). */
+export function insecureSeedImport(): Record<string, unknown> {
   // Drawn on first use: most instances never ask, and each draw is a host call.
   let seed: [bigint, bigint] | undefined;
-  return {
-    "wasi:clocks/monotonic-clock": monotonicClock,
-    "wasi:clocks/wall-clock": wallClock,
-    "wasi:random/random": { getRandomBytes: randomBytes, getRandomU64: randomU64 },
-    "wasi:random/insecure": {
-      getInsecureRandomBytes: randomBytes,
-      getInsecureRandomU64: randomU64,
-    },
-    "wasi:random/insecure-seed": { insecureSeed: () => seed ??= [randomU64(), randomU64()] },
-  };
+  return { insecureSeed: () => seed ??= [randomU64(), randomU64()] };
 }
+
+/** The clocks and random imports but the seed: no state, shared by every instance. */
+export const CLOCKS_RANDOM: Readonly<Record<string, Record<string, unknown>>> = {
+  "wasi:clocks/monotonic-clock": monotonicClock,
+  "wasi:clocks/wall-clock": wallClock,
+  "wasi:random/random": { getRandomBytes: randomBytes, getRandomU64: randomU64 },
+  "wasi:random/insecure": {
+    getInsecureRandomBytes: randomBytes,
+    getInsecureRandomU64: randomU64,
+  },
+};

@@ -10,8 +10,17 @@
  * @module
  */
 
+import { setImmediate } from "node:timers";
 import { EMPTY_SOURCE, InputStream, IoError, OutputStream, Pollable } from "./io.ts";
 import { BodySink, StreamSource } from "./pipes.ts";
+
+/** Microtask hops {@linkcode OutgoingResponse.ready} waits before an event-loop turn. */
+const READY_HOPS = 4;
+
+/** Resolves after `hops` rounds of the microtask queue. */
+async function afterMicrotasks(hops: number): Promise<void> {
+  for (let i = 0; i < hops; i++) await undefined;
+}
 
 /** A `wasi:http/types.error-code` value. */
 export interface ErrorCode {
@@ -469,14 +478,45 @@ export class OutgoingResponse {
     return this.#body;
   }
 
-  /** As a Fetch `Response`. @internal */
+  /** As a Fetch `Response`: the whole body if it has ended already, else streamed. @internal */
   toResponse(): Response {
     const status = this.#status;
     if (status < 200 || status > 599) {
       throw new Error(`the component answered with status ${status}, which cannot be sent`);
     }
-    const body = NULL_BODY_STATUSES.has(status) ? null : this.#sink?.stream ?? null;
+    const sink = NULL_BODY_STATUSES.has(status) ? null : this.#sink;
+    const body = sink === null
+      ? null
+      : (sink.takeWhole() as Uint8Array<ArrayBuffer> | null) ?? sink.stream;
     return new Response(body, { status, headers: this.#headers.toHeaders() });
+  }
+
+  /**
+   * Resolves when this response is best turned into a `Response`: once its body has
+   * ended (then it is sent whole, see `BodySink`), `settled` (the guest's call) has
+   * settled, or an event-loop turn has passed (the guest waits for something; its
+   * body is streamed). Waiting is never observable: the event loop cannot send the
+   * response while the guest runs. @internal
+   */
+  ready(settled: Promise<unknown>): Promise<void> {
+    const sink = this.#sink;
+    if (sink === null || NULL_BODY_STATUSES.has(this.#status)) return Promise.resolve();
+    return new Promise((resolve) => {
+      let done = false;
+      const finish = () => {
+        if (done) return;
+        done = true;
+        resolve();
+      };
+      sink.whenEnded().then(finish);
+      settled.then(finish, finish);
+      // A small body ends within the microtasks the guest's last host calls queue (the
+      // guest resumes in them); only a guest waiting for I/O needs an event-loop turn,
+      // and an immediate costs more than these hops.
+      afterMicrotasks(READY_HOPS).then(() => {
+        if (!done) setImmediate(finish);
+      });
+    });
   }
 
   /** The body, if the guest asked for one. @internal */

@@ -288,15 +288,42 @@ export class OutputStream {
     while (this.#open && !this.#sink.writable()) await this.#sink.whenWritable();
   }
 
-  /** The `blocking-write-and-flush` method. */
-  async blockingWriteAndFlush(contents: Uint8Array): Promise<void> {
+  /**
+   * The `blocking-write-and-flush` method. When the sink takes the bytes and flushes at
+   * once (an HTTP body under its buffer limit), it completes without a promise: each
+   * promise is a round trip through the microtask queue, and a small response is
+   * mostly this call.
+   */
+  blockingWriteAndFlush(contents: Uint8Array): Promise<void> | void {
     if (contents.length > MAX_BLOCKING_WRITE) {
-      throw new Error(
-        `output-stream.blocking-write-and-flush of ${contents.length} bytes exceeds ` +
-          `${MAX_BLOCKING_WRITE}`,
+      return Promise.reject(
+        new Error(
+          `output-stream.blocking-write-and-flush of ${contents.length} bytes exceeds ` +
+            `${MAX_BLOCKING_WRITE}`,
+        ),
       );
     }
-    let offset = 0;
+    try {
+      if (this.#open && this.#sink.writable() && this.#capacity() >= contents.length) {
+        this.#put(contents);
+        if (this.#sink.writable()) {
+          this.flush();
+          if (this.#sink.writable()) {
+            this.#capacity();
+            return;
+          }
+          return this.#writable().then(() => void this.#capacity());
+        }
+        return this.#writeAndFlush(contents, contents.length);
+      }
+    } catch (err) {
+      return Promise.reject(err);
+    }
+    return this.#writeAndFlush(contents, 0);
+  }
+
+  /** `blocking-write-and-flush` from `offset` on, waiting as needed. */
+  async #writeAndFlush(contents: Uint8Array, offset: number): Promise<void> {
     while (true) {
       await this.#writable();
       const room = this.#capacity();
@@ -333,7 +360,7 @@ export class OutputStream {
   }
 
   /** The `blocking-write-zeroes-and-flush` method. */
-  blockingWriteZeroesAndFlush(len: bigint): Promise<void> {
+  blockingWriteZeroesAndFlush(len: bigint): Promise<void> | void {
     return this.blockingWriteAndFlush(new Uint8Array(lengthOf(len)));
   }
 

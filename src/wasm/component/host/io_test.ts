@@ -46,7 +46,10 @@ Deno.test("QueueSink reports a failed write to the next operation", async () => 
 Deno.test("OutputStream: a write beyond check-write, or a blocking write over 4096, traps", async () => {
   const out = new OutputStream(new QueueSink((b) => Promise.resolve(b.length), 4));
   assert.throws(() => out.write(new Uint8Array(1)), /exceeds the 0 allowed/);
-  await assert.rejects(out.blockingWriteAndFlush(new Uint8Array(4097)), /exceeds 4096/);
+  await assert.rejects(
+    async () => await out.blockingWriteAndFlush(new Uint8Array(4097)),
+    /exceeds 4096/,
+  );
   out[Symbol.dispose]();
   assert.throws(() => out.checkWrite(), isTag("closed"));
 });

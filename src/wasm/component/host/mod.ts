@@ -7,9 +7,9 @@
  * @module
  */
 
-import { type CliConfig, cliImports } from "./cli.ts";
-import { clocksRandomImports } from "./clocks_random.ts";
-import { createFilesystem } from "./filesystem.ts";
+import { type CliConfig, cliImports, cliStdioImports, environmentImport } from "./cli.ts";
+import { CLOCKS_RANDOM, clocksRandomImports, insecureSeedImport } from "./clocks_random.ts";
+import { createFilesystem, type FilesystemHost } from "./filesystem.ts";
 import { httpImports } from "./http.ts";
 import { InputStream, IoError, OutputStream, Pollable, Poller } from "./io.ts";
 import { socketsImports } from "./sockets.ts";
@@ -62,6 +62,42 @@ export interface Host {
   imports: Imports;
   /** Releases what the instance still holds (open files). */
   dispose(): void;
+}
+
+/**
+ * Builds the hosts of many instances that differ only in their environment (a proxy's
+ * instances: `REQUEST_ID`). What holds no state is built once and shared, through the
+ * prototype of each instance's import object; each instance still gets its own
+ * environment, poll fairness counter, insecure seed and open files (its filesystem is
+ * made when the guest first asks for its preopens). Cheaper per instance than
+ * {@linkcode createHost}, which a proxy would call once per request.
+ */
+export function hostFactory(
+  config: Omit<HostConfig, "env">,
+): (env: HostConfig["env"]) => Host {
+  const shared: Imports = {
+    ...cliStdioImports(config),
+    ...CLOCKS_RANDOM,
+    // The filesystem's types interface is classes and a function, no state.
+    "wasi:filesystem/types": createFilesystem(null).imports["wasi:filesystem/types"],
+    ...httpImports,
+    ...socketsImports,
+    "wasi:io/error": { Error: IoError },
+    "wasi:io/streams": { InputStream, OutputStream },
+  };
+  return (env) => {
+    let filesystem: FilesystemHost | null = null;
+    const fs = () => filesystem ??= createFilesystem(config.root);
+    const imports = Object.create(shared) as Imports;
+    imports["wasi:cli/environment"] = environmentImport(config.args, env, config.cwd);
+    imports["wasi:random/insecure-seed"] = insecureSeedImport();
+    imports["wasi:io/poll"] = { Pollable, poll: new Poller().poll };
+    imports["wasi:filesystem/preopens"] = {
+      getDirectories: () =>
+        (fs().imports["wasi:filesystem/preopens"].getDirectories as () => unknown)(),
+    };
+    return { imports, dispose: () => filesystem?.close() };
+  };
 }
 
 /** Builds the host of one fresh instance. */

@@ -217,14 +217,26 @@ export class QueueSink implements ByteSink {
 /**
  * A sink that produces a `ReadableStream` (an HTTP body), holding at most `limit`
  * bytes that the reader has not taken yet.
+ *
+ * The stream is made when first asked for. Until then the bytes wait here (within the
+ * same limit), so a body that has ended by the time it is sent can be sent whole
+ * ({@linkcode BodySink.takeWhole}): for a small response, Deno serves bytes at about
+ * half the cost of a stream (measured: 6.7 vs 13.5 µs of CPU per request).
  */
 export class BodySink implements ByteSink {
-  /** The bytes written, for whoever sends them. */
-  readonly stream: ReadableStream<Uint8Array>;
-  #controller!: ReadableStreamDefaultController<Uint8Array>;
+  #limit: number;
+  #onCancel: ((reason: unknown) => void) | undefined;
+  #stream: ReadableStream<Uint8Array> | null = null;
+  #controller: ReadableStreamDefaultController<Uint8Array> | null = null;
+  /** Bytes written before the stream was made (handed to it when it is). */
+  #pending: Uint8Array[] = [];
+  #pendingBytes = 0;
+  #taken = false;
   #changed = new Signal();
   #cancelled: IoError | null = null;
   #ended = false;
+  #abortReason: { reason: unknown } | null = null;
+  #whenEnded: PromiseWithResolvers<void> | null = null;
   #bytes = 0;
 
   /**
@@ -232,9 +244,21 @@ export class BodySink implements ByteSink {
    * @param onCancel called if the reader goes away (the client disconnected)
    */
   constructor(limit = SINK_BUFFER_BYTES, onCancel?: (reason: unknown) => void) {
-    this.stream = new ReadableStream<Uint8Array>({
+    this.#limit = limit;
+    this.#onCancel = onCancel;
+  }
+
+  /** The bytes written, for whoever sends them (made on first use). */
+  get stream(): ReadableStream<Uint8Array> {
+    if (this.#taken) throw new Error("the body was already taken whole");
+    this.#stream ??= new ReadableStream<Uint8Array>({
       start: (controller) => {
         this.#controller = controller;
+        for (const chunk of this.#pending) controller.enqueue(chunk);
+        this.#pending = [];
+        this.#pendingBytes = 0;
+        if (this.#abortReason) controller.error(this.#abortReason.reason);
+        else if (this.#ended) controller.close();
       },
       pull: () => this.#changed.wake(),
       cancel: (reason) => {
@@ -242,28 +266,66 @@ export class BodySink implements ByteSink {
           `the body's reader went away${reason === undefined ? "" : `: ${reason}`}`,
         );
         this.#changed.wake();
-        onCancel?.(reason);
+        this.#onCancel?.(reason);
       },
-    }, new ByteLengthQueuingStrategy({ highWaterMark: limit }));
+    }, new ByteLengthQueuingStrategy({ highWaterMark: this.#limit }));
+    return this.#stream;
+  }
+
+  /**
+   * The whole body, if it ended normally before its stream was asked for (and then
+   * never again); else null, and the body is to be sent as {@linkcode stream}.
+   */
+  takeWhole(): Uint8Array | null {
+    if (!this.#ended || this.#abortReason || this.#stream !== null || this.#taken) return null;
+    this.#taken = true;
+    const chunks = this.#pending;
+    this.#pending = [];
+    if (chunks.length === 1) return chunks[0];
+    const whole = new Uint8Array(this.#pendingBytes);
+    let offset = 0;
+    for (const chunk of chunks) {
+      whole.set(chunk, offset);
+      offset += chunk.length;
+    }
+    return whole;
+  }
+
+  /** Resolves once the body has ended, normally or not. */
+  whenEnded(): Promise<void> {
+    if (this.#ended) return Promise.resolve();
+    this.#whenEnded ??= Promise.withResolvers<void>();
+    return this.#whenEnded.promise;
+  }
+
+  #room(): number {
+    return this.#controller !== null
+      ? Math.max(0, this.#controller.desiredSize ?? 0)
+      : Math.max(0, this.#limit - this.#pendingBytes);
   }
 
   capacity(): number {
     if (this.#cancelled) throw this.#cancelled;
     if (this.#ended) throw CLOSED;
-    return Math.max(0, this.#controller.desiredSize ?? 0);
+    return this.#room();
   }
 
   write(bytes: Uint8Array): void {
     if (this.#cancelled) throw this.#cancelled;
     if (this.#ended) throw CLOSED;
     this.#bytes += bytes.length;
-    this.#controller.enqueue(bytes);
+    if (this.#controller !== null) {
+      this.#controller.enqueue(bytes);
+    } else {
+      this.#pending.push(bytes);
+      this.#pendingBytes += bytes.length;
+    }
   }
 
   flush(): void {}
 
   writable(): boolean {
-    return this.#cancelled !== null || this.#ended || (this.#controller.desiredSize ?? 0) > 0;
+    return this.#cancelled !== null || this.#ended || this.#room() > 0;
   }
 
   whenWritable(): Promise<void> {
@@ -283,20 +345,27 @@ export class BodySink implements ByteSink {
     return this.#cancelled !== null;
   }
 
+  #finish(): void {
+    this.#ended = true;
+    this.#whenEnded?.resolve();
+    this.#changed.wake();
+  }
+
   /** Ends the body normally. */
   end(): void {
     if (this.#ended) return;
-    this.#ended = true;
-    if (!this.#cancelled) this.#controller.close();
-    this.#changed.wake();
+    if (this.#controller !== null && !this.#cancelled) this.#controller.close();
+    this.#finish();
   }
 
   /** Ends the body with an error: the reader sees it fail (the response is cut). */
   abort(reason: unknown): void {
     if (this.#ended) return;
-    this.#ended = true;
-    if (!this.#cancelled) this.#controller.error(reason);
-    this.#changed.wake();
+    this.#abortReason = { reason };
+    this.#pending = [];
+    this.#pendingBytes = 0;
+    if (this.#controller !== null && !this.#cancelled) this.#controller.error(reason);
+    this.#finish();
   }
 }
 
@@ -352,11 +421,21 @@ export class FileWriter {
     this.#path = path;
   }
 
-  /** Writes some of `bytes`; resolves with how many. */
-  write: Writer = async (bytes) => {
+  /**
+   * Opens the file now rather than at the first write. A container's FIFO readers
+   * (containerd, CRI's log copier) wait for a writer to appear and see EOF only once
+   * it has come and gone, so a guest that never writes must still open its FIFOs.
+   */
+  open(): void {
     // Read-write, so that opening a FIFO never waits for a reader.
     this.#file ??= Deno.open(this.#path, { read: true, write: true, append: true });
-    const file = await this.#file;
+    this.#file.catch(() => {}); // reported by the first write
+  }
+
+  /** Writes some of `bytes`; resolves with how many. */
+  write: Writer = async (bytes) => {
+    this.open();
+    const file = await this.#file!;
     return await file.write(bytes);
   };
 

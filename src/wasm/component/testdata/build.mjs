@@ -3,6 +3,7 @@
 //   command.wat, http_hello.wat  core modules written to the canonical ABI of a world in
 //                                wit/wat/world.wit; assembled, the world embedded, made
 //                                components with jco's wasm-tools.
+//   abi.wat                      likewise, for the `abi` world of wit/abi/world.wit.
 //   http_app.js                  a JS wasi:http proxy; componentize-js (StarlingMonkey).
 //
 // The WASI WIT comes from the snapshot bundled with jco (lib/wit/builtin/0.2.12): the
@@ -56,6 +57,14 @@ for (const [source, world] of [["command.wat", "command"], ["http_hello.wat", "h
   const core = await parse(await readFile(join(here, source), "utf8"));
   const embedded = await componentEmbed({ binary: core, witSource: watWit, world });
   await write(source.replace(/\.wat$/, ".wasm"), await componentNew(embedded, []));
+}
+
+// The glue test component: its own world (wit/abi), no WASI.
+{
+  const core = await parse(await readFile(join(here, "abi.wat"), "utf8"));
+  const witSource = await readFile(join(here, "wit/abi/world.wit"), "utf8");
+  const embedded = await componentEmbed({ binary: core, witSource, world: "abi" });
+  await write("abi.wasm", await componentNew(embedded, []));
 }
 
 // The JS proxy: componentize-js reads WIT from a directory with deps/.

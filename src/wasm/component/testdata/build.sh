@@ -2,6 +2,7 @@
 # Rebuilds the component test fixtures in this directory from their sources:
 #   command.wasm     <- command.wat     (WASI 0.2.12 command; exit code = last argument)
 #   http_hello.wasm  <- http_hello.wat  (WASI 0.2.12 wasi:http proxy, tiny)
+#   abi.wasm         <- abi.wat         (glue test: every WIT value kind, both ways)
 #   http_app.wasm    <- http_app.js     (wasi:http proxy in JS, componentize-js 0.23.0)
 # Needs Node and npm (the npm registry): the tools are installed into a scratch
 # directory (or $COMPONENT_TOOLS_DIR, kept for reuse), never into the repository.

@@ -1,0 +1,911 @@
+/**
+ * The canonical ABI (component model `CanonicalABI.md`, 32-bit memories) between core
+ * wasm values and the JS values jco's glue uses, so the host in `../host/` works with
+ * either glue unchanged:
+ *
+ * - integers are numbers (`u64`/`s64`: bigints), `char` a one-character string;
+ * - `list<u8>` and other lists of numbers are typed arrays, other lists arrays;
+ * - records are objects with camelCase keys, tuples arrays, flags objects of booleans;
+ * - variants are `{ tag, val }` (no `val` key for a case without payload), enums their
+ *   case name; results `{ tag: "ok" | "err", val }`;
+ * - `option<T>` is `T` or `undefined`, except an option of an option, which is
+ *   `{ tag: "some", val } | { tag: "none" }`;
+ * - a resource is the host's object; the guest holds handles to it in per-instance,
+ *   per-resource-type tables.
+ *
+ * Types are resolved once per plan ({@linkcode resolveTypes}), with their sizes,
+ * alignments and flat core types; lifting and lowering then walk them.
+ *
+ * @module
+ */
+
+import type { CoreRef, PlanType } from "./plan.ts";
+
+/** A core value type. */
+export type Flat = "i32" | "i64" | "f32" | "f64";
+
+type NumericArray =
+  | Uint8Array
+  | Int8Array
+  | Uint16Array
+  | Int16Array
+  | Uint32Array
+  | Int32Array
+  | BigUint64Array
+  | BigInt64Array
+  | Float32Array
+  | Float64Array;
+type NumericArrayClass = { new (buffer: ArrayBuffer): NumericArray; BYTES_PER_ELEMENT: number };
+
+/** A resolved value type. */
+export interface RType {
+  k: PlanType["k"];
+  size: number;
+  align: number;
+  flat: Flat[];
+  /** record, tuple: fields with their byte offsets and JS keys. */
+  fields?: { key: string | number; t: RType; offset: number }[];
+  /** variant, enum, option, result: cases (enum, option and result despecialised). */
+  cases?: { name: string; t: RType | null }[];
+  /** variant-likes: bytes of the discriminant and where the payload starts. */
+  discSize?: number;
+  payloadOffset?: number;
+  /** option: its payload is itself an option (then tagged, as jco). */
+  nestedOption?: boolean;
+  /** list: element type, fixed length; typed array class for numeric elements. */
+  elem?: RType;
+  len?: number;
+  typed?: NumericArrayClass;
+  /** flags: JS keys. */
+  keys?: string[];
+  /** enum: case index by name. */
+  enumIndex?: Map<string, number>;
+  /** own, borrow: resource index. */
+  res?: number;
+}
+
+/** Turns WIT `kebab-case` into jco's `lowerCamelCase` (records, flags, functions). */
+export function camelCase(name: string): string {
+  const words = name.split("-");
+  return words[0].toLowerCase() +
+    words.slice(1).map((w) => w.charAt(0).toUpperCase() + w.slice(1).toLowerCase()).join("");
+}
+
+/** Turns WIT `kebab-case` into jco's `UpperCamelCase` (resources). */
+export function pascalCase(name: string): string {
+  const c = camelCase(name);
+  return c.charAt(0).toUpperCase() + c.slice(1);
+}
+
+function alignTo(n: number, align: number): number {
+  return Math.ceil(n / align) * align;
+}
+
+function join(a: Flat, b: Flat): Flat {
+  if (a === b) return a;
+  if ((a === "i32" && b === "f32") || (a === "f32" && b === "i32")) return "i32";
+  return "i64";
+}
+
+const PRIM_LAYOUT: Record<string, [number, Flat[]]> = {
+  bool: [1, ["i32"]],
+  s8: [1, ["i32"]],
+  u8: [1, ["i32"]],
+  s16: [2, ["i32"]],
+  u16: [2, ["i32"]],
+  s32: [4, ["i32"]],
+  u32: [4, ["i32"]],
+  s64: [8, ["i64"]],
+  u64: [8, ["i64"]],
+  f32: [4, ["f32"]],
+  f64: [8, ["f64"]],
+  char: [4, ["i32"]],
+};
+
+const TYPED: Record<string, NumericArrayClass> = {
+  u8: Uint8Array,
+  s8: Int8Array,
+  u16: Uint16Array,
+  s16: Int16Array,
+  u32: Uint32Array,
+  s32: Int32Array,
+  u64: BigUint64Array,
+  s64: BigInt64Array,
+  f32: Float32Array,
+  f64: Float64Array,
+};
+
+function variantLayout(t: RType, cases: { name: string; t: RType | null }[]): void {
+  const n = cases.length;
+  const discSize = n <= 256 ? 1 : n <= 65536 ? 2 : 4;
+  let caseAlign = 1;
+  let caseSize = 0;
+  const payload: Flat[] = [];
+  for (const c of cases) {
+    if (c.t === null) continue;
+    caseAlign = Math.max(caseAlign, c.t.align);
+    caseSize = Math.max(caseSize, c.t.size);
+    c.t.flat.forEach((f, i) => payload[i] = i < payload.length ? join(payload[i], f) : f);
+  }
+  t.cases = cases;
+  t.discSize = discSize;
+  t.align = Math.max(discSize, caseAlign);
+  t.payloadOffset = alignTo(discSize, caseAlign);
+  t.size = alignTo(t.payloadOffset + caseSize, t.align);
+  t.flat = ["i32", ...payload];
+}
+
+/** Resolves a plan's type table (indices become references, layouts computed). */
+export function resolveTypes(types: PlanType[]): RType[] {
+  const out: (RType | undefined)[] = new Array(types.length);
+  const resolve = (i: number): RType => {
+    const known = out[i];
+    if (known !== undefined) return known;
+    const p = types[i];
+    if (p === undefined) throw new Error(`lean glue: no type ${i}`);
+    const t: RType = { k: p.k, size: 0, align: 1, flat: [] };
+    switch (p.k) {
+      case "string":
+        t.size = 8;
+        t.align = 4;
+        t.flat = ["i32", "i32"];
+        break;
+      case "record":
+      case "tuple": {
+        const members: [string | number, RType][] = p.k === "record"
+          ? p.fields.map(([name, ti]) => [camelCase(name), resolve(ti)])
+          : p.types.map((ti, i) => [i, resolve(ti)]);
+        let offset = 0;
+        t.fields = members.map(([key, ft]) => {
+          offset = alignTo(offset, ft.align);
+          const field = { key, t: ft, offset };
+          offset += ft.size;
+          t.align = Math.max(t.align, ft.align);
+          t.flat.push(...ft.flat);
+          return field;
+        });
+        t.size = alignTo(offset, t.align);
+        break;
+      }
+      case "variant":
+        variantLayout(
+          t,
+          p.cases.map(([name, ti]) => ({ name, t: ti === null ? null : resolve(ti) })),
+        );
+        break;
+      case "enum":
+        variantLayout(t, p.names.map((name) => ({ name, t: null })));
+        t.enumIndex = new Map(p.names.map((name, i) => [name, i]));
+        break;
+      case "option": {
+        const some = resolve(p.type);
+        variantLayout(t, [{ name: "none", t: null }, { name: "some", t: some }]);
+        t.nestedOption = some.k === "option";
+        break;
+      }
+      case "result":
+        variantLayout(t, [
+          { name: "ok", t: p.ok === null ? null : resolve(p.ok) },
+          { name: "err", t: p.err === null ? null : resolve(p.err) },
+        ]);
+        break;
+      case "list": {
+        const elem = resolve(p.elem);
+        t.elem = elem;
+        if (p.len !== undefined) {
+          t.len = p.len;
+          t.align = elem.align;
+          t.size = elem.size * p.len;
+          for (let i = 0; i < p.len; i++) t.flat.push(...elem.flat);
+        } else {
+          t.size = 8;
+          t.align = 4;
+          t.flat = ["i32", "i32"];
+          t.typed = TYPED[elem.k];
+        }
+        break;
+      }
+      case "flags": {
+        const n = p.names.length;
+        if (n === 0 || n > 32) throw new Error(`lean glue: flags of ${n} names`);
+        t.size = t.align = n <= 8 ? 1 : n <= 16 ? 2 : 4;
+        t.flat = ["i32"];
+        t.keys = p.names.map(camelCase);
+        break;
+      }
+      case "own":
+      case "borrow":
+        t.size = t.align = 4;
+        t.flat = ["i32"];
+        t.res = p.res;
+        break;
+      default: {
+        const layout = PRIM_LAYOUT[p.k];
+        if (layout === undefined) throw new Error(`lean glue: unknown type ${p.k}`);
+        t.size = t.align = layout[0];
+        t.flat = layout[1];
+      }
+    }
+    out[i] = t;
+    return t;
+  };
+  for (let i = 0; i < types.length; i++) resolve(i);
+  return out as RType[];
+}
+
+// ---- Handles --------------------------------------------------------------------------
+
+const FREE = Symbol("free");
+
+/**
+ * The handles a guest holds to one resource type's host objects. Slot 0 is never a
+ * handle; freed slots are reused.
+ */
+export class HandleTable {
+  #slots: unknown[] = [FREE];
+  #free: number[] = [];
+
+  /** Adds `obj`; returns its handle. */
+  insert(obj: unknown): number {
+    const h = this.#free.pop();
+    if (h !== undefined) {
+      this.#slots[h] = obj;
+      return h;
+    }
+    return this.#slots.push(obj) - 1;
+  }
+
+  /** The object behind `h` (a borrow). */
+  get(h: number): unknown {
+    const obj = h > 0 ? this.#slots[h] : FREE;
+    if (obj === FREE || obj === undefined) throw trap(`unknown handle index ${h}`);
+    return obj;
+  }
+
+  /** Removes `h`; returns its object (ownership leaves the guest). */
+  remove(h: number): unknown {
+    const obj = this.get(h);
+    this.#slots[h] = FREE;
+    this.#free.push(h);
+    return obj;
+  }
+}
+
+/** A trap raised by the glue itself (as wasm would: a `WebAssembly.RuntimeError`). */
+export function trap(message: string): WebAssembly.RuntimeError {
+  return new WebAssembly.RuntimeError(`wasm trap: ${message}`);
+}
+
+// ---- Call context ------------------------------------------------------------------
+
+/** An instance's handle tables, resource classes and core items, made on first use. */
+export interface Handles {
+  /** The table of resource `res`. */
+  table(res: number): HandleTable;
+  /** The host class of resource `res`, if the imports have one (for checks). */
+  classOf(res: number): (abstract new (...args: never[]) => unknown) | undefined;
+  /** The core item (memory, function) `ref` refers to. */
+  core(ref: CoreRef): unknown;
+}
+
+/** What one lift or lower works with: the instance's handles, its memory and realloc. */
+export class Cx {
+  // Made on first use: most calls of most instances never touch memory from the host.
+  #buffer: ArrayBufferLike | null = null;
+  #view: DataView | null = null;
+  #bytes: Uint8Array | null = null;
+  #memory: WebAssembly.Memory | null = null;
+  #realloc: ((...args: number[]) => number) | null = null;
+
+  /**
+   * @param handles the instance's handle tables and core items
+   * @param memoryRef the canonical option `memory` (null: none); found on first use, as
+   *   the memory's core instance may be created after the function is linked
+   * @param reallocRef the canonical option `realloc` (null: none), likewise
+   * @param encoding 0: utf8, 1: utf16, 2: latin1+utf16
+   */
+  constructor(
+    readonly handles: Handles,
+    readonly memoryRef: CoreRef | null,
+    readonly reallocRef: CoreRef | null,
+    readonly encoding: number,
+  ) {}
+
+  #refresh(): void {
+    if (this.#memory === null) {
+      if (this.memoryRef === null) throw trap("no memory to read or write values");
+      this.#memory = this.handles.core(this.memoryRef) as WebAssembly.Memory;
+    }
+    const buffer = this.#memory.buffer;
+    if (buffer !== this.#buffer) {
+      this.#buffer = buffer;
+      this.#view = new DataView(buffer);
+      this.#bytes = new Uint8Array(buffer);
+    }
+  }
+
+  /** A view of the memory (renewed after it grows). */
+  view(): DataView {
+    this.#refresh();
+    return this.#view!;
+  }
+
+  /** The memory's bytes (renewed after it grows). */
+  bytes(): Uint8Array {
+    this.#refresh();
+    return this.#bytes!;
+  }
+
+  /** Checks `[ptr, ptr+len)` is inside the memory. */
+  check(ptr: number, len: number, align: number): void {
+    if (ptr % align !== 0) throw trap(`pointer ${ptr} not aligned to ${align}`);
+    if (ptr + len > this.bytes().length) throw trap("out of bounds memory access");
+  }
+
+  /** Allocates in the guest's memory. */
+  alloc(align: number, size: number): number {
+    if (this.#realloc === null) {
+      if (this.reallocRef === null) throw trap("no realloc to allocate values");
+      this.#realloc = this.handles.core(this.reallocRef) as (...args: number[]) => number;
+    }
+    const ptr = this.#realloc(0, 0, align, size) >>> 0;
+    this.check(ptr, size, align);
+    return ptr;
+  }
+}
+
+// ---- Lifting (wasm → JS) -------------------------------------------------------------
+
+/** Flat core values being read. */
+export class FlatIn {
+  /** @param vals the core values, @param i where to start */
+  constructor(public vals: ArrayLike<unknown>, public i = 0) {}
+  /** The next value. */
+  next(): unknown {
+    return this.vals[this.i++];
+  }
+}
+
+const decoder = new TextDecoder();
+const f32Scratch = new DataView(new ArrayBuffer(8));
+
+function coerce(v: unknown, have: Flat, want: Flat): unknown {
+  if (have === want) return v;
+  if (have === "i32" && want === "f32") {
+    f32Scratch.setInt32(0, v as number, true);
+    return f32Scratch.getFloat32(0, true);
+  }
+  if (have === "i64" && want === "i32") return Number(BigInt.asIntN(32, v as bigint));
+  if (have === "i64" && want === "f32") {
+    f32Scratch.setInt32(0, Number(BigInt.asIntN(32, v as bigint)), true);
+    return f32Scratch.getFloat32(0, true);
+  }
+  if (have === "i64" && want === "f64") {
+    f32Scratch.setBigInt64(0, v as bigint, true);
+    return f32Scratch.getFloat64(0, true);
+  }
+  throw trap(`invalid variant payload coercion ${have} → ${want}`);
+}
+
+function liftChar(i: number): string {
+  if (i >= 0x110000 || (i >= 0xd800 && i <= 0xdfff)) throw trap(`invalid char ${i}`);
+  return String.fromCodePoint(i);
+}
+
+function loadString(cx: Cx, ptr: number, len: number): string {
+  if (cx.encoding === 0) {
+    cx.check(ptr, len, 1);
+    return decoder.decode(cx.bytes().subarray(ptr, ptr + len));
+  }
+  let utf16 = cx.encoding === 1;
+  if (cx.encoding === 2 && len & 0x8000_0000) {
+    utf16 = true;
+    len &= 0x7fff_ffff;
+  }
+  if (!utf16) {
+    cx.check(ptr, len, 1);
+    return latin1(cx.bytes().subarray(ptr, ptr + len));
+  }
+  cx.check(ptr, len * 2, 2);
+  const units = new Uint16Array(cx.bytes().buffer.slice(ptr, ptr + len * 2));
+  let out = "";
+  for (let i = 0; i < units.length; i += 4096) {
+    out += String.fromCharCode(...units.subarray(i, i + 4096));
+  }
+  return out;
+}
+
+function latin1(bytes: Uint8Array): string {
+  let out = "";
+  for (let i = 0; i < bytes.length; i += 4096) {
+    out += String.fromCharCode(...bytes.subarray(i, i + 4096));
+  }
+  return out;
+}
+
+function liftCase(t: RType, index: number, payload: () => unknown): unknown {
+  const c = t.cases![index];
+  if (c === undefined) throw trap(`invalid ${t.k} discriminant ${index}`);
+  switch (t.k) {
+    case "enum":
+      return c.name;
+    case "option":
+      if (index === 0) return t.nestedOption ? { tag: "none" } : undefined;
+      return t.nestedOption ? { tag: "some", val: payload() } : payload();
+    case "result":
+      return { tag: c.name, val: c.t === null ? undefined : payload() };
+    default:
+      return c.t === null ? { tag: c.name } : { tag: c.name, val: payload() };
+  }
+}
+
+/** Lifts one value of type `t` from flat core values. */
+export function liftFlat(cx: Cx, t: RType, vi: FlatIn): unknown {
+  switch (t.k) {
+    case "bool":
+      return (vi.next() as number) !== 0;
+    case "u8":
+      return (vi.next() as number) & 0xff;
+    case "s8":
+      return ((vi.next() as number) << 24) >> 24;
+    case "u16":
+      return (vi.next() as number) & 0xffff;
+    case "s16":
+      return ((vi.next() as number) << 16) >> 16;
+    case "u32":
+      return (vi.next() as number) >>> 0;
+    case "s32":
+      return (vi.next() as number) | 0;
+    case "u64":
+      return BigInt.asUintN(64, vi.next() as bigint);
+    case "s64":
+      return BigInt.asIntN(64, vi.next() as bigint);
+    case "f32":
+    case "f64":
+      return vi.next();
+    case "char":
+      return liftChar((vi.next() as number) >>> 0);
+    case "string": {
+      const ptr = (vi.next() as number) >>> 0;
+      return loadString(cx, ptr, (vi.next() as number) >>> 0);
+    }
+    case "list": {
+      if (t.len !== undefined) {
+        const out: unknown[] = [];
+        for (let i = 0; i < t.len; i++) out.push(liftFlat(cx, t.elem!, vi));
+        return out;
+      }
+      const ptr = (vi.next() as number) >>> 0;
+      return loadList(cx, t, ptr, (vi.next() as number) >>> 0);
+    }
+    case "record":
+    case "tuple": {
+      const out = (t.k === "tuple" ? [] : {}) as Record<string | number, unknown>;
+      for (const f of t.fields!) out[f.key] = liftFlat(cx, f.t, vi);
+      return out;
+    }
+    case "variant":
+    case "enum":
+    case "option":
+    case "result": {
+      const index = (vi.next() as number) >>> 0;
+      const payloadFlat = t.flat.length - 1;
+      const start = vi.i;
+      const value = liftCase(t, index, () => {
+        const c = t.cases![index].t!;
+        const vals = c.flat.map((want, j) => coerce(vi.vals[start + j], t.flat[j + 1], want));
+        return liftFlat(cx, c, new FlatIn(vals));
+      });
+      vi.i = start + payloadFlat;
+      return value;
+    }
+    case "flags": {
+      const bits = vi.next() as number;
+      const out: Record<string, boolean> = {};
+      t.keys!.forEach((key, i) => out[key] = (bits & (1 << i)) !== 0);
+      return out;
+    }
+    case "own":
+      return cx.handles.table(t.res!).remove(vi.next() as number);
+    case "borrow":
+      return cx.handles.table(t.res!).get(vi.next() as number);
+  }
+  throw new Error(`lean glue: cannot lift ${t.k}`);
+}
+
+function loadList(cx: Cx, t: RType, ptr: number, len: number): unknown {
+  const elem = t.elem!;
+  cx.check(ptr, len * elem.size, elem.align);
+  if (t.typed !== undefined) {
+    return new t.typed(cx.bytes().buffer.slice(ptr, ptr + len * elem.size) as ArrayBuffer);
+  }
+  const out: unknown[] = [];
+  for (let i = 0; i < len; i++) out.push(load(cx, elem, ptr + i * elem.size));
+  return out;
+}
+
+/** Loads one value of type `t` from the guest's memory at `ptr`. */
+export function load(cx: Cx, t: RType, ptr: number): unknown {
+  const dv = cx.view();
+  switch (t.k) {
+    case "bool":
+      return dv.getUint8(ptr) !== 0;
+    case "u8":
+      return dv.getUint8(ptr);
+    case "s8":
+      return dv.getInt8(ptr);
+    case "u16":
+      return dv.getUint16(ptr, true);
+    case "s16":
+      return dv.getInt16(ptr, true);
+    case "u32":
+      return dv.getUint32(ptr, true);
+    case "s32":
+      return dv.getInt32(ptr, true);
+    case "u64":
+      return dv.getBigUint64(ptr, true);
+    case "s64":
+      return dv.getBigInt64(ptr, true);
+    case "f32":
+      return dv.getFloat32(ptr, true);
+    case "f64":
+      return dv.getFloat64(ptr, true);
+    case "char":
+      return liftChar(dv.getUint32(ptr, true));
+    case "string":
+      return loadString(cx, dv.getUint32(ptr, true), dv.getUint32(ptr + 4, true));
+    case "list": {
+      if (t.len !== undefined) {
+        const out: unknown[] = [];
+        for (let i = 0; i < t.len; i++) out.push(load(cx, t.elem!, ptr + i * t.elem!.size));
+        return out;
+      }
+      return loadList(cx, t, dv.getUint32(ptr, true), dv.getUint32(ptr + 4, true));
+    }
+    case "record":
+    case "tuple": {
+      const out = (t.k === "tuple" ? [] : {}) as Record<string | number, unknown>;
+      for (const f of t.fields!) out[f.key] = load(cx, f.t, ptr + f.offset);
+      return out;
+    }
+    case "variant":
+    case "enum":
+    case "option":
+    case "result": {
+      const index = t.discSize === 1
+        ? dv.getUint8(ptr)
+        : t.discSize === 2
+        ? dv.getUint16(ptr, true)
+        : dv.getUint32(ptr, true);
+      return liftCase(t, index, () => load(cx, t.cases![index].t!, ptr + t.payloadOffset!));
+    }
+    case "flags": {
+      const bits = t.size === 1
+        ? dv.getUint8(ptr)
+        : t.size === 2
+        ? dv.getUint16(ptr, true)
+        : dv.getUint32(ptr, true);
+      const out: Record<string, boolean> = {};
+      t.keys!.forEach((key, i) => out[key] = (bits & (1 << i)) !== 0);
+      return out;
+    }
+    case "own":
+      return cx.handles.table(t.res!).remove(dv.getUint32(ptr, true));
+    case "borrow":
+      return cx.handles.table(t.res!).get(dv.getUint32(ptr, true));
+  }
+  throw new Error(`lean glue: cannot load ${t.k}`);
+}
+
+// ---- Lowering (JS → wasm) --------------------------------------------------------------
+
+const encoder = new TextEncoder();
+
+function utf8Length(s: string): number {
+  let len = 0;
+  for (let i = 0; i < s.length; i++) {
+    const c = s.charCodeAt(i);
+    if (c < 0x80) len += 1;
+    else if (c < 0x800) len += 2;
+    else if (c >= 0xd800 && c <= 0xdbff && i + 1 < s.length) {
+      const d = s.charCodeAt(i + 1);
+      if (d >= 0xdc00 && d <= 0xdfff) {
+        len += 4;
+        i++;
+      } else {
+        len += 3;
+      }
+    } else {
+      len += 3;
+    }
+  }
+  return len;
+}
+
+/** Stores a string in newly allocated guest memory; returns [ptr, tagged length]. */
+function storeString(cx: Cx, v: unknown): [number, number] {
+  if (typeof v !== "string") throw new TypeError(`expected a string, got ${typeof v}`);
+  if (cx.encoding === 0) {
+    const len = utf8Length(v);
+    const ptr = cx.alloc(1, len);
+    if (len > 0) encoder.encodeInto(v, cx.bytes().subarray(ptr, ptr + len));
+    return [ptr, len];
+  }
+  let latin = cx.encoding === 2;
+  if (latin) {
+    for (let i = 0; i < v.length; i++) {
+      if (v.charCodeAt(i) > 0xff) {
+        latin = false;
+        break;
+      }
+    }
+  }
+  if (latin) {
+    const ptr = cx.alloc(2, v.length);
+    const bytes = cx.bytes();
+    for (let i = 0; i < v.length; i++) bytes[ptr + i] = v.charCodeAt(i);
+    return [ptr, v.length];
+  }
+  const ptr = cx.alloc(2, v.length * 2);
+  const dv = cx.view();
+  for (let i = 0; i < v.length; i++) dv.setUint16(ptr + i * 2, v.charCodeAt(i), true);
+  return [ptr, cx.encoding === 2 ? (v.length | 0x8000_0000) >>> 0 : v.length];
+}
+
+function storeList(cx: Cx, t: RType, v: unknown): [number, number] {
+  const elem = t.elem!;
+  if (t.typed !== undefined && ArrayBuffer.isView(v)) {
+    const view = v as NumericArray;
+    const len = view.length;
+    const ptr = cx.alloc(elem.align, len * elem.size);
+    if (view instanceof t.typed) {
+      cx.bytes().set(new Uint8Array(view.buffer, view.byteOffset, view.byteLength), ptr);
+    } else {
+      for (let i = 0; i < len; i++) store(cx, elem, view[i], ptr + i * elem.size);
+    }
+    return [ptr, len];
+  }
+  if (!Array.isArray(v)) throw new TypeError("expected an array");
+  const ptr = cx.alloc(elem.align, v.length * elem.size);
+  for (let i = 0; i < v.length; i++) store(cx, elem, v[i], ptr + i * elem.size);
+  return [ptr, v.length];
+}
+
+/** The case index and payload of a variant-like JS value. */
+function matchCase(t: RType, v: unknown): [number, unknown] {
+  switch (t.k) {
+    case "enum": {
+      const i = t.enumIndex!.get(v as string);
+      if (i === undefined) throw new TypeError(`invalid enum value ${String(v)}`);
+      return [i, undefined];
+    }
+    case "option":
+      if (v === undefined || v === null) return [0, undefined];
+      if (t.nestedOption) {
+        const o = v as { tag?: string; val?: unknown };
+        if (o.tag === "none") return [0, undefined];
+        if (o.tag === "some") return [1, o.val];
+      }
+      return [1, v];
+    case "result": {
+      const r = v as { tag?: string; val?: unknown } | null | undefined;
+      if (r?.tag === "ok") return [0, r.val];
+      if (r?.tag === "err") return [1, r.val];
+      return [0, v];
+    }
+    default: {
+      const o = v as { tag?: string; val?: unknown } | null | undefined;
+      const i = t.cases!.findIndex((c) => c.name === o?.tag);
+      if (i < 0) throw new TypeError(`invalid variant tag ${String(o?.tag)}`);
+      return [i, o!.val];
+    }
+  }
+}
+
+function i32Of(v: unknown): number {
+  return Number(v) | 0;
+}
+
+function bigOf(v: unknown): bigint {
+  return typeof v === "bigint" ? v : BigInt(v as number);
+}
+
+function lowerOwn(cx: Cx, t: RType, v: unknown): number {
+  const cls = cx.handles.classOf(t.res!);
+  if (v === undefined || v === null || (cls !== undefined && !(v instanceof cls))) {
+    throw new TypeError(`Resource error: not a valid ${cls?.name ?? "resource"} resource`);
+  }
+  return cx.handles.table(t.res!).insert(v);
+}
+
+function charOf(v: unknown): number {
+  const s = String(v);
+  const c = s.codePointAt(0);
+  if (c === undefined || s.length !== (c > 0xffff ? 2 : 1)) {
+    throw new TypeError(`expected a single character, got ${JSON.stringify(s)}`);
+  }
+  return c;
+}
+
+/** Lowers one value of type `t` into flat core values (appended to `out`). */
+export function lowerFlat(cx: Cx, t: RType, v: unknown, out: unknown[]): void {
+  switch (t.k) {
+    case "bool":
+      out.push(v ? 1 : 0);
+      return;
+    case "u8":
+    case "s8":
+    case "u16":
+    case "s16":
+    case "u32":
+    case "s32":
+      out.push(i32Of(v));
+      return;
+    case "u64":
+    case "s64":
+      out.push(BigInt.asIntN(64, bigOf(v)));
+      return;
+    case "f32":
+    case "f64":
+      out.push(Number(v));
+      return;
+    case "char":
+      out.push(charOf(v));
+      return;
+    case "string":
+      out.push(...storeString(cx, v));
+      return;
+    case "list":
+      if (t.len !== undefined) {
+        const a = v as ArrayLike<unknown>;
+        for (let i = 0; i < t.len; i++) lowerFlat(cx, t.elem!, a[i], out);
+      } else {
+        out.push(...storeList(cx, t, v));
+      }
+      return;
+    case "record":
+    case "tuple": {
+      const o = v as Record<string | number, unknown>;
+      for (const f of t.fields!) lowerFlat(cx, f.t, o[f.key], out);
+      return;
+    }
+    case "variant":
+    case "enum":
+    case "option":
+    case "result": {
+      const [index, payload] = matchCase(t, v);
+      out.push(index);
+      const c = t.cases![index].t;
+      let n = 0;
+      if (c !== null) {
+        const vals: unknown[] = [];
+        lowerFlat(cx, c, payload, vals);
+        for (; n < vals.length; n++) out.push(widen(vals[n], c.flat[n], t.flat[n + 1]));
+      }
+      for (n++; n < t.flat.length; n++) out.push(t.flat[n] === "i64" ? 0n : 0);
+      return;
+    }
+    case "flags": {
+      const o = v as Record<string, unknown>;
+      let bits = 0;
+      t.keys!.forEach((key, i) => {
+        if (o?.[key]) bits |= 1 << i;
+      });
+      out.push(bits);
+      return;
+    }
+    case "own":
+      out.push(lowerOwn(cx, t, v));
+      return;
+    case "borrow":
+      throw new Error("lean glue: borrowed handles cannot be given to the guest");
+  }
+  throw new Error(`lean glue: cannot lower ${t.k}`);
+}
+
+function widen(v: unknown, have: Flat, want: Flat): unknown {
+  if (have === want) return v;
+  if (have === "f32" && want === "i32") {
+    f32Scratch.setFloat32(0, v as number, true);
+    return f32Scratch.getInt32(0, true);
+  }
+  if (have === "i32" && want === "i64") return BigInt((v as number) >>> 0);
+  if (have === "f32" && want === "i64") {
+    f32Scratch.setFloat32(0, v as number, true);
+    return BigInt(f32Scratch.getUint32(0, true));
+  }
+  if (have === "f64" && want === "i64") {
+    f32Scratch.setFloat64(0, v as number, true);
+    return f32Scratch.getBigInt64(0, true);
+  }
+  throw new Error(`lean glue: cannot widen ${have} to ${want}`);
+}
+
+/** Stores one value of type `t` at `ptr` in the guest's memory. */
+export function store(cx: Cx, t: RType, v: unknown, ptr: number): void {
+  switch (t.k) {
+    case "bool":
+      cx.view().setUint8(ptr, v ? 1 : 0);
+      return;
+    case "u8":
+    case "s8":
+      cx.view().setUint8(ptr, i32Of(v) & 0xff);
+      return;
+    case "u16":
+    case "s16":
+      cx.view().setUint16(ptr, i32Of(v) & 0xffff, true);
+      return;
+    case "u32":
+    case "s32":
+      cx.view().setInt32(ptr, i32Of(v), true);
+      return;
+    case "u64":
+    case "s64":
+      cx.view().setBigInt64(ptr, BigInt.asIntN(64, bigOf(v)), true);
+      return;
+    case "f32":
+      cx.view().setFloat32(ptr, Number(v), true);
+      return;
+    case "f64":
+      cx.view().setFloat64(ptr, Number(v), true);
+      return;
+    case "char":
+      cx.view().setUint32(ptr, charOf(v), true);
+      return;
+    case "string": {
+      // Allocate first: realloc may grow the memory (and renew the view).
+      const [p, len] = storeString(cx, v);
+      cx.view().setUint32(ptr, p, true);
+      cx.view().setUint32(ptr + 4, len, true);
+      return;
+    }
+    case "list": {
+      if (t.len !== undefined) {
+        const a = v as ArrayLike<unknown>;
+        for (let i = 0; i < t.len; i++) store(cx, t.elem!, a[i], ptr + i * t.elem!.size);
+        return;
+      }
+      const [p, len] = storeList(cx, t, v);
+      cx.view().setUint32(ptr, p, true);
+      cx.view().setUint32(ptr + 4, len, true);
+      return;
+    }
+    case "record":
+    case "tuple": {
+      const o = v as Record<string | number, unknown>;
+      for (const f of t.fields!) store(cx, f.t, o[f.key], ptr + f.offset);
+      return;
+    }
+    case "variant":
+    case "enum":
+    case "option":
+    case "result": {
+      const [index, payload] = matchCase(t, v);
+      const dv = cx.view();
+      if (t.discSize === 1) dv.setUint8(ptr, index);
+      else if (t.discSize === 2) dv.setUint16(ptr, index, true);
+      else dv.setUint32(ptr, index, true);
+      const c = t.cases![index].t;
+      if (c !== null) store(cx, c, payload, ptr + t.payloadOffset!);
+      return;
+    }
+    case "flags": {
+      const o = v as Record<string, unknown>;
+      let bits = 0;
+      t.keys!.forEach((key, i) => {
+        if (o?.[key]) bits |= 1 << i;
+      });
+      const dv = cx.view();
+      if (t.size === 1) dv.setUint8(ptr, bits);
+      else if (t.size === 2) dv.setUint16(ptr, bits, true);
+      else dv.setUint32(ptr, bits, true);
+      return;
+    }
+    case "own":
+      cx.view().setUint32(ptr, lowerOwn(cx, t, v), true);
+      return;
+    case "borrow":
+      throw new Error("lean glue: borrowed handles cannot be given to the guest");
+  }
+  throw new Error(`lean glue: cannot store ${t.k}`);
+}

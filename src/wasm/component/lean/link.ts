@@ -1,0 +1,792 @@
+/**
+ * Turns a {@linkcode LeanPlan} into an `instantiate(getCoreModule, imports)` with the
+ * same contract as jco's sync-instantiation JSPI glue (see `./mod.ts`).
+ *
+ * Everything that does not depend on an instance is done once, in {@linkcode link}:
+ * types are resolved, each host function's shape is worked out. An instance then costs
+ * its core instances and a few small objects: the functions it imports are made once
+ * per registry slot and find their instance through it; its handle tables, call
+ * contexts and host callees are made when first used. Instances share nothing a guest
+ * can observe: host functions, immutable descriptions and (between one instance's end
+ * and the next one's start) zeroed memories, see `memory.ts`.
+ *
+ * @module
+ */
+
+import {
+  camelCase,
+  Cx,
+  FlatIn,
+  type Handles,
+  HandleTable,
+  liftFlat,
+  load,
+  lowerFlat,
+  pascalCase,
+  resolveTypes,
+  type RType,
+  store,
+  trap,
+} from "./abi.ts";
+import { MemoryPool } from "./memory.ts";
+import type { CoreRef, LeanPlan, PlanFunc, PlanLift, PlanLower, PlanOpts } from "./plan.ts";
+
+/**
+ * Key of the function on an instance's exports that ends the instance: call it once
+ * its export calls have settled. It may then reuse the instance's memory, zeroed, for
+ * a later instance (see `memory.ts`); the instance's exports refuse to run afterwards.
+ */
+export const END_INSTANCE: unique symbol = Symbol("lean glue: end instance");
+
+/** The `instantiate` of a linked plan (jco's sync-instantiation signature). */
+export type LeanInstantiate = (
+  getCoreModule: (name: string) => WebAssembly.Module,
+  imports: Record<string, Record<string, unknown>>,
+) => Record<string, unknown>;
+
+/** JSPI's import wrapper (not in Deno's WebAssembly typings yet). */
+const Suspending = (WebAssembly as unknown as { Suspending: new (f: unknown) => unknown })
+  .Suspending;
+
+const MAX_FLAT_PARAMS = 16;
+const MAX_FLAT_RESULTS = 1;
+
+/** Which functions go through JSPI (`iface#name`, unversioned, as jco's options). */
+export interface LinkOptions {
+  /** Host functions that may block (they suspend only the calling instance). */
+  asyncImports: readonly string[];
+  /** Exports called with `WebAssembly.promising` (they resolve when the guest is done). */
+  asyncExports: readonly string[];
+}
+
+/** V8's core trap messages as wasmtime (and jco's glue) word them. */
+const TRAP_MESSAGES = new Map([
+  ["unreachable", "wasm trap: wasm `unreachable` instruction executed"],
+  ["memory access out of bounds", "wasm trap: out of bounds memory access"],
+  ["divide by zero", "wasm trap: integer divide by zero"],
+  ["remainder by zero", "wasm trap: integer divide by zero"],
+  ["divide result unrepresentable", "wasm trap: integer overflow"],
+  ["float unrepresentable in integer range", "wasm trap: invalid conversion to integer"],
+  ["table index is out of bounds", "wasm trap: undefined element: out of bounds table access"],
+  ["function signature mismatch", "wasm trap: indirect call type mismatch"],
+  ["call stack exhausted", "wasm trap: call stack exhausted"],
+]);
+
+/** Rewords a core trap as jco's glue does (so logs read the same with either glue). */
+export function normalizeTrap(err: unknown): unknown {
+  if (err instanceof WebAssembly.RuntimeError) {
+    const message = TRAP_MESSAGES.get(err.message);
+    if (message !== undefined) err.message = message;
+  }
+  return err;
+}
+
+function unversioned(iface: string): string {
+  const at = iface.indexOf("@");
+  return at < 0 ? iface : iface.slice(0, at);
+}
+
+/** Which host callable a WIT function name is, in jco's naming. */
+type Callee =
+  | { kind: "method"; cls: string; fn: string }
+  | { kind: "static"; cls: string; fn: string }
+  | { kind: "constructor"; cls: string }
+  | { kind: "free"; fn: string };
+
+function calleeOf(name: string): Callee {
+  const m = /^\[(method|static|constructor)\]([^.]+)(?:\.(.+))?$/.exec(name);
+  if (m === null) return { kind: "free", fn: camelCase(name) };
+  const cls = pascalCase(m[2]);
+  if (m[1] === "constructor") return { kind: "constructor", cls };
+  return { kind: m[1] as "method" | "static", cls, fn: camelCase(m[3] ?? "") };
+}
+
+/** A lowered function's shape, worked out once per plan. */
+interface LowerShape {
+  lower: PlanLower;
+  callee: Callee;
+  iface: string;
+  params: RType[];
+  /** Parameters arrive as one pointer to a tuple in memory. */
+  paramsInMemory: RType | null;
+  result: RType | null;
+  /** The result is written through a pointer passed as the last argument. */
+  resultInMemory: boolean;
+  /** The host signals a `result` error by throwing its payload (jco's convention). */
+  resultIsResult: boolean;
+  async: boolean;
+  /** Index of the lowered function in the plan. */
+  index: number;
+  /** Index of its canonical options in `Linked.opts`. */
+  optsKey: number;
+}
+
+/** A lifted export's shape. */
+interface LiftShape {
+  lift: PlanLift;
+  /** Its name on the exports (jco's camelCase). */
+  key: string;
+  params: RType[];
+  paramsInMemory: RType | null;
+  result: RType | null;
+  resultInMemory: boolean;
+  async: boolean;
+  optsKey: number;
+}
+
+function tupleOf(types: RType[]): RType {
+  let offset = 0;
+  let align = 1;
+  const fields = types.map((t, i) => {
+    offset = Math.ceil(offset / t.align) * t.align;
+    const f = { key: i, t, offset };
+    offset += t.size;
+    align = Math.max(align, t.align);
+    return f;
+  });
+  return {
+    k: "tuple",
+    size: Math.ceil(offset / align) * align,
+    align,
+    flat: types.flatMap((t) => t.flat),
+    fields,
+  };
+}
+
+function funcShape(types: RType[], f: PlanFunc) {
+  const params = f.params.map(([, t]) => types[t]);
+  const result = f.result === null ? null : types[f.result];
+  const flatParams = params.reduce((n, t) => n + t.flat.length, 0);
+  return {
+    params,
+    paramsInMemory: flatParams > MAX_FLAT_PARAMS ? tupleOf(params) : null,
+    result,
+    resultInMemory: result !== null && result.flat.length > MAX_FLAT_RESULTS,
+  };
+}
+
+function encodingOf(opts: PlanOpts): number {
+  return opts.encoding === "utf8" ? 0 : opts.encoding === "utf16" ? 1 : 2;
+}
+
+/** The error payload of a host throw, or a rethrow if it is a trap (as jco). */
+function errorPayload(e: unknown): unknown {
+  if (e instanceof WebAssembly.RuntimeError) throw e;
+  if (e !== null && typeof e === "object" && Object.hasOwn(e, "payload")) {
+    return (e as { payload: unknown }).payload;
+  }
+  if (e instanceof Error) throw e;
+  return e;
+}
+
+function asResult(ret: unknown): unknown {
+  if (
+    ret !== null && typeof ret === "object" &&
+    ((ret as { tag?: unknown }).tag === "ok" || (ret as { tag?: unknown }).tag === "err")
+  ) {
+    return ret;
+  }
+  return { tag: "ok", val: ret };
+}
+
+function isThenable(v: unknown): v is PromiseLike<unknown> {
+  return v !== null && (typeof v === "object" || typeof v === "function") &&
+    typeof (v as { then?: unknown }).then === "function";
+}
+
+function refKey(ref: CoreRef | null): string {
+  if (ref === null) return "-";
+  return ref.t === "export"
+    ? `${ref.inst}.${ref.name}`
+    : ref.t === "lower"
+    ? `l${ref.i}`
+    : `d${ref.res}`;
+}
+
+/**
+ * `obj[name]` if it is a function of `obj`'s own (not one every object inherits, such
+ * as `constructor`): a component names the host functions it imports, and must get
+ * only the ones an interface defines.
+ */
+function ownFunction(obj: unknown, name: string): ((...a: unknown[]) => unknown) | undefined {
+  if (obj === null || (typeof obj !== "object" && typeof obj !== "function")) return undefined;
+  if (!Object.hasOwn(obj, name)) return undefined;
+  const fn = (obj as Record<string, unknown>)[name];
+  return typeof fn === "function" ? fn as (...a: unknown[]) => unknown : undefined;
+}
+
+/** `cls.prototype[name]` if it is a method the class defines (or inherits from a class). */
+function methodOf(cls: unknown, name: string): boolean {
+  if (typeof cls !== "function" || name === "constructor" || name in Object.prototype) return false;
+  return typeof (cls.prototype as Record<string, unknown> | undefined)?.[name] === "function";
+}
+
+/**
+ * The host function `shape` calls, from one instance's imports (jco's naming).
+ *
+ * @throws Error if the imports lack it
+ */
+function hostCallable(
+  shape: LowerShape,
+  imports: Record<string, Record<string, unknown>>,
+): (args: unknown[]) => unknown {
+  const iface = imports[shape.iface];
+  const c = shape.callee;
+  const what = `${shape.lower.iface}#${shape.lower.name}`;
+  const missing = () => new Error(`lean glue: the host has no ${what}`);
+  if (iface === undefined) throw missing();
+  switch (c.kind) {
+    case "free": {
+      const fn = ownFunction(iface, c.fn);
+      if (fn === undefined) throw missing();
+      return (args) => fn(...args);
+    }
+    case "constructor": {
+      const cls = ownFunction(iface, c.cls) as (new (...a: unknown[]) => unknown) | undefined;
+      if (cls === undefined) throw missing();
+      return (args) => new cls(...args);
+    }
+    case "static": {
+      const cls = ownFunction(iface, c.cls);
+      const fn = ownFunction(cls, c.fn);
+      if (fn === undefined) throw missing();
+      return (args) => fn.apply(cls, args);
+    }
+    case "method": {
+      if (!methodOf(ownFunction(iface, c.cls), c.fn)) throw missing();
+      const fn = c.fn;
+      return (args) => {
+        const self = args[0] as Record<string, (...a: unknown[]) => unknown>;
+        return self[fn](...args.slice(1));
+      };
+    }
+  }
+}
+
+/**
+ * One instance's state. Only the functions V8 keeps for the instance's imports must
+ * not reach it (see {@linkcode link}): they find it in the thread's registry.
+ */
+class InstanceState implements Handles {
+  /** The instance has ended (see {@linkcode END_INSTANCE}). */
+  ended = false;
+  cores: (WebAssembly.Instance | Record<string, unknown>)[] = [];
+  /** Handle tables, classes, host callees, call contexts: made on first use. */
+  tables: (HandleTable | undefined)[] = [];
+  classes: ((abstract new (...args: never[]) => unknown) | null | undefined)[] = [];
+  callees: (((args: unknown[]) => unknown) | undefined)[] = [];
+  contexts: (Cx | undefined)[] = [];
+  memories: [MemoryPool, WebAssembly.Memory][] = [];
+
+  /** Export calls in progress (the guest may run, or resume, while this is non-zero). */
+  active = 0;
+
+  constructor(
+    readonly linked: Linked,
+    readonly imports: Record<string, Record<string, unknown>>,
+    readonly slot: number,
+  ) {}
+
+  table(res: number): HandleTable {
+    return this.tables[res] ??= new HandleTable();
+  }
+
+  classOf(res: number): (abstract new (...args: never[]) => unknown) | undefined {
+    let cls = this.classes[res];
+    if (cls === undefined) {
+      const r = this.linked.resources[res];
+      const found = this.imports[r.iface]?.[r.cls];
+      cls = this.classes[res] = typeof found === "function"
+        ? found as abstract new (...args: never[]) => unknown
+        : null;
+    }
+    return cls ?? undefined;
+  }
+
+  /** The call context of canonical options number `key` (see `Linked.optsKeys`). */
+  cx(key: number): Cx {
+    let cx = this.contexts[key];
+    if (cx === undefined) {
+      const opts = this.linked.opts[key];
+      const { memory, realloc } = opts;
+      cx = this.contexts[key] = new Cx(this, memory, realloc, encodingOf(opts));
+    }
+    return cx;
+  }
+
+  /** A core item, by reference. */
+  core(ref: CoreRef): unknown {
+    switch (ref.t) {
+      case "export": {
+        const inst = this.cores[ref.inst];
+        // Only if the guest calls a host function while its memory's instance is still
+        // being created (a start function): wasm would trap there too.
+        if (inst === undefined) throw trap(`core instance ${ref.inst} used before it exists`);
+        const item = inst instanceof WebAssembly.Instance ? inst.exports[ref.name] : inst[ref.name];
+        if (item === undefined) {
+          throw new Error(`lean glue: core instance has no export ${ref.name}`);
+        }
+        return item;
+      }
+      case "lower":
+        return this.linked.importFunction(ref.i, this.slot);
+      case "drop":
+        return this.linked.dropFunction(ref.res, this.slot);
+    }
+  }
+
+  /** The host function lowered as number `i`. */
+  callee(i: number): (args: unknown[]) => unknown {
+    return this.callees[i] ??= this.linked.callee(i, this.imports);
+  }
+}
+
+/** A host call from the guest: lifts the arguments, calls, lowers the result. */
+function callHost(shape: LowerShape, state: InstanceState, flat: unknown[]): unknown {
+  const cx = state.cx(shape.optsKey);
+  const args = liftArgs(shape, cx, flat);
+  let ret: unknown;
+  if (shape.resultIsResult) {
+    try {
+      ret = asResult(state.callee(shape.index)(args));
+    } catch (e) {
+      ret = { tag: "err", val: errorPayload(e) };
+    }
+  } else {
+    ret = state.callee(shape.index)(args);
+  }
+  if (isThenable(ret)) {
+    (ret as Promise<unknown>).then?.(undefined, () => {});
+    throw trap(`${shape.lower.iface}#${shape.lower.name} blocked, but is not called through JSPI`);
+  }
+  return lowerResult(shape, cx, ret, flat);
+}
+
+/** A blocking host call (JSPI): suspends only this instance until the host settles. */
+async function callHostAsync(
+  shape: LowerShape,
+  state: InstanceState,
+  flat: unknown[],
+): Promise<unknown> {
+  const cx = state.cx(shape.optsKey);
+  const args = liftArgs(shape, cx, flat);
+  let ret: unknown;
+  if (shape.resultIsResult) {
+    try {
+      ret = asResult(await state.callee(shape.index)(args));
+    } catch (e) {
+      ret = { tag: "err", val: errorPayload(e) };
+    }
+  } else {
+    ret = await state.callee(shape.index)(args);
+  }
+  // Never write into the memory of an instance that has ended (it may be reused).
+  if (state.ended) throw trap("the instance has ended");
+  return lowerResult(shape, cx, ret, flat);
+}
+
+function liftArgs(shape: LowerShape, cx: Cx, flat: unknown[]): unknown[] {
+  if (shape.paramsInMemory !== null) {
+    return load(cx, shape.paramsInMemory, (flat[0] as number) >>> 0) as unknown[];
+  }
+  const vi = new FlatIn(flat);
+  const { params } = shape;
+  const args = new Array(params.length);
+  for (let i = 0; i < params.length; i++) args[i] = liftFlat(cx, params[i], vi);
+  return args;
+}
+
+function lowerResult(shape: LowerShape, cx: Cx, ret: unknown, flat: unknown[]): unknown {
+  const { result } = shape;
+  if (result === null) return undefined;
+  if (shape.resultInMemory) {
+    store(cx, result, ret, (flat[flat.length - 1] as number) >>> 0);
+    return undefined;
+  }
+  const out: unknown[] = [];
+  lowerFlat(cx, result, ret, out);
+  return out[0];
+}
+
+function dropHandle(state: InstanceState, res: number, handle: number): void {
+  const obj = state.table(res).remove(handle) as { [Symbol.dispose]?: () => void };
+  obj?.[Symbol.dispose]?.();
+}
+
+/** One instance's call of a lifted export: lowers arguments, enters, lifts the result. */
+class ExportCall {
+  constructor(
+    readonly state: InstanceState,
+    readonly shape: LiftShape,
+    readonly cx: Cx,
+    readonly enter: (...flat: unknown[]) => unknown,
+    readonly postReturn: ((...flat: unknown[]) => unknown) | null,
+  ) {}
+
+  lower(args: unknown[]): unknown[] {
+    const { cx, shape: { params, paramsInMemory } } = this;
+    if (paramsInMemory !== null) {
+      const ptr = cx.alloc(paramsInMemory.align, paramsInMemory.size);
+      store(cx, paramsInMemory, args, ptr);
+      return [ptr];
+    }
+    const flat: unknown[] = [];
+    for (let i = 0; i < params.length; i++) lowerFlat(cx, params[i], args[i], flat);
+    return flat;
+  }
+
+  lift(ret: unknown): unknown {
+    const { cx, shape: { result, resultInMemory } } = this;
+    if (result === null) return undefined;
+    const value = resultInMemory
+      ? load(cx, result, (ret as number) >>> 0)
+      : liftFlat(cx, result, new FlatIn([ret]));
+    this.postReturn?.(ret);
+    // As jco: an exported function returning a `result` returns `ok` and throws `err`.
+    if (result.k === "result") {
+      const r = value as { tag: string; val: unknown };
+      if (r.tag === "err") throw r.val;
+      return r.val;
+    }
+    return value;
+  }
+
+  /** A call through JSPI: the guest may block (suspending only itself). */
+  callAsync(args: unknown[]): Promise<unknown> {
+    const { state } = this;
+    if (state.ended) return Promise.reject(endedTrap());
+    state.active++;
+    let entered: Promise<unknown>;
+    try {
+      entered = this.enter(...this.lower(args)) as Promise<unknown>;
+    } catch (err) {
+      state.linked.left(state);
+      return Promise.reject(normalizeTrap(err));
+    }
+    return entered.then((ret) => {
+      state.linked.left(state);
+      return this.lift(ret);
+    }, (err) => {
+      state.linked.left(state);
+      throw normalizeTrap(err);
+    });
+  }
+
+  /** A synchronous call. */
+  call(args: unknown[]): unknown {
+    const { state } = this;
+    if (state.ended) throw endedTrap();
+    state.active++;
+    try {
+      return this.lift(this.enter(...this.lower(args)));
+    } catch (err) {
+      throw normalizeTrap(err);
+    } finally {
+      state.linked.left(state);
+    }
+  }
+}
+
+/** A core instance that exports nothing (a step a plan rewrite emptied). */
+const EMPTY_BAG: Record<string, unknown> = Object.freeze({});
+
+function endedTrap(): WebAssembly.RuntimeError {
+  return trap("the instance has ended; it cannot be called again");
+}
+
+const promising = (WebAssembly as unknown as {
+  promising(f: unknown): (...a: unknown[]) => Promise<unknown>;
+}).promising;
+
+/** A component function calling lifted core function `shape` for one instance. */
+function exported(
+  state: InstanceState,
+  shape: LiftShape,
+  cx: Cx,
+  core: (...flat: unknown[]) => unknown,
+  postReturn: ((...flat: unknown[]) => unknown) | null,
+): (...args: unknown[]) => unknown {
+  if (shape.async) {
+    const call = new ExportCall(state, shape, cx, promising(core), postReturn);
+    return (...args: unknown[]) => call.callAsync(args);
+  }
+  const call = new ExportCall(state, shape, cx, core, postReturn);
+  return (...args: unknown[]) => call.call(args);
+}
+
+/** What {@linkcode link} prepares once per plan and thread. */
+class Linked {
+  lowers: LowerShape[];
+  /** Exports: a function (`key`), or an interface's functions (under each of `keys`). */
+  exports: { key: string | null; keys: string[]; funcs: LiftShape[] }[];
+  resources: { iface: string; cls: string }[];
+  /** The distinct canonical options of lowers and lifts (their call contexts). */
+  opts: PlanOpts[] = [];
+  pools: (MemoryPool | undefined)[];
+  /** Live instances by slot: what the functions they import find them by. */
+  #live: (InstanceState | undefined)[] = [];
+  #freeSlots: number[] = [];
+  /** Each slot's import functions, made once and imported by every instance in it. */
+  #slotFunctions: unknown[][] = [];
+  /** Callees of shared interfaces, by interface object and lowered function. */
+  #sharedCallees = new WeakMap<object, ((args: unknown[]) => unknown)[]>();
+  /** Import objects (or their shared prototypes) known to have every host function. */
+  #checked = new WeakSet<object>();
+
+  constructor(readonly plan: LeanPlan, options: LinkOptions) {
+    const types = resolveTypes(plan.types);
+    const asyncImports = new Set(options.asyncImports);
+    const asyncExports = new Set(options.asyncExports);
+    const optsKeys = new Map<string, number>();
+    const optsKey = (opts: PlanOpts): number => {
+      const key = `${refKey(opts.memory)} ${refKey(opts.realloc)} ${opts.encoding}`;
+      let k = optsKeys.get(key);
+      if (k === undefined) optsKeys.set(key, k = this.opts.push(opts) - 1);
+      return k;
+    };
+    this.lowers = plan.lowers.map((lower, index) => {
+      const iface = unversioned(lower.iface);
+      const f = funcShape(types, lower.type);
+      return {
+        lower,
+        index,
+        iface,
+        callee: calleeOf(lower.name),
+        ...f,
+        resultIsResult: f.result?.k === "result",
+        async: asyncImports.has(`${iface}#${lower.name}`),
+        optsKey: optsKey(lower.opts),
+      };
+    });
+    this.exports = plan.exports.map((e) => {
+      const shapeOf = (name: string, lift: PlanLift): LiftShape => ({
+        lift,
+        key: camelCase(name),
+        ...funcShape(types, lift.type),
+        async: asyncExports.has(e.kind === "instance" ? `${unversioned(e.name)}#${name}` : name),
+        optsKey: optsKey(lift.opts),
+      });
+      if (e.kind === "func") {
+        return { key: camelCase(e.name), keys: [], funcs: [shapeOf(e.name, e.func)] };
+      }
+      // As jco: under the full name, and under the camelCase interface name.
+      const slash = e.name.lastIndexOf("/");
+      const keys = [
+        e.name,
+        ...(slash >= 0 ? [camelCase(unversioned(e.name.slice(slash + 1)))] : []),
+      ];
+      return { key: null, keys, funcs: e.funcs.map(([n, l]) => shapeOf(n, l)) };
+    });
+    this.resources = plan.resources.map((r) => ({
+      iface: unversioned(r.iface),
+      cls: pascalCase(r.name),
+    }));
+    this.pools = plan.steps.map((step) =>
+      step.op === "instantiate" && step.memory !== undefined
+        ? new MemoryPool(step.memory)
+        : undefined
+    );
+  }
+
+  /**
+   * The callee of lowered function `i` from `imports`. One from an interface the
+   * imports inherit (a host factory's shared, stateless part) is made once for every
+   * instance sharing it.
+   */
+  callee(
+    i: number,
+    imports: Record<string, Record<string, unknown>>,
+  ): (args: unknown[]) => unknown {
+    const shape = this.lowers[i];
+    if (Object.hasOwn(imports, shape.iface)) return hostCallable(shape, imports);
+    const iface = imports[shape.iface];
+    let callees = this.#sharedCallees.get(iface);
+    if (callees === undefined) this.#sharedCallees.set(iface, callees = []);
+    return callees[i] ??= hostCallable(shape, imports);
+  }
+
+  /** See {@linkcode linkStats}. */
+  stats(): LinkStats {
+    return {
+      pooledMemories: this.pools.flatMap((p) => p === undefined ? [] : [p.size]),
+      liveInstances: this.#live.filter((s) => s !== undefined).length,
+    };
+  }
+
+  /** The live instance in `slot` (a trap once it has ended). */
+  stateAt(slot: number): InstanceState {
+    const state = this.#live[slot];
+    if (state === undefined || state.ended) throw trap("the instance has ended");
+    return state;
+  }
+
+  /**
+   * The function an instance in `slot` imports for lowered function `i`. It finds the
+   * instance by its slot rather than holding it, and is made once per slot: V8 keeps
+   * an instance's imports in its long-lived heap, so functions made per instance (and
+   * anything they reach) outlive the request there, which was most of the garbage
+   * collector's work (measured, see `bench/RESULTS.md`). A slot is reused only once
+   * nothing can run in its previous instance any more (see {@linkcode Linked.left}).
+   */
+  importFunction(i: number, slot: number): unknown {
+    const fns = this.#slotFunctions[slot] ??= [];
+    let fn = fns[i];
+    if (fn === undefined) {
+      const shape = this.lowers[i];
+      fn = fns[i] = shape.async
+        ? new Suspending((...flat: unknown[]) => callHostAsync(shape, this.stateAt(slot), flat))
+        : (...flat: unknown[]) => callHost(shape, this.stateAt(slot), flat);
+    }
+    return fn;
+  }
+
+  /** The function an instance in `slot` imports to drop a handle of resource `res`. */
+  dropFunction(res: number, slot: number): unknown {
+    const fns = this.#slotFunctions[slot] ??= [];
+    const i = this.lowers.length + res;
+    return fns[i] ??= (handle: number) => dropHandle(this.stateAt(slot), res, handle);
+  }
+
+  instantiate(
+    getCoreModule: (name: string) => WebAssembly.Module,
+    imports: Record<string, Record<string, unknown>>,
+  ): Record<string, unknown> {
+    this.#check(imports);
+    const slot = this.#freeSlots.pop() ?? this.#live.length;
+    const state = new InstanceState(this, imports, slot);
+    this.#live[slot] = state;
+    try {
+      return this.#create(state, getCoreModule);
+    } catch (err) {
+      // Nothing of it can run (no export escaped), but what a failed instantiation
+      // touched is not reused: its memories are left to the garbage collector.
+      state.ended = true;
+      state.memories = [];
+      this.#release(state);
+      throw err;
+    }
+  }
+
+  /**
+   * Checks the imports have every host function the component imports, once per
+   * shape of imports (a host factory's instances share one prototype): host functions
+   * are looked up on first call, but a missing one must fail instantiation, as with
+   * jco's glue.
+   */
+  #check(imports: Record<string, Record<string, unknown>>): void {
+    const proto = Object.getPrototypeOf(imports);
+    const key = proto === Object.prototype || proto === null ? imports : proto;
+    if (this.#checked.has(key)) return;
+    for (const shape of this.lowers) hostCallable(shape, imports);
+    this.#checked.add(key);
+  }
+
+  /** Ends `state` (see {@linkcode END_INSTANCE}); released once nothing runs in it. */
+  #end(state: InstanceState): void {
+    if (state.ended) return;
+    state.ended = true;
+    // Ended early (an export call still in progress): its host calls trap from now on,
+    // and its slot and memory are released only when that call settles.
+    if (state.active === 0) this.#release(state);
+  }
+
+  /** An export call of `state` settled. */
+  left(state: InstanceState): void {
+    state.active--;
+    if (state.ended && state.active === 0) this.#release(state);
+  }
+
+  #release(state: InstanceState): void {
+    if (this.#live[state.slot] !== state) return;
+    this.#live[state.slot] = undefined;
+    this.#freeSlots.push(state.slot);
+    for (const [pool, memory] of state.memories) pool.give(memory);
+    state.memories = [];
+  }
+
+  #create(
+    state: InstanceState,
+    getCoreModule: (name: string) => WebAssembly.Module,
+  ): Record<string, unknown> {
+    const { plan } = this;
+    for (let i = 0; i < plan.steps.length; i++) {
+      const step = plan.steps[i];
+      if (step.op === "bag") {
+        if (step.items.length === 0) {
+          state.cores.push(EMPTY_BAG);
+          continue;
+        }
+        const bag: Record<string, unknown> = {};
+        for (const [name, ref] of step.items) bag[name] = state.core(ref);
+        state.cores.push(bag);
+        continue;
+      }
+      const importObject: WebAssembly.Imports = {};
+      for (const [name, inst] of step.args) {
+        const core = state.cores[inst];
+        importObject[name] =
+          (core instanceof WebAssembly.Instance ? core.exports : core) as WebAssembly.ModuleImports;
+      }
+      const pool = this.pools[i];
+      if (pool !== undefined) {
+        const memory = pool.take();
+        importObject[pool.memory.module] = { [pool.memory.name]: memory };
+        state.memories.push([pool, memory]);
+      }
+      let instance: WebAssembly.Instance;
+      try {
+        instance = new WebAssembly.Instance(getCoreModule(plan.modules[step.module]), importObject);
+      } catch (err) {
+        throw normalizeTrap(err);
+      }
+      state.cores.push(instance);
+    }
+    const out: Record<string | symbol, unknown> = {};
+    for (const e of this.exports) {
+      const funcs: Record<string, unknown> = {};
+      for (const shape of e.funcs) {
+        const core = state.core(shape.lift.core) as (...a: unknown[]) => unknown;
+        const post = shape.lift.opts.postReturn === null
+          ? null
+          : state.core(shape.lift.opts.postReturn) as (...a: unknown[]) => unknown;
+        const fn = exported(state, shape, state.cx(shape.optsKey), core, post);
+        if (e.key !== null) out[e.key] = fn;
+        else funcs[shape.key] = fn;
+      }
+      if (e.key === null) { for (const key of e.keys) out[key] = funcs; }
+    }
+    out[END_INSTANCE] = () => this.#end(state);
+    return out;
+  }
+}
+
+/**
+ * Prepares `plan` once (types, shapes) and returns its `instantiate`. The result (and
+ * its memory pools and instance registry) belongs to the calling thread.
+ *
+ * @throws Error if the plan is malformed
+ */
+export function link(plan: LeanPlan, options: LinkOptions): LeanInstantiate {
+  const linked = new Linked(plan, options);
+  const instantiate: LeanInstantiate = (getCoreModule, imports) =>
+    linked.instantiate(getCoreModule, imports);
+  linkedOf.set(instantiate, linked);
+  return instantiate;
+}
+
+const linkedOf = new WeakMap<LeanInstantiate, Linked>();
+
+/** What a linked plan holds for reuse, for tests and diagnostics. */
+export interface LinkStats {
+  /** Memories waiting for reuse, per pool. */
+  pooledMemories: number[];
+  /** Instances not yet released (running, or ended while a call was in progress). */
+  liveInstances: number;
+}
+
+/** The reuse state of an `instantiate` made by {@linkcode link}. */
+export function linkStats(instantiate: LeanInstantiate): LinkStats {
+  const linked = linkedOf.get(instantiate);
+  if (linked === undefined) throw new Error("not lean glue");
+  return linked.stats();
+}

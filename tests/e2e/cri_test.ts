@@ -6,7 +6,8 @@
  * - the pod sandbox (pause container: `tests/fixtures/built/pause`, a native binary),
  *   on a CNI bridge network (Debian's plugins in /usr/lib/cni; bridge + host-local
  *   on a private /24, CRI adds loopback itself);
- * - a wasi:http component (`http_hello.wasm`) that answers on the pod's IP, port 8080;
+ * - a wasi:http component (`http_hello.wasm`) that answers on the pod's IP, port 8080,
+ *   and whose stdout/stderr lines (written on `/log`) reach its CRI log file;
  * - a WASI preview1 container (`probe.wasm hello`) whose stdout and stderr must land
  *   in its CRI log file (`<log_directory>/<log_path>`, CRI format);
  * - a native sidecar (`native_sleep`) in the same pod;
@@ -709,7 +710,23 @@ async function wasmtimePod(env: Env): Promise<void> {
             : undefined;
         }, 200),
     );
-    assert.deepEqual(await criLog(`${pod.log_directory}/http/0.log`), [], "the component's log");
+    // The component writes to its stdout and stderr only on `/log`: those lines reach its
+    // CRI log file too (nothing else does: the other requests are silent).
+    const logged = await fetch(`${url}log`, { signal: AbortSignal.timeout(10_000) });
+    assert.equal(await logged.text(), HELLO);
+    const httpLog = `${pod.log_directory}/http/0.log`;
+    const httpLines = await step(
+      `CRI log ${httpLog}`,
+      () =>
+        waitFor("the component's lines in its CRI log", 10_000, async () => {
+          const lines = await criLog(httpLog);
+          return lines.includes("stdout a log line from a wasi:http request") &&
+              lines.includes("stderr a stderr line from a wasi:http request")
+            ? lines
+            : undefined;
+        }, 200),
+    );
+    assert.equal(httpLines.length, 2, JSON.stringify(httpLines));
 
     // Both still run, in the pod's network namespace (the pause container's).
     await step("the containers share the pod's netns", async () => {

@@ -1,7 +1,8 @@
 ;; A minimal wasi:http proxy, as a core module that build.sh wraps into a component (the
 ;; `http-hello` world of wit/wat/world.wit): small and quick to instantiate, for load
 ;; tests. `/trap` executes `unreachable`; `/count` answers a module-global counter
-;; (always 1 with a fresh instance per request); anything else answers the hello text.
+;; (always 1 with a fresh instance per request); `/log` also writes a line to the
+;; container's stdout and one to its stderr; anything else answers the hello text.
 (module
   (import "wasi:http/types@0.2.12" "[method]incoming-request.path-with-query"
     (func $path_with_query (param i32 i32)))
@@ -22,6 +23,8 @@
     (func $blocking_write_and_flush (param i32 i32 i32 i32)))
   (import "wasi:io/streams@0.2.12" "[resource-drop]output-stream"
     (func $drop_output_stream (param i32)))
+  (import "wasi:cli/stdout@0.2.12" "get-stdout" (func $get_stdout (result i32)))
+  (import "wasi:cli/stderr@0.2.12" "get-stderr" (func $get_stderr (result i32)))
 
   (memory (export "memory") 1)
   (global $heap (mut i32) (i32.const 4096))
@@ -31,6 +34,15 @@
   (data (i32.const 64) "Hello, this is your first wasi:http/proxy world!\n")
   (data (i32.const 128) "/trap")
   (data (i32.const 136) "/count")
+  (data (i32.const 144) "/log")
+  (data (i32.const 160) "a log line from a wasi:http request\n")
+  (data (i32.const 200) "a stderr line from a wasi:http request\n")
+
+  ;; Writes [ptr, ptr+len) to `stream` and drops it.
+  (func $say (param $stream i32) (param $ptr i32) (param $len i32)
+    (call $blocking_write_and_flush (local.get $stream) (local.get $ptr) (local.get $len)
+      (i32.const 16))
+    (call $drop_output_stream (local.get $stream)))
 
   (func (export "cabi_realloc") (param $old i32) (param $old_size i32) (param $align i32)
     (param $new_size i32) (result i32)
@@ -91,7 +103,11 @@
             (i32.store8 (i32.const 32)
               (i32.add (i32.const 48) (i32.rem_u (global.get $count) (i32.const 10))))
             (local.set $text (i32.const 32))
-            (local.set $textlen (i32.const 1))))))
+            (local.set $textlen (i32.const 1))))
+        (if (call $equals (local.get $ptr) (local.get $len) (i32.const 144) (i32.const 4))
+          (then
+            (call $say (call $get_stdout) (i32.const 160) (i32.const 36))
+            (call $say (call $get_stderr) (i32.const 200) (i32.const 39))))))
     (call $drop_incoming_request (local.get $request))
     (local.set $response (call $new_outgoing_response (call $new_fields)))
     ;; result<outgoing-body> at 0: tag, handle at 4.

@@ -2,7 +2,7 @@
  * Waiting for a native container's init process, which the shim server adopts: runc
  * exits after `create`, and its orphaned init is re-parented to the nearest
  * subreaper, the server (`PR_SET_CHILD_SUBREAPER`, see `src/shim/daemon.ts`). The
- * server then reaps it with waitpid(2) through FFI on a thread of its own.
+ * server then reaps it with waitpid(2) through FFI, at each SIGCHLD (`src/sys/libc.ts`).
  *
  * Deno's own child handling reaps only the processes Deno spawned (by pid), never an
  * adopted one, so the status is not lost to it (`wait_test.ts` checks this). Should

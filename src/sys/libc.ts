@@ -11,8 +11,13 @@ const SYMBOLS = {
   umount2: { parameters: ["buffer", "i32"], result: "i32" },
   prctl: { parameters: ["i32", "usize", "usize", "usize", "usize"], result: "i32" },
   kill: { parameters: ["i32", "i32"], result: "i32" },
-  // Blocks until the process exits: runs on a thread of Deno's blocking pool.
-  waitpid: { parameters: ["i32", "buffer", "i32"], result: "i32", nonblocking: true },
+  // Called with WNOHANG only: a blocking waitpid would hold one of the few threads of
+  // Deno's blocking pool per running container, which file operations share.
+  waitpid: { parameters: ["i32", "buffer", "i32"], result: "i32" },
+  open: { parameters: ["buffer", "i32", "i32"], result: "i32" },
+  read: { parameters: ["i32", "buffer", "usize"], result: "isize" },
+  write: { parameters: ["i32", "buffer", "usize"], result: "isize" },
+  close: { parameters: ["i32"], result: "i32" },
   __errno_location: { parameters: [], result: "pointer" },
   strerror: { parameters: ["i32"], result: "pointer" },
 } as const;
@@ -38,7 +43,15 @@ export class SyscallError extends Error {
 }
 
 /** errno values we act on. */
-export const Errno = { EPERM: 1, ENOENT: 2, ESRCH: 3, EBUSY: 16, EINVAL: 22 } as const;
+export const Errno = {
+  EPERM: 1,
+  ENOENT: 2,
+  ESRCH: 3,
+  ENXIO: 6,
+  EAGAIN: 11,
+  EBUSY: 16,
+  EINVAL: 22,
+} as const;
 
 function cstr(s: string | null): Uint8Array<ArrayBuffer> | null {
   if (s === null) return null;
@@ -100,13 +113,77 @@ export interface WaitResult {
   status: number;
 }
 
+/** waitpid(2) option: return at once if no child has changed state. */
+const WNOHANG = 1;
+/** How often a waiter looks again when no SIGCHLD came (a missed or merged signal). */
+const WAIT_POLL_MS = 250;
+
+const childWaiters = new Set<() => void>();
+const wakeChildWaiters = () => {
+  for (const wake of [...childWaiters]) wake();
+};
+
+/** Resolves at the next SIGCHLD, or after {@linkcode WAIT_POLL_MS}. */
+function nextChildEvent(): Promise<void> {
+  return new Promise((resolve) => {
+    if (childWaiters.size === 0) Deno.addSignalListener("SIGCHLD", wakeChildWaiters);
+    const done = () => {
+      clearTimeout(timer);
+      childWaiters.delete(done);
+      if (childWaiters.size === 0) Deno.removeSignalListener("SIGCHLD", wakeChildWaiters);
+      resolve();
+    };
+    const timer = setTimeout(done, WAIT_POLL_MS);
+    childWaiters.add(done);
+  });
+}
+
 /**
- * waitpid(2) with no options, on another thread: resolves once `pid` (a child of
- * this process) has exited and has been reaped. errno is not available (it belongs
- * to the thread that made the call), so a failure only says `pid: -1`.
+ * Waits for `pid` (a child of this process) to exit and reaps it: waitpid(2) with
+ * WNOHANG at every SIGCHLD (and every {@linkcode WAIT_POLL_MS}), so no thread is held
+ * however many processes are waited for. A failure (ECHILD: not our child, or reaped
+ * by someone else) resolves with `pid: -1`.
  */
 export async function waitpid(pid: number): Promise<WaitResult> {
   const status = new Int32Array(1);
-  const reaped = await libc().waitpid(pid, status, 0);
-  return { pid: reaped, status: status[0] };
+  for (;;) {
+    const reaped = libc().waitpid(pid, status, WNOHANG);
+    if (reaped !== 0) return { pid: reaped, status: status[0] };
+    await nextChildEvent();
+  }
+}
+
+/** open(2) flags. */
+export const OpenFlag = {
+  O_RDONLY: 0,
+  O_WRONLY: 1,
+  O_RDWR: 2,
+  O_NONBLOCK: 0o4000,
+  O_CLOEXEC: 0o2000000,
+} as const;
+
+/** open(2); returns the fd. @throws {SyscallError} */
+export function open(path: string, flags: number): number {
+  const fd = libc().open(cstr(path), flags, 0);
+  if (fd < 0) throw new SyscallError("open", errno(), path);
+  return fd;
+}
+
+/** read(2) into `buf`; returns the count (0 at end of file). @throws {SyscallError} */
+export function read(fd: number, buf: Uint8Array<ArrayBuffer>): number {
+  const n = Number(libc().read(fd, buf, BigInt(buf.length)));
+  if (n < 0) throw new SyscallError("read", errno(), `fd ${fd}`);
+  return n;
+}
+
+/** write(2) of `bytes`; returns the count written. @throws {SyscallError} */
+export function write(fd: number, bytes: Uint8Array<ArrayBuffer>): number {
+  const n = Number(libc().write(fd, bytes, BigInt(bytes.length)));
+  if (n < 0) throw new SyscallError("write", errno(), `fd ${fd}`);
+  return n;
+}
+
+/** close(2); errors are ignored (the fd is gone either way). */
+export function close(fd: number): void {
+  libc().close(fd);
 }

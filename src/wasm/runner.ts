@@ -19,6 +19,7 @@ import { detectKind, HEADER_LENGTH, type WasmKind } from "./detect.ts";
 import { resolveGuestEntrypoint } from "./image_entrypoint.ts";
 import { DEV_NULL, type ReadyMessage, START_LINE } from "./runner_protocol.ts";
 import type { RunnerPool } from "./runner_pool.ts";
+import { holdReaders, NonBlockingFifo } from "../sys/fifo.ts";
 import type { Guest, GuestConfig, GuestInit } from "./types.ts";
 
 /**
@@ -31,6 +32,8 @@ export const RUNNER_ACTION = "guest";
 export const DEFAULT_READY_TIMEOUT_MS = 60_000;
 /** How many of the runner's last stderr lines an error message quotes. */
 export const STDERR_TAIL_LINES = 10;
+/** How long Start waits for a reader on the container's stdout and stderr FIFOs. */
+const READER_WAIT_MS = 1_000;
 /** How long a runner that closed its stdout gets to exit before it is killed. */
 const EXIT_GRACE_MS = 2_000;
 /** The npm packages (jco's transpiler reads its own wasm from there at run time). */
@@ -243,7 +246,10 @@ class RunnerGuest implements Guest {
   #done = false;
   #stdinPath: string;
   #stdinClosed = false;
-  #fifo: Deno.FsFile | undefined;
+  #fifo: NonBlockingFifo | undefined;
+  #output: readonly string[];
+  /** Writer ends held on the output FIFOs while the guest runs (see `start`). */
+  #held: NonBlockingFifo[] = [];
 
   /**
    * @param drained settles when the runner's stdout and stderr are read to the end;
@@ -254,11 +260,12 @@ class RunnerGuest implements Guest {
     child: Deno.ChildProcess,
     stdin: WritableStreamDefaultWriter<Uint8Array>,
     drained: Promise<unknown>,
-    stdinPath: string,
+    stdio: { stdin: string; stdout: string; stderr: string },
     onExit: () => void = () => {},
   ) {
     this.#id = id;
-    this.#stdinPath = stdinPath;
+    this.#stdinPath = stdio.stdin;
+    this.#output = [stdio.stdout, stdio.stderr];
     this.#child = child;
     this.#stdin = stdin;
     this.pid = child.pid;
@@ -272,6 +279,7 @@ class RunnerGuest implements Guest {
       // Frees the pipe of a guest that never started, and ends the stdin pump.
       this.#abandonStdin();
       await within(drained, EXIT_GRACE_MS);
+      for (const end of this.#held.splice(0)) end.close();
       return exitStatus(status);
     });
   }
@@ -279,6 +287,11 @@ class RunnerGuest implements Guest {
   async start(): Promise<void> {
     if (this.#started) throw failedPrecondition(`guest ${this.#id} is already started`);
     this.#started = true;
+    // A reader (ctr, containerd) opens its end of the output FIFOs in the background.
+    // Were the guest to write and exit before that, the pipe would go with its last
+    // writer and the output with it; so wait for the readers, and keep a writer end
+    // until the guest is gone.
+    this.#held = await holdReaders(this.#output, READER_WAIT_MS);
     try {
       await this.#stdin.write(new TextEncoder().encode(`${START_LINE}\n`));
     } catch (err) {
@@ -306,18 +319,12 @@ class RunnerGuest implements Guest {
     const marker = this.#marker;
     let carry = new Uint8Array(0);
     try {
-      const fifo = await Deno.open(this.#stdinPath, { read: true, write: true });
-      if (this.#stdinFinished) {
-        // The guest exited while the FIFO was opening: nothing would ever wake a read
-        // (each stuck read holds one of Deno's 32 blocking threads, and then the fd).
-        fifo.close();
-        return;
-      }
-      this.#fifo = fifo;
+      // Non-blocking: an idle FIFO must not hold one of Deno's few blocking threads.
+      this.#fifo = NonBlockingFifo.openReadWrite(this.#stdinPath);
       if (this.#closeRequested) this.#wake();
       while (true) {
-        const n = await this.#fifo.read(buf);
-        if (n === null) break;
+        const n = await this.#fifo.read(buf, () => !this.#stdinClosed);
+        if (n <= 0) break;
         const data = new Uint8Array(carry.length + n);
         data.set(carry);
         data.set(buf.subarray(0, n), carry.length);
@@ -335,6 +342,9 @@ class RunnerGuest implements Guest {
       // The runner is gone or the FIFO was removed: stdin ends.
     } finally {
       this.#finishStdin();
+      // Stdin may have been finished before the FIFO was opened (the guest exited).
+      this.#fifo?.close();
+      this.#fifo = undefined;
     }
   }
 
@@ -342,14 +352,21 @@ class RunnerGuest implements Guest {
   #marker = crypto.getRandomValues(new Uint8Array(32));
   #closeRequested = false;
 
-  /** Writes the end marker into the FIFO through a second handle (wakes a pending read). */
+  /** Writes the end marker into the FIFO through a second handle (the pump stops there). */
   #wake(): void {
-    Deno.open(this.#stdinPath, { write: true })
-      .then(async (waker) => {
-        await waker.write(this.#marker).catch(() => {});
-        waker.close();
-      })
-      .catch(() => {});
+    const marker = this.#marker;
+    const attempt = (tries: number) => {
+      try {
+        const waker = NonBlockingFifo.openWriterIfRead(this.#stdinPath);
+        // The pump holds the read end; 32 bytes go in whole once there is room.
+        const written = waker?.writeSome(marker) ?? -1;
+        waker?.close();
+        if (written === 0 && tries > 0) setTimeout(() => attempt(tries - 1), 10);
+      } catch {
+        // the FIFO is gone: the pump ends on its own
+      }
+    };
+    attempt(500);
   }
 
   #stdinFinished = false;
@@ -591,7 +608,7 @@ export async function createGuest(
     child,
     stdin,
     Promise.all([stdoutDone, stderrDone]),
-    cfg.stdin,
+    { stdin: cfg.stdin, stdout: cfg.stdout, stderr: cfg.stderr },
     release,
   );
 }

@@ -25,6 +25,7 @@ import {
 } from "../../src/oci/image.ts";
 import { readTar, type TarEntry, writeTar } from "../../src/oci/tar.ts";
 import { ContainerdClient, SPEC_TYPE_URL } from "../../src/oci/containerd/client.ts";
+import { Code, RpcError } from "../../src/protocol/status.ts";
 import { type Containerd, startContainerd } from "./harness.ts";
 import { fixture, installShim } from "./shim_install.ts";
 
@@ -143,7 +144,13 @@ async function run(image: string, args: string[], o: { emptySnapshot?: boolean }
       await client.deleteContainer(id);
     }
   } finally {
-    if (snapshotKey) await client.removeSnapshot(cd.snapshotter, snapshotKey);
+    // containerd's garbage collector may have taken the snapshot already: once the
+    // container is deleted nothing references it.
+    if (snapshotKey) {
+      await client.removeSnapshot(cd.snapshotter, snapshotKey).catch((err) => {
+        if (!(err instanceof RpcError && err.code === Code.NOT_FOUND)) throw err;
+      });
+    }
   }
 }
 

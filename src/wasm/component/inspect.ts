@@ -9,6 +9,7 @@
 
 import { invalidArgument } from "../../protocol/status.ts";
 import { SUPPORTED_INTERFACES } from "./host/mod.ts";
+import { readU32 } from "./leb128.ts";
 
 /** Section ids of the outer component that matter here. */
 const IMPORT_SECTION = 10;
@@ -71,16 +72,9 @@ class Reader {
   }
 
   u32(): number {
-    let result = 0;
-    let shift = 0;
-    while (true) {
-      const b = this.byte();
-      result += (b & 0x7f) * 2 ** shift;
-      if ((b & 0x80) === 0) break;
-      shift += 7;
-      if (shift > 28) throw new MalformedComponent("LEB128 u32 too long", this.offset);
-    }
-    return result;
+    const value = readU32(() => this.byte());
+    if (value === undefined) throw new MalformedComponent("LEB128 u32 too long", this.offset);
+    return value;
   }
 
   /** A signed LEB128 (s33) value; only its sign matters here. */

@@ -18,6 +18,7 @@
 
 import { type ImportedMemory, importMemory, MEMORY_IMPORT } from "./memory.ts";
 import { elideShims } from "./shim.ts";
+import { readU32 } from "../leb128.ts";
 
 /** A construct this reader does not handle (the caller falls back to jco's glue). */
 export class Unsupported extends Error {
@@ -283,15 +284,9 @@ class Reader {
   }
 
   u32(): number {
-    let result = 0;
-    let shift = 0;
-    while (true) {
-      const b = this.byte();
-      result += (b & 0x7f) * 2 ** shift;
-      if ((b & 0x80) === 0) return result;
-      shift += 7;
-      if (shift > 28) throw new Error(`LEB128 u32 too long at byte ${this.offset}`);
-    }
+    const value = readU32(() => this.byte());
+    if (value === undefined) throw new Error(`LEB128 u32 too long at byte ${this.offset}`);
+    return value;
   }
 
   /** A signed LEB128 of up to 33 bits. */

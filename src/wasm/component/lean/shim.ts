@@ -21,6 +21,7 @@
  * @module
  */
 
+import { readU32 } from "../leb128.ts";
 import { type Flat, resolveTypes, type RType } from "./abi.ts";
 import type { CoreRef, LeanPlan, PlanFunc, PlanStep } from "./plan.ts";
 
@@ -40,15 +41,7 @@ class Bytes {
     return this.b[this.i++];
   }
   u32(): number {
-    let result = 0;
-    let shift = 0;
-    while (true) {
-      const b = this.byte();
-      result += (b & 0x7f) * 2 ** shift;
-      if ((b & 0x80) === 0) return result;
-      shift += 7;
-      if (shift > 28) fail("bad LEB128");
-    }
+    return readU32(() => this.byte()) ?? fail("bad LEB128");
   }
   s32(): number {
     let result = 0;

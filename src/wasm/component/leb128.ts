@@ -1,0 +1,20 @@
+/**
+ * LEB128 decoding shared by the component readers (`inspect.ts`, `lean/plan.ts`,
+ * `lean/shim.ts`), each of which reports malformed input in its own terms.
+ *
+ * @module
+ */
+
+/**
+ * Decodes an unsigned LEB128 `u32` from the bytes `next()` yields, one per call.
+ * Returns undefined if the encoding runs past the 5 bytes a u32 may take.
+ */
+export function readU32(next: () => number): number | undefined {
+  let result = 0;
+  for (let shift = 0; shift <= 28; shift += 7) {
+    const b = next();
+    result += (b & 0x7f) * 2 ** shift;
+    if ((b & 0x80) === 0) return result;
+  }
+  return undefined;
+}

@@ -1,10 +1,11 @@
 /**
  * Turns a component into JS glue plus core modules, and loads that glue.
  *
- * - A `wasi:http/proxy` component gets lean glue (`lean/`): our own instantiation, made
- *   for an instance per request (see `lean/mod.ts` for why and what it covers). Any
- *   other component, or a proxy using something the lean glue does not handle, gets
- *   jco's glue, as below; `glue: "jco"` asks for jco's glue regardless.
+ * - A `wasi:http/proxy` or `wasi:cli/command` component, or one run by a function's
+ *   name, gets lean glue (`lean/`): our own instantiation, made for an instance per
+ *   request and cheap to load (see `lean/mod.ts` for why and what it covers). One using
+ *   something the lean glue does not handle gets jco's glue, as below; `glue: "jco"`
+ *   asks for jco's glue regardless.
  * - jco's glue is generated in "sync instantiation" mode with JSPI: it exports
  *   `instantiate(getCoreModule, imports)`, which the caller runs once per instance with
  *   a fresh host, and the blocking WASI calls listed in {@linkcode ASYNC_IMPORTS} may
@@ -79,8 +80,9 @@ export interface TranspileOptions {
   /** Exports called through JSPI besides {@linkcode ASYNC_EXPORTS} (`iface#func`, `func`). */
   extraAsyncExports?: readonly string[];
   /**
-   * Which glue: `auto` (default) is lean glue for a `wasi:http/proxy` component that it
-   * handles, else jco's; `jco` is always jco's.
+   * Which glue: `auto` (default) is lean glue for a wasi:http proxy, a wasi:cli command
+   * or a component run by a function's name, if the lean glue handles it, else jco's;
+   * `jco` is always jco's.
    */
   glue?: "auto" | "jco";
 }
@@ -127,30 +129,34 @@ function loadBindgen(): Promise<Bindgen> {
   return bindgen;
 }
 
-/** The export that makes a component a wasi:http proxy (lean glue's scope). */
-const HTTP_HANDLER_EXPORT = /^wasi:http\/incoming-handler@0\.2\.\d+/;
+/** The exports that make a component a wasi:http proxy or a command (lean glue's scope). */
+const LEAN_EXPORTS = /^wasi:(http\/incoming-handler|cli\/run)@0\.2\.\d+/;
 
 /**
- * Lean glue for `component` if it is a wasi:http proxy the lean glue handles, else
- * null (then jco's glue is used). Never throws: anything unexpected means jco's glue.
+ * Lean glue for `component` if the lean glue handles it and it is a wasi:http proxy, a
+ * wasi:cli command, or run by a function's name (`extraAsyncExports`), else null (then
+ * jco's glue is used). Never throws: anything unexpected means jco's glue.
  */
 export function tryLeanTranspile(
   component: Uint8Array,
   options: TranspileOptions = {},
 ): Transpiled | null {
-  if (options.glue === "jco" || (options.extraAsyncExports ?? []).length > 0) return null;
+  if (options.glue === "jco") return null;
+  const extraAsyncExports = options.extraAsyncExports ?? [];
   let lean;
   try {
-    lean = leanTranspile(component);
+    lean = leanTranspile(component, { extraAsyncExports });
   } catch {
     return null;
   }
-  if (!lean.exports.some(([name]) => HTTP_HANDLER_EXPORT.test(name))) return null;
+  if (extraAsyncExports.length === 0 && !lean.exports.some(([name]) => LEAN_EXPORTS.test(name))) {
+    return null;
+  }
   return lean;
 }
 
 /**
- * Transpiles `component`: lean glue for a wasi:http proxy it handles, else jco's glue
+ * Transpiles `component`: lean glue where it handles the component, else jco's glue
  * (see the module documentation).
  *
  * @throws Error with jco's message if the binary is not a valid component

@@ -2,12 +2,14 @@ import assert from "node:assert/strict";
 import {
   ASYNC_EXPORTS,
   JCO_TRANSPILE_VERSION,
+  jcoTranspile,
   loadGlue,
   optionsFingerprint,
   patchGlue,
   transpile,
 } from "./transpile.ts";
 import { COMPONENT_TEST, fixture, FIXTURES } from "./test_util.ts";
+import { isLeanGlue } from "./lean/mod.ts";
 
 Deno.test("JCO_TRANSPILE_VERSION is the installed jco-transpile", async () => {
   const pkg = JSON.parse(
@@ -43,10 +45,13 @@ Deno.test("loadGlue falls back to a data: URL import for glue of another shape",
 });
 
 Deno.test({
-  name: "transpile produces sync-instantiation JSPI glue that never reads the environment",
+  name: "jco's glue is sync-instantiation JSPI glue that never reads the environment",
   ...COMPONENT_TEST,
   fn: async () => {
-    const out = await transpile(fixture(FIXTURES.command));
+    // A command gets lean glue, unless jco's is asked for.
+    assert.ok(isLeanGlue((await transpile(fixture(FIXTURES.command))).glue));
+    const out = await transpile(fixture(FIXTURES.command), { glue: "jco" });
+    assert.equal(out.glue, (await jcoTranspile(fixture(FIXTURES.command))).glue);
     assert.match(out.glue, /export function instantiate\(getCoreModule, imports/);
     assert.ok(out.glue.includes("WebAssembly.Suspending"), "JSPI glue");
     assert.ok(!out.glue.includes("process?.env"), "patched");

@@ -1,5 +1,7 @@
 import assert from "node:assert/strict";
-import { discardSink, EMPTY_SOURCE } from "../host/io.ts";
+import { type ByteSink, discardSink, EMPTY_SOURCE } from "../host/io.ts";
+import { createHost } from "../host/mod.ts";
+import { findExportedFunction, type RunEnd, runToEnd } from "../command.ts";
 import { createIncomingCall } from "../host/http.ts";
 import { instanceFactory } from "../http_workers.ts";
 import { ENV, httpConfigFromEnv, type InstanceFactory, ProxyServer } from "../http_server.ts";
@@ -162,6 +164,10 @@ Deno.test({
       results[name] = { out: exercise(exports["test:abi/guest"]), log };
       // Both glues also name the interface by its short name.
       assert.equal(exports.guest, exports["test:abi/guest"]);
+      // And give each function its parameter count (a command's entrypoint needs none).
+      const guest = exports.guest as Record<string, (...a: unknown[]) => unknown>;
+      const keys = Object.keys(guest).sort();
+      results[name].log.push(["lengths", ...keys.map((k) => [k, guest[k].length])]);
     }
     assert.deepEqual(results.lean.log, results.jco.log, "what the host was called with");
     // Traps are worded alike; the glue's own errors for values the host or caller got
@@ -268,6 +274,193 @@ for (const name of [FIXTURES.httpHello, FIXTURES.httpApp]) {
   });
 }
 
+// ---- wasi:cli commands: the same exit codes and output as jco's glue --------------
+
+/** A sink that keeps what is written to it. */
+function textSink(): ByteSink & { text(): string } {
+  const chunks: Uint8Array[] = [];
+  return {
+    ...discardSink(),
+    write: (bytes) => void chunks.push(bytes.slice()),
+    text: () => new TextDecoder().decode(new Uint8Array(chunks.flatMap((c) => [...c]))),
+  };
+}
+
+/** Runs the command fixture once as the runner does (`mod.ts`): exit, stdout, stderr. */
+async function runCommand(
+  c: Awaited<ReturnType<typeof component>>,
+  args: string[],
+  func: string,
+  root: string | null = null,
+): Promise<{ end: RunEnd; stdout: string; stderr: string }> {
+  const stdout = textSink();
+  const stderr = textSink();
+  const host = createHost({
+    args,
+    env: [["GREETING", "hi"]],
+    cwd: "/",
+    root,
+    stdin: EMPTY_SOURCE,
+    stdout,
+    stderr,
+  });
+  try {
+    const exports = c.instantiate((n) => c.modules.get(n)!, host.imports);
+    const end = await runToEnd(findExportedFunction(exports, func, "/command.wasm"));
+    // Trap frames name the core module by its hash (lean glue's imports its memory).
+    if (end.kind === "trap") {
+      end.message = end.message.replace(
+        /wasm:\/\/wasm\/[0-9a-f]+:wasm-function\[(\d+)\]:0x[0-9a-f]+/g,
+        "M:$1",
+      );
+    }
+    return { end, stdout: stdout.text(), stderr: stderr.text() };
+  } finally {
+    host.dispose();
+  }
+}
+
+Deno.test({
+  name: "lean glue runs a wasi:cli command as jco's glue does (exit codes, trap, output, #greet)",
+  ...COMPONENT_TEST,
+  fn: async () => {
+    const bytes = fixture(FIXTURES.command);
+    const run = "wasi:cli/run@0.2.12#run";
+    const cases: [string[], string][] = [
+      [["/command.wasm"], run],
+      [[], run],
+      [["/command.wasm", "0"], run],
+      [["/command.wasm", "3"], run],
+      [["/command.wasm", "42"], run],
+      [["/command.wasm", "300"], run],
+      [["/command.wasm", "trap"], run],
+      [["/command.wasm"], "greet"],
+    ];
+    const results: Record<string, unknown[]> = { jco: [], lean: [] };
+    for (const func of [run, "greet"]) {
+      // As `mod.ts` asks: `#greet` is called through JSPI too.
+      const options = func === run ? {} : { extraAsyncExports: ["greet"] };
+      const lean = tryLeanTranspile(bytes, options);
+      assert.ok(lean !== null, `${func}: a command gets lean glue`);
+      assert.ok(lean.glue.length < 8192, "lean glue is small");
+      const glues = {
+        jco: await component(await jcoTranspile(bytes, options)),
+        lean: await component(lean),
+      };
+      for (const [glue, c] of Object.entries(glues)) {
+        for (const [args, f] of cases.filter(([, f]) => f === func)) {
+          results[glue].push([args, f, await runCommand(c, args, f)]);
+        }
+      }
+    }
+    assert.deepEqual(results.lean, results.jco);
+    const ends = results.lean.map((r) => (r as [string[], string, { end: RunEnd }])[2].end);
+    assert.deepEqual(ends.map((e) => e.kind === "exit" ? e.code : "trap"), [
+      0,
+      0,
+      0,
+      3,
+      42,
+      44,
+      "trap",
+      0,
+    ]);
+    assert.match(
+      (ends[6] as { message: string }).message,
+      /^wasm trap: wasm `unreachable` instruction executed\n/,
+    );
+    const out = results.lean.map((r) => (r as [string[], string, { stdout: string }])[2].stdout);
+    assert.equal(out[3], "hello from a wasi:cli command\n");
+    assert.equal(out[7], "greetings from an exported function\n");
+  },
+});
+
+Deno.test({
+  name: "lean glue runs a toolchain's command (C, preview1 adapter) as jco's glue does",
+  ...COMPONENT_TEST,
+  fn: async () => {
+    // What `wasm-tools component new` makes of a wasi-libc program: tests/fixtures' probe
+    // with the preview1 command adapter (as Rust's wasm32-wasip2 and others build).
+    const { componentNew } = await import("@bytecodealliance/jco-transpile/wasm-tools");
+    const repo = new URL("../../../../", import.meta.url);
+    const bytes = await componentNew(
+      Deno.readFileSync(new URL("tests/fixtures/built/probe.wasm", repo)),
+      [[
+        "wasi_snapshot_preview1",
+        Deno.readFileSync(
+          new URL(
+            "node_modules/@bytecodealliance/jco/lib/wasi_snapshot_preview1.command.wasm",
+            repo,
+          ),
+        ),
+      ]],
+    );
+    const lean = tryLeanTranspile(bytes);
+    assert.ok(lean !== null, "the adapted command gets lean glue");
+    const run = lean.exports.find(([n]) => n.startsWith("wasi:cli/run@"))![0] + "#run";
+    const root = Deno.makeTempDirSync({ prefix: "lean-command-" });
+    try {
+      Deno.mkdirSync(`${root}/d`);
+      Deno.writeTextFileSync(`${root}/d/f.txt`, "file text\n");
+      const glues = {
+        jco: await component(await jcoTranspile(bytes)),
+        lean: await component(lean),
+      };
+      const modes = [
+        [],
+        ["hello"],
+        ["args", "x", "ÿ"],
+        ["env"],
+        ["cwd"],
+        ["exit", "0"],
+        [
+          "exit",
+          "3",
+        ],
+        ["trap"],
+        ["ls", "/d"],
+        ["cat", "/d/f.txt"],
+        ["cat", "/nope"],
+        ["sleep", "1"],
+      ];
+      const results: Record<string, unknown[]> = { jco: [], lean: [] };
+      for (const [glue, c] of Object.entries(glues)) {
+        for (const mode of modes) {
+          results[glue].push(await runCommand(c, ["/probe.wasm", ...mode], run, root));
+        }
+      }
+      assert.deepEqual(results.lean, results.jco);
+      assert.deepEqual(
+        results.lean.map((r) => (r as { end: RunEnd }).end.kind),
+        [...modes.map((m) => m[0] === "trap" ? "trap" : "exit")],
+      );
+      assert.equal((results.lean[1] as { stdout: string }).stdout, "hello from wasm\n");
+    } finally {
+      Deno.removeSync(root, { recursive: true });
+    }
+  },
+});
+
+Deno.test({
+  name: "lean glue: a command's entrypoint with parameters is refused as with jco's glue",
+  ...COMPONENT_TEST,
+  fn: async () => {
+    // `test:abi/guest#text` takes a string: not an entrypoint, with either glue.
+    const bytes = fixture(FIXTURES.abi);
+    const options = { extraAsyncExports: ["test:abi/guest#text"] };
+    const lean = tryLeanTranspile(bytes, options);
+    assert.ok(lean !== null);
+    for (const t of [lean, await jcoTranspile(bytes, options)]) {
+      const c = await component(t);
+      const exports = c.instantiate((n) => c.modules.get(n)!, abiHost([]));
+      assert.throws(
+        () => findExportedFunction(exports, "test:abi/guest#text", "/abi.wasm"),
+        /takes 1 parameter\(s\)/,
+      );
+    }
+  },
+});
+
 // ---- Fresh instances with reused memories ------------------------------------------
 
 Deno.test({
@@ -349,15 +542,16 @@ Deno.test("plans: wit-component's shims are linked away when they only forward t
   assert.equal(app.steps.filter((s) => s.op === "instantiate").length, 4);
 });
 
-Deno.test("plans: only a wasi:http proxy gets lean glue, unless jco's is asked for", () => {
-  assert.equal(tryLeanTranspile(fixture(FIXTURES.command)), null);
-  assert.equal(tryLeanTranspile(fixture(FIXTURES.httpHello), { glue: "jco" }), null);
-  assert.equal(
-    tryLeanTranspile(fixture(FIXTURES.httpHello), { extraAsyncExports: ["x"] }),
-    null,
-  );
-  assert.equal(tryLeanTranspile(new Uint8Array([0, 97, 115, 109, 13, 0, 1, 0, 99])), null);
+Deno.test("plans: proxies, commands and named functions get lean glue, unless jco's is asked for", () => {
   assert.ok(tryLeanTranspile(fixture(FIXTURES.httpHello)) !== null);
+  assert.ok(tryLeanTranspile(fixture(FIXTURES.command)) !== null);
+  assert.equal(tryLeanTranspile(fixture(FIXTURES.httpHello), { glue: "jco" }), null);
+  assert.equal(tryLeanTranspile(fixture(FIXTURES.command), { glue: "jco" }), null);
+  // Neither a proxy nor a command: only when a function is named.
+  assert.equal(tryLeanTranspile(fixture(FIXTURES.abi)), null);
+  const named = tryLeanTranspile(fixture(FIXTURES.command), { extraAsyncExports: ["greet"] });
+  assert.ok(named !== null && named.glue.includes('"asyncExports":["greet"]'));
+  assert.equal(tryLeanTranspile(new Uint8Array([0, 97, 115, 109, 13, 0, 1, 0, 99])), null);
 });
 
 // ---- Memory rewriting and pooling --------------------------------------------------

@@ -506,12 +506,20 @@ function exported(
   core: (...flat: unknown[]) => unknown,
   postReturn: ((...flat: unknown[]) => unknown) | null,
 ): (...args: unknown[]) => unknown {
+  let fn: (...args: unknown[]) => unknown;
   if (shape.async) {
     const call = new ExportCall(state, shape, cx, promising(core), postReturn);
-    return (...args: unknown[]) => call.callAsync(args);
+    fn = (...args: unknown[]) => call.callAsync(args);
+  } else {
+    const call = new ExportCall(state, shape, cx, core, postReturn);
+    fn = (...args: unknown[]) => call.call(args);
   }
-  const call = new ExportCall(state, shape, cx, core, postReturn);
-  return (...args: unknown[]) => call.call(args);
+  // As jco's functions: `length` is the parameter count (a command's entrypoint is
+  // refused if it takes any).
+  if (shape.params.length > 0) {
+    Object.defineProperty(fn, "length", { value: shape.params.length });
+  }
+  return fn;
 }
 
 /** What {@linkcode link} prepares once per plan and thread. */

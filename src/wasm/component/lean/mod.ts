@@ -1,6 +1,7 @@
 /**
- * Lean glue: our own instantiation of `wasi:http/proxy` components, used instead of
- * jco's generated glue where the component allows (`../transpile.ts` decides).
+ * Lean glue: our own instantiation of `wasi:http/proxy` and `wasi:cli/command`
+ * components (and of components run by a function's name), used instead of jco's
+ * generated glue where the component allows (`../transpile.ts` decides).
  *
  * Why: a wasi:http proxy gets a fresh instance per request, so instantiation and the
  * host calls of one request are the whole cost of serving it. jco 0.15's glue carries
@@ -9,7 +10,9 @@
  * 8 KB hello component, ~0.3 ms to instantiate and ~0.5 ms of glue per request (and a
  * heap that grows under load), against ~0.05 ms for its three core instances (measured;
  * see `bench/RESULTS.md`). The lean glue does only what the canonical ABI requires for
- * WASI 0.2's synchronous functions, with JSPI for the blocking ones.
+ * WASI 0.2's synchronous functions, with JSPI for the blocking ones. A command is
+ * instantiated once, but jco's glue (~150 KB of JS for a 4 KB command) still costs its
+ * evaluation and runtime set-up at every container start; lean glue is a few KB of JSON.
  *
  * The "glue" is a header line and the JSON plan (`plan.ts`), so it is cached, sent to
  * worker threads and evaluated exactly where jco's glue source would be.
@@ -54,13 +57,27 @@ function jcoExportNames(plan: LeanPlan): [string, string][] {
   return out;
 }
 
+/** Options of {@linkcode leanTranspile}. */
+export interface LeanTranspileOptions {
+  /**
+   * Exports the glue calls through JSPI besides those the loader names (`iface#func`
+   * unversioned, or `func`); they are kept in the glue, as jco's glue keeps its own.
+   */
+  extraAsyncExports?: readonly string[];
+}
+
 /**
  * Reads `component` into lean glue.
  *
  * @throws {Unsupported} (or another Error) if the lean glue cannot run it
  */
-export function leanTranspile(component: Uint8Array): LeanTranspiled {
+export function leanTranspile(
+  component: Uint8Array,
+  options: LeanTranspileOptions = {},
+): LeanTranspiled {
   const read: ReadComponent = readComponent(component);
+  const extra = options.extraAsyncExports ?? [];
+  if (extra.length > 0) read.plan.asyncExports = [...extra];
   return {
     glue: LEAN_GLUE_HEADER + JSON.stringify(read.plan),
     cores: read.cores,
@@ -73,5 +90,9 @@ export function loadLeanGlue(source: string, options: LinkOptions): LeanInstanti
   if (!isLeanGlue(source)) throw new Error("not lean glue");
   const plan = JSON.parse(source.slice(LEAN_GLUE_HEADER.length)) as LeanPlan;
   if (plan.format !== PLAN_FORMAT) throw new Error(`lean glue format ${plan.format}`);
-  return link(plan, options);
+  if (plan.asyncExports === undefined) return link(plan, options);
+  return link(plan, {
+    ...options,
+    asyncExports: [...options.asyncExports, ...plan.asyncExports],
+  });
 }

@@ -33,7 +33,7 @@ export class Unsupported extends Error {
  * Version of the plan format and of what reading produces (part of the glue's header,
  * so of cache keys): bumped whenever either changes.
  */
-export const PLAN_FORMAT = 2;
+export const PLAN_FORMAT = 3;
 
 // ---- The plan (plain data: JSON and structured-clone safe) ----------------------
 
@@ -138,6 +138,11 @@ export interface LeanPlan {
   lowers: PlanLower[];
   steps: PlanStep[];
   exports: PlanExport[];
+  /**
+   * Exports called through JSPI besides the linker's own list (`iface#func` unversioned,
+   * or `func`): a function a command runs by name (`app.wasm#func`).
+   */
+  asyncExports?: string[];
 }
 
 /** What {@linkcode readComponent} returns. */

@@ -124,7 +124,6 @@ async function run(image: string, args: string[], o: { emptySnapshot?: boolean }
   const { cd, client } = await setup();
   const id = `art-${++seq}`;
   const snapshotKey = o.emptySnapshot ? `${id}-rootfs` : "";
-  if (snapshotKey) await client.prepareSnapshot(cd.snapshotter, snapshotKey);
   try {
     await client.createContainer({
       id,
@@ -137,6 +136,9 @@ async function run(image: string, args: string[], o: { emptySnapshot?: boolean }
       snapshotter: cd.snapshotter,
       snapshot_key: snapshotKey,
     });
+    // The container first, then its snapshot: a snapshot nothing references yet (no
+    // container, no lease) may be taken by containerd's garbage collector at once.
+    if (snapshotKey) await client.prepareSnapshot(cd.snapshotter, snapshotKey);
     try {
       return await cd.ctr(["task", "start", id], { stdin: "", timeoutMs: 60_000 });
     } finally {

@@ -13,6 +13,7 @@
  */
 
 import { waitpid, type WaitResult } from "../sys/libc.ts";
+import { procStat } from "../sys/proc.ts";
 
 /** Exit status reported when a process ended but its status could not be read. */
 export const UNKNOWN_EXIT_STATUS = 255;
@@ -46,15 +47,9 @@ export function decodeWaitStatus(status: number): number {
 
 /** The parent pid of `pid` and whether it is a zombie, from `/proc`; undefined once gone. */
 export function procParent(pid: number): { ppid: number; zombie: boolean } | undefined {
-  let stat: string;
-  try {
-    stat = Deno.readTextFileSync(`/proc/${pid}/stat`);
-  } catch {
-    return undefined;
-  }
-  // "pid (comm) S ppid …": comm may hold spaces and parentheses; it ends at the last ")".
-  const fields = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
-  return { ppid: Number(fields[1]), zombie: fields[0] === "Z" || fields[0] === "X" };
+  const stat = procStat(pid);
+  if (stat === undefined) return undefined;
+  return { ppid: stat.ppid, zombie: stat.state === "Z" || stat.state === "X" };
 }
 
 /** Options of {@linkcode waitForExit}. */

@@ -22,6 +22,7 @@
  */
 
 import { gunzipSync, gzipSync } from "node:zlib";
+import { digestOf } from "./digest.ts";
 import { type TarEntry, writeTar } from "./tar.ts";
 
 /** Media types used by the builder. */
@@ -252,11 +253,8 @@ function tarKind(mediaType: string): TarKind {
 }
 
 /** `sha256:<hex>` of some bytes. */
-export async function sha256Digest(bytes: Uint8Array): Promise<string> {
-  const hash = new Uint8Array(
-    await crypto.subtle.digest("SHA-256", bytes as Uint8Array<ArrayBuffer>),
-  );
-  return `sha256:${Array.from(hash, (b) => b.toString(16).padStart(2, "0")).join("")}`;
+export function sha256Digest(bytes: Uint8Array): Promise<string> {
+  return digestOf(bytes, "sha256");
 }
 
 function isGzip(bytes: Uint8Array): boolean {

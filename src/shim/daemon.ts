@@ -162,13 +162,10 @@ export async function runServer(flags: ShimFlags): Promise<number> {
     shimPid: Deno.pid,
     cacheDir,
     log: (line) => log.info(line),
-    tasksChanged: (change, id, taskBundle) => {
-      if (change === "added") {
-        logs.add(id, taskBundle); // kept if Create already opened it
-        idle.release(id);
-      } else {
-        logs.remove(id);
-      }
+    tasksChanged: (change, id) => {
+      // A task's log was opened at its Create (createGuest above).
+      if (change === "added") idle.release(id);
+      else logs.remove(id);
       idle.setTasks(service.size);
     },
   });

@@ -29,6 +29,7 @@
 
 import { invalidArgument } from "../protocol/status.ts";
 import { CGROUPS_V2_MEMORY_STAT_KEYS } from "../protocol/task_codec.ts";
+import { procStat } from "../sys/proc.ts";
 import type { LinuxResources } from "./spec.ts";
 
 /** Where the cgroup hierarchies are mounted. */
@@ -320,9 +321,8 @@ async function writeControl(dir: string, file: string, value: string): Promise<v
 
 /** A process's state letter and wait channel, for error messages ("R", "D folio_wait"…). */
 async function procState(pid: number): Promise<string> {
-  const stat = await Deno.readTextFile(`/proc/${pid}/stat`).catch(() => "");
+  const state = procStat(pid)?.state || "gone";
   const wchan = await Deno.readTextFile(`/proc/${pid}/wchan`).catch(() => "");
-  const state = stat.slice(stat.lastIndexOf(")") + 2).split(" ")[0] || "gone";
   return wchan && wchan !== "0" ? `${state} ${wchan}` : state;
 }
 

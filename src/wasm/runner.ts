@@ -526,7 +526,7 @@ export async function createGuest(
     // A wasi:http/proxy serves on its listen address and may make outgoing requests.
     net = true;
   }
-  const pooled = options.pool?.take(cfg, kind, net);
+  const pooled = options.pool?.take(cfg, net);
   let runner = pooled?.runner;
   // A pooled runner sees the container through its slot (see runner_pool.ts).
   const paths = pooled === undefined

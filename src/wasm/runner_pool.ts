@@ -21,7 +21,6 @@
  */
 
 import { mount } from "../sys/libc.ts";
-import type { WasmKind } from "./detect.ts";
 import {
   allowList,
   APP_SRC,
@@ -32,6 +31,7 @@ import {
 } from "./runner.ts";
 import { DEV_NULL } from "./runner_protocol.ts";
 import { removeSlot, SLOT_FILE, SLOT_PREFIX } from "./slot.ts";
+import { procStat } from "../sys/proc.ts";
 import type { GuestConfig } from "./types.ts";
 
 const MS_BIND = 0x1000;
@@ -69,15 +69,6 @@ interface Idle {
   slot: string;
 }
 
-function pidAlive(pid: number): boolean {
-  try {
-    Deno.statSync(`/proc/${pid}`);
-    return true;
-  } catch {
-    return false;
-  }
-}
-
 /** Keeps warm runners, one set per network namespace ("" for the host's). */
 export class RunnerPool {
   #opts: RunnerPoolOptions;
@@ -103,7 +94,7 @@ export class RunnerPool {
     }
     for (const entry of entries) {
       const pid = Number(entry.name.split("-")[0]);
-      if (Number.isInteger(pid) && pid > 0 && !pidAlive(pid)) {
+      if (Number.isInteger(pid) && pid > 0 && procStat(pid) === undefined) {
         removeSlot(`${slotRoot}/${entry.name}`);
       }
     }
@@ -162,7 +153,7 @@ export class RunnerPool {
    * and linking its stdio into the slot, and starts a replacement. Returns undefined
    * when none fits or the slot cannot be prepared.
    */
-  take(cfg: GuestConfig, _kind: WasmKind, net: unknown): PooledRunner | undefined {
+  take(cfg: GuestConfig, net: unknown): PooledRunner | undefined {
     if (this.#closed || net) return undefined;
     const list = this.#idle.get(cfg.netns ?? "");
     const idle = list?.shift();

@@ -16,6 +16,8 @@
  * @module
  */
 
+import { digestOf, parseDigest } from "../../oci/digest.ts";
+
 /** Magic string at the start of every entry (bumped on format changes). */
 export const CACHE_MAGIC = "CSWJCO01";
 /** Suffix of entry files. */
@@ -47,8 +49,7 @@ const decoder = new TextDecoder();
 
 /** Hex SHA-256 of `bytes`. */
 export async function sha256Hex(bytes: Uint8Array): Promise<string> {
-  const digest = await crypto.subtle.digest("SHA-256", bytes as Uint8Array<ArrayBuffer>);
-  return Array.from(new Uint8Array(digest), (b) => b.toString(16).padStart(2, "0")).join("");
+  return parseDigest(await digestOf(bytes, "sha256")).hex;
 }
 
 /** The cache key of a component transpiled with options identified by `fingerprint`. */

@@ -152,7 +152,7 @@ export class TtrpcClient {
     }
     for (const [streamId, call] of this.#pending) {
       this.#pending.delete(streamId);
-      clearTimeout(call.timer);
+      if (call.timer !== undefined) clearTimeout(call.timer);
       call.reject(new Error(CLOSED_MESSAGE));
     }
   }
@@ -178,7 +178,7 @@ export class TtrpcClient {
     const call = this.#pending.get(frame.streamId);
     if (!call) return; // Inactive stream (e.g. timed out): ignored, as the Go client does.
     this.#pending.delete(frame.streamId);
-    clearTimeout(call.timer);
+    if (call.timer !== undefined) clearTimeout(call.timer);
     if (frame.oversize) {
       call.reject(
         new RpcError(

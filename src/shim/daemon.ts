@@ -36,6 +36,7 @@ import {
   SHARED_GROUP,
 } from "./group.ts";
 import { createLogger, LogRouter } from "./log.ts";
+import { CLEANED_FILE } from "./delete.ts";
 import { SANDBOX_ID_ANNOTATION } from "./socket_path.ts";
 import { failedPrecondition } from "../protocol/status.ts";
 import { ReadyLine } from "./ready.ts";
@@ -147,7 +148,13 @@ export async function runServer(flags: ShimFlags): Promise<number> {
     unmountRootfs: (target) => void unmountAll(target),
     createGuest: (config) => {
       // From here on the task's lines go to its own log (containerd reads that one).
-      if (config.bundle) logs.add(config.id, config.bundle);
+      if (config.bundle) {
+        logs.add(config.id, config.bundle);
+        // A marker left in a reused bundle would let `delete` skip a cleanup.
+        try {
+          Deno.removeSync(`${config.bundle}/${CLEANED_FILE}`);
+        } catch { /* none: the usual case */ }
+      }
       return createGuest(config, {
         log: (line: string) => log.info(line),
         pool,
@@ -162,6 +169,13 @@ export async function runServer(flags: ShimFlags): Promise<number> {
     shimPid: Deno.pid,
     cacheDir,
     log: (line) => log.info(line),
+    cleanedUp: (id, bundle) => {
+      try {
+        Deno.writeTextFileSync(`${bundle}/${CLEANED_FILE}`, "");
+      } catch (err) {
+        log.warn(`task ${id}: cannot mark its bundle cleaned: ${(err as Error).message}`);
+      }
+    },
     tasksChanged: (change, id) => {
       // A task's log was opened at its Create (createGuest above).
       if (change === "added") idle.release(id);

@@ -6,6 +6,11 @@
  * its own stdio and nothing but the address is ever printed. The socket is
  * listening before the address is printed.
  *
+ * `start` runs on the critical path of every container start, so the usual path
+ * (a live server holds the container) uses synchronous file calls and no
+ * `setTimeout`: in a fresh Deno process the first timer and the first asynchronous
+ * file call each cost several milliseconds of lazy initialisation.
+ *
  * @module
  */
 
@@ -14,6 +19,7 @@ import { formatFlags, type ShimFlags } from "./flags.ts";
 import { selfCommand } from "./self_exec.ts";
 import { encodeHold, GROUP_SERVICE, groupingFromEnv, groupOf, HOLD_METHOD } from "./group.ts";
 import { SANDBOX_ID_ANNOTATION, socketPath } from "./socket_path.ts";
+import { TtrpcClient } from "../protocol/client.ts";
 
 /** How long `start` waits for the server to listen. */
 export const SERVER_READY_TIMEOUT_MS = 20_000;
@@ -22,9 +28,9 @@ const HOLD_TIMEOUT_MS = 5_000;
 /** How often `start` tries a live-but-closing server before starting a new one. */
 const ATTEMPTS = 3;
 
-async function readAnnotations(bundle: string): Promise<Record<string, string>> {
+function readAnnotations(bundle: string): Record<string, string> {
   try {
-    const spec = JSON.parse(await Deno.readTextFile(`${bundle}/config.json`));
+    const spec = JSON.parse(Deno.readTextFileSync(`${bundle}/config.json`));
     return spec?.annotations ?? {};
   } catch {
     return {};
@@ -32,10 +38,10 @@ async function readAnnotations(bundle: string): Promise<Record<string, string>> 
 }
 
 /** Writes `<bundle>/address` atomically (containerd 1.x reads it on restart). */
-export async function writeAddress(bundle: string, address: string): Promise<void> {
+export function writeAddress(bundle: string, address: string): void {
   const tmp = `${bundle}/.address.${Deno.pid}`;
-  await Deno.writeTextFile(tmp, address);
-  await Deno.rename(tmp, `${bundle}/address`);
+  Deno.writeTextFileSync(tmp, address);
+  Deno.renameSync(tmp, `${bundle}/address`);
 }
 
 async function readLine(stream: ReadableStream<Uint8Array>, timeoutMs: number): Promise<string> {
@@ -61,19 +67,24 @@ async function readLine(stream: ReadableStream<Uint8Array>, timeoutMs: number): 
  * nothing listens there or the server is shutting down.
  */
 async function hold(path: string, id: string): Promise<boolean> {
-  let client;
+  let client: TtrpcClient;
   try {
-    const { TtrpcClient } = await import("../protocol/client.ts");
     client = await TtrpcClient.connect(path);
   } catch {
     return false;
   }
+  // The deadline closes the connection, which fails the call. AbortSignal.timeout
+  // instead of the call's own timer: see the module documentation.
+  const deadline = AbortSignal.timeout(HOLD_TIMEOUT_MS);
+  const onDeadline = () => client.close();
+  deadline.addEventListener("abort", onDeadline);
   try {
-    await client.call(GROUP_SERVICE, HOLD_METHOD, encodeHold(id), { timeoutMs: HOLD_TIMEOUT_MS });
+    await client.call(GROUP_SERVICE, HOLD_METHOD, encodeHold(id));
     return true;
   } catch {
     return false;
   } finally {
+    deadline.removeEventListener("abort", onDeadline);
     client.close();
   }
 }
@@ -102,14 +113,14 @@ async function spawnServer(flags: ShimFlags, path: string, bundle: string): Prom
 /** Runs `start`. Returns the exit code; on error the message goes to stdout for containerd. */
 export async function startAction(flags: ShimFlags): Promise<number> {
   // Runtime options (≤2.2) or BootstrapParams (2.3+) arrive on stdin; read to EOF.
-  await new Response(Deno.stdin.readable).arrayBuffer().catch(() => {});
+  drainStdin();
   const bundle = Deno.cwd();
   let group: string;
   try {
     const grouping = groupingFromEnv(Deno.env.get("WASMTIME_SHIM_GROUPING"));
-    group = groupOf(flags.id, await readAnnotations(bundle), grouping, SANDBOX_ID_ANNOTATION);
+    group = groupOf(flags.id, readAnnotations(bundle), grouping, SANDBOX_ID_ANNOTATION);
   } catch (err) {
-    await writeOut(`containerd-shim-wasmtime-v1: ${(err as Error).message}`);
+    writeOut(`containerd-shim-wasmtime-v1: ${(err as Error).message}`);
     return 1;
   }
   const path = flags.socket || await socketPath(flags.address, flags.namespace, group);
@@ -130,24 +141,32 @@ export async function startAction(flags: ShimFlags): Promise<number> {
       const why = line.startsWith(ReadyLine.ERROR)
         ? line.slice(ReadyLine.ERROR.length + 1)
         : `no answer within ${SERVER_READY_TIMEOUT_MS} ms`;
-      await writeOut(`containerd-shim-wasmtime-v1: shim server failed to start: ${why}`);
+      writeOut(`containerd-shim-wasmtime-v1: shim server failed to start: ${why}`);
       return 1;
     }
   }
   if (!ready) {
-    await writeOut(
+    writeOut(
       `containerd-shim-wasmtime-v1: the shim server at ${path} is shutting down and ` +
         `no new one could take its place after ${ATTEMPTS} attempts`,
     );
     return 1;
   }
-  await writeAddress(bundle, address);
-  await writeOut(address);
+  writeAddress(bundle, address);
+  writeOut(address);
   return 0;
 }
 
-async function writeOut(text: string): Promise<void> {
+function writeOut(text: string): void {
   const bytes = new TextEncoder().encode(text);
   let off = 0;
-  while (off < bytes.length) off += await Deno.stdout.write(bytes.subarray(off));
+  while (off < bytes.length) off += Deno.stdout.writeSync(bytes.subarray(off));
+}
+
+/** Reads stdin to its end and drops it. */
+function drainStdin(): void {
+  const buf = new Uint8Array(64 * 1024);
+  try {
+    while (Deno.stdin.readSync(buf) !== null) { /* not used */ }
+  } catch { /* no stdin */ }
 }

@@ -91,6 +91,11 @@ export interface TaskDeps {
   log(line: string): void;
   /** Told when a task joins (Create succeeded) or leaves (Delete) the registry. */
   tasksChanged?(change: "added" | "removed", id: string, bundle: string): void;
+  /**
+   * Told after a Delete that released everything the task held (guest, rootfs
+   * mount, cgroup, runtime state), so the `delete` action has nothing left to do.
+   */
+  cleanedUp?(id: string, bundle: string): void;
 }
 
 /** CreateTaskRequest, as decoded. */
@@ -267,6 +272,12 @@ export class TaskService {
       }
       let guest: Guest;
       let oomBaseline = 0;
+      // The guest's process joins the cgroup while its runner gets ready.
+      let joining: Promise<void> | undefined;
+      const onPid = cgroup && ((pid: number) => {
+        joining = cgroup.addProcess(pid);
+        joining.catch(() => {}); // awaited below, unless Create fails first
+      });
       try {
         guest = await this.#deps.createGuest({
           id: req.id,
@@ -280,12 +291,13 @@ export class TaskService {
           stderr: req.stderr,
           netns: spec.netns,
           cacheDir: this.#deps.cacheDir,
+          onPid,
         });
         if (cgroup !== undefined) {
           try {
             oomBaseline = await cgroup.oomKillCount();
             // runc (a native container) has put its init there already.
-            if (!guest.ownCgroup) await cgroup.addProcess(guest.pid);
+            if (!guest.ownCgroup) await (joining ?? cgroup.addProcess(guest.pid));
           } catch (err) {
             guest.kill(SIGKILL);
             await guest.exited;
@@ -321,12 +333,17 @@ export class TaskService {
     }
   }
 
-  /** Frees what a guest's runtime keeps after its exit (runc's state); logs failures. */
-  async #destroy(id: string, guest: Guest): Promise<void> {
+  /**
+   * Frees what a guest's runtime keeps after its exit (runc's state); logs failures.
+   * Resolves false if something could not be freed.
+   */
+  async #destroy(id: string, guest: Guest): Promise<boolean> {
     try {
       await guest.destroy?.();
+      return true;
     } catch (err) {
       this.#deps.log(`task ${id}: ${(err as Error).message}`);
+      return false;
     }
   }
 
@@ -428,15 +445,17 @@ export class TaskService {
       task.guest.kill(9);
       await task.stopped;
     }
-    await this.#destroy(task.id, task.guest);
+    let clean = await this.#destroy(task.id, task.guest);
     try {
       this.#deps.unmountRootfs(task.rootfs);
     } catch (err) {
+      clean = false;
       this.#deps.log(`task ${task.id}: unmounting ${task.rootfs}: ${(err as Error).message}`);
     }
-    await task.cgroup?.remove().catch((err) =>
-      this.#deps.log(`task ${task.id}: removing its cgroup: ${(err as Error).message}`)
-    );
+    await task.cgroup?.remove().catch((err) => {
+      clean = false;
+      this.#deps.log(`task ${task.id}: removing its cgroup: ${(err as Error).message}`);
+    });
     const info = task.exitInfo();
     this.#deps.publish(Topic.DELETE, {
       container_id: task.id,
@@ -445,6 +464,7 @@ export class TaskService {
       exited_at: info.exited_at,
       id: "",
     });
+    if (clean) this.#deps.cleanedUp?.(task.id, task.bundle);
     this.#deps.tasksChanged?.("removed", task.id, task.bundle);
     if (this.size === 0) this.#emptied?.();
     return info;

@@ -549,6 +549,7 @@ export async function createGuest(
     runner = spawnRunner(cfg.id, flags, cfg.netns, options.log);
   }
   const { child, stdin, stdout, stderrDone, tail } = runner;
+  cfg.onPid?.(child.pid);
 
   const release = pooled?.release ?? (() => {});
   const fail = async (error: RpcError): Promise<never> => {
@@ -560,7 +561,8 @@ export async function createGuest(
   const timeoutMs = options.readyTimeoutMs ?? DEFAULT_READY_TIMEOUT_MS;
   let reply: ReadyMessage | "timeout" | undefined;
   try {
-    const init: GuestInit = { ...cfg, ...entry, ...paths };
+    const { onPid: _, ...config } = cfg;
+    const init: GuestInit = { ...config, ...entry, ...paths };
     await stdin.write(new TextEncoder().encode(JSON.stringify(init) + "\n"));
     reply = await within(
       stdout.next().then((r) => r.done ? undefined : JSON.parse(r.value) as ReadyMessage),

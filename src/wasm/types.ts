@@ -40,6 +40,13 @@ export interface GuestConfig {
   netns?: string;
   /** Directory where the runner may keep caches (transpiled components, …). */
   cacheDir?: string;
+  /**
+   * Called with the pid of the process that will run the guest as soon as it is
+   * known, before it is ready: the task service moves it into the task's cgroup
+   * meanwhile (a cgroup migration waits for the kernel, milliseconds). Not called
+   * for a guest that joins its cgroup itself (`Guest.ownCgroup`).
+   */
+  onPid?: (pid: number) => void;
 }
 
 /** A prepared or running guest. */

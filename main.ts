@@ -36,7 +36,7 @@ async function main(argv: string[]): Promise<number> {
     case "":
       return (await import("./src/shim/daemon.ts")).runServer(flags);
     case "guest":
-      return (await import("./src/wasm/guest_main.ts")).runGuestMain();
+      return (await import("./src/wasm/guest_main.ts")).runGuestMain(flags.rest);
     case "oci-tar-builder":
       return (await import("./src/oci/builder_cli.ts")).main(flags.rest);
     default:

@@ -436,3 +436,98 @@ Deno.test("wasm guests: Pids is the runner's pid, Pause/Resume are SIGSTOP/SIGCO
   await service.resume({ id: "t1" });
   assert.deepEqual(guests[0].signals, [19, 18]);
 });
+
+Deno.test("cleanedUp: told once with the id and bundle after a clean Delete", async () => {
+  const cleaned: string[] = [];
+  const { service, guests } = setup({
+    deps: { cleanedUp: (id, bundle) => void cleaned.push(`${id} ${bundle}`) },
+  });
+  await service.create(create("t1"));
+  await service.start(ref("t1"));
+  guests[0].exit(0);
+  await service.wait(ref("t1"));
+  assert.deepEqual(cleaned, [], "not before Delete");
+  await service.delete(ref("t1"));
+  assert.deepEqual(cleaned, ["t1 /b/t1"]);
+});
+
+Deno.test("cleanedUp: not told when the unmount fails, yet Delete succeeds", async () => {
+  const cleaned: string[] = [];
+  const logs: string[] = [];
+  const { service, guests, events } = setup({
+    deps: {
+      cleanedUp: (id) => void cleaned.push(id),
+      unmountRootfs: () => {
+        throw new Error("EBUSY");
+      },
+      log: (line) => void logs.push(line),
+    },
+  });
+  await service.create(create("t1"));
+  await service.start(ref("t1"));
+  guests[0].exit(3);
+  await service.wait(ref("t1"));
+  assert.equal((await service.delete(ref("t1"))).exit_status, 3);
+  assert.deepEqual(cleaned, []);
+  assert.ok(events.includes("/tasks/delete t1"));
+  assert.ok(logs.some((line) => /unmounting \/b\/t1\/rootfs: EBUSY/.test(line)));
+  assert.equal(service.size, 0);
+});
+
+Deno.test("cleanedUp: not told when removing the cgroup fails, yet Delete succeeds", async () => {
+  const cleaned: string[] = [];
+  const cgroups: FakeCgroup[] = [];
+  const { service, guests, events } = setup({
+    deps: {
+      cleanedUp: (id) => void cleaned.push(id),
+      createCgroup: () => {
+        const cg = new FakeCgroup();
+        cg.remove = () => {
+          cg.calls.push("remove");
+          return Promise.reject(new Error("cgroup busy"));
+        };
+        cgroups.push(cg);
+        return Promise.resolve(cg);
+      },
+    },
+  });
+  await service.create(create("t1"));
+  await service.start(ref("t1"));
+  guests[0].exit(0);
+  await service.wait(ref("t1"));
+  assert.equal((await service.delete(ref("t1"))).exit_status, 0);
+  assert.deepEqual(cgroups[0].calls, ["add 1000", "remove"]);
+  assert.deepEqual(cleaned, []);
+  assert.ok(events.includes("/tasks/delete t1"));
+  assert.equal(service.size, 0);
+});
+
+Deno.test("cgroup: the guest config's onPid moves the pid, and Create does not move it again", async () => {
+  const cgroups: FakeCgroup[] = [];
+  const configs: GuestConfig[] = [];
+  const { service } = setup({
+    deps: {
+      createCgroup: () => {
+        const cg = new FakeCgroup();
+        cgroups.push(cg);
+        return Promise.resolve(cg);
+      },
+      createGuest: (config) => {
+        configs.push(config);
+        const g = new FakeGuest(3000);
+        // As a runner does: report the pid as soon as it is known, before it is ready.
+        config.onPid?.(g.pid);
+        return Promise.resolve(g);
+      },
+    },
+  });
+  assert.deepEqual(await service.create(create("t1")), { pid: 3000 });
+  assert.equal(typeof configs[0].onPid, "function");
+  assert.deepEqual(cgroups[0].calls, ["add 3000"]);
+});
+
+Deno.test("without a cgroup the guest config has no onPid", async () => {
+  const { service, configs } = setup();
+  await service.create(create("t1"));
+  assert.equal(configs[0].onPid, undefined);
+});

@@ -31,6 +31,7 @@ import {
   DEV_NULL,
   EXIT_NOT_READY,
   EXIT_TRAP,
+  PRELOAD_COMPONENT_ARG,
   type ReadyMessage,
   START_LINE,
 } from "./runner_protocol.ts";
@@ -64,6 +65,18 @@ async function logNodeWarnings(): Promise<void> {
   process.on("warning", (warning: Error) => {
     log(`warning: ${warning.name}: ${warning.message}`);
   });
+}
+
+let componentHost: Promise<typeof import("./component/mod.ts")> | undefined;
+
+/**
+ * Loads the component host once: loaded only for components (or ahead, see
+ * {@linkcode runGuestMain}), since it and Deno's Node compatibility layer beneath it
+ * cost ~50 ms of CPU to load.
+ */
+function loadComponentHost(): Promise<typeof import("./component/mod.ts")> {
+  componentHost ??= logNodeWarnings().then(() => import("./component/mod.ts"));
+  return componentHost;
 }
 
 /** Reads newline-terminated lines from the runner's stdin, without read-ahead. */
@@ -245,9 +258,7 @@ async function prepare(init: GuestInit): Promise<Run> {
     throw new Error(`cannot read ${path} (${init.hostPath}): ${(err as Error).message}`);
   }
   if (detectKind(bytes, path) === "component") {
-    // Loaded only for components: jco and the WASI 0.2 host cost tens of ms to load.
-    await logNodeWarnings();
-    const { prepareComponent } = await import("./component/mod.ts");
+    const { prepareComponent } = await loadComponentHost();
     const run = await prepareComponent(init, bytes);
     return () => run();
   }
@@ -265,10 +276,13 @@ async function prepare(init: GuestInit): Promise<Run> {
 /**
  * The guest runner's main: see the module documentation for the protocol.
  *
+ * @param args the words after the action (`PRELOAD_COMPONENT_ARG` loads the component host ahead)
  * @returns the process exit code: the guest's own (truncated to 8 bits, as the kernel
  *   would), `EXIT_TRAP` on a trap or host error, `EXIT_NOT_READY` if it never ran
  */
-export async function runGuestMain(): Promise<number> {
+export async function runGuestMain(args: readonly string[] = []): Promise<number> {
+  // A warm runner told to expect a component loads its host while it waits.
+  if (args.includes(PRELOAD_COMPONENT_ARG)) loadComponentHost().catch(() => {});
   const lines = new StdinLines();
   let init: GuestInit | undefined;
   let run: Run;

@@ -17,7 +17,12 @@ import { detectNative } from "../native/detect.ts";
 import { createRuncGuest, type NativeGuestOptions } from "../native/runc_guest.ts";
 import { detectKind, HEADER_LENGTH, type WasmKind } from "./detect.ts";
 import { resolveGuestEntrypoint } from "./image_entrypoint.ts";
-import { DEV_NULL, type ReadyMessage, START_LINE } from "./runner_protocol.ts";
+import {
+  DEV_NULL,
+  PRELOAD_COMPONENT_ARG,
+  type ReadyMessage,
+  START_LINE,
+} from "./runner_protocol.ts";
 import type { RunnerPool } from "./runner_pool.ts";
 import { holdReaders, NonBlockingFifo } from "../sys/fifo.ts";
 import type { Guest, GuestConfig, GuestInit } from "./types.ts";
@@ -431,15 +436,20 @@ export interface Runner {
   tail: string[];
 }
 
-/** Starts a runner process (`main.ts guest <id>`) with the given Deno permission flags. */
+/**
+ * Starts a runner process (`main.ts guest <id> [preload=component]`) with the given
+ * Deno permission flags.
+ */
 export function spawnRunner(
   id: string,
   flags: string[],
   netns: string | undefined,
   log: ((line: string) => void) | undefined,
+  preloadComponent = false,
 ): Runner {
   // --unstable-net: several HTTP listeners on one port (reusePort) for wasi:http.
-  const self = selfCommand([RUNNER_ACTION, id], ["--unstable-net", ...flags]);
+  const args = [RUNNER_ACTION, id, ...(preloadComponent ? [PRELOAD_COMPONENT_ARG] : [])];
+  const self = selfCommand(args, ["--unstable-net", ...flags]);
   const command = netns
     ? { cmd: findNsenter(), args: [`--net=${netns}`, "--", self.cmd, ...self.args] }
     : self;
@@ -526,7 +536,7 @@ export async function createGuest(
     // A wasi:http/proxy serves on its listen address and may make outgoing requests.
     net = true;
   }
-  const pooled = options.pool?.take(cfg, net);
+  const pooled = options.pool?.take(cfg, net, kind);
   let runner = pooled?.runner;
   // A pooled runner sees the container through its slot (see runner_pool.ts).
   const paths = pooled === undefined

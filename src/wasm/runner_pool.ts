@@ -17,10 +17,17 @@
  * bundle records its slot (`<bundle>/slot`) so that the `delete` action can clean
  * up after a server that died.
  *
+ * A warm runner waits for its guest with only the preview1 host loaded. Loading the
+ * component host (WASI 0.2, Deno's Node compatibility layer) costs ~50 ms of CPU, so
+ * a runner loads it ahead only when the pool's last container was a component: a
+ * run of component containers starts each one with the host loaded, a run of
+ * preview1 containers pays nothing for it.
+ *
  * @module
  */
 
 import { mount } from "../sys/libc.ts";
+import type { WasmKind } from "./detect.ts";
 import {
   allowList,
   APP_SRC,
@@ -75,6 +82,8 @@ export class RunnerPool {
   #idle = new Map<string, Idle[]>();
   #seq = 0;
   #closed = false;
+  /** Whether new runners load the component host ahead (the last guest was one). */
+  #preloadComponent = false;
 
   /** Creates an empty pool; {@linkcode warm} starts runners. */
   constructor(opts: RunnerPoolOptions) {
@@ -139,7 +148,13 @@ export class RunnerPool {
         allowList("allow-write", rw),
         "--allow-env",
       ];
-      const runner = spawnRunner(`${SLOT_PREFIX}${name}`, flags, netns, this.#opts.log);
+      const runner = spawnRunner(
+        `${SLOT_PREFIX}${name}`,
+        flags,
+        netns,
+        this.#opts.log,
+        this.#preloadComponent,
+      );
       return { runner, slot };
     } catch (err) {
       removeSlot(slot); // never leave a slot without a runner behind
@@ -150,11 +165,13 @@ export class RunnerPool {
   /**
    * Hands a warm runner to the guest `cfg` if one fits (same network namespace; a
    * guest that needs the network gets a runner of its own), bind-mounting its rootfs
-   * and linking its stdio into the slot, and starts a replacement. Returns undefined
-   * when none fits or the slot cannot be prepared.
+   * and linking its stdio into the slot, and starts a replacement (which loads the
+   * component host ahead if `kind` is "component"). Returns undefined when none fits
+   * or the slot cannot be prepared.
    */
-  take(cfg: GuestConfig, net: unknown): PooledRunner | undefined {
+  take(cfg: GuestConfig, net: unknown, kind?: WasmKind): PooledRunner | undefined {
     if (this.#closed || net) return undefined;
+    if (kind !== undefined) this.#preloadComponent = kind === "component";
     const list = this.#idle.get(cfg.netns ?? "");
     const idle = list?.shift();
     this.warm(cfg.netns);

@@ -24,3 +24,9 @@ export const EXIT_NOT_READY = 1;
 
 /** What a runner answers once its guest is prepared, or could not be. */
 export type ReadyMessage = { ready: true } | { error: string; code: number };
+
+/**
+ * The runner argument asking a warm runner to load the component host while it
+ * waits for its guest (see `RunnerPool` and `guest_main.ts`).
+ */
+export const PRELOAD_COMPONENT_ARG = "preload=component";

@@ -560,19 +560,33 @@ DENO_DIR="$APP_DIR/deno_dir" "$APP_DIR/deno" cache --quiet --config="$APP_DIR/de
   "$APP_DIR/main.ts" "$APP_DIR/src/wasm/guest_main.ts" "$APP_DIR/src/shim/daemon.ts" \
   "$APP_DIR/src/shim/start.ts" "$APP_DIR/src/shim/delete.ts" "$APP_DIR/src/oci/builder_cli.ts" >&2 \
   || die "caching the application's modules at $APP_DIR failed"
+# The start and delete actions run without the config (see write_launcher): cache them so too.
+DENO_DIR="$APP_DIR/deno_dir" "$APP_DIR/deno" cache --quiet --no-config --no-lock \
+  "$APP_DIR/main.ts" "$APP_DIR/src/shim/start.ts" "$APP_DIR/src/shim/delete.ts" >&2 \
+  || die "caching the start and delete actions at $APP_DIR failed"
 
+# write_launcher PATH ACTION [LIFECYCLE]: with LIFECYCLE, the `start` and `delete`
+# actions (the last argument; containerd runs them on the critical path of every
+# container) skip the config: they import no npm package, and reading it costs
+# ~1.5 ms of each run.
 write_launcher() {
-  local path="$1" action="$2"
-  cat > "$path.tmp" <<SH
-#!/bin/sh
-# Installed by containerd-shim-wasmtime's scripts/install.sh (launcher form).
-DENO_DIR="$APP_DIR/deno_dir" exec "$APP_DIR/deno" run --no-prompt --no-check --quiet --cached-only \\
-  --config="$APP_DIR/deno.json" -A "$APP_DIR/main.ts" $action "\$@"
-SH
+  local path="$1" action="$2" lifecycle="${3:-}"
+  local run="DENO_DIR='$APP_DIR/deno_dir' exec '$APP_DIR/deno' run --no-prompt --no-check --quiet --cached-only"
+  {
+    echo '#!/bin/sh'
+    echo "# Installed by containerd-shim-wasmtime's scripts/install.sh (launcher form)."
+    if [[ -n "$lifecycle" ]]; then
+      echo 'for last; do :; done'
+      echo 'case "$last" in start|delete)'
+      echo "  $run --no-config --no-lock -A '$APP_DIR/main.ts' \"\$@\" ;;"
+      echo 'esac'
+    fi
+    echo "$run --config='$APP_DIR/deno.json' -A '$APP_DIR/main.ts' $action \"\$@\""
+  } > "$path.tmp"
   chmod 0755 "$path.tmp"
   mv "$path.tmp" "$path"
 }
-write_launcher "$BIN_DIR/$SHIM" ""
+write_launcher "$BIN_DIR/$SHIM" "" lifecycle
 write_launcher "$BIN_DIR/$BUILDER" "oci-tar-builder"
 say "installed launcher $BIN_DIR/$SHIM -> $APP_DIR (revision $revision)"
 after_install

@@ -163,7 +163,28 @@ export async function runServer(flags: ShimFlags): Promise<number> {
         native: { root: runcRoot(flags.namespace) },
       });
     },
-    createCgroup: (id, taskSpec) => cgroups.create(taskSpec.cgroupsPath, id, taskSpec.resources),
+    createCgroup: async (id, taskSpec) => {
+      const cgroup = await cgroups.create(taskSpec.cgroupsPath, id, taskSpec.resources);
+      pool.learnCgroup(cgroup);
+      return {
+        // A warm runner waiting in a cgroup beside this one comes in by a rename.
+        addProcess: async (pid) => {
+          const warm = await pool.takeWarmCgroup(pid);
+          try {
+            if (warm && await cgroup.adopt(warm, taskSpec.resources)) return;
+          } catch (err) {
+            log.warn(`task ${id}: ${(err as Error).message}; moving its process instead`);
+            await cgroup.make();
+            if (taskSpec.resources) await cgroup.apply(taskSpec.resources);
+          }
+          await cgroup.addProcess(pid);
+        },
+        apply: (resources) => cgroup.apply(resources),
+        oomKillCount: () => cgroup.oomKillCount(),
+        metrics: () => cgroup.metrics(),
+        remove: () => cgroup.remove(),
+      };
+    },
     publish: ([topic, typeName], event) => events.publish(topic, typeName, event),
     writeFile: (path, text) => Deno.writeTextFile(path, text),
     shimPid: Deno.pid,

@@ -16,7 +16,7 @@
 import { encodeDeleteResponse } from "../protocol/wire.ts";
 import type { ShimFlags } from "./flags.ts";
 import { unmountAll } from "../task/mount.ts";
-import { removeSlot, SLOT_FILE, SLOT_PREFIX } from "../wasm/slot.ts";
+import { removeSlot, SLOT_FILE, SLOT_PREFIX, sweepWarmCgroups } from "../wasm/slot.ts";
 
 /** Exit status reported for a task whose server is gone: 128 + SIGKILL. */
 export const DELETED_EXIT_STATUS = 137;
@@ -130,6 +130,8 @@ async function cleanUp(bundle: string, id: string, pid: number, slot: string): P
   } catch (err) {
     problems.push((err as Error).message);
   }
+  // Warm runners' cgroups beside it that a dead server left (see runner_pool.ts).
+  for (const dir of cgroup?.dirs ?? []) sweepWarmCgroups(dir.slice(0, dir.lastIndexOf("/")) || "/");
   // Any other runner of this task still in its cgroup goes too.
   for (const other of await cgroup?.pids().catch(() => []) ?? []) {
     if (other !== pid && isOurGuest(other, id, slot)) kill(other);

@@ -300,6 +300,11 @@ function why(err: unknown): string {
   return (err as Error)?.message ?? String(err);
 }
 
+/** The parent directory of an absolute path. */
+function parentOf(path: string): string {
+  return path.slice(0, path.lastIndexOf("/")) || "/";
+}
+
 /** Reads a control file; undefined if it does not exist. */
 async function readControl(dir: string, file: string): Promise<string | undefined> {
   try {
@@ -474,6 +479,62 @@ export class TaskCgroup {
     this.version = version;
     this.root = root;
     this.#dirs = dirs;
+  }
+
+  /**
+   * The cgroup named `name` beside this one: same parent in every hierarchy.
+   * Nothing is created (see {@linkcode make}).
+   */
+  sibling(name: string): TaskCgroup {
+    if (name === "" || name.includes("/")) throw new Error(`"${name}" is not a cgroup name`);
+    const dirs = new Map<string, string>();
+    for (const [key, dir] of this.#dirs) dirs.set(key, `${parentOf(dir)}/${name}`);
+    return new TaskCgroup(this.version, this.root, dirs);
+  }
+
+  /** Creates the directories that do not exist yet (their parents must). */
+  async make(): Promise<void> {
+    for (const dir of this.dirs) {
+      try {
+        await Deno.mkdir(dir);
+      } catch (err) {
+        if (err instanceof Deno.errors.AlreadyExists) continue;
+        throw new Error(`cannot create cgroup ${dir}: ${why(err)}`);
+      }
+    }
+  }
+
+  /**
+   * Takes over the processes of `other`, a sibling cgroup, by renaming its
+   * directories onto this cgroup's, which must hold no process (just created), and
+   * applying `resources` again. rename(2) moves a cgroup with its processes at once,
+   * where writing a pid to `cgroup.procs` waits for the kernel (an RCU grace period,
+   * ~10 ms on cgroup v1). Only cgroup v1 renames cgroups: on v2, and when `other`
+   * is not a sibling in every hierarchy, returns false without changing anything.
+   *
+   * @throws {Error} naming the directory when the kernel refuses; this cgroup's
+   *   directories may then be gone (see {@linkcode make})
+   */
+  async adopt(other: TaskCgroup, resources?: LinuxResources): Promise<boolean> {
+    if (this.version !== 1 || other.version !== 1 || other.#dirs.size !== this.#dirs.size) {
+      return false;
+    }
+    const moves: [string, string][] = [];
+    for (const [key, dir] of this.#dirs) {
+      const from = other.#dirs.get(key);
+      if (from === undefined || parentOf(from) !== parentOf(dir)) return false;
+      if (!moves.some(([, to]) => to === dir)) moves.push([from, dir]);
+    }
+    for (const [from, to] of moves) {
+      try {
+        await Deno.remove(to);
+        await Deno.rename(from, to);
+      } catch (err) {
+        throw new Error(`cannot rename cgroup ${from} to ${to}: ${why(err)}`);
+      }
+    }
+    if (resources) await this.apply(resources);
+    return true;
   }
 
   /** The distinct directories of this cgroup. */

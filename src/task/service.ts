@@ -295,9 +295,9 @@ export class TaskService {
         });
         if (cgroup !== undefined) {
           try {
-            oomBaseline = await cgroup.oomKillCount();
             // runc (a native container) has put its init there already.
             if (!guest.ownCgroup) await (joining ?? cgroup.addProcess(guest.pid));
+            oomBaseline = await cgroup.oomKillCount();
           } catch (err) {
             guest.kill(SIGKILL);
             await guest.exited;

@@ -2,6 +2,7 @@
  * The guest runner: the child process that runs one guest (`main.ts guest <id>`).
  *
  * Protocol with the shim server (see `runner.ts`), over the runner's own stdio:
+ * 0. once booted, the runner writes the line `{"idle":true}` on stdout;
  * 1. stdin: one JSON line, a {@linkcode GuestInit};
  * 2. the runner reads and compiles the wasm and checks it can run, then answers
  *    one JSON line on stdout: `{"ready":true}`, or `{"error":"…","code":<grpc code>}`
@@ -31,6 +32,7 @@ import {
   DEV_NULL,
   EXIT_NOT_READY,
   EXIT_TRAP,
+  IDLE_MESSAGE,
   PRELOAD_COMPONENT_ARG,
   type ReadyMessage,
   START_LINE,
@@ -281,8 +283,10 @@ async function prepare(init: GuestInit): Promise<Run> {
  *   would), `EXIT_TRAP` on a trap or host error, `EXIT_NOT_READY` if it never ran
  */
 export async function runGuestMain(args: readonly string[] = []): Promise<number> {
-  // A warm runner told to expect a component loads its host while it waits.
-  if (args.includes(PRELOAD_COMPONENT_ARG)) loadComponentHost().catch(() => {});
+  // A warm runner told to expect a component loads its host before it says it waits
+  // (what it loads then is not charged to the container's cgroup: see IDLE_MESSAGE).
+  if (args.includes(PRELOAD_COMPONENT_ARG)) await loadComponentHost().catch(() => {});
+  writeAllSync(Deno.stdout, encoder.encode(IDLE_MESSAGE + "\n"));
   const lines = new StdinLines();
   let init: GuestInit | undefined;
   let run: Run;

@@ -19,6 +19,7 @@ import { detectKind, HEADER_LENGTH, type WasmKind } from "./detect.ts";
 import { resolveGuestEntrypoint } from "./image_entrypoint.ts";
 import {
   DEV_NULL,
+  IDLE_MESSAGE,
   PRELOAD_COMPONENT_ARG,
   type ReadyMessage,
   START_LINE,
@@ -425,6 +426,15 @@ async function isHttpProxy(path: string): Promise<boolean> {
   }
 }
 
+/** The runner's answer to its init line: the next line but the idle one. */
+async function nextReply(stdout: AsyncGenerator<string>): Promise<ReadyMessage | undefined> {
+  for (;;) {
+    const line = await stdout.next();
+    if (line.done) return undefined;
+    if (line.value !== IDLE_MESSAGE) return JSON.parse(line.value) as ReadyMessage;
+  }
+}
+
 /** A started runner process, before it has been given its guest. */
 export interface Runner {
   child: Deno.ChildProcess;
@@ -574,10 +584,7 @@ export async function createGuest(
     const { onPid: _, ...config } = cfg;
     const init: GuestInit = { ...config, ...entry, ...paths };
     await stdin.write(new TextEncoder().encode(JSON.stringify(init) + "\n"));
-    reply = await within(
-      stdout.next().then((r) => r.done ? undefined : JSON.parse(r.value) as ReadyMessage),
-      timeoutMs,
-    );
+    reply = await within(nextReply(stdout), timeoutMs);
   } catch (err) {
     // A runner that died before reading its config, or answered something not JSON.
     options.log?.(`guest ${cfg.id}: talking to its runner: ${(err as Error).message}`);

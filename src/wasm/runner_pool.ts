@@ -23,6 +23,15 @@
  * run of component containers starts each one with the host loaded, a run of
  * preview1 containers pays nothing for it.
  *
+ * Warm cgroups (cgroup v1): moving a process into a cgroup waits for the kernel
+ * (an RCU grace period, ~10 ms), where renaming a cgroup directory moves it with its
+ * processes at once. So once the server has made one task cgroup, each warm runner,
+ * when it says it is idle (its boot's memory stays charged where it was), is moved
+ * into a cgroup of its own beside that task's (`<parent>/wasmtime-warm-<slot>`);
+ * at Create the task's cgroup takes it over by a rename
+ * ({@linkcode TaskCgroup.adopt}), with the same parent, which is the usual case: one
+ * parent per namespace, or per pod.
+ *
  * @module
  */
 
@@ -37,7 +46,15 @@ import {
   spawnRunner,
 } from "./runner.ts";
 import { DEV_NULL } from "./runner_protocol.ts";
-import { removeSlot, SLOT_FILE, SLOT_PREFIX } from "./slot.ts";
+import {
+  removeSlot,
+  SLOT_FILE,
+  SLOT_PREFIX,
+  sweepWarmCgroups,
+  WARM_CGROUP_PREFIX,
+} from "./slot.ts";
+import type { TaskCgroup } from "../task/cgroup.ts";
+import { IDLE_MESSAGE } from "./runner_protocol.ts";
 import { procStat } from "../sys/proc.ts";
 import type { GuestConfig } from "./types.ts";
 
@@ -74,6 +91,12 @@ export interface RunnerPoolOptions {
 interface Idle {
   runner: Runner;
   slot: string;
+  /** True once the runner has said it is idle. */
+  idle?: boolean;
+  /** True once handed to a container. */
+  taken?: boolean;
+  /** The runner's warm cgroup, once it is in it (undefined if that failed). */
+  cgroup?: Promise<TaskCgroup | undefined>;
 }
 
 /** Keeps warm runners, one set per network namespace ("" for the host's). */
@@ -84,6 +107,12 @@ export class RunnerPool {
   #closed = false;
   /** Whether new runners load the component host ahead (the last guest was one). */
   #preloadComponent = false;
+  /** The last task cgroup made: warm cgroups go beside it. */
+  #template: TaskCgroup | undefined;
+  /** Parent directories already swept of dead servers' warm cgroups. */
+  #swept = new Set<string>();
+  /** Warm cgroups of taken runners, by pid, until a task cgroup adopts them. */
+  #warmByPid = new Map<number, Promise<TaskCgroup | undefined>>();
 
   /** Creates an empty pool; {@linkcode warm} starts runners. */
   constructor(opts: RunnerPoolOptions) {
@@ -155,7 +184,15 @@ export class RunnerPool {
         this.#opts.log,
         this.#preloadComponent,
       );
-      return { runner, slot };
+      const entry: Idle = { runner, slot };
+      // The runner's first line says it is idle (see runner_protocol.ts); later
+      // lines are for createGuest.
+      runner.stdout.next().then((line) => {
+        if (line.done || line.value !== IDLE_MESSAGE) return;
+        entry.idle = true;
+        this.#joinWarmCgroup(entry);
+      }, () => {});
+      return entry;
     } catch (err) {
       removeSlot(slot); // never leave a slot without a runner behind
       throw err;
@@ -177,10 +214,12 @@ export class RunnerPool {
     this.warm(cfg.netns);
     if (idle === undefined) return undefined;
     const { runner, slot } = idle;
+    idle.taken = true;
     if (runner.exited) {
-      removeSlot(slot);
+      this.#free(idle);
       return undefined;
     }
+    if (idle.cgroup) this.#warmByPid.set(runner.child.pid, idle.cgroup);
     const rootfs = `${slot}/rootfs`;
     const link = (name: string, target: string) => {
       const path = `${slot}/io/${name}`;
@@ -191,7 +230,8 @@ export class RunnerPool {
     const release = () => {
       if (released) return;
       released = true;
-      if (!removeSlot(slot)) this.#opts.log?.(`slot ${slot}: could not remove it completely`);
+      this.#warmByPid.delete(runner.child.pid);
+      this.#free(idle);
     };
     try {
       mount(cfg.rootfs, rootfs, null, MS_BIND | MS_REC, null);
@@ -206,14 +246,74 @@ export class RunnerPool {
     }
   }
 
-  /** Kills the idle runners and removes their slots. */
+  /**
+   * Tells the pool the cgroup of a task just made (cgroup v1 only): from now on,
+   * warm runners wait in cgroups beside it. The first time a parent is seen, the
+   * warm cgroups that servers now gone left there are removed.
+   */
+  learnCgroup(cgroup: TaskCgroup): void {
+    if (cgroup.version !== 1 || this.#closed) return;
+    this.#template = cgroup;
+    for (const dir of cgroup.dirs) {
+      const parent = dir.slice(0, dir.lastIndexOf("/")) || "/";
+      if (this.#swept.has(parent)) continue;
+      this.#swept.add(parent);
+      sweepWarmCgroups(parent);
+    }
+    for (const entry of [...this.#idle.values()].flat()) this.#joinWarmCgroup(entry);
+  }
+
+  /**
+   * The warm cgroup runner `pid` (a taken one) waits in, once it is in it; the pool
+   * forgets it (it is removed when the runner exits, if still there).
+   */
+  takeWarmCgroup(pid: number): Promise<TaskCgroup | undefined> {
+    const cgroup = this.#warmByPid.get(pid);
+    this.#warmByPid.delete(pid);
+    return cgroup ?? Promise.resolve(undefined);
+  }
+
+  /** Moves an idle runner into a warm cgroup beside the last task's, if there is one. */
+  #joinWarmCgroup(entry: Idle): void {
+    if (!entry.idle || entry.taken || entry.cgroup || !this.#template) return;
+    const name = `${WARM_CGROUP_PREFIX}${entry.slot.slice(entry.slot.lastIndexOf("/") + 1)}`;
+    const cgroup = this.#template.sibling(name);
+    entry.cgroup = (async () => {
+      try {
+        await cgroup.make();
+        await cgroup.addProcess(entry.runner.child.pid);
+        return cgroup;
+      } catch (err) {
+        this.#opts.log?.(`warm cgroup ${name}: ${(err as Error).message}`);
+        await cgroup.remove().catch(() => {});
+        return undefined;
+      }
+    })();
+  }
+
+  /** Removes a runner's slot and warm cgroup (once the runner is gone). */
+  #free(entry: Idle): void {
+    if (!removeSlot(entry.slot)) {
+      this.#opts.log?.(`slot ${entry.slot}: could not remove it completely`);
+    }
+    entry.cgroup?.then((cgroup) => cgroup?.remove()).catch((err) =>
+      this.#opts.log?.(`warm cgroup of ${entry.slot}: ${(err as Error).message}`)
+    );
+  }
+
+  /** Kills the idle runners and removes their slots and warm cgroups. */
   async close(): Promise<void> {
     this.#closed = true;
     const all = [...this.#idle.values()].flat();
     this.#idle.clear();
-    await Promise.all(all.map(async ({ runner, slot }) => {
-      await discardRunner(runner);
-      removeSlot(slot);
+    await Promise.all(all.map(async (entry) => {
+      await discardRunner(entry.runner);
+      if (!removeSlot(entry.slot)) {
+        this.#opts.log?.(`slot ${entry.slot}: could not remove it completely`);
+      }
+      await entry.cgroup?.then((cgroup) => cgroup?.remove()).catch((err) =>
+        this.#opts.log?.(`warm cgroup of ${entry.slot}: ${(err as Error).message}`)
+      );
     }));
   }
 }

@@ -3,6 +3,7 @@
  * other over the runner's stdio. Kept apart so that the server does not load the
  * runner's code (the WASI hosts) to know it.
  *
+ * 0. runner → server stdout: {@linkcode IDLE_MESSAGE} once it has booted and waits;
  * 1. server → runner stdin: one JSON line, a `GuestInit`;
  * 2. runner → server stdout: one JSON line, a {@linkcode ReadyMessage};
  * 3. server → runner stdin: the line {@linkcode START_LINE} lets the guest run.
@@ -24,6 +25,13 @@ export const EXIT_NOT_READY = 1;
 
 /** What a runner answers once its guest is prepared, or could not be. */
 export type ReadyMessage = { ready: true } | { error: string; code: number };
+
+/**
+ * The line a runner writes once it has booted (and loaded what it preloads) and
+ * waits for its guest: a warm runner's pool may then move it into a cgroup
+ * without charging its boot's memory there (see `runner_pool.ts`).
+ */
+export const IDLE_MESSAGE = '{"idle":true}';
 
 /**
  * The runner argument asking a warm runner to load the component host while it

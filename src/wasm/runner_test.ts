@@ -10,6 +10,7 @@ import {
   signalNumber,
 } from "./runner.ts";
 import { selfCommand } from "../shim/self_exec.ts";
+import { IDLE_MESSAGE } from "./runner_protocol.ts";
 import type { Guest, GuestConfig, GuestInit } from "./types.ts";
 
 const TESTDATA = new URL("./testdata/", import.meta.url).pathname;
@@ -328,7 +329,9 @@ Deno.test("the runner refuses an entrypoint swapped for a symlink out of the roo
   await writer.close();
   const { code, stdout } = await child.output();
   assert.equal(code, 1);
-  assert.deepEqual(JSON.parse(new TextDecoder().decode(stdout)), {
+  const [idle, reply] = new TextDecoder().decode(stdout).trim().split("\n");
+  assert.equal(idle, IDLE_MESSAGE);
+  assert.deepEqual(JSON.parse(reply), {
     error: "entrypoint /bin/probe.wasm now leads outside the container's root: invalid argument",
     code: Code.INVALID_ARGUMENT,
   });

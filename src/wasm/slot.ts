@@ -7,6 +7,7 @@
  */
 
 import { unmountAll } from "../task/mount.ts";
+import { procStat } from "../sys/proc.ts";
 
 /** Default parent directory of the slots. */
 export const DEFAULT_SLOT_ROOT = "/run/containerd-shim-wasmtime/slots";
@@ -14,6 +15,33 @@ export const DEFAULT_SLOT_ROOT = "/run/containerd-shim-wasmtime/slots";
 export const SLOT_FILE = "slot";
 /** The command-line word of a pooled runner before it has a container (see `delete.ts`). */
 export const SLOT_PREFIX = "slot-";
+/**
+ * Name prefix of a warm runner's cgroup (`<prefix><server pid>-<n>`, beside the
+ * task cgroups; see `runner_pool.ts`).
+ */
+export const WARM_CGROUP_PREFIX = "wasmtime-warm-";
+
+/**
+ * Removes the warm cgroups in the cgroup directory `parent` whose server is gone
+ * (a server killed with SIGKILL cannot). Ones still holding a process stay.
+ */
+export function sweepWarmCgroups(parent: string): void {
+  let entries: Deno.DirEntry[];
+  try {
+    entries = [...Deno.readDirSync(parent)];
+  } catch {
+    return;
+  }
+  for (const entry of entries) {
+    if (!entry.isDirectory || !entry.name.startsWith(WARM_CGROUP_PREFIX)) continue;
+    const pid = Number(entry.name.slice(WARM_CGROUP_PREFIX.length).split("-")[0]);
+    if (Number.isInteger(pid) && pid > 0 && procStat(pid) === undefined) {
+      try {
+        Deno.removeSync(`${parent}/${entry.name}`);
+      } catch { /* still has a process, or gone */ }
+    }
+  }
+}
 
 /**
  * Removes a slot: unmounts its rootfs, then removes its (empty) directories. Never

@@ -84,6 +84,8 @@ async function jcoPeer(): Promise<WrkResult | string> {
     ],
     stdout: "null",
     stderr: "null",
+    // jco serve runs the server in a child process: kill the whole group at the end.
+    detached: true,
   }).spawn();
   try {
     const url = `http://127.0.0.1:${PEER_PORT}/`;
@@ -98,7 +100,7 @@ async function jcoPeer(): Promise<WrkResult | string> {
     return "not measured: jco serve did not answer within 60 s";
   } finally {
     try {
-      child.kill("SIGKILL");
+      Deno.kill(-child.pid, "SIGKILL");
     } catch { /* gone */ }
     await child.status;
     await Deno.remove(jcoDir, { recursive: true }).catch(() => {});

@@ -486,7 +486,9 @@ export class TaskCgroup {
    * Nothing is created (see {@linkcode make}).
    */
   sibling(name: string): TaskCgroup {
-    if (name === "" || name.includes("/")) throw new Error(`"${name}" is not a cgroup name`);
+    if (name === "" || name === "." || name === ".." || name.includes("/")) {
+      throw new Error(`"${name}" is not a cgroup name`);
+    }
     const dirs = new Map<string, string>();
     for (const [key, dir] of this.#dirs) dirs.set(key, `${parentOf(dir)}/${name}`);
     return new TaskCgroup(this.version, this.root, dirs);

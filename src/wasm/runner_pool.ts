@@ -45,7 +45,7 @@ import {
   type Runner,
   spawnRunner,
 } from "./runner.ts";
-import { DEV_NULL } from "./runner_protocol.ts";
+import { DEV_NULL, IDLE_MESSAGE } from "./runner_protocol.ts";
 import {
   removeSlot,
   SLOT_FILE,
@@ -54,7 +54,6 @@ import {
   WARM_CGROUP_PREFIX,
 } from "./slot.ts";
 import type { TaskCgroup } from "../task/cgroup.ts";
-import { IDLE_MESSAGE } from "./runner_protocol.ts";
 import { procStat } from "../sys/proc.ts";
 import type { GuestConfig } from "./types.ts";
 

@@ -17,7 +17,7 @@ import { LINUX_RESOURCES_TYPE_URL } from "../../src/task/task_api.ts";
 import { encodeAny, ProtoWriter } from "../../src/protocol/wire.ts";
 import { type Containerd, startContainerd } from "./harness.ts";
 import { fixture, installShim } from "./shim_install.ts";
-import { exists, sleep, waitStatus } from "./ctr_util.ts";
+import { exists, sleep, waitFor, waitStatus } from "./ctr_util.ts";
 
 const RUNTIME = "io.containerd.wasmtime.v1";
 const CGROUP_ROOT = "/sys/fs/cgroup";
@@ -332,6 +332,107 @@ Deno.test({
     const exit = lines.find((l) => l.includes("/tasks/exit") && l.includes(`"${id}"`));
     assert.match(exit ?? "", /"exit_status":137/);
     for (const dir of cgroupDirs(cd, id)) assert.ok(!(await exists(dir)), `${dir} is left`);
+  },
+});
+
+/** The parent (the server) of process `pid`. */
+async function parentOf(pid: number): Promise<number> {
+  const stat = await Deno.readTextFile(`/proc/${pid}/stat`);
+  return Number(stat.slice(stat.lastIndexOf(")") + 2).split(" ")[1]);
+}
+
+/** The pids listed in a cgroup directory's `cgroup.procs`. */
+async function procsOf(dir: string): Promise<number[]> {
+  const text = await Deno.readTextFile(`${dir}/cgroup.procs`);
+  return text.split("\n").filter(Boolean).map(Number);
+}
+
+Deno.test({
+  name: "warm cgroups (v1): the next task's runner comes in by a rename; none are left after",
+  ignore: VERSION !== 1,
+  ...opts,
+  async fn() {
+    const { cd } = await setup();
+    const ns = `${CGROUP_ROOT}/memory/${cd.namespace}`;
+    const ids = [`${PREFIX}warm-1`, `${PREFIX}warm-2`];
+    const limit = ["--memory-limit", String(48 * MIB)];
+    const guest = ["/probe.wasm", "sleep", "60"];
+    /** The warm cgroups of `server` in the memory hierarchy (another run may share it). */
+    const warmOf = async (server: number) => {
+      const out: string[] = [];
+      for await (const e of Deno.readDir(ns)) {
+        if (e.isDirectory && e.name.startsWith(`wasmtime-warm-${server}-`)) out.push(e.name);
+      }
+      return out.sort();
+    };
+    const started: string[] = [];
+    try {
+      started.push(ids[0]);
+      const first = await runDetached(ids[0], guest, limit);
+      const server = await parentOf(first);
+      assert.ok(server > 1, `server of ${first}`);
+      // The runner that replaced the taken one says it is idle, then waits in a warm
+      // cgroup beside the task's: in every hierarchy, with nothing else in it.
+      let warm = "";
+      let waiting: number[] = [];
+      await waitFor(`a warm cgroup of server ${server} holding its runner`, async () => {
+        [warm] = await warmOf(server);
+        if (!warm) return false;
+        waiting = await procsOf(`${ns}/${warm}`).catch(() => []);
+        return waiting.length === 1;
+      });
+      for (const c of V1_CONTROLLERS) {
+        const dir = `${CGROUP_ROOT}/${c}/${cd.namespace}/${warm}`;
+        assert.deepEqual(await procsOf(dir), waiting, dir);
+      }
+      assert.equal(await parentOf(waiting[0]), server);
+
+      // The second task gets that runner, and its cgroup is the warm one, renamed.
+      started.push(ids[1]);
+      const second = await runDetached(ids[1], guest, limit);
+      assert.equal(second, waiting[0], "the second task did not get the warm runner");
+      assert.equal(await parentOf(second), server, "the second task has another server");
+      for (const dir of cgroupDirs(cd, ids[1])) {
+        assert.deepEqual(await procsOf(dir), [second], dir);
+      }
+      assert.equal(
+        (await Deno.readTextFile(`${ns}/${ids[1]}/memory.limit_in_bytes`)).trim(),
+        `${48 * MIB}`,
+      );
+      const self = await Deno.readTextFile(`/proc/${second}/cgroup`);
+      assert.match(self, new RegExp(`:memory:/${cd.namespace}/${ids[1]}\n`));
+      for (const c of V1_CONTROLLERS) {
+        const dir = `${CGROUP_ROOT}/${c}/${cd.namespace}/${warm}`;
+        assert.ok(!(await exists(dir)), `${dir} is still there: not renamed`);
+      }
+      // And the next warm runner waits in a new warm cgroup, while the server runs.
+      await waitFor(
+        `a new warm cgroup of server ${server}`,
+        async () => (await warmOf(server)).some((w) => w !== warm),
+      );
+
+      for (const id of ids) await remove(cd, id);
+      started.length = 0;
+      for (const id of ids) {
+        for (const dir of cgroupDirs(cd, id)) assert.ok(!(await exists(dir)), `${dir} is left`);
+      }
+      // The server exits after its idle timeout (1 s here), removing its warm cgroups.
+      await waitFor(`server ${server} to exit`, async () => !(await exists(`/proc/${server}`)));
+      await waitFor(
+        `server ${server}'s warm cgroups to go`,
+        async () => (await warmOf(server)).length === 0,
+        3_000,
+      ).catch(() => {});
+      for (const c of V1_CONTROLLERS) {
+        const left: string[] = [];
+        for await (const e of Deno.readDir(`${CGROUP_ROOT}/${c}/${cd.namespace}`)) {
+          if (e.name.startsWith("wasmtime-warm-")) left.push(e.name);
+        }
+        assert.deepEqual(left.filter((w) => w.startsWith(`wasmtime-warm-${server}-`)), [], c);
+      }
+    } finally {
+      for (const id of started) await remove(cd, id).catch(() => {});
+    }
   },
 });
 

@@ -24,6 +24,7 @@
  * @module
  */
 
+import { type Deadline, Deadlines } from "./deadlines.ts";
 import { invalidArgument } from "../../protocol/status.ts";
 import { GuestExit } from "./host/cli.ts";
 import { BodyCut, createIncomingCall, type ErrorCode, type OutgoingResponse } from "./host/http.ts";
@@ -215,6 +216,9 @@ type Outcome =
   | { kind: "timeout" }
   | { kind: "refused"; error: BodyRefused };
 
+/** The outcome of every request that ran out of time. */
+const TIMED_OUT: Outcome = { kind: "timeout" };
+
 /** Why a request failed, for the log. */
 export function describeGuestError(err: unknown): string {
   if (err instanceof GuestExit) return `the component called exit(${err.code})`;
@@ -258,6 +262,8 @@ export class ProxyServer {
   #failures = 0;
   #served = 0;
   #stopped = Promise.withResolvers<number>();
+  /** The request timeouts (one timer for all), unless there is no timeout. */
+  #deadlines: Deadlines<Outcome> | undefined;
 
   /**
    * @param factory creates fresh instances
@@ -275,6 +281,9 @@ export class ProxyServer {
     this.#config = config;
     this.#log = log;
     this.#reusePort = options.reusePort ?? false;
+    if (config.requestTimeoutMs > 0) {
+      this.#deadlines = new Deadlines<Outcome>(config.requestTimeoutMs, TIMED_OUT);
+    }
     let id = 0;
     this.#nextId = options.nextId ?? (() => ++id);
   }
@@ -334,6 +343,8 @@ export class ProxyServer {
       new Promise<boolean>((resolve) => timer = setTimeout(() => resolve(false), graceMs)),
     ]));
     clearTimeout(timer);
+    // Every request finished: no timeout is pending, and the timer must not hold the loop.
+    if (result) this.#deadlines?.close();
     for (const instance of this.#pool.splice(0)) instance.host.dispose();
     this.#stopped.resolve(graceMs === Infinity ? 0 : EXIT_SIGTERM);
     return result;
@@ -399,12 +410,8 @@ export class ProxyServer {
       () => ({ kind: "returned" }),
       (error) => ({ kind: "trapped", error }),
     );
-    let timer: ReturnType<typeof setTimeout> | undefined;
-    const timeout = this.#config.requestTimeoutMs > 0
-      ? new Promise<Outcome>((resolve) => {
-        timer = setTimeout(() => resolve({ kind: "timeout" }), this.#config.requestTimeoutMs);
-      })
-      : null;
+    const deadline = this.#deadlines?.start();
+    const timeout = deadline?.promise ?? null;
     const first = await Promise.race([
       call.response.then<Outcome>((result) => ({ kind: "response", result })),
       ended,
@@ -412,7 +419,7 @@ export class ProxyServer {
       ...(body ? [body.refused.then<Outcome>((error) => ({ kind: "refused", error }))] : []),
     ]);
     if (first.kind !== "response") {
-      this.#finish(instance, ended, timer, timeout, body);
+      this.#finish(instance, ended, deadline, body);
       if (first.kind === "refused") {
         return this.#fail(req, id, first.error.status, first.error.message);
       }
@@ -425,7 +432,7 @@ export class ProxyServer {
       return this.#fail(req, id, 500, "the component returned without setting a response");
     }
     if (first.result.tag === "err") {
-      this.#finish(instance, ended, timer, timeout, body);
+      this.#finish(instance, ended, deadline, body);
       return this.#fail(
         req,
         id,
@@ -443,7 +450,7 @@ export class ProxyServer {
       response = outgoing.toResponse();
     } catch (err) {
       outgoing.outgoingBody?.abandon("the response could not be sent");
-      this.#finish(instance, ended, timer, timeout, body);
+      this.#finish(instance, ended, deadline, body);
       return this.#fail(req, id, 500, describeGuestError(err));
     }
     // Too late for a status: a refused body cuts the response, and the connection is
@@ -452,7 +459,7 @@ export class ProxyServer {
       body.cancel();
       outgoing.outgoingBody?.abandon(error.message);
     });
-    this.#finish(instance, ended, timer, timeout, body, outgoing, req);
+    this.#finish(instance, ended, deadline, body, outgoing, req);
     return response;
   }
 
@@ -487,15 +494,14 @@ export class ProxyServer {
   #finish(
     instance: ProxyInstance,
     ended: Promise<Outcome>,
-    timer: ReturnType<typeof setTimeout> | undefined,
-    timeout: Promise<Outcome> | null,
+    deadline: Deadline<Outcome> | undefined,
     requestBody: LimitedBody | null,
     response?: OutgoingResponse,
     req?: Request,
   ): void {
     const done = (async () => {
-      const last = await Promise.race([ended, ...(timeout ? [timeout] : [])]);
-      clearTimeout(timer);
+      const last = deadline ? await Promise.race([ended, deadline.promise]) : await ended;
+      deadline?.cancel();
       requestBody?.dispose();
       const body = response?.outgoingBody;
       if (body && !body.ended) {

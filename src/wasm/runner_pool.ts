@@ -47,6 +47,7 @@ import {
 } from "./runner.ts";
 import { DEV_NULL, IDLE_MESSAGE } from "./runner_protocol.ts";
 import {
+  deadServerEntries,
   removeSlot,
   SLOT_FILE,
   SLOT_PREFIX,
@@ -54,7 +55,6 @@ import {
   WARM_CGROUP_PREFIX,
 } from "./slot.ts";
 import type { TaskCgroup } from "../task/cgroup.ts";
-import { procStat } from "../sys/proc.ts";
 import type { GuestConfig } from "./types.ts";
 
 const MS_BIND = 0x1000;
@@ -123,18 +123,7 @@ export class RunnerPool {
    * clean up its idle runners' slots). Slots of live servers are left alone.
    */
   static sweep(slotRoot: string): void {
-    let entries: Deno.DirEntry[];
-    try {
-      entries = [...Deno.readDirSync(slotRoot)];
-    } catch {
-      return;
-    }
-    for (const entry of entries) {
-      const pid = Number(entry.name.split("-")[0]);
-      if (Number.isInteger(pid) && pid > 0 && procStat(pid) === undefined) {
-        removeSlot(`${slotRoot}/${entry.name}`);
-      }
-    }
+    for (const entry of deadServerEntries(slotRoot)) removeSlot(`${slotRoot}/${entry.name}`);
   }
 
   /** Starts idle runners for `netns` until the pool holds its size. */

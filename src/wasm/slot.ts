@@ -22,24 +22,33 @@ export const SLOT_PREFIX = "slot-";
 export const WARM_CGROUP_PREFIX = "wasmtime-warm-";
 
 /**
+ * The entries of `dir` named `<prefix><pid>-…` whose process `<pid>`, the server
+ * that made them, is gone.
+ */
+export function deadServerEntries(dir: string, prefix = ""): Deno.DirEntry[] {
+  let entries: Deno.DirEntry[];
+  try {
+    entries = [...Deno.readDirSync(dir)];
+  } catch {
+    return [];
+  }
+  return entries.filter((entry) => {
+    if (!entry.name.startsWith(prefix)) return false;
+    const pid = Number(entry.name.slice(prefix.length).split("-")[0]);
+    return Number.isInteger(pid) && pid > 0 && procStat(pid) === undefined;
+  });
+}
+
+/**
  * Removes the warm cgroups in the cgroup directory `parent` whose server is gone
  * (a server killed with SIGKILL cannot). Ones still holding a process stay.
  */
 export function sweepWarmCgroups(parent: string): void {
-  let entries: Deno.DirEntry[];
-  try {
-    entries = [...Deno.readDirSync(parent)];
-  } catch {
-    return;
-  }
-  for (const entry of entries) {
-    if (!entry.isDirectory || !entry.name.startsWith(WARM_CGROUP_PREFIX)) continue;
-    const pid = Number(entry.name.slice(WARM_CGROUP_PREFIX.length).split("-")[0]);
-    if (Number.isInteger(pid) && pid > 0 && procStat(pid) === undefined) {
-      try {
-        Deno.removeSync(`${parent}/${entry.name}`);
-      } catch { /* still has a process, or gone */ }
-    }
+  for (const entry of deadServerEntries(parent, WARM_CGROUP_PREFIX)) {
+    if (!entry.isDirectory) continue;
+    try {
+      Deno.removeSync(`${parent}/${entry.name}`);
+    } catch { /* still has a process, or gone */ }
   }
 }
 

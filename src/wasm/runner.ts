@@ -253,8 +253,9 @@ class RunnerGuest implements Guest {
   #stdinPath: string;
   #stdinClosed = false;
   #fifo: NonBlockingFifo | undefined;
-  #output: readonly string[];
-  /** Writer ends held on the output FIFOs while the guest runs (see `start`). */
+  /** The output FIFOs no writer end is held on yet (see `start`). */
+  #output: string[] = [];
+  /** Writer ends held on the output FIFOs from Create until the guest is gone. */
   #held: NonBlockingFifo[] = [];
 
   /**
@@ -271,7 +272,19 @@ class RunnerGuest implements Guest {
   ) {
     this.#id = id;
     this.#stdinPath = stdio.stdin;
-    this.#output = [stdio.stdout, stdio.stderr];
+    // Writer ends on the output FIFOs whose readers are there already (ctr's and
+    // containerd's open before Create), as runc's shim opens them at Create: see start.
+    for (const path of [stdio.stdout, stdio.stderr]) {
+      if (path === "") continue;
+      let end;
+      try {
+        end = NonBlockingFifo.openWriterIfRead(path);
+      } catch {
+        continue; // not a FIFO we can open: the guest reports its own error
+      }
+      if (end) this.#held.push(end);
+      else this.#output.push(path);
+    }
     this.#child = child;
     this.#stdin = stdin;
     this.pid = child.pid;
@@ -293,11 +306,12 @@ class RunnerGuest implements Guest {
   async start(): Promise<void> {
     if (this.#started) throw failedPrecondition(`guest ${this.#id} is already started`);
     this.#started = true;
-    // A reader (ctr, containerd) opens its end of the output FIFOs in the background.
-    // Were the guest to write and exit before that, the pipe would go with its last
-    // writer and the output with it; so wait for the readers, and keep a writer end
-    // until the guest is gone.
-    this.#held = await holdReaders(this.#output, READER_WAIT_MS);
+    // A reader (ctr, containerd) opens its end of the output FIFOs in the background:
+    // its open(2) returns only once a writer opens the FIFO, and ctr gives up an open
+    // still under way when the task has exited. Were the guest to write and exit
+    // before that, the output would be lost; so writer ends are held from Create (or,
+    // for a reader that came later, from here), until the guest is gone.
+    this.#held.push(...await holdReaders(this.#output.splice(0), READER_WAIT_MS));
     try {
       await this.#stdin.write(new TextEncoder().encode(`${START_LINE}\n`));
     } catch (err) {

@@ -30,9 +30,8 @@ async function main(argv: string[]): Promise<number> {
   }
   switch (flags.action) {
     case "start":
-      return (await import("./src/shim/start.ts")).startAction(flags);
     case "delete":
-      return (await import("./src/shim/delete.ts")).deleteAction(flags);
+      return (await import("./src/shim/lifecycle_main.ts")).runLifecycle(flags);
     case "":
       return (await import("./src/shim/daemon.ts")).runServer(flags);
     case "guest":

@@ -562,8 +562,18 @@ DENO_DIR="$APP_DIR/deno_dir" "$APP_DIR/deno" cache --quiet --config="$APP_DIR/de
   || die "caching the application's modules at $APP_DIR failed"
 # The start and delete actions run without the config (see write_launcher): cache them so too.
 DENO_DIR="$APP_DIR/deno_dir" "$APP_DIR/deno" cache --quiet --no-config --no-lock \
-  "$APP_DIR/main.ts" "$APP_DIR/src/shim/start.ts" "$APP_DIR/src/shim/delete.ts" >&2 \
+  "$APP_DIR/main.ts" "$APP_DIR/src/shim/lifecycle_main.ts" >&2 \
   || die "caching the start and delete actions at $APP_DIR failed"
+# ... and from one bundled file where `deno bundle` works (it fetches esbuild from the
+# npm registry once, into the user's Deno cache): ~4 ms off each of them. The chunks
+# go beside the sources, so that the paths they compute from their own URL hold.
+lifecycle_entry="$APP_DIR/main.ts"
+if (cd "$APP_DIR" && NO_COLOR=1 "$APP_DIR/deno" bundle --quiet --platform deno --code-splitting \
+      --no-config --no-lock --outdir "$APP_DIR/src/shim" src/shim/lifecycle_main.ts) >&2; then
+  lifecycle_entry="$APP_DIR/src/shim/lifecycle_main.js"
+else
+  say "deno bundle is not possible here; start and delete run from the sources (~4 ms slower each)"
+fi
 
 # write_launcher PATH ACTION [LIFECYCLE]: with LIFECYCLE, the `start` and `delete`
 # actions (the last argument; containerd runs them on the critical path of every
@@ -578,7 +588,7 @@ write_launcher() {
     if [[ -n "$lifecycle" ]]; then
       echo 'for last; do :; done'
       echo 'case "$last" in start|delete)'
-      echo "  $run --no-config --no-lock -A '$APP_DIR/main.ts' \"\$@\" ;;"
+      echo "  $run --no-config --no-lock -A '$lifecycle_entry' \"\$@\" ;;"
       echo 'esac'
     fi
     echo "$run --config='$APP_DIR/deno.json' -A '$APP_DIR/main.ts' $action \"\$@\""

@@ -28,6 +28,33 @@ Deno.test("install.sh installs a working shim, is idempotent, and --uninstall re
     const bad = await new Deno.Command(shim, { args: ["-nope"], stderr: "piped" }).output();
     assert.equal(bad.code, 2);
     assert.match(new TextDecoder().decode(bad.stderr), /flag provided but not defined: -nope/);
+    // `delete` through the launcher (the bundled start/delete entry where the install
+    // could bundle it): a task the server cleaned up answers at once, pid and 137.
+    const launcher = await Deno.readTextFile(shim);
+    if (launcher.includes("lifecycle_main.js")) {
+      await Deno.stat(`${prefix}/lib/containerd-shim-wasmtime/src/shim/lifecycle_main.js`);
+    }
+    const bundle = await Deno.makeTempDir({ dir: prefix });
+    await Deno.writeTextFile(`${bundle}/init.pid`, "4242");
+    await Deno.writeTextFile(`${bundle}/cleaned`, "");
+    const del = await new Deno.Command(shim, {
+      args: [
+        "-namespace",
+        "n",
+        "-address",
+        "/tmp/none.sock",
+        "-id",
+        "t",
+        "-bundle",
+        bundle,
+        "delete",
+      ],
+      stdout: "piped",
+      stderr: "piped",
+    }).output();
+    assert.equal(del.code, 0, new TextDecoder().decode(del.stderr));
+    // DeleteResponse: field 1 pid 4242 (0x08 0x92 0x21), field 2 exit status 137 (0x10 0x89 0x01).
+    assert.deepEqual([...del.stdout.subarray(0, 6)], [0x08, 0x92, 0x21, 0x10, 0x89, 0x01]);
     await runInstall(prefix, ["--uninstall"]);
     const left = [];
     for await (const e of Deno.readDir(`${prefix}/bin`)) left.push(e.name);

@@ -9,7 +9,7 @@
  * @module
  */
 
-import { close, Errno, open, OpenFlag, read, SyscallError, write } from "./libc.ts";
+import { close, Errno, open, OpenFlag, read, SyscallError, unreadBytes, write } from "./libc.ts";
 
 /** Longest pause between two reads of an idle FIFO. */
 export const MAX_POLL_MS = 50;
@@ -78,6 +78,11 @@ export class NonBlockingFifo {
     }
   }
 
+  /** How many bytes sit in the FIFO, written and not yet read (0 once closed). */
+  unread(): number {
+    return this.#fd < 0 ? 0 : unreadBytes(this.#fd);
+  }
+
   /** Closes the fd. Safe to call twice. */
   close(): void {
     if (this.#fd < 0) return;
@@ -118,4 +123,25 @@ export async function holdReaders(
     }
   }
   return held;
+}
+
+/**
+ * Waits until the FIFOs of `ends` hold no unread bytes (their readers have taken
+ * what was written), for at most `ms`. Resolves true if they did in time.
+ */
+export async function drainedBy(ends: readonly NonBlockingFifo[], ms: number): Promise<boolean> {
+  const deadline = Date.now() + ms;
+  let pause = 1;
+  for (;;) {
+    let pending = false;
+    for (const end of ends) {
+      try {
+        if (end.unread() > 0) pending = true;
+      } catch { /* cannot tell: do not wait for it */ }
+    }
+    if (!pending) return true;
+    if (Date.now() >= deadline) return false;
+    await sleep(pause);
+    pause = Math.min(pause * 2, MAX_POLL_MS);
+  }
 }

@@ -18,6 +18,7 @@ const SYMBOLS = {
   read: { parameters: ["i32", "buffer", "usize"], result: "isize" },
   write: { parameters: ["i32", "buffer", "usize"], result: "isize" },
   close: { parameters: ["i32"], result: "i32" },
+  ioctl: { parameters: ["i32", "usize", "buffer"], result: "i32" },
   __errno_location: { parameters: [], result: "pointer" },
   strerror: { parameters: ["i32"], result: "pointer" },
 } as const;
@@ -181,6 +182,18 @@ export function write(fd: number, bytes: Uint8Array<ArrayBuffer>): number {
   const n = Number(libc().write(fd, bytes, BigInt(bytes.length)));
   if (n < 0) throw new SyscallError("write", errno(), `fd ${fd}`);
   return n;
+}
+
+/** ioctl(2) request FIONREAD: bytes ready to read (of a pipe, whichever end the fd is). */
+const FIONREAD = 0x541b;
+
+/** How many bytes sit unread in the pipe or FIFO of `fd`. @throws {SyscallError} */
+export function unreadBytes(fd: number): number {
+  const count = new Int32Array(1);
+  if (libc().ioctl(fd, BigInt(FIONREAD), new Uint8Array(count.buffer)) !== 0) {
+    throw new SyscallError("ioctl(FIONREAD)", errno(), `fd ${fd}`);
+  }
+  return count[0];
 }
 
 /** close(2); errors are ignored (the fd is gone either way). */

@@ -25,7 +25,7 @@ import {
   START_LINE,
 } from "./runner_protocol.ts";
 import type { RunnerPool } from "./runner_pool.ts";
-import { holdReaders, NonBlockingFifo } from "../sys/fifo.ts";
+import { drainedBy, holdReaders, NonBlockingFifo } from "../sys/fifo.ts";
 import type { Guest, GuestConfig, GuestInit } from "./types.ts";
 
 /**
@@ -40,6 +40,8 @@ export const DEFAULT_READY_TIMEOUT_MS = 60_000;
 export const STDERR_TAIL_LINES = 10;
 /** How long Start waits for a reader on the container's stdout and stderr FIFOs. */
 const READER_WAIT_MS = 1_000;
+/** How long a guest's exit waits for the readers to take its output (see `exited`). */
+const OUTPUT_DRAIN_MS = 1_000;
 /** How long a runner that closed its stdout gets to exit before it is killed. */
 const EXIT_GRACE_MS = 2_000;
 /** The npm packages (jco's transpiler reads its own wasm from there at run time). */
@@ -297,7 +299,14 @@ class RunnerGuest implements Guest {
       }
       // Frees the pipe of a guest that never started, and ends the stdin pump.
       this.#abandonStdin();
-      await within(drained, EXIT_GRACE_MS);
+      // The exit is reported once the readers have taken the guest's output: ctr, told
+      // of the exit, gives up a FIFO open its runtime has not finished yet (it can lag
+      // under load), and a fast guest's output went with it. Bounded, for readers that
+      // do not read.
+      await Promise.all([
+        within(drained, EXIT_GRACE_MS),
+        drainedBy(this.#held, OUTPUT_DRAIN_MS),
+      ]);
       for (const end of this.#held.splice(0)) end.close();
       return exitStatus(status);
     });

@@ -472,38 +472,31 @@ interface InstanceDecls {
  * resources belong to that interface (an import), else they are placeholders.
  */
 function readInstanceDecls(r: Reader, scope: Scope, iface: string): InstanceDecls {
+  return readDecls(r, scope, iface, "instance");
+}
+
+/** Reads component type declarations into `scope` (imports are read like exports). */
+function readComponentTypeDecls(r: Reader, scope: Scope): void {
+  readDecls(r, scope, "", "component");
+}
+
+/**
+ * The declarations of an instance type or a component type: the same but for
+ * imports (tag 0x03), which only a component type has.
+ */
+function readDecls(
+  r: Reader,
+  scope: Scope,
+  iface: string,
+  of: "instance" | "component",
+): InstanceDecls {
   const out: InstanceDecls = { funcs: new Map(), types: new Map() };
   const count = r.u32();
   for (let i = 0; i < count; i++) {
     const tag = r.byte();
     switch (tag) {
       case 0x00:
-        throw new Unsupported("core types in instance types");
-      case 0x01:
-        scope.types.push(readDefType(r, scope));
-        break;
-      case 0x02:
-        readTypeAlias(r, scope);
-        break;
-      case 0x04: {
-        const name = r.name();
-        readExportDecl(r, scope, iface, name, out);
-        break;
-      }
-      default:
-        throw new Error(`bad instance declaration 0x${tag.toString(16)}`);
-    }
-  }
-  return out;
-}
-
-function readComponentTypeDecls(r: Reader, scope: Scope): void {
-  const count = r.u32();
-  for (let i = 0; i < count; i++) {
-    const tag = r.byte();
-    switch (tag) {
-      case 0x00:
-        throw new Unsupported("core types in component types");
+        throw new Unsupported(`core types in ${of} types`);
       case 0x01:
         scope.types.push(readDefType(r, scope));
         break;
@@ -511,15 +504,19 @@ function readComponentTypeDecls(r: Reader, scope: Scope): void {
         readTypeAlias(r, scope);
         break;
       case 0x03:
-      case 0x04: {
-        const name = r.name();
-        readExportDecl(r, scope, "", name, { funcs: new Map(), types: new Map() });
+      case 0x04:
+        if (tag === 0x03 && of === "instance") throw badDecl(of, tag);
+        readExportDecl(r, scope, iface, r.name(), out);
         break;
-      }
       default:
-        throw new Error(`bad component declaration 0x${tag.toString(16)}`);
+        throw badDecl(of, tag);
     }
   }
+  return out;
+}
+
+function badDecl(of: string, tag: number): Error {
+  return new Error(`bad ${of} declaration 0x${tag.toString(16)}`);
 }
 
 /** An `alias` inside a type: only outer aliases of types are meaningful here. */

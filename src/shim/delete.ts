@@ -16,6 +16,8 @@
 import { encodeDeleteResponse } from "../protocol/wire.ts";
 import type { ShimFlags } from "./flags.ts";
 import { unmountAll } from "../task/mount.ts";
+import { baseName, parentDir } from "../sys/path.ts";
+import { writeAllSync } from "../sys/write_all.ts";
 import { removeSlot, SLOT_FILE, SLOT_PREFIX, sweepWarmCgroups } from "../wasm/slot.ts";
 
 /** Exit status reported for a task whose server is gone: 128 + SIGKILL. */
@@ -58,7 +60,7 @@ function namesIn(dir: string): Set<string> {
 function isOurGuest(pid: number, id: string, slot: string): boolean {
   const cmdline = readOptional(`/proc/${pid}/cmdline`);
   const argv = cmdline.split("\0");
-  const slotWord = slot ? SLOT_PREFIX + slot.slice(slot.lastIndexOf("/") + 1) : "";
+  const slotWord = slot ? SLOT_PREFIX + baseName(slot) : "";
   return argv.includes(GUEST_ACTION) &&
     (argv.includes(id) || (!!slotWord && argv.includes(slotWord)));
 }
@@ -70,10 +72,7 @@ export async function deleteAction(flags: ShimFlags): Promise<number> {
   const read = (name: string) => files.has(name) ? readOptional(`${bundle}/${name}`) : "";
   const pid = Number(read("init.pid")) || 0;
   const slot = read(SLOT_FILE);
-  const slotGone = slot === "" ||
-    !namesIn(slot.slice(0, slot.lastIndexOf("/")) || "/").has(
-      slot.slice(slot.lastIndexOf("/") + 1),
-    );
+  const slotGone = slot === "" || !namesIn(parentDir(slot)).has(baseName(slot));
   const cleaned = files.has(CLEANED_FILE) && slotGone;
   const problems = cleaned ? [] : await cleanUp(bundle, flags.id, pid, slot);
   const ms = Date.now();
@@ -90,10 +89,6 @@ export async function deleteAction(flags: ShimFlags): Promise<number> {
     writeAllSync(Deno.stderr, new TextEncoder().encode(problems.join("\n") + "\n"));
   }
   return 0;
-}
-
-function writeAllSync(file: { writeSync(p: Uint8Array): number }, bytes: Uint8Array): void {
-  for (let off = 0; off < bytes.length;) off += file.writeSync(bytes.subarray(off));
 }
 
 /**
@@ -131,7 +126,7 @@ async function cleanUp(bundle: string, id: string, pid: number, slot: string): P
     problems.push((err as Error).message);
   }
   // Warm runners' cgroups beside it that a dead server left (see runner_pool.ts).
-  for (const dir of cgroup?.dirs ?? []) sweepWarmCgroups(dir.slice(0, dir.lastIndexOf("/")) || "/");
+  for (const dir of cgroup?.dirs ?? []) sweepWarmCgroups(parentDir(dir));
   // Any other runner of this task still in its cgroup goes too.
   for (const other of await cgroup?.pids().catch(() => []) ?? []) {
     if (other !== pid && isOurGuest(other, id, slot)) kill(other);

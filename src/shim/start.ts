@@ -20,6 +20,7 @@ import { selfCommand } from "./self_exec.ts";
 import { encodeHold, GROUP_SERVICE, groupingFromEnv, groupOf, HOLD_METHOD } from "./group.ts";
 import { SANDBOX_ID_ANNOTATION, socketPath } from "./socket_path.ts";
 import { TtrpcClient } from "../protocol/client.ts";
+import { writeAllSync } from "../sys/write_all.ts";
 
 /** How long `start` waits for the server to listen. */
 export const SERVER_READY_TIMEOUT_MS = 20_000;
@@ -158,9 +159,7 @@ export async function startAction(flags: ShimFlags): Promise<number> {
 }
 
 function writeOut(text: string): void {
-  const bytes = new TextEncoder().encode(text);
-  let off = 0;
-  while (off < bytes.length) off += Deno.stdout.writeSync(bytes.subarray(off));
+  writeAllSync(Deno.stdout, new TextEncoder().encode(text));
 }
 
 /** Reads stdin to its end and drops it. */

@@ -92,6 +92,30 @@ export class NonBlockingFifo {
 }
 
 /**
+ * Holds a writer on each FIFO of `paths` ("" skipped) that has a reader now:
+ * returns the held ends and the FIFOs still without a reader. A path that is not a
+ * FIFO this process can open is in neither (the guest reports its own error).
+ */
+export function holdReadersNow(
+  paths: readonly string[],
+): { held: NonBlockingFifo[]; waiting: string[] } {
+  const held: NonBlockingFifo[] = [];
+  const waiting: string[] = [];
+  for (const path of paths) {
+    if (path === "") continue;
+    let end: NonBlockingFifo | undefined;
+    try {
+      end = NonBlockingFifo.openWriterIfRead(path);
+    } catch {
+      continue;
+    }
+    if (end) held.push(end);
+    else waiting.push(path);
+  }
+  return { held, waiting };
+}
+
+/**
  * Waits until every FIFO of `paths` ("" skipped) has a reader, for at most `ms`, and
  * holds a writer on each so that what a short-lived guest writes stays in the pipe
  * until the reader drains it. Returns the held ends (close them once the guest is
@@ -101,28 +125,18 @@ export async function holdReaders(
   paths: readonly string[],
   ms: number,
 ): Promise<NonBlockingFifo[]> {
-  const held: NonBlockingFifo[] = [];
   const deadline = Date.now() + ms;
+  const held: NonBlockingFifo[] = [];
+  let waiting = paths;
   let pause = 1;
-  for (const path of paths) {
-    if (path === "") continue;
-    for (;;) {
-      let end: NonBlockingFifo | undefined;
-      try {
-        end = NonBlockingFifo.openWriterIfRead(path);
-      } catch {
-        break; // not a FIFO we can open: the guest reports its own error
-      }
-      if (end) {
-        held.push(end);
-        break;
-      }
-      if (Date.now() >= deadline) break;
-      await sleep(pause);
-      pause = Math.min(pause * 2, MAX_POLL_MS);
-    }
+  for (;;) {
+    const now = holdReadersNow(waiting);
+    held.push(...now.held);
+    waiting = now.waiting;
+    if (waiting.length === 0 || Date.now() >= deadline) return held;
+    await sleep(pause);
+    pause = Math.min(pause * 2, MAX_POLL_MS);
   }
-  return held;
 }
 
 /**

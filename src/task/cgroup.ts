@@ -29,6 +29,7 @@
 
 import { invalidArgument } from "../protocol/status.ts";
 import { CGROUPS_V2_MEMORY_STAT_KEYS } from "../protocol/task_codec.ts";
+import { parentDir } from "../sys/path.ts";
 import { procStat } from "../sys/proc.ts";
 import type { LinuxResources } from "./spec.ts";
 
@@ -300,11 +301,6 @@ function why(err: unknown): string {
   return (err as Error)?.message ?? String(err);
 }
 
-/** The parent directory of an absolute path. */
-function parentOf(path: string): string {
-  return path.slice(0, path.lastIndexOf("/")) || "/";
-}
-
 /** Reads a control file; undefined if it does not exist. */
 async function readControl(dir: string, file: string): Promise<string | undefined> {
   try {
@@ -490,7 +486,7 @@ export class TaskCgroup {
       throw new Error(`"${name}" is not a cgroup name`);
     }
     const dirs = new Map<string, string>();
-    for (const [key, dir] of this.#dirs) dirs.set(key, `${parentOf(dir)}/${name}`);
+    for (const [key, dir] of this.#dirs) dirs.set(key, `${parentDir(dir)}/${name}`);
     return new TaskCgroup(this.version, this.root, dirs);
   }
 
@@ -524,7 +520,7 @@ export class TaskCgroup {
     const moves: [string, string][] = [];
     for (const [key, dir] of this.#dirs) {
       const from = other.#dirs.get(key);
-      if (from === undefined || parentOf(from) !== parentOf(dir)) return false;
+      if (from === undefined || parentDir(from) !== parentDir(dir)) return false;
       if (!moves.some(([, to]) => to === dir)) moves.push([from, dir]);
     }
     for (const [from, to] of moves) {

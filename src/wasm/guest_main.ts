@@ -29,6 +29,7 @@ import { DEFAULT_FUNC } from "./entrypoint.ts";
 import { PREVIEW1_FUNCTIONS, WASI_PREVIEW1 } from "./preview1/abi.ts";
 import { Preview1Host, ProcExit } from "./preview1/host.ts";
 import { warmUpPreview1 } from "./preview1/warmup.ts";
+import { writeAllSync } from "../sys/write_all.ts";
 import {
   DEV_NULL,
   EXIT_NOT_READY,
@@ -50,11 +51,6 @@ const encoder = new TextEncoder();
 /** Writes a line to the runner's own stderr (the shim's log). */
 function log(message: string): void {
   writeAllSync(Deno.stderr, encoder.encode(message.endsWith("\n") ? message : `${message}\n`));
-}
-
-function writeAllSync(target: { writeSync(p: Uint8Array): number }, bytes: Uint8Array): void {
-  let done = 0;
-  while (done < bytes.length) done += target.writeSync(bytes.subarray(done));
 }
 
 /**

@@ -25,7 +25,7 @@ import {
   START_LINE,
 } from "./runner_protocol.ts";
 import type { RunnerPool } from "./runner_pool.ts";
-import { drainedBy, holdReaders, NonBlockingFifo } from "../sys/fifo.ts";
+import { drainedBy, holdReaders, holdReadersNow, NonBlockingFifo } from "../sys/fifo.ts";
 import type { Guest, GuestConfig, GuestInit } from "./types.ts";
 
 /**
@@ -276,17 +276,9 @@ class RunnerGuest implements Guest {
     this.#stdinPath = stdio.stdin;
     // Writer ends on the output FIFOs whose readers are there already (ctr's and
     // containerd's open before Create), as runc's shim opens them at Create: see start.
-    for (const path of [stdio.stdout, stdio.stderr]) {
-      if (path === "") continue;
-      let end;
-      try {
-        end = NonBlockingFifo.openWriterIfRead(path);
-      } catch {
-        continue; // not a FIFO we can open: the guest reports its own error
-      }
-      if (end) this.#held.push(end);
-      else this.#output.push(path);
-    }
+    const { held, waiting } = holdReadersNow([stdio.stdout, stdio.stderr]);
+    this.#held = held;
+    this.#output = waiting;
     this.#child = child;
     this.#stdin = stdin;
     this.pid = child.pid;

@@ -55,6 +55,7 @@ import {
   WARM_CGROUP_PREFIX,
 } from "./slot.ts";
 import type { TaskCgroup } from "../task/cgroup.ts";
+import { baseName, parentDir } from "../sys/path.ts";
 import type { GuestConfig } from "./types.ts";
 
 const MS_BIND = 0x1000;
@@ -204,7 +205,7 @@ export class RunnerPool {
     const { runner, slot } = idle;
     idle.taken = true;
     if (runner.exited) {
-      this.#free(idle);
+      void this.#free(idle);
       return undefined;
     }
     if (idle.cgroup) this.#warmByPid.set(runner.child.pid, idle.cgroup);
@@ -219,7 +220,7 @@ export class RunnerPool {
       if (released) return;
       released = true;
       this.#warmByPid.delete(runner.child.pid);
-      this.#free(idle);
+      void this.#free(idle);
     };
     try {
       mount(cfg.rootfs, rootfs, null, MS_BIND | MS_REC, null);
@@ -243,7 +244,7 @@ export class RunnerPool {
     if (cgroup.version !== 1 || this.#closed) return;
     this.#template = cgroup;
     for (const dir of cgroup.dirs) {
-      const parent = dir.slice(0, dir.lastIndexOf("/")) || "/";
+      const parent = parentDir(dir);
       if (this.#swept.has(parent)) continue;
       this.#swept.add(parent);
       sweepWarmCgroups(parent);
@@ -264,7 +265,7 @@ export class RunnerPool {
   /** Moves an idle runner into a warm cgroup beside the last task's, if there is one. */
   #joinWarmCgroup(entry: Idle): void {
     if (!entry.idle || entry.taken || entry.cgroup || !this.#template) return;
-    const name = `${WARM_CGROUP_PREFIX}${entry.slot.slice(entry.slot.lastIndexOf("/") + 1)}`;
+    const name = `${WARM_CGROUP_PREFIX}${baseName(entry.slot)}`;
     const cgroup = this.#template.sibling(name);
     entry.cgroup = (async () => {
       try {
@@ -279,14 +280,16 @@ export class RunnerPool {
     })();
   }
 
-  /** Removes a runner's slot and warm cgroup (once the runner is gone). */
-  #free(entry: Idle): void {
+  /**
+   * Removes a runner's slot and warm cgroup (once the runner is gone); resolves when
+   * the cgroup is removed. Never rejects: problems are logged.
+   */
+  #free(entry: Idle): Promise<void> {
     if (!removeSlot(entry.slot)) {
       this.#opts.log?.(`slot ${entry.slot}: could not remove it completely`);
     }
-    entry.cgroup?.then((cgroup) => cgroup?.remove()).catch((err) =>
-      this.#opts.log?.(`warm cgroup of ${entry.slot}: ${(err as Error).message}`)
-    );
+    return (entry.cgroup ?? Promise.resolve(undefined)).then((cgroup) => cgroup?.remove())
+      .catch((err) => this.#opts.log?.(`warm cgroup of ${entry.slot}: ${(err as Error).message}`));
   }
 
   /** Kills the idle runners and removes their slots and warm cgroups. */
@@ -296,12 +299,7 @@ export class RunnerPool {
     this.#idle.clear();
     await Promise.all(all.map(async (entry) => {
       await discardRunner(entry.runner);
-      if (!removeSlot(entry.slot)) {
-        this.#opts.log?.(`slot ${entry.slot}: could not remove it completely`);
-      }
-      await entry.cgroup?.then((cgroup) => cgroup?.remove()).catch((err) =>
-        this.#opts.log?.(`warm cgroup of ${entry.slot}: ${(err as Error).message}`)
-      );
+      await this.#free(entry);
     }));
   }
 }

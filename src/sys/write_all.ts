@@ -1,0 +1,13 @@
+/**
+ * Synchronous writes that loop over short writes.
+ *
+ * @module
+ */
+
+/** Writes all of `bytes` to `target` (stdout, stderr, a file), looping over short writes. */
+export function writeAllSync(
+  target: { writeSync(p: Uint8Array): number },
+  bytes: Uint8Array,
+): void {
+  for (let off = 0; off < bytes.length;) off += target.writeSync(bytes.subarray(off));
+}

@@ -25,6 +25,7 @@
 import assert from "node:assert/strict";
 import { buildImage } from "../../src/oci/image.ts";
 import { type Containerd, type Leftovers, startContainerd } from "./harness.ts";
+import { exists, sleep } from "./ctr_util.ts";
 import { fixture, installShim } from "./shim_install.ts";
 import {
   type ContainerConfig,
@@ -46,7 +47,6 @@ const WASM_IMAGE = `${REPO}/wasm:v1`;
 const HTTP_PORT = 8080;
 
 const decoder = new TextDecoder();
-const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
 /**
  * Runs a command with a deadline (SIGKILL after `timeoutMs`). Never throws: a command that
@@ -68,15 +68,6 @@ async function sh(cmd: string, args: string[], timeoutMs = 10_000) {
     };
   } catch (err) {
     return { code: -1, stdout: "", stderr: `${cmd}: ${(err as Error).message}` };
-  }
-}
-
-async function exists(path: string): Promise<boolean> {
-  try {
-    await Deno.lstat(path);
-    return true;
-  } catch {
-    return false;
   }
 }
 

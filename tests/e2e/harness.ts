@@ -22,6 +22,8 @@
  * @module
  */
 
+import { exists, sleep } from "./ctr_util.ts";
+
 /** Where the shims of containerd 1.6–2.x put their sockets (hard-coded there). */
 export const SHIM_SOCKET_DIR = "/run/containerd/s";
 /** The namespace every harness uses. */
@@ -149,15 +151,6 @@ const encoder = new TextEncoder();
 /** Quotes a string for TOML (basic string). */
 function toml(s: string): string {
   return JSON.stringify(s);
-}
-
-async function exists(path: string): Promise<boolean> {
-  try {
-    await Deno.lstat(path);
-    return true;
-  } catch {
-    return false;
-  }
 }
 
 async function run(
@@ -376,10 +369,6 @@ async function taskCgroups(namespace: string): Promise<string[]> {
     } catch { /* removed meanwhile */ }
   }
   return out.sort();
-}
-
-function sleep(ms: number): Promise<void> {
-  return new Promise((r) => setTimeout(r, ms));
 }
 
 function pidAlive(pid: number): boolean {

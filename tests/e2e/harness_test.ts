@@ -2,6 +2,7 @@ import assert from "node:assert/strict";
 import { main as ociTarBuilder } from "../../src/oci/builder_cli.ts";
 import { buildImage, MediaType } from "../../src/oci/image.ts";
 import { type Containerd, type Leftovers, startContainerd } from "./harness.ts";
+import { exists } from "./ctr_util.ts";
 
 const FIXTURES = new URL("../fixtures/built/", import.meta.url).pathname;
 const NONE: Leftovers = { mounts: [], sockets: [], processes: [], cgroups: [], slots: [] };
@@ -12,15 +13,6 @@ const SYSTEM_PATHS = [
   "/run/containerd/runc",
   "/run/containerd/fifo",
 ];
-
-async function exists(path: string): Promise<boolean> {
-  try {
-    await Deno.lstat(path);
-    return true;
-  } catch {
-    return false;
-  }
-}
 
 /** Runs the CLI with its console output silenced; returns the exit code. */
 async function cli(args: string[]): Promise<number> {

@@ -32,10 +32,15 @@ const args = [
   "-A",
   "--unstable-net",
   "--no-check",
+  // Every process of the binary (see RUNNER_V8_FLAGS in src/wasm/runner.ts).
+  "--v8-flags=--single-threaded-gc,--max-semi-space-size=8",
   "--include",
   "build_info.json",
   "--include",
   "src/wasm/component/http_worker.ts",
+  // guest_main.ts names the component host at run time (see there).
+  "--include",
+  "src/wasm/component/mod.ts",
   "--output",
   out,
   "main.ts",

@@ -19,6 +19,7 @@ import { unmountAll } from "../task/mount.ts";
 import { baseName, parentDir } from "../sys/path.ts";
 import { writeAllSync } from "../sys/write_all.ts";
 import { removeSlot, SLOT_FILE, SLOT_PREFIX, sweepWarmCgroups } from "../wasm/slot.ts";
+import { RUNNER_ACTION } from "../wasm/runner_protocol.ts";
 
 /** Exit status reported for a task whose server is gone: 128 + SIGKILL. */
 export const DELETED_EXIT_STATUS = 137;
@@ -28,9 +29,6 @@ export const DELETED_EXIT_STATUS = 137;
  * it held for it (guest, mounts, cgroup, runc state); see `daemon.ts`.
  */
 export const CLEANED_FILE = "cleaned";
-
-/** The marker every guest runner has in its command line (see src/wasm/runner.ts). */
-export const GUEST_ACTION = "guest";
 
 function readOptional(path: string): string {
   try {
@@ -61,7 +59,7 @@ function isOurGuest(pid: number, id: string, slot: string): boolean {
   const cmdline = readOptional(`/proc/${pid}/cmdline`);
   const argv = cmdline.split("\0");
   const slotWord = slot ? SLOT_PREFIX + baseName(slot) : "";
-  return argv.includes(GUEST_ACTION) &&
+  return argv.includes(RUNNER_ACTION) &&
     (argv.includes(id) || (!!slotWord && argv.includes(slotWord)));
 }
 

@@ -40,6 +40,15 @@ export interface SelfCommand {
  */
 export function selfCommand(args: string[], denoFlags: string[] = ["-A"]): SelfCommand {
   if (isCompiled()) return { cmd: Deno.execPath(), args };
+  return scriptCommand(MAIN_URL.pathname, args, denoFlags);
+}
+
+/**
+ * Builds the command line that runs `script`, a module of the installed source tree
+ * (launcher form only), with the same Deno options and config as
+ * {@linkcode selfCommand}.
+ */
+export function scriptCommand(script: string, args: string[], denoFlags: string[]): SelfCommand {
   return {
     cmd: Deno.execPath(),
     args: [
@@ -50,7 +59,7 @@ export function selfCommand(args: string[], denoFlags: string[] = ["-A"]): SelfC
       "--cached-only",
       `--config=${CONFIG_URL.pathname}`,
       ...denoFlags,
-      MAIN_URL.pathname,
+      script,
       ...args,
     ],
   };

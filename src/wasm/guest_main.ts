@@ -66,15 +66,24 @@ async function logNodeWarnings(): Promise<void> {
   });
 }
 
-let componentHost: Promise<typeof import("./component/mod.ts")> | undefined;
+type ComponentHost = typeof import("./component/mod.ts");
+
+/**
+ * The component host's module, named at run time: a bundler then leaves it (and the
+ * npm packages beneath it) out of the bundled runner (`runner_main.ts`), which loads
+ * it from the sources beside it only for a component.
+ */
+const COMPONENT_HOST = new URL("./component/mod.ts", import.meta.url).href;
+
+let componentHost: Promise<ComponentHost> | undefined;
 
 /**
  * Loads the component host once: loaded only for components (or ahead, see
  * {@linkcode runGuestMain}), since it and Deno's Node compatibility layer beneath it
  * cost ~50 ms of CPU to load.
  */
-function loadComponentHost(): Promise<typeof import("./component/mod.ts")> {
-  componentHost ??= logNodeWarnings().then(() => import("./component/mod.ts"));
+function loadComponentHost(): Promise<ComponentHost> {
+  componentHost ??= logNodeWarnings().then(() => import(COMPONENT_HOST) as Promise<ComponentHost>);
   return componentHost;
 }
 

@@ -11,6 +11,14 @@
  * @module
  */
 
+/**
+ * The action word that starts a guest runner's arguments (`main.ts guest <id>`, or the
+ * bundled `runner_main.js guest <id>`). The container id follows it on the command
+ * line, which the `delete` action checks before killing a pid it finds in the bundle
+ * (`src/shim/delete.ts`).
+ */
+export const RUNNER_ACTION = "guest";
+
 /** The line on a runner's stdin that lets its guest run. */
 export const START_LINE = "start";
 

@@ -5,6 +5,7 @@
 
 import assert from "node:assert/strict";
 import { CONTAINERD_BIN } from "./harness.ts";
+import { exists } from "./ctr_util.ts";
 import { runInstall } from "./shim_install.ts";
 
 Deno.test("install.sh installs a working shim, is idempotent, and --uninstall removes it", async () => {
@@ -33,6 +34,21 @@ Deno.test("install.sh installs a working shim, is idempotent, and --uninstall re
     const launcher = await Deno.readTextFile(shim);
     if (launcher.includes("lifecycle_main.js")) {
       await Deno.stat(`${prefix}/lib/containerd-shim-wasmtime/src/shim/lifecycle_main.js`);
+    }
+    // The bundled guest runner, where the install could bundle it: it boots, says it
+    // is idle, and without a guest configuration on stdin exits 1 (EXIT_NOT_READY).
+    const app = `${prefix}/lib/containerd-shim-wasmtime`;
+    if (await exists(`${app}/src/wasm/runner_main.js`)) {
+      const runner = await new Deno.Command(`${app}/deno`, {
+        args: ["run", "--no-prompt", "--cached-only", `--config=${app}/deno.json`, "-A"]
+          .concat([`${app}/src/wasm/runner_main.js`, "guest", "t"]),
+        env: { DENO_DIR: `${app}/deno_dir` },
+        stdin: "null",
+        stdout: "piped",
+        stderr: "piped",
+      }).output();
+      assert.equal(runner.code, 1, new TextDecoder().decode(runner.stderr));
+      assert.equal(new TextDecoder().decode(runner.stdout).split("\n")[0], '{"idle":true}');
     }
     const bundle = await Deno.makeTempDir({ dir: prefix });
     await Deno.writeTextFile(`${bundle}/init.pid`, "4242");

@@ -24,6 +24,27 @@ import type { CoreRef, PlanType } from "./plan.ts";
 /** A core value type. */
 export type Flat = "i32" | "i64" | "f32" | "f64";
 
+/** A core function type. */
+export interface FuncSig {
+  params: Flat[];
+  results: Flat[];
+}
+
+/**
+ * The core signature of a lowered function (canonical ABI `flatten_functype`, lower):
+ * over 16 flat parameters pass one pointer, over 1 flat result an out-pointer.
+ */
+export function loweredSig(params: readonly RType[], result: RType | null): FuncSig {
+  let flatParams: Flat[] = params.flatMap((t) => t.flat);
+  let results: Flat[] = result === null ? [] : result.flat;
+  if (flatParams.length > 16) flatParams = ["i32"];
+  if (results.length > 1) {
+    flatParams = [...flatParams, "i32"];
+    results = [];
+  }
+  return { params: flatParams, results };
+}
+
 type NumericArray =
   | Uint8Array
   | Int8Array

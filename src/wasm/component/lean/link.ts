@@ -17,10 +17,12 @@ import {
   camelCase,
   Cx,
   FlatIn,
+  type FuncSig,
   type Handles,
   HandleTable,
   liftFlat,
   load,
+  loweredSig,
   lowerFlat,
   pascalCase,
   resolveTypes,
@@ -29,6 +31,7 @@ import {
   trap,
 } from "./abi.ts";
 import { MemoryPool } from "./memory.ts";
+import { TRAMPOLINE_IMPORTS, trampolineModule } from "./trampoline.ts";
 import type { CoreRef, LeanPlan, PlanFunc, PlanLift, PlanLower, PlanOpts } from "./plan.ts";
 
 /**
@@ -329,9 +332,9 @@ class InstanceState implements Handles {
         return item;
       }
       case "lower":
-        return this.linked.importFunction(ref.i, this.slot);
+        return this.linked.hostImport(ref.i, this.slot);
       case "drop":
-        return this.linked.dropFunction(ref.res, this.slot);
+        return this.linked.hostImport(this.linked.lowers.length + ref.res, this.slot);
     }
   }
 
@@ -540,6 +543,18 @@ class Linked {
   #sharedCallees = new WeakMap<object, ((args: unknown[]) => unknown)[]>();
   /** Import objects (or their shared prototypes) known to have every host function. */
   #checked = new WeakSet<object>();
+  /** Core signatures of the host functions: lowers, then resource drops. */
+  #hostSigs: FuncSig[];
+  /**
+   * The trampoline module of the host functions (see `trampoline.ts`): undefined until
+   * first needed, null if core modules do not link to it (then they import the JS
+   * functions themselves).
+   */
+  #trampolineModule: WebAssembly.Module | null | undefined;
+  /** Whether an instance linked to trampolines yet (before that, a LinkError turns them off). */
+  #trampolinesLinked = false;
+  /** Each slot's trampoline exports. */
+  #slotTrampolines: (WebAssembly.Exports | undefined)[] = [];
 
   constructor(readonly plan: LeanPlan, options: LinkOptions) {
     const types = resolveTypes(plan.types);
@@ -589,6 +604,10 @@ class Linked {
       iface: unversioned(r.iface),
       cls: pascalCase(r.name),
     }));
+    this.#hostSigs = [
+      ...this.lowers.map((l) => loweredSig(l.params, l.result)),
+      ...this.resources.map((): FuncSig => ({ params: ["i32"], results: [] })),
+    ];
     this.pools = plan.steps.map((step) =>
       step.op === "instantiate" && step.memory !== undefined
         ? new MemoryPool(step.memory)
@@ -655,6 +674,32 @@ class Linked {
     return fns[i] ??= (handle: number) => dropHandle(this.stateAt(slot), res, handle);
   }
 
+  /**
+   * What the core instances in `slot` import for host function `k` (a lowered
+   * function, or past the lowers a resource drop): the slot's trampoline export (see
+   * `trampoline.ts`), or the JS function itself if trampolines are off.
+   */
+  hostImport(k: number, slot: number): unknown {
+    const n = this.lowers.length;
+    const own = () => k < n ? this.importFunction(k, slot) : this.dropFunction(k - n, slot);
+    if (this.#trampolineModule === null) return own();
+    let exports = this.#slotTrampolines[slot];
+    if (exports === undefined) {
+      this.#trampolineModule ??= new WebAssembly.Module(trampolineModule(this.#hostSigs));
+      const host: WebAssembly.ModuleImports = {};
+      for (let i = 0; i < this.#hostSigs.length; i++) {
+        host[i] = (i < n
+          ? this.importFunction(i, slot)
+          : this.dropFunction(i - n, slot)) as WebAssembly.ImportValue;
+      }
+      exports = this.#slotTrampolines[slot] = new WebAssembly.Instance(
+        this.#trampolineModule,
+        { [TRAMPOLINE_IMPORTS]: host },
+      ).exports;
+    }
+    return exports[k];
+  }
+
   instantiate(
     getCoreModule: (name: string) => WebAssembly.Module,
     imports: Record<string, Record<string, unknown>>,
@@ -664,13 +709,25 @@ class Linked {
     const state = new InstanceState(this, imports, slot);
     this.#live[slot] = state;
     try {
-      return this.#create(state, getCoreModule);
+      const exports = this.#create(state, getCoreModule);
+      this.#trampolinesLinked ||= this.#trampolineModule !== null;
+      return exports;
     } catch (err) {
       // Nothing of it can run (no export escaped), but what a failed instantiation
       // touched is not reused: its memories are left to the garbage collector.
       state.ended = true;
       state.memories = [];
       this.#release(state);
+      if (
+        err instanceof WebAssembly.LinkError && this.#trampolineModule !== null &&
+        !this.#trampolinesLinked
+      ) {
+        // A core signature computed here differs from the module's own (it should
+        // not): link the JS functions directly, as without trampolines.
+        this.#trampolineModule = null;
+        this.#slotTrampolines = [];
+        return this.instantiate(getCoreModule, imports);
+      }
       throw err;
     }
   }

@@ -22,7 +22,7 @@
  */
 
 import { readU32 } from "../leb128.ts";
-import { type Flat, resolveTypes, type RType } from "./abi.ts";
+import { type Flat, type FuncSig, loweredSig, resolveTypes, type RType } from "./abi.ts";
 import type { CoreRef, LeanPlan, PlanFunc, PlanStep } from "./plan.ts";
 
 class NotShim extends Error {}
@@ -65,11 +65,6 @@ class Bytes {
 }
 
 const VALTYPES: Record<number, Flat> = { 0x7f: "i32", 0x7e: "i64", 0x7d: "f32", 0x7c: "f64" };
-
-interface FuncSig {
-  params: Flat[];
-  results: Flat[];
-}
 
 /** The parts of a core module the shapes here need. */
 interface CoreModule {
@@ -256,20 +251,14 @@ function sameSig(a: FuncSig, b: FuncSig): boolean {
   return a.params.join() === b.params.join() && a.results.join() === b.results.join();
 }
 
-/** The core signature of a lowered function (canonical ABI `flatten_functype`, lower). */
-function loweredSig(types: RType[], f: PlanFunc): FuncSig {
-  let params: Flat[] = f.params.flatMap(([, t]) => types[t].flat);
-  let results: Flat[] = f.result === null ? [] : types[f.result].flat;
-  if (params.length > 16) params = ["i32"];
-  if (results.length > 1) {
-    params = [...params, "i32"];
-    results = [];
-  }
-  return { params, results };
-}
-
 function sigOfRef(plan: LeanPlan, types: RType[], ref: CoreRef): FuncSig {
-  if (ref.t === "lower") return loweredSig(types, plan.lowers[ref.i].type);
+  if (ref.t === "lower") {
+    const f: PlanFunc = plan.lowers[ref.i].type;
+    return loweredSig(
+      f.params.map(([, t]) => types[t]),
+      f.result === null ? null : types[f.result],
+    );
+  }
   if (ref.t === "drop") return { params: ["i32"], results: [] };
   return fail("a table slot filled from another core instance");
 }

@@ -36,7 +36,7 @@ import {
   SHARED_GROUP,
 } from "./group.ts";
 import { createLogger, LogRouter } from "./log.ts";
-import { CLEANED_FILE } from "./delete.ts";
+import { CLEANED_FILE, deleteAnswer } from "./delete.ts";
 import { SANDBOX_ID_ANNOTATION } from "./socket_path.ts";
 import { failedPrecondition } from "../protocol/status.ts";
 import { ReadyLine } from "./ready.ts";
@@ -190,9 +190,9 @@ export async function runServer(flags: ShimFlags): Promise<number> {
     shimPid: Deno.pid,
     cacheDir,
     log: (line) => log.info(line),
-    cleanedUp: (id, bundle) => {
+    cleanedUp: (id, bundle, pid) => {
       try {
-        Deno.writeTextFileSync(`${bundle}/${CLEANED_FILE}`, "");
+        Deno.writeFileSync(`${bundle}/${CLEANED_FILE}`, deleteAnswer(pid));
       } catch (err) {
         log.warn(`task ${id}: cannot mark its bundle cleaned: ${(err as Error).message}`);
       }

@@ -26,9 +26,24 @@ export const DELETED_EXIT_STATUS = 137;
 
 /**
  * The bundle file the server writes once it has deleted the task and released all
- * it held for it (guest, mounts, cgroup, runc state); see `daemon.ts`.
+ * it held for it (guest, mounts, cgroup, runc state); see `daemon.ts`. It holds the
+ * answer of `delete` ({@linkcode deleteAnswer}), which the launcher install form
+ * sends without starting Deno (see `write_launcher` in `scripts/install.sh`).
  */
 export const CLEANED_FILE = "cleaned";
+
+/**
+ * The `DeleteResponse` of `delete`: the task's pid, 128+SIGKILL (as runc's shim
+ * answers for a task it cleans up), and `ms` as the exit time.
+ */
+export function deleteAnswer(pid: number, ms: number = Date.now()): Uint8Array {
+  const seconds = Math.floor(ms / 1000);
+  return encodeDeleteResponse({
+    pid,
+    exit_status: DELETED_EXIT_STATUS,
+    exited_at: { seconds, nanos: (ms - seconds * 1000) * 1_000_000 },
+  });
+}
 
 function readOptional(path: string): string {
   try {
@@ -73,16 +88,7 @@ export async function deleteAction(flags: ShimFlags): Promise<number> {
   const slotGone = slot === "" || !namesIn(parentDir(slot)).has(baseName(slot));
   const cleaned = files.has(CLEANED_FILE) && slotGone;
   const problems = cleaned ? [] : await cleanUp(bundle, flags.id, pid, slot);
-  const ms = Date.now();
-  const seconds = Math.floor(ms / 1000);
-  writeAllSync(
-    Deno.stdout,
-    encodeDeleteResponse({
-      pid,
-      exit_status: DELETED_EXIT_STATUS,
-      exited_at: { seconds, nanos: (ms - seconds * 1000) * 1_000_000 },
-    }),
-  );
+  writeAllSync(Deno.stdout, deleteAnswer(pid));
   if (problems.length > 0) {
     writeAllSync(Deno.stderr, new TextEncoder().encode(problems.join("\n") + "\n"));
   }

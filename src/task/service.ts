@@ -95,7 +95,7 @@ export interface TaskDeps {
    * Told after a Delete that released everything the task held (guest, rootfs
    * mount, cgroup, runtime state), so the `delete` action has nothing left to do.
    */
-  cleanedUp?(id: string, bundle: string): void;
+  cleanedUp?(id: string, bundle: string, pid: number): void;
 }
 
 /** CreateTaskRequest, as decoded. */
@@ -464,7 +464,7 @@ export class TaskService {
       exited_at: info.exited_at,
       id: "",
     });
-    if (clean) this.#deps.cleanedUp?.(task.id, task.bundle);
+    if (clean) this.#deps.cleanedUp?.(task.id, task.bundle, info.pid);
     this.#deps.tasksChanged?.("removed", task.id, task.bundle);
     if (this.size === 0) this.#emptied?.();
     return info;

@@ -437,10 +437,10 @@ Deno.test("wasm guests: Pids is the runner's pid, Pause/Resume are SIGSTOP/SIGCO
   assert.deepEqual(guests[0].signals, [19, 18]);
 });
 
-Deno.test("cleanedUp: told once with the id and bundle after a clean Delete", async () => {
+Deno.test("cleanedUp: told once with the id, bundle and pid after a clean Delete", async () => {
   const cleaned: string[] = [];
   const { service, guests } = setup({
-    deps: { cleanedUp: (id, bundle) => void cleaned.push(`${id} ${bundle}`) },
+    deps: { cleanedUp: (id, bundle, pid) => void cleaned.push(`${id} ${bundle} ${pid}`) },
   });
   await service.create(create("t1"));
   await service.start(ref("t1"));
@@ -448,7 +448,7 @@ Deno.test("cleanedUp: told once with the id and bundle after a clean Delete", as
   await service.wait(ref("t1"));
   assert.deepEqual(cleaned, [], "not before Delete");
   await service.delete(ref("t1"));
-  assert.deepEqual(cleaned, ["t1 /b/t1"]);
+  assert.deepEqual(cleaned, [`t1 /b/t1 ${guests[0].pid}`]);
 });
 
 Deno.test("cleanedUp: not told when the unmount fails, yet Delete succeeds", async () => {

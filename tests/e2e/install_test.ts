@@ -6,6 +6,7 @@
 import assert from "node:assert/strict";
 import { CONTAINERD_BIN } from "./harness.ts";
 import { exists } from "./ctr_util.ts";
+import { deleteAnswer } from "../../src/shim/delete.ts";
 import { runInstall } from "./shim_install.ts";
 
 Deno.test("install.sh installs a working shim, is idempotent, and --uninstall removes it", async () => {
@@ -71,6 +72,28 @@ Deno.test("install.sh installs a working shim, is idempotent, and --uninstall re
     assert.equal(del.code, 0, new TextDecoder().decode(del.stderr));
     // DeleteResponse: field 1 pid 4242 (0x08 0x92 0x21), field 2 exit status 137 (0x10 0x89 0x01).
     assert.deepEqual([...del.stdout.subarray(0, 6)], [0x08, 0x92, 0x21, 0x10, 0x89, 0x01]);
+    // With the answer the server leaves in `cleaned`, that answer, as it is (the
+    // launcher sends it without Deno); not while the task's slot is still there.
+    const answer = deleteAnswer(4343, 1_700_000_000_123);
+    await Deno.writeFile(`${bundle}/cleaned`, answer);
+    const deleteArgs = ["-namespace", "n", "-address", "/tmp/none.sock", "-id", "t"];
+    const prepared = await new Deno.Command(shim, {
+      args: [...deleteArgs, "-bundle", bundle, "delete"],
+      stdout: "piped",
+      stderr: "piped",
+    }).output();
+    assert.equal(prepared.code, 0, new TextDecoder().decode(prepared.stderr));
+    assert.deepEqual(prepared.stdout, answer);
+    const slot = await Deno.makeTempDir({ dir: prefix });
+    await Deno.writeTextFile(`${bundle}/slot`, `${slot}\n`);
+    const busy = await new Deno.Command(shim, {
+      args: [...deleteArgs, "-bundle", bundle, "delete"],
+      stdout: "piped",
+      stderr: "piped",
+    }).output();
+    assert.equal(busy.code, 0, new TextDecoder().decode(busy.stderr));
+    assert.notDeepEqual(busy.stdout, answer, "a slot still there is cleaned up first");
+    assert.deepEqual([...busy.stdout.subarray(0, 6)], [0x08, 0x92, 0x21, 0x10, 0x89, 0x01]);
     await runInstall(prefix, ["--uninstall"]);
     const left = [];
     for await (const e of Deno.readDir(`${prefix}/bin`)) left.push(e.name);

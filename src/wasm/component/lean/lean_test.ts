@@ -16,7 +16,7 @@ import {
   tryLeanTranspile,
 } from "../transpile.ts";
 import { importMemory, MemoryPool } from "./memory.ts";
-import { END_INSTANCE, leanTranspile, linkStats, loadLeanGlue } from "./mod.ts";
+import { END_INSTANCE, LEAN_GLUE_HEADER, leanTranspile, linkStats, loadLeanGlue } from "./mod.ts";
 import { readComponent } from "./plan.ts";
 
 /** A glue's instantiate and compiled modules, as `instanceFactory` takes them. */
@@ -458,6 +458,37 @@ Deno.test({
         /takes 1 parameter\(s\)/,
       );
     }
+  },
+});
+
+// ---- Host functions through trampolines ----------------------------------------------
+
+Deno.test({
+  name: "trampolines: host functions are imported through them, and a type mismatch falls back",
+  ...COMPONENT_TEST,
+  fn: async () => {
+    const lean = leanTranspile(fixture(FIXTURES.abi));
+    const modules = await compileCores(lean.cores);
+    const options = { asyncImports: ASYNC_IMPORTS, asyncExports: ASYNC_EXPORTS };
+    // (The test above compares every value with jco's glue, through trampolines.)
+    const ok = loadLeanGlue(lean.glue, options);
+    // deno-lint-ignore no-explicit-any
+    const g = ok((n) => modules.get(n)!, abiHost([]))["test:abi/guest"] as any;
+    g.poke(4, 7);
+    assert.equal(g.peek(4), 7);
+    assert.equal(linkStats(ok).trampolines, true);
+    // A plan whose first lowered function takes one more parameter than the core module
+    // imports (never so from readComponent): the trampoline's type differs, linking fails,
+    // and the glue imports the JS functions instead.
+    const plan = JSON.parse(lean.glue.slice(LEAN_GLUE_HEADER.length));
+    const u32 = plan.types.push({ k: "u32" }) - 1;
+    plan.lowers[0].type.params.push(["extra", u32]);
+    const bad = loadLeanGlue(LEAN_GLUE_HEADER + JSON.stringify(plan), options);
+    // deno-lint-ignore no-explicit-any
+    const b = bad((n) => modules.get(n)!, abiHost([]))["test:abi/guest"] as any;
+    assert.equal(linkStats(bad).trampolines, false);
+    b.poke(4, 7);
+    assert.equal(b.peek(4), 7);
   },
 });
 

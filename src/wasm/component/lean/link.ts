@@ -637,6 +637,7 @@ class Linked {
     return {
       pooledMemories: this.pools.flatMap((p) => p === undefined ? [] : [p.size]),
       liveInstances: this.#live.filter((s) => s !== undefined).length,
+      trampolines: this.#trampolineModule !== null,
     };
   }
 
@@ -847,6 +848,8 @@ export interface LinkStats {
   pooledMemories: number[];
   /** Instances not yet released (running, or ended while a call was in progress). */
   liveInstances: number;
+  /** Core instances import the host functions through trampolines (see `trampoline.ts`). */
+  trampolines: boolean;
 }
 
 /** The reuse state of an `instantiate` made by {@linkcode link}. */

@@ -8,6 +8,7 @@
 import { invalidArgument } from "../../protocol/status.ts";
 import { GuestExit } from "./host/cli.ts";
 import { parseInterfaceName } from "./inspect.ts";
+import { GLUE_MODULE_NAME } from "./lean/trampoline.ts";
 
 /** Exit code of a trap or host error (runwasi's: 128 + SIGKILL). */
 export const EXIT_TRAP = 137;
@@ -109,8 +110,10 @@ export function endOf(err: unknown): RunEnd {
   return { kind: "trap", message: `wasm host error: ${message}` };
 }
 
+/** The guest's wasm frames of `err`'s stack (not those of the glue's own modules). */
 function wasmFrames(err: Error): string {
+  const glue = `wasm://wasm/${GLUE_MODULE_NAME}-`;
   const frames = (err.stack ?? "").split("\n").map((l) => l.trim())
-    .filter((l) => l.includes("wasm://")).map((l) => `\n    ${l}`);
+    .filter((l) => l.includes("wasm://") && !l.includes(glue)).map((l) => `\n    ${l}`);
   return frames.join("");
 }

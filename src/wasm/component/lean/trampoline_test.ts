@@ -1,6 +1,6 @@
 import assert from "node:assert/strict";
 import type { FuncSig } from "./abi.ts";
-import { TRAMPOLINE_IMPORTS, trampolineModule } from "./trampoline.ts";
+import { GLUE_MODULE_NAME, TRAMPOLINE_IMPORTS, trampolineModule } from "./trampoline.ts";
 
 const SIGS: FuncSig[] = [
   { params: [], results: [] },
@@ -113,4 +113,22 @@ Deno.test("trampoline: a module importing its exports links them with their type
     () => new WebAssembly.Instance(new WebAssembly.Module(guest), { m: { f: tramp[1] } }),
     WebAssembly.LinkError,
   );
+});
+
+Deno.test("trampoline: named, so that trap backtraces can leave its frames out", () => {
+  const module = new WebAssembly.Module(trampolineModule([{ params: [], results: [] }]));
+  assert.equal(WebAssembly.Module.customSections(module, "name").length, 1);
+  const ex = new WebAssembly.Instance(module, {
+    [TRAMPOLINE_IMPORTS]: {
+      0: () => {
+        throw new WebAssembly.RuntimeError("a host trap");
+      },
+    },
+  }).exports as Record<string, () => void>;
+  try {
+    ex[0]();
+    assert.fail("the host function traps");
+  } catch (err) {
+    assert.match((err as Error).stack!, new RegExp(`wasm://wasm/${GLUE_MODULE_NAME}-`));
+  }
 });

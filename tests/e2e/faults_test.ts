@@ -23,6 +23,7 @@ import { socketPath } from "../../src/shim/socket_path.ts";
 import { ok, sleep, taskList, waitFor, waitStatus } from "./ctr_util.ts";
 import { type Containerd, type Leftovers, startContainerd, TEST_NAMESPACE } from "./harness.ts";
 import { fixture, installShim } from "./shim_install.ts";
+import { encodeU32 } from "../../src/wasm/component/leb128.ts";
 
 const RUNTIME = "io.containerd.wasmtime.v1";
 const TESTDATA = new URL("../../src/wasm/component/testdata/", import.meta.url).pathname;
@@ -38,23 +39,12 @@ const decoder = new TextDecoder();
 // A guest that reads a little of its stdin, closes it, then reads again: it exits
 // with 100 × fd_close's errno + the second fd_read's errno (expected: 0 and EBADF, 8).
 
-function leb(n: number): number[] {
-  const out: number[] = [];
-  do {
-    let b = n & 0x7f;
-    n >>>= 7;
-    if (n !== 0) b |= 0x80;
-    out.push(b);
-  } while (n !== 0);
-  return out;
-}
-
 function section(id: number, bytes: number[]): number[] {
-  return [id, ...leb(bytes.length), ...bytes];
+  return [id, ...encodeU32(bytes.length), ...bytes];
 }
 
 function name(s: string): number[] {
-  return [...leb(s.length), ...encoder.encode(s)];
+  return [...encodeU32(s.length), ...encoder.encode(s)];
 }
 
 /** The stdin-closing guest, as a WASI preview1 module. */
@@ -96,7 +86,7 @@ function stdinCloser(): Uint8Array {
     ...section(3, [1, 3]),
     ...section(5, [1, 0, 1]),
     ...section(7, [2, ...name("memory"), 2, 0, ...name("_start"), 0, 3]),
-    ...section(10, [1, ...leb(body.length), ...body]),
+    ...section(10, [1, ...encodeU32(body.length), ...body]),
   ]);
 }
 

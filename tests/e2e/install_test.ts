@@ -9,6 +9,25 @@ import { exists } from "./ctr_util.ts";
 import { deleteAnswer } from "../../src/shim/delete.ts";
 import { runInstall } from "./shim_install.ts";
 
+/** Runs the `delete` action of `shim` (as containerd does) for task `t` of `bundle`. */
+function deleteAction(shim: string, bundle: string): Promise<Deno.CommandOutput> {
+  return new Deno.Command(shim, {
+    args: [
+      "-namespace",
+      "n",
+      "-address",
+      "/tmp/none.sock",
+      "-id",
+      "t",
+      "-bundle",
+      bundle,
+      "delete",
+    ],
+    stdout: "piped",
+    stderr: "piped",
+  }).output();
+}
+
 Deno.test("install.sh installs a working shim, is idempotent, and --uninstall removes it", async () => {
   const prefix = await Deno.makeTempDir({ prefix: "shim-install-" });
   try {
@@ -54,21 +73,7 @@ Deno.test("install.sh installs a working shim, is idempotent, and --uninstall re
     const bundle = await Deno.makeTempDir({ dir: prefix });
     await Deno.writeTextFile(`${bundle}/init.pid`, "4242");
     await Deno.writeTextFile(`${bundle}/cleaned`, "");
-    const del = await new Deno.Command(shim, {
-      args: [
-        "-namespace",
-        "n",
-        "-address",
-        "/tmp/none.sock",
-        "-id",
-        "t",
-        "-bundle",
-        bundle,
-        "delete",
-      ],
-      stdout: "piped",
-      stderr: "piped",
-    }).output();
+    const del = await deleteAction(shim, bundle);
     assert.equal(del.code, 0, new TextDecoder().decode(del.stderr));
     // DeleteResponse: field 1 pid 4242 (0x08 0x92 0x21), field 2 exit status 137 (0x10 0x89 0x01).
     assert.deepEqual([...del.stdout.subarray(0, 6)], [0x08, 0x92, 0x21, 0x10, 0x89, 0x01]);
@@ -76,21 +81,12 @@ Deno.test("install.sh installs a working shim, is idempotent, and --uninstall re
     // launcher sends it without Deno); not while the task's slot is still there.
     const answer = deleteAnswer(4343, 1_700_000_000_123);
     await Deno.writeFile(`${bundle}/cleaned`, answer);
-    const deleteArgs = ["-namespace", "n", "-address", "/tmp/none.sock", "-id", "t"];
-    const prepared = await new Deno.Command(shim, {
-      args: [...deleteArgs, "-bundle", bundle, "delete"],
-      stdout: "piped",
-      stderr: "piped",
-    }).output();
+    const prepared = await deleteAction(shim, bundle);
     assert.equal(prepared.code, 0, new TextDecoder().decode(prepared.stderr));
     assert.deepEqual(prepared.stdout, answer);
     const slot = await Deno.makeTempDir({ dir: prefix });
     await Deno.writeTextFile(`${bundle}/slot`, `${slot}\n`);
-    const busy = await new Deno.Command(shim, {
-      args: [...deleteArgs, "-bundle", bundle, "delete"],
-      stdout: "piped",
-      stderr: "piped",
-    }).output();
+    const busy = await deleteAction(shim, bundle);
     assert.equal(busy.code, 0, new TextDecoder().decode(busy.stderr));
     assert.notDeepEqual(busy.stdout, answer, "a slot still there is cleaned up first");
     assert.deepEqual([...busy.stdout.subarray(0, 6)], [0x08, 0x92, 0x21, 0x10, 0x89, 0x01]);

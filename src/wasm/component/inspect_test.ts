@@ -10,30 +10,20 @@ import {
   parseInterfaceName,
 } from "./inspect.ts";
 import { fixture, FIXTURES } from "./test_util.ts";
+import { encodeU32 } from "./leb128.ts";
 
 const PREAMBLE = [0x00, 0x61, 0x73, 0x6d, 0x0d, 0x00, 0x01, 0x00];
 const encoder = new TextEncoder();
 
-function leb(n: number): number[] {
-  const out: number[] = [];
-  do {
-    let b = n & 0x7f;
-    n >>>= 7;
-    if (n !== 0) b |= 0x80;
-    out.push(b);
-  } while (n !== 0);
-  return out;
-}
-
 function name(text: string): number[] {
   const bytes = [...encoder.encode(text)];
-  return [0x00, ...leb(bytes.length), ...bytes];
+  return [0x00, ...encodeU32(bytes.length), ...bytes];
 }
 
 /** A component binary with just an import section of instance imports (type index 0). */
 function importing(...names: string[]): Uint8Array {
-  const body = [...leb(names.length), ...names.flatMap((n) => [...name(n), 0x05, 0x00])];
-  return new Uint8Array([...PREAMBLE, 10, ...leb(body.length), ...body]);
+  const body = [...encodeU32(names.length), ...names.flatMap((n) => [...name(n), 0x05, 0x00])];
+  return new Uint8Array([...PREAMBLE, 10, ...encodeU32(body.length), ...body]);
 }
 
 function rejects(fn: () => unknown, pattern: RegExp): void {
@@ -161,7 +151,7 @@ Deno.test("checkComponentImports names each unsupported import and why", () => {
 
 Deno.test("checkComponentImports refuses a function import", () => {
   const body = [1, ...name("log"), 0x01, 0x00];
-  const bytes = new Uint8Array([...PREAMBLE, 10, ...leb(body.length), ...body]);
+  const bytes = new Uint8Array([...PREAMBLE, 10, ...encodeU32(body.length), ...body]);
   rejects(
     () => checkComponentImports(inspectComponent(bytes), "/a.wasm"),
     /log \(a func; only WASI interfaces/,

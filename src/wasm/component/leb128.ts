@@ -1,6 +1,7 @@
 /**
  * LEB128 decoding shared by the component readers (`inspect.ts`, `lean/plan.ts`,
- * `lean/shim.ts`), each of which reports malformed input in its own terms.
+ * `lean/shim.ts`), each of which reports malformed input in its own terms; and the
+ * encoding of the modules the glue makes (`lean/trampoline.ts`) and of tests.
  *
  * @module
  */
@@ -17,4 +18,16 @@ export function readU32(next: () => number): number | undefined {
     if ((b & 0x80) === 0) return result;
   }
   return undefined;
+}
+
+/** The unsigned LEB128 encoding of `n` (a u32). */
+export function encodeU32(n: number): number[] {
+  const out: number[] = [];
+  do {
+    let b = n & 0x7f;
+    n >>>= 7;
+    if (n !== 0) b |= 0x80;
+    out.push(b);
+  } while (n !== 0);
+  return out;
 }

@@ -22,6 +22,7 @@
  */
 
 import type { Flat, FuncSig } from "./abi.ts";
+import { encodeU32 } from "../leb128.ts";
 
 /** The module name the trampoline imports its host functions from. */
 export const TRAMPOLINE_IMPORTS = "host";
@@ -44,12 +45,7 @@ const CUSTOM_SECTION = 0;
 const NAME_MODULE = 0;
 
 function u32(out: number[], n: number): void {
-  do {
-    let b = n & 0x7f;
-    n >>>= 7;
-    if (n !== 0) b |= 0x80;
-    out.push(b);
-  } while (n !== 0);
+  out.push(...encodeU32(n));
 }
 
 function name(out: number[], s: string): void {

@@ -576,13 +576,13 @@ else
   say "deno bundle is not possible here; start and delete run from the sources (~4 ms slower each)"
 fi
 # Guest runners likewise (the shim server starts them from runner_main.js when it is
-# there): the WASI preview1 host in one file, ~5 ms of CPU off every container. The
+# there): the WASI preview1 host in one file, ~8 ms of CPU off every container. The
 # component host stays in the sources (guest_main.ts names it at run time).
 if ! (cd "$APP_DIR" && NO_COLOR=1 "$APP_DIR/deno" bundle --quiet --platform deno \
       --no-config --no-lock --output "$APP_DIR/src/wasm/runner_main.js" \
       src/wasm/runner_main.ts) >&2; then
   rm -f "$APP_DIR/src/wasm/runner_main.js"
-  say "deno bundle is not possible here; guest runners run from the sources (~5 ms more CPU each)"
+  say "deno bundle is not possible here; guest runners run from the sources (~8 ms more CPU each)"
 fi
 
 # write_launcher PATH ACTION [LIFECYCLE]: with LIFECYCLE, the `start` and `delete`

@@ -527,7 +527,7 @@ let runnerBundle: boolean | undefined;
 
 /**
  * The command line of a runner: the bundled entry when there is one (launcher form,
- * ~5 ms of CPU less per runner), else this program's `guest` action.
+ * ~8 ms of CPU less per runner), else this program's `guest` action.
  */
 function runnerCommand(args: string[], denoFlags: string[]): SelfCommand {
   // The action word stays in both forms: `delete` recognises runners by it.

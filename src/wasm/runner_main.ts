@@ -4,7 +4,7 @@
  * and what it imports (the WASI preview1 host, not the component host, which
  * `guest_main.ts` loads from the sources only for a component) into one JavaScript
  * file beside it, `runner_main.js`, and the shim server starts runners from that:
- * Deno loads one file instead of a graph of ~20 modules, ~5 ms of CPU off every
+ * Deno loads one file instead of a graph of ~20 modules, ~8 ms of CPU off every
  * container (see `runnerCommand` in `runner.ts`).
  *
  * @module

@@ -1,7 +1,7 @@
 /**
- * wasi:http figures: req/s and latency with wrk (50 connections, loopback) for a
- * hello component served with a fresh instance per request, beside plain
- * Deno.serve returning the same bytes (the ceiling) and `jco serve
+ * wasi:http figures: req/s and latency with wrk (50 connections, loopback, after a
+ * warm-up run) for a hello component served with a fresh instance per request, beside
+ * plain Deno.serve returning the same bytes (the ceiling) and `jco serve
  * --isolate-requests instance` on Node.js with the same component (the peer).
  *
  * @module
@@ -11,6 +11,12 @@ import type { Containerd } from "../tests/e2e/harness.ts";
 import type { Row } from "./main.ts";
 
 const SECONDS = Number(Deno.env.get("BENCH_HTTP_SECONDS") ?? 10);
+/**
+ * An unrecorded wrk run before each measured one, the same for ours, the ceiling and
+ * the peer: the figures are of a server in its steady state (JIT tiers, heap sizes),
+ * not of its first seconds.
+ */
+const WARMUP_SECONDS = Number(Deno.env.get("BENCH_HTTP_WARMUP") ?? 2);
 const HELLO = "Hello, this is your first wasi:http/proxy world!\n";
 
 /** Parsed wrk output. */
@@ -21,13 +27,16 @@ export interface WrkResult {
   errors: number;
 }
 
-/** Runs wrk against `url`. */
+/** Runs wrk against `url` (after a warm-up run of {@linkcode WARMUP_SECONDS}). */
 export async function wrk(url: string, connections = 50, seconds = SECONDS): Promise<WrkResult> {
-  const out = await new Deno.Command("wrk", {
-    args: ["-t2", `-c${connections}`, `-d${seconds}s`, "--latency", url],
-    stdout: "piped",
-    stderr: "piped",
-  }).output();
+  const run = (secs: number) =>
+    new Deno.Command("wrk", {
+      args: ["-t2", `-c${connections}`, `-d${secs}s`, "--latency", url],
+      stdout: "piped",
+      stderr: "piped",
+    }).output();
+  if (WARMUP_SECONDS > 0) await run(WARMUP_SECONDS);
+  const out = await run(seconds);
   const text = new TextDecoder().decode(out.stdout);
   if (!out.success) throw new Error(`wrk failed: ${new TextDecoder().decode(out.stderr)}`);
   const rps = Number(text.match(/Requests\/sec:\s+([\d.]+)/)?.[1] ?? 0);
@@ -167,7 +176,9 @@ export async function httpFigures(cd: Containerd, tmp: string): Promise<Row[]> {
     ? peer
     : `${peer.rps.toFixed(0)} req/s, p50 ${peer.p50}, p99 ${peer.p99}, errors ${peer.errors}`;
   return [{
-    figure: `wasi:http hello (WAT component), fresh instance per request, wrk -t2 -c50 ${SECONDS}s`,
+    figure:
+      `wasi:http hello (WAT component), fresh instance per request, wrk -t2 -c50 ${SECONDS}s` +
+      (WARMUP_SECONDS > 0 ? ` after a ${WARMUP_SECONDS}s warm-up` : ""),
     ours: `${ours.rps.toFixed(0)} req/s, p50 ${ours.p50}, p99 ${ours.p99}, errors ${ours.errors}`,
     baseline: `${c.rps.toFixed(0)} req/s, p50 ${c.p50}, p99 ${c.p99} (plain Deno.serve, ceiling)`,
     ratio: (ours.rps / c.rps).toFixed(3),

@@ -8,7 +8,8 @@
  *
  * Options (env): BENCH_RUNS (cold-start repetitions, default 10), BENCH_TASKS
  * (lifecycle containers, default 200), BENCH_IDLE (idle containers for memory,
- * default 50), BENCH_HTTP_SECONDS (wrk duration, default 10), BENCH_ONLY (comma
+ * default 50), BENCH_HTTP_SECONDS (wrk duration, default 10), BENCH_HTTP_WARMUP (an
+ * unrecorded wrk run before each measured one, default 2 s), BENCH_ONLY (comma
  * list of figure keys: cold,solo,warm,lifecycle,artifact,http,memory).
  *
  * @module

@@ -21,6 +21,12 @@ import { writeAllSync } from "../sys/write_all.ts";
 import { removeSlot, SLOT_FILE, SLOT_PREFIX, sweepWarmCgroups } from "../wasm/slot.ts";
 import { RUNNER_ACTION } from "../wasm/runner_protocol.ts";
 
+/**
+ * How long cleaning up after a dead server may wait for killed guests and their
+ * cgroup (containerd gives the `delete` action 5 s in all).
+ */
+const CLEANUP_BUDGET_MS = 4_000;
+
 /** Exit status reported for a task whose server is gone: 128 + SIGKILL. */
 export const DELETED_EXIT_STATUS = 137;
 
@@ -66,6 +72,13 @@ function namesIn(dir: string): Set<string> {
   return names;
 }
 
+/** True if process `pid` exists and has not exited (a zombie has). */
+function stillRunning(pid: number): boolean {
+  const stat = readOptional(`/proc/${pid}/stat`);
+  const state = stat.slice(stat.lastIndexOf(")") + 2, stat.lastIndexOf(")") + 3);
+  return state !== "" && state !== "Z" && state !== "X";
+}
+
 /**
  * True if `pid` is a guest runner of this shim for task `id`, or the warm runner
  * of its slot (guards against pid reuse).
@@ -107,10 +120,13 @@ async function cleanUp(bundle: string, id: string, pid: number, slot: string): P
       import("./socket_path.ts"),
       import("../native/runc.ts"),
     ]);
+  const started = Date.now();
   const problems: string[] = [];
+  const killed: number[] = [];
   const kill = (victim: number) => {
     try {
       Deno.kill(victim, "SIGKILL");
+      killed.push(victim);
     } catch (err) {
       problems.push(`killing guest ${victim}: ${(err as Error).message}`);
     }
@@ -141,8 +157,14 @@ async function cleanUp(bundle: string, id: string, pid: number, slot: string): P
   } catch (err) {
     problems.push((err as Error).message);
   }
-  // Removed once the guest is gone (remove waits for that).
-  await cgroup?.remove().catch((err) => problems.push((err as Error).message));
+  // Removed once the guest is gone: wait for what was killed to exit (a loaded node
+  // can take a while), within containerd's budget for this action.
+  const deadline = started + CLEANUP_BUDGET_MS;
+  while (killed.some(stillRunning) && Date.now() < deadline) {
+    await new Promise((resolve) => setTimeout(resolve, 20));
+  }
+  await cgroup?.remove(Math.max(deadline - Date.now(), 500))
+    .catch((err) => problems.push((err as Error).message));
   const address = stripUnix(readOptional(`${bundle}/address`));
   if (address !== "" && !(await isListening(address))) {
     await Deno.remove(address).catch(() => {});

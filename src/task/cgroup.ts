@@ -324,7 +324,8 @@ async function writeControl(dir: string, file: string, value: string): Promise<v
 async function procState(pid: number): Promise<string> {
   const state = procStat(pid)?.state || "gone";
   const wchan = await Deno.readTextFile(`/proc/${pid}/wchan`).catch(() => "");
-  return wchan && wchan !== "0" ? `${state} ${wchan}` : state;
+  const comm = (await Deno.readTextFile(`/proc/${pid}/comm`).catch(() => "")).trim();
+  return [state, wchan && wchan !== "0" ? wchan : "", comm].filter(Boolean).join(" ");
 }
 
 async function exists(path: string): Promise<boolean> {

@@ -32,7 +32,7 @@ const args = [
   "-A",
   "--unstable-net",
   "--no-check",
-  // Every process of the binary (see RUNNER_V8_FLAGS in src/wasm/runner.ts).
+  // Every process of the binary (see DEFAULT_RUNNER_V8_FLAGS in src/wasm/runner.ts).
   "--v8-flags=--single-threaded-gc,--max-semi-space-size=8",
   "--include",
   "build_info.json",

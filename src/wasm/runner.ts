@@ -38,15 +38,40 @@ import type { Guest, GuestConfig, GuestInit } from "./types.ts";
 export { RUNNER_ACTION };
 
 /**
- * V8 options of every runner: the garbage collector works on the thread that
- * allocates, without helper threads, and young generations stay small (8 MB
+ * V8 options of every runner, by default: the garbage collector works on the thread
+ * that allocates, without helper threads, and young generations stay small (8 MB
  * semi-spaces). A runner shares the node's cores with the other containers; under
  * load, helper threads only compete with the threads serving requests, and a large
- * young generation makes each scavenge pause longer. Measured with wasi:http under
- * `wrk -t2 -c50` on 2 cores (runner alone): 22.5–23.4k req/s, p99 15–17 ms without;
- * 26.1–27.8k req/s, p99 9.3 ms with. A runner's start costs the same (19–20 ms CPU).
+ * young generation makes each scavenge pause longer. Measured with wasi:http on 2
+ * cores (runner alone), `wrk -t2 -c50`: 22.5–23.4k req/s, p99 15–17 ms without;
+ * 26.1–30.0k req/s, p99 8.6–9.7 ms with (`--max-semi-space-size=8` alone: p99 11–13
+ * ms). The price is at high concurrency: with `-c200`, p99 39–60 ms and a peak RSS
+ * of ~450 MB, against 22–26 ms and 190–290 MB without `--single-threaded-gc`. A
+ * node can choose with {@linkcode RUNNER_V8_FLAGS_ENV}. A runner's start costs the
+ * same either way (19–20 ms of CPU).
  */
-export const RUNNER_V8_FLAGS = "--v8-flags=--single-threaded-gc,--max-semi-space-size=8";
+export const DEFAULT_RUNNER_V8_FLAGS = "--single-threaded-gc,--max-semi-space-size=8";
+
+/** The shim's environment variable that replaces {@linkcode DEFAULT_RUNNER_V8_FLAGS}. */
+export const RUNNER_V8_FLAGS_ENV = "WASMTIME_SHIM_RUNNER_V8_FLAGS";
+
+/**
+ * The V8 options runners start with: `value` (the shim's
+ * {@linkcode RUNNER_V8_FLAGS_ENV}) if set, else the default; "" for V8's own.
+ *
+ * @throws {Error} for a value that is not a comma-separated list of `--flag[=value]`
+ */
+export function runnerV8Flags(value: string | undefined): string[] {
+  if (value === undefined) return [`--v8-flags=${DEFAULT_RUNNER_V8_FLAGS}`];
+  if (value.trim() === "") return [];
+  if (!/^--[a-z0-9-]+(=[\w.-]+)?(,--[a-z0-9-]+(=[\w.-]+)?)*$/.test(value.trim())) {
+    throw new Error(
+      `${RUNNER_V8_FLAGS_ENV}="${value}" is not a comma-separated list of V8 options ` +
+        `(e.g. ${DEFAULT_RUNNER_V8_FLAGS})`,
+    );
+  }
+  return [`--v8-flags=${value.trim()}`];
+}
 
 /** How long a runner may take to compile and check its guest before Create fails. */
 export const DEFAULT_READY_TIMEOUT_MS = 60_000;
@@ -488,7 +513,7 @@ export function spawnRunner(
 ): Runner {
   // --unstable-net: several HTTP listeners on one port (reusePort) for wasi:http.
   const args = [id, ...(preloadComponent ? [PRELOAD_COMPONENT_ARG] : [])];
-  const self = runnerCommand(args, ["--unstable-net", RUNNER_V8_FLAGS, ...flags]);
+  const self = runnerCommand(args, ["--unstable-net", ...v8Flags(log), ...flags]);
   const command = netns
     ? { cmd: findNsenter(), args: [`--net=${netns}`, "--", self.cmd, ...self.args] }
     : self;
@@ -519,6 +544,21 @@ export function spawnRunner(
   };
   child.status.then(() => runner.exited = true);
   return runner;
+}
+
+let checkedV8Flags: string[] | undefined;
+
+/** The runners' V8 options, from the shim's environment (checked once; logged if bad). */
+function v8Flags(log: ((line: string) => void) | undefined): string[] {
+  if (checkedV8Flags === undefined) {
+    try {
+      checkedV8Flags = runnerV8Flags(Deno.env.get(RUNNER_V8_FLAGS_ENV));
+    } catch (err) {
+      log?.(`${(err as Error).message}; using ${DEFAULT_RUNNER_V8_FLAGS}`);
+      checkedV8Flags = runnerV8Flags(undefined);
+    }
+  }
+  return checkedV8Flags;
 }
 
 /** The bundled runner entry (see `runner_main.ts`), where the install made one. */

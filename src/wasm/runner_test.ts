@@ -3,9 +3,12 @@ import fs from "node:fs";
 import { Code, RpcError } from "../protocol/status.ts";
 import {
   createGuest,
+  DEFAULT_RUNNER_V8_FLAGS,
   exitStatus,
   guestDenoFlags,
   RUNNER_ACTION,
+  RUNNER_V8_FLAGS_ENV,
+  runnerV8Flags,
   signalName,
   signalNumber,
 } from "./runner.ts";
@@ -528,4 +531,15 @@ Deno.test("timing: createGuest → ready, start → exit (hello, median of 10)",
       `start→exit median ${median(running).toFixed(1)} ms ` +
       `(min ${Math.min(...running).toFixed(1)}, max ${Math.max(...running).toFixed(1)})`,
   );
+});
+
+Deno.test("runnerV8Flags: the default, a node's own list, none, and a bad value refused", () => {
+  assert.deepEqual(runnerV8Flags(undefined), [`--v8-flags=${DEFAULT_RUNNER_V8_FLAGS}`]);
+  assert.deepEqual(runnerV8Flags(" --max-semi-space-size=8,--no-parallel-scavenge "), [
+    "--v8-flags=--max-semi-space-size=8,--no-parallel-scavenge",
+  ]);
+  assert.deepEqual(runnerV8Flags(""), []);
+  for (const bad of ["--a b", "-x", "--a=1;rm", "--a,,--b", "--expose-gc --allow-all"]) {
+    assert.throws(() => runnerV8Flags(bad), new RegExp(`^Error: ${RUNNER_V8_FLAGS_ENV}=`));
+  }
 });

@@ -111,12 +111,21 @@ Deno.test({
 });
 
 Deno.test({
-  name: "WASMTIME_SHIM_GROUPING=container gives each container its own server",
+  name: "WASMTIME_SHIM_GROUPING=container gives each container its own server " +
+    "(and WASMTIME_SHIM_RUNNER_V8_FLAGS reaches its runners)",
   ...opts,
   async fn() {
-    await withContainerd({ WASMTIME_SHIM_GROUPING: "container" }, async (cd, image) => {
+    const env = {
+      WASMTIME_SHIM_GROUPING: "container",
+      WASMTIME_SHIM_RUNNER_V8_FLAGS: "--max-semi-space-size=4",
+    };
+    await withContainerd(env, async (cd, image) => {
       const parents = await runSleepers(cd, image, ["c-1", "c-2"]);
       assert.notEqual(parents[0], parents[1]);
+      for (const { pid } of (await taskList(cd)).values()) {
+        const argv = (await Deno.readTextFile(`/proc/${pid}/cmdline`)).split("\0");
+        assert.ok(argv.includes("--v8-flags=--max-semi-space-size=4"), argv.join(" "));
+      }
       await killAndRemove(cd, ["c-1", "c-2"]);
       // Each server goes at its Shutdown, without waiting for an idle period.
       await serversGone(cd, 3_000);

@@ -72,11 +72,30 @@ function namesIn(dir: string): Set<string> {
   return names;
 }
 
-/** True if process `pid` exists and has not exited (a zombie has). */
-function stillRunning(pid: number): boolean {
-  const stat = readOptional(`/proc/${pid}/stat`);
-  const state = stat.slice(stat.lastIndexOf(")") + 2, stat.lastIndexOf(")") + 3);
-  return state !== "" && state !== "Z" && state !== "X";
+/** True while process `pid` exists (also as a zombie, not yet reaped). */
+function exists(pid: number): boolean {
+  return readOptional(`/proc/${pid}/stat`) !== "";
+}
+
+/** How long the background removal of a cgroup held by unreaped guests keeps trying. */
+const LATE_REMOVAL_TRIES = 300;
+
+/**
+ * Removes the directories `dirs` in the background, once they can be: a cgroup v1
+ * directory stays busy until its exited processes are reaped, which, their server
+ * being gone, the node's init does in its own time.
+ */
+function removeLater(dirs: string[]): void {
+  const script = 'i=0; while [ "$i" -lt ' + LATE_REMOVAL_TRIES + " ]; do left=0; " +
+    'for d; do [ -d "$d" ] && ! rmdir "$d" 2>/dev/null && left=1; done; ' +
+    '[ "$left" = 0 ] && exit 0; sleep 0.2; i=$((i + 1)); done';
+  new Deno.Command("/bin/sh", {
+    args: ["-c", script, "sh", ...dirs],
+    stdin: "null",
+    stdout: "null",
+    stderr: "null",
+    detached: true,
+  }).spawn().unref();
 }
 
 /**
@@ -157,14 +176,22 @@ async function cleanUp(bundle: string, id: string, pid: number, slot: string): P
   } catch (err) {
     problems.push((err as Error).message);
   }
-  // Removed once the guest is gone: wait for what was killed to exit (a loaded node
-  // can take a while), within containerd's budget for this action.
+  // Removed once the guest is gone: wait for what was killed to exit and be reaped,
+  // within containerd's budget for this action.
   const deadline = started + CLEANUP_BUDGET_MS;
-  while (killed.some(stillRunning) && Date.now() < deadline) {
+  while (killed.some(exists) && Date.now() < deadline) {
     await new Promise((resolve) => setTimeout(resolve, 20));
   }
-  await cgroup?.remove(Math.max(deadline - Date.now(), 500))
-    .catch((err) => problems.push((err as Error).message));
+  try {
+    await cgroup?.remove(Math.max(deadline - Date.now(), 500));
+  } catch (err) {
+    // Held only by the guests killed here, exiting or not reaped yet (an exited
+    // process is no longer listed, but holds a v1 cgroup until reaped): removed when
+    // they are gone.
+    const left = await cgroup?.pids().catch(() => [0]) ?? [0];
+    if (cgroup && left.every((pid) => killed.includes(pid))) removeLater(cgroup.dirs);
+    else problems.push((err as Error).message);
+  }
   const address = stripUnix(readOptional(`${bundle}/address`));
   if (address !== "" && !(await isListening(address))) {
     await Deno.remove(address).catch(() => {});

@@ -9,6 +9,8 @@
  * @module
  */
 
+import { DEFAULT_RUNNER_V8_FLAGS } from "../src/wasm/runner.ts";
+
 const root = new URL("..", import.meta.url).pathname;
 const out = `${root}dist/containerd-shim-wasmtime-v1`;
 
@@ -32,8 +34,8 @@ const args = [
   "-A",
   "--unstable-net",
   "--no-check",
-  // Every process of the binary (see DEFAULT_RUNNER_V8_FLAGS in src/wasm/runner.ts).
-  "--v8-flags=--single-threaded-gc,--max-semi-space-size=8",
+  // Every process of the binary gets the runners' V8 options (fixed at build time).
+  `--v8-flags=${DEFAULT_RUNNER_V8_FLAGS}`,
   "--include",
   "build_info.json",
   "--include",

@@ -72,11 +72,6 @@ function namesIn(dir: string): Set<string> {
   return names;
 }
 
-/** True while process `pid` exists (also as a zombie, not yet reaped). */
-function exists(pid: number): boolean {
-  return readOptional(`/proc/${pid}/stat`) !== "";
-}
-
 /** How long the background removal of a cgroup held by unreaped guests keeps trying. */
 const LATE_REMOVAL_TRIES = 300;
 
@@ -176,14 +171,10 @@ async function cleanUp(bundle: string, id: string, pid: number, slot: string): P
   } catch (err) {
     problems.push((err as Error).message);
   }
-  // Removed once the guest is gone: wait for what was killed to exit and be reaped,
-  // within containerd's budget for this action.
-  const deadline = started + CLEANUP_BUDGET_MS;
-  while (killed.some(exists) && Date.now() < deadline) {
-    await new Promise((resolve) => setTimeout(resolve, 20));
-  }
+  // Removed once what was killed is gone and reaped (remove waits for that), within
+  // containerd's budget for this action.
   try {
-    await cgroup?.remove(Math.max(deadline - Date.now(), 500));
+    await cgroup?.remove(Math.max(started + CLEANUP_BUDGET_MS - Date.now(), 500));
   } catch (err) {
     // Held only by the guests killed here, exiting or not reaped yet (an exited
     // process is no longer listed, but holds a v1 cgroup until reaped): removed when

@@ -52,7 +52,10 @@ export { RUNNER_ACTION };
  */
 export const DEFAULT_RUNNER_V8_FLAGS = "--single-threaded-gc,--max-semi-space-size=8";
 
-/** The shim's environment variable that replaces {@linkcode DEFAULT_RUNNER_V8_FLAGS}. */
+/**
+ * The shim's environment variable that replaces {@linkcode DEFAULT_RUNNER_V8_FLAGS}
+ * (launcher form; a compiled binary has its V8 options fixed when it is built).
+ */
 export const RUNNER_V8_FLAGS_ENV = "WASMTIME_SHIM_RUNNER_V8_FLAGS";
 
 /**
@@ -221,11 +224,7 @@ export interface CreateGuestOptions {
 function findNsenter(): string {
   const path = Deno.env.get("PATH") ?? "";
   for (const dir of [...path.split(":").filter((d) => d.startsWith("/")), ...NSENTER_DIRS]) {
-    try {
-      if (Deno.statSync(`${dir}/nsenter`).isFile) return `${dir}/nsenter`;
-    } catch {
-      // not there
-    }
+    if (isFile(`${dir}/nsenter`)) return `${dir}/nsenter`;
   }
   throw failedPrecondition(
     "the spec asks for a network namespace, but nsenter (util-linux) is not installed",

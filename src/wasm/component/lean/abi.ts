@@ -30,6 +30,9 @@ export interface FuncSig {
   results: Flat[];
 }
 
+/** The core signature of `canon resource.drop`: the handle, nothing back. */
+export const RESOURCE_DROP_SIG: Readonly<FuncSig> = { params: ["i32"], results: [] };
+
 /**
  * The core signature of a lowered function (canonical ABI `flatten_functype`, lower):
  * over 16 flat parameters pass one pointer, over 1 flat result an out-pointer.

@@ -26,6 +26,7 @@ import {
   lowerFlat,
   pascalCase,
   resolveTypes,
+  RESOURCE_DROP_SIG,
   type RType,
   store,
   trap,
@@ -606,7 +607,7 @@ class Linked {
     }));
     this.#hostSigs = [
       ...this.lowers.map((l) => loweredSig(l.params, l.result)),
-      ...this.resources.map((): FuncSig => ({ params: ["i32"], results: [] })),
+      ...this.resources.map(() => RESOURCE_DROP_SIG),
     ];
     this.pools = plan.steps.map((step) =>
       step.op === "instantiate" && step.memory !== undefined
@@ -675,23 +676,25 @@ class Linked {
     return fns[i] ??= (handle: number) => dropHandle(this.stateAt(slot), res, handle);
   }
 
+  /** The JS function of host function `k` (a lowered function, else a drop) for `slot`. */
+  #hostFunction(k: number, slot: number): unknown {
+    const n = this.lowers.length;
+    return k < n ? this.importFunction(k, slot) : this.dropFunction(k - n, slot);
+  }
+
   /**
    * What the core instances in `slot` import for host function `k` (a lowered
    * function, or past the lowers a resource drop): the slot's trampoline export (see
    * `trampoline.ts`), or the JS function itself if trampolines are off.
    */
   hostImport(k: number, slot: number): unknown {
-    const n = this.lowers.length;
-    const own = () => k < n ? this.importFunction(k, slot) : this.dropFunction(k - n, slot);
-    if (this.#trampolineModule === null) return own();
+    if (this.#trampolineModule === null) return this.#hostFunction(k, slot);
     let exports = this.#slotTrampolines[slot];
     if (exports === undefined) {
       this.#trampolineModule ??= new WebAssembly.Module(trampolineModule(this.#hostSigs));
       const host: WebAssembly.ModuleImports = {};
       for (let i = 0; i < this.#hostSigs.length; i++) {
-        host[i] = (i < n
-          ? this.importFunction(i, slot)
-          : this.dropFunction(i - n, slot)) as WebAssembly.ImportValue;
+        host[i] = this.#hostFunction(i, slot) as WebAssembly.ImportValue;
       }
       exports = this.#slotTrampolines[slot] = new WebAssembly.Instance(
         this.#trampolineModule,

@@ -22,7 +22,14 @@
  */
 
 import { readU32 } from "../leb128.ts";
-import { type Flat, type FuncSig, loweredSig, resolveTypes, type RType } from "./abi.ts";
+import {
+  type Flat,
+  type FuncSig,
+  loweredSig,
+  resolveTypes,
+  RESOURCE_DROP_SIG,
+  type RType,
+} from "./abi.ts";
 import type { CoreRef, LeanPlan, PlanFunc, PlanStep } from "./plan.ts";
 
 class NotShim extends Error {}
@@ -259,7 +266,7 @@ function sigOfRef(plan: LeanPlan, types: RType[], ref: CoreRef): FuncSig {
       f.result === null ? null : types[f.result],
     );
   }
-  if (ref.t === "drop") return { params: ["i32"], results: [] };
+  if (ref.t === "drop") return RESOURCE_DROP_SIG;
   return fail("a table slot filled from another core instance");
 }
 

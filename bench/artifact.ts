@@ -12,7 +12,7 @@
  */
 
 import { buildImage, MediaType } from "../src/oci/image.ts";
-import { ContainerdClient, SPEC_TYPE_URL } from "../src/oci/containerd/client.ts";
+import { ContainerdClient, SPEC_TYPE_URL } from "../src/image/containerd/client.ts";
 import type { Containerd } from "../tests/e2e/harness.ts";
 import { fixture } from "../tests/e2e/shim_install.ts";
 import { type BenchImages, median, type Row } from "./main.ts";

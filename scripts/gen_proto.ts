@@ -13,7 +13,7 @@
 export const PROTO_DIR: URL = new URL("../proto/", import.meta.url);
 
 /** The generated TypeScript module. */
-export const OUTPUT_FILE: URL = new URL("../src/protocol/proto_sources.ts", import.meta.url);
+export const OUTPUT_FILE: URL = new URL("../src/proto/proto_sources.ts", import.meta.url);
 
 /** Reads every `*.proto` file of {@linkcode PROTO_DIR}, keyed by file name, sorted by name. */
 export async function readProtoFiles(dir: URL = PROTO_DIR): Promise<Map<string, string>> {

@@ -12,7 +12,7 @@
  * @module
  */
 
-import { failedPrecondition } from "../protocol/status.ts";
+import { failedPrecondition } from "../ttrpc/status.ts";
 
 /** Environment variable naming the runc binary (a path, or a name looked up on PATH). */
 export const RUNC_ENV = "WASMTIME_SHIM_RUNC";

@@ -25,11 +25,11 @@
  * @module
  */
 
-import { failedPrecondition, invalidArgument } from "../protocol/status.ts";
+import { failedPrecondition, invalidArgument } from "../ttrpc/status.ts";
 import { Errno, kill, SyscallError } from "../sys/libc.ts";
-import { isSystemdPath } from "../task/cgroup.ts";
-import { readSpec } from "../task/spec.ts";
-import type { Guest, GuestConfig } from "../wasm/types.ts";
+import { isSystemdPath } from "../cgroup/cgroup.ts";
+import { readSpec } from "../oci/spec.ts";
+import type { Guest, GuestConfig } from "../wasm/guest_init.ts";
 import type { NativeKind } from "./detect.ts";
 import {
   findRunc,

@@ -1,5 +1,5 @@
 import assert from "node:assert/strict";
-import { Code, type RpcError } from "../protocol/status.ts";
+import { Code, type RpcError } from "../ttrpc/status.ts";
 import {
   DEFAULT_RUNC_ROOT,
   deleteMarkedContainer,

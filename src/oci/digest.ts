@@ -5,7 +5,7 @@
  * @module
  */
 
-import { Code, RpcError } from "../protocol/status.ts";
+import { Code, RpcError } from "../ttrpc/status.ts";
 
 /** Digest algorithms the shim can verify, with their Web Crypto names and hex lengths. */
 export const DIGEST_ALGORITHMS: Readonly<Record<string, { name: string; hexLength: number }>> = {

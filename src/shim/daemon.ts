@@ -11,15 +11,15 @@
  * @module
  */
 
-import { TtrpcServer } from "../protocol/server.ts";
-import { CgroupManager } from "../task/cgroup.ts";
-import { mountAll, unmountAll } from "../task/mount.ts";
+import { TtrpcServer } from "../ttrpc/server.ts";
+import { CgroupManager } from "../cgroup/cgroup.ts";
+import { mountAll, unmountAll } from "../sys/mount.ts";
 import { TaskService } from "../task/service.ts";
-import { readSpec } from "../task/spec.ts";
+import { readSpec } from "../oci/spec.ts";
 import { TASK_SERVICES, taskHandlers } from "../task/task_api.ts";
-import { createGuest } from "../wasm/runner.ts";
-import { RunnerPool } from "../wasm/runner_pool.ts";
-import { DEFAULT_SLOT_ROOT } from "../wasm/slot.ts";
+import { createGuest } from "../runner/runner.ts";
+import { RunnerPool } from "../runner/pool.ts";
+import { DEFAULT_SLOT_ROOT } from "../runner/slot.ts";
 import { PR_SET_CHILD_SUBREAPER, prctl } from "../sys/libc.ts";
 import { runcRoot } from "../native/runc.ts";
 import { EventPublisher } from "./events.ts";
@@ -38,7 +38,7 @@ import {
 import { createLogger, LogRouter } from "./log.ts";
 import { CLEANED_FILE, deleteAnswer } from "./delete.ts";
 import { SANDBOX_ID_ANNOTATION } from "./socket_path.ts";
-import { failedPrecondition } from "../protocol/status.ts";
+import { failedPrecondition } from "../ttrpc/status.ts";
 import { ReadyLine } from "./ready.ts";
 import { VERSION } from "./version.ts";
 

@@ -4,10 +4,10 @@
  */
 
 import assert from "node:assert/strict";
-import { TtrpcClient } from "../protocol/client.ts";
-import { decode, encode, TypeName } from "../protocol/messages.ts";
-import { Code, RpcError } from "../protocol/status.ts";
-import { selfCommand } from "./self_exec.ts";
+import { TtrpcClient } from "../ttrpc/client.ts";
+import { decode, encode, TypeName } from "../proto/messages.ts";
+import { Code, RpcError } from "../ttrpc/status.ts";
+import { selfCommand } from "../sys/self_exec.ts";
 
 const TASK = "containerd.task.v2.Task";
 const opts = { sanitizeOps: false, sanitizeResources: false };

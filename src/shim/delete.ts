@@ -13,12 +13,12 @@
  * @module
  */
 
-import { encodeDeleteResponse } from "../protocol/wire.ts";
+import { encodeDeleteResponse } from "../proto/wire.ts";
 import type { ShimFlags } from "./flags.ts";
-import { unmountAll } from "../task/mount.ts";
+import { unmountAll } from "../sys/mount.ts";
 import { baseName, parentDir } from "../sys/path.ts";
 import { writeAllSync } from "../sys/write_all.ts";
-import { removeSlot, SLOT_FILE, SLOT_PREFIX, sweepWarmCgroups } from "../wasm/slot.ts";
+import { removeSlot, SLOT_FILE, SLOT_PREFIX, sweepWarmCgroups } from "../runner/slot.ts";
 import { RUNNER_ACTION } from "../wasm/runner_protocol.ts";
 
 /**
@@ -129,8 +129,8 @@ export async function deleteAction(flags: ShimFlags): Promise<number> {
 async function cleanUp(bundle: string, id: string, pid: number, slot: string): Promise<string[]> {
   const [{ CgroupManager }, { readSpec }, { isListening, stripUnix }, { deleteMarkedContainer }] =
     await Promise.all([
-      import("../task/cgroup.ts"),
-      import("../task/spec.ts"),
+      import("../cgroup/cgroup.ts"),
+      import("../oci/spec.ts"),
       import("./socket_path.ts"),
       import("../native/runc.ts"),
     ]);

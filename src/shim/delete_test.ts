@@ -1,7 +1,7 @@
 import assert from "node:assert/strict";
-import { ProtoReader } from "../protocol/wire.ts";
+import { ProtoReader } from "../proto/wire.ts";
 import { CLEANED_FILE, DELETED_EXIT_STATUS } from "./delete.ts";
-import { SLOT_FILE } from "../wasm/slot.ts";
+import { SLOT_FILE } from "../runner/slot.ts";
 
 const MAIN = new URL("../../main.ts", import.meta.url).pathname;
 

@@ -7,8 +7,8 @@
  * @module
  */
 
-import { TtrpcClient } from "../protocol/client.ts";
-import { encodeMessage as encode } from "../protocol/task_codec.ts";
+import { TtrpcClient } from "../ttrpc/client.ts";
+import { encodeMessage as encode } from "../proto/task_codec.ts";
 import type { Logger } from "./log.ts";
 import { toTimestamp } from "../task/service.ts";
 

@@ -18,7 +18,7 @@
  * @module
  */
 
-import { ProtoReader, ProtoWriter, WireType } from "../protocol/wire.ts";
+import { ProtoReader, ProtoWriter, WireType } from "../proto/wire.ts";
 
 /** The private ttrpc service `start` talks to. */
 export const GROUP_SERVICE = "containerd.shim.wasmtime.v1.Group";

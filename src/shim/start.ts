@@ -16,10 +16,10 @@
 
 import { ReadyLine } from "./ready.ts";
 import { formatFlags, type ShimFlags } from "./flags.ts";
-import { selfCommand } from "./self_exec.ts";
+import { selfCommand } from "../sys/self_exec.ts";
 import { encodeHold, GROUP_SERVICE, groupingFromEnv, groupOf, HOLD_METHOD } from "./group.ts";
 import { SANDBOX_ID_ANNOTATION, socketPath } from "./socket_path.ts";
-import { TtrpcClient } from "../protocol/client.ts";
+import { TtrpcClient } from "../ttrpc/client.ts";
 import { writeAllSync } from "../sys/write_all.ts";
 
 /** How long `start` waits for the server to listen. */

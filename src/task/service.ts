@@ -17,10 +17,10 @@ import {
   notFound,
   RpcError,
   unimplemented,
-} from "../protocol/status.ts";
-import type { Guest, GuestConfig } from "../wasm/types.ts";
-import type { LinuxResources, OciSpec } from "./spec.ts";
-import type { MountSpec } from "./mount.ts";
+} from "../ttrpc/status.ts";
+import type { Guest, GuestConfig } from "../wasm/guest_init.ts";
+import type { LinuxResources, OciSpec } from "../oci/spec.ts";
+import type { MountSpec } from "../sys/mount.ts";
 import { Status, type TaskStatus, transition } from "./state.ts";
 
 /** `google.protobuf.Timestamp`. */

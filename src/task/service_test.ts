@@ -1,8 +1,8 @@
 import assert from "node:assert/strict";
-import { Code, RpcError } from "../protocol/status.ts";
-import type { Guest, GuestConfig } from "../wasm/types.ts";
+import { Code, RpcError } from "../ttrpc/status.ts";
+import type { Guest, GuestConfig } from "../wasm/guest_init.ts";
 import { type EventTopic, type TaskCgroupHandle, type TaskDeps, TaskService } from "./service.ts";
-import type { LinuxResources, OciSpec } from "./spec.ts";
+import type { LinuxResources, OciSpec } from "../oci/spec.ts";
 import { Status } from "./state.ts";
 
 /** A stand-in guest process whose exit the test controls. */

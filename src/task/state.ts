@@ -16,7 +16,7 @@
  * @module
  */
 
-import { failedPrecondition } from "../protocol/status.ts";
+import { failedPrecondition } from "../ttrpc/status.ts";
 
 /** `containerd.v1.types.Status`. */
 export const Status = {

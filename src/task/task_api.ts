@@ -6,12 +6,12 @@
  * @module
  */
 
-import type { Handler } from "../protocol/server.ts";
-import { decodeMessage, encodeMessage } from "../protocol/task_codec.ts";
-import { invalidArgument, unimplemented } from "../protocol/status.ts";
-import type { Any } from "../protocol/wire.ts";
+import type { Handler } from "../ttrpc/server.ts";
+import { decodeMessage, encodeMessage } from "../proto/task_codec.ts";
+import { invalidArgument, unimplemented } from "../ttrpc/status.ts";
+import type { Any } from "../proto/wire.ts";
 import type { CreateRequest, KillRequest, ProcessRef, TaskService } from "./service.ts";
-import { type LinuxResources, parseLinuxResources } from "./spec.ts";
+import { type LinuxResources, parseLinuxResources } from "../oci/spec.ts";
 
 /** The service names containerd uses for the task API (v3 is wire-identical to v2). */
 export const TASK_SERVICES = ["containerd.task.v2.Task", "containerd.task.v3.Task"] as const;

@@ -1,5 +1,5 @@
 import assert from "node:assert/strict";
-import { Code, type RpcError } from "../protocol/status.ts";
+import { Code, type RpcError } from "../ttrpc/status.ts";
 import { decodeResources, LINUX_RESOURCES_TYPE_URL } from "./task_api.ts";
 
 const json = (v: unknown) => new TextEncoder().encode(JSON.stringify(v));

@@ -9,7 +9,7 @@
  * @module
  */
 
-import { invalidArgument } from "../protocol/status.ts";
+import { invalidArgument } from "../ttrpc/status.ts";
 
 /** What a wasm binary is. */
 export type WasmKind = "module" | "component";

@@ -1,5 +1,5 @@
 import assert from "node:assert/strict";
-import { Code, RpcError } from "../protocol/status.ts";
+import { Code, RpcError } from "../ttrpc/status.ts";
 import { checkExport, checkImports, describeStart, detectKind } from "./detect.ts";
 
 const MODULE_HEADER = [0x00, 0x61, 0x73, 0x6d, 0x01, 0x00, 0x00, 0x00];

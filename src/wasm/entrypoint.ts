@@ -17,7 +17,7 @@
  * @module
  */
 
-import { invalidArgument, notFound } from "../protocol/status.ts";
+import { invalidArgument, notFound } from "../ttrpc/status.ts";
 
 /** The function called when `args[0]` names none: the WASI command entry point. */
 export const DEFAULT_FUNC = "_start";

@@ -23,7 +23,7 @@
  * @module
  */
 
-import { invalidArgument, RpcError, toStatus } from "../protocol/status.ts";
+import { invalidArgument, RpcError, toStatus } from "../ttrpc/status.ts";
 import { checkExport, checkImports, detectKind } from "./detect.ts";
 import { DEFAULT_FUNC } from "./entrypoint.ts";
 import { PREVIEW1_FUNCTIONS, WASI_PREVIEW1 } from "./preview1/abi.ts";
@@ -39,7 +39,7 @@ import {
   type ReadyMessage,
   START_LINE,
 } from "./runner_protocol.ts";
-import type { GuestInit } from "./types.ts";
+import type { GuestInit } from "./guest_init.ts";
 
 export { WASI_PREVIEW1 };
 

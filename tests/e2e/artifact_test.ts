@@ -24,8 +24,8 @@ import {
   sha256Digest,
 } from "../../src/oci/image.ts";
 import { readTar, type TarEntry, writeTar } from "../../src/oci/tar.ts";
-import { ContainerdClient, SPEC_TYPE_URL } from "../../src/oci/containerd/client.ts";
-import { Code, RpcError } from "../../src/protocol/status.ts";
+import { ContainerdClient, SPEC_TYPE_URL } from "../../src/image/containerd/client.ts";
+import { Code, RpcError } from "../../src/ttrpc/status.ts";
 import { type Containerd, startContainerd } from "./harness.ts";
 import { fixture, installShim } from "./shim_install.ts";
 

@@ -28,7 +28,7 @@
 import * as grpc from "@grpc/grpc-js";
 import protobuf from "protobufjs";
 import { Buffer } from "node:buffer";
-import { grpcTarget } from "../../src/oci/containerd/client.ts";
+import { grpcTarget } from "../../src/image/containerd/client.ts";
 
 /** Where the CRI subset used by the tests is defined. */
 export const CRI_PROTO_PATH: string = new URL("./cri_api.proto", import.meta.url).pathname;

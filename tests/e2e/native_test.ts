@@ -13,7 +13,7 @@ import assert from "node:assert/strict";
 import { buildImage, type LayerFile } from "../../src/oci/image.ts";
 import { SHARED_GROUP } from "../../src/shim/group.ts";
 import { socketPath } from "../../src/shim/socket_path.ts";
-import { detectCgroupVersion } from "../../src/task/cgroup.ts";
+import { detectCgroupVersion } from "../../src/cgroup/cgroup.ts";
 import { type Containerd, startContainerd } from "./harness.ts";
 import { fixture, installShim } from "./shim_install.ts";
 import { parentOf, removeTask, waitStatus } from "./ctr_util.ts";

@@ -5,10 +5,10 @@
  * @module
  */
 
-import { invalidArgument } from "../../protocol/status.ts";
+import { invalidArgument } from "../../ttrpc/status.ts";
 import { GuestExit } from "./host/cli.ts";
 import { parseInterfaceName } from "./inspect.ts";
-import { GLUE_MODULE_NAME } from "./lean/trampoline.ts";
+import { GLUE_MODULE_NAME } from "./instantiate/trampoline.ts";
 
 /** Exit code of a trap or host error (runwasi's: 128 + SIGKILL). */
 export const EXIT_TRAP = 137;

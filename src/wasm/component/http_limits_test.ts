@@ -9,7 +9,7 @@ import {
 import { CLOSED, type InputStream, IoError } from "./host/io.ts";
 import type { Host } from "./host/mod.ts";
 import { BodyRefused, DENO_MAX_HEAD_BYTES, headerBytes, limitBody } from "./http_limits.ts";
-import { Code, RpcError } from "../../protocol/status.ts";
+import { Code, RpcError } from "../../ttrpc/status.ts";
 import {
   DEFAULT_BODY_TIMEOUT_MS,
   DEFAULT_MAX_BODY_BYTES,

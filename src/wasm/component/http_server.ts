@@ -25,7 +25,7 @@
  */
 
 import { type Deadline, Deadlines } from "./deadlines.ts";
-import { invalidArgument } from "../../protocol/status.ts";
+import { invalidArgument } from "../../ttrpc/status.ts";
 import { GuestExit } from "./host/cli.ts";
 import { BodyCut, createIncomingCall, type ErrorCode, type OutgoingResponse } from "./host/http.ts";
 import type { Host } from "./host/mod.ts";

@@ -1,5 +1,5 @@
 import assert from "node:assert/strict";
-import { Code, RpcError } from "../../protocol/status.ts";
+import { Code, RpcError } from "../../ttrpc/status.ts";
 import {
   DEFAULT_BACKLOG,
   DEFAULT_REQUEST_TIMEOUT_MS,

@@ -16,7 +16,7 @@
  */
 
 import { type HostConfig, hostFactory } from "./host/mod.ts";
-import { END_INSTANCE } from "./lean/mod.ts";
+import { END_INSTANCE } from "./instantiate/mod.ts";
 import {
   EXIT_SIGTERM,
   type HttpConfig,

@@ -7,7 +7,7 @@
  * @module
  */
 
-import { invalidArgument } from "../../protocol/status.ts";
+import { invalidArgument } from "../../ttrpc/status.ts";
 import { SUPPORTED_INTERFACES } from "./host/mod.ts";
 import { readU32 } from "./leb128.ts";
 

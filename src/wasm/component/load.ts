@@ -6,7 +6,7 @@
  * @module
  */
 
-import { invalidArgument } from "../../protocol/status.ts";
+import { invalidArgument } from "../../ttrpc/status.ts";
 import { type CacheEntry, cacheKey, type CacheOutcome, TranspileCache } from "./cache.ts";
 import type { Imports } from "./host/mod.ts";
 import {

@@ -45,9 +45,9 @@
  * @module
  */
 
-import { invalidArgument } from "../../protocol/status.ts";
+import { invalidArgument } from "../../ttrpc/status.ts";
 import { DEFAULT_FUNC } from "../entrypoint.ts";
-import type { GuestInit } from "../types.ts";
+import type { GuestInit } from "../guest_init.ts";
 import { endOf, EXIT_TRAP, findExportedFunction, runToEnd } from "./command.ts";
 import { createHost, type HostConfig } from "./host/mod.ts";
 import { discardSink, EMPTY_SOURCE } from "./host/io.ts";

@@ -1,5 +1,5 @@
 import assert from "node:assert/strict";
-import { Code, RpcError } from "../../protocol/status.ts";
+import { Code, RpcError } from "../../ttrpc/status.ts";
 import { envPairs, prepare, prepareComponent } from "./mod.ts";
 import { COMPONENT_TEST, fixture, FIXTURES, guestInit } from "./test_util.ts";
 

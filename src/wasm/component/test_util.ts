@@ -6,7 +6,7 @@
  * @module
  */
 
-import type { GuestInit } from "../types.ts";
+import type { GuestInit } from "../guest_init.ts";
 
 const TESTDATA = new URL("./testdata/", import.meta.url);
 

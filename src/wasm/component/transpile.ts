@@ -22,7 +22,7 @@
  * @module
  */
 
-import { isLeanGlue, LEAN_GLUE_HEADER, leanTranspile, loadLeanGlue } from "./lean/mod.ts";
+import { isLeanGlue, LEAN_GLUE_HEADER, leanTranspile, loadLeanGlue } from "./instantiate/mod.ts";
 
 /** Version of `@bytecodealliance/jco-transpile` this code was written and tested with. */
 export const JCO_TRANSPILE_VERSION = "0.15.0";

@@ -9,7 +9,7 @@ import {
   transpile,
 } from "./transpile.ts";
 import { COMPONENT_TEST, fixture, FIXTURES } from "./test_util.ts";
-import { isLeanGlue } from "./lean/mod.ts";
+import { isLeanGlue } from "./instantiate/mod.ts";
 
 Deno.test("JCO_TRANSPILE_VERSION is the installed jco-transpile", async () => {
   const pkg = JSON.parse(

@@ -7,10 +7,10 @@
  * @module
  */
 
-import { Code, RpcError } from "../../protocol/status.ts";
+import { Code, RpcError } from "../../ttrpc/status.ts";
 import type { ImageSource, OciDescriptor } from "../artifact.ts";
 import type { BlobCache } from "../blob_cache.ts";
-import { checkBlob } from "../digest.ts";
+import { checkBlob } from "../../oci/digest.ts";
 import type { ContainerdClient } from "./client.ts";
 
 /** The blob-reading part of {@linkcode ContainerdClient}. */

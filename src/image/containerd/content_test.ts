@@ -1,7 +1,7 @@
 import assert from "node:assert/strict";
-import { Code, RpcError } from "../../protocol/status.ts";
+import { Code, RpcError } from "../../ttrpc/status.ts";
 import { BlobCache } from "../blob_cache.ts";
-import { digestOf } from "../digest.ts";
+import { digestOf } from "../../oci/digest.ts";
 import type { Container, Image } from "./client.ts";
 import { ContainerdImageSource, type ImageClient, readBlob } from "./content.ts";
 

@@ -13,7 +13,7 @@
  * @module
  */
 
-import { checkBlob, parseDigest } from "./digest.ts";
+import { checkBlob, parseDigest } from "../oci/digest.ts";
 
 /** Directory of the blob cache inside the shim's cache directory. */
 export const BLOB_CACHE_SUBDIR = "blobs";

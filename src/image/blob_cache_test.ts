@@ -1,7 +1,7 @@
 import assert from "node:assert/strict";
-import { Code, type RpcError } from "../protocol/status.ts";
+import { Code, type RpcError } from "../ttrpc/status.ts";
 import { BlobCache } from "./blob_cache.ts";
-import { checkBlob, digestOf, parseDigest } from "./digest.ts";
+import { checkBlob, digestOf, parseDigest } from "../oci/digest.ts";
 
 const bytes = new TextEncoder().encode("hello wasm");
 

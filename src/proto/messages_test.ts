@@ -1,5 +1,5 @@
 import assert from "node:assert/strict";
-import { encodeFrame, MessageType } from "./frame.ts";
+import { encodeFrame, MessageType } from "../ttrpc/frame.ts";
 import {
   type ConnectResponse,
   type CreateTaskRequest,

@@ -1,7 +1,7 @@
 import assert from "node:assert/strict";
-import { decode } from "../protocol/messages.ts";
-import { Code, type RpcError } from "../protocol/status.ts";
-import { encodeMessage } from "../protocol/task_codec.ts";
+import { decode } from "../proto/messages.ts";
+import { Code, type RpcError } from "../ttrpc/status.ts";
+import { encodeMessage } from "../proto/task_codec.ts";
 import {
   CgroupManager,
   cleanPath,

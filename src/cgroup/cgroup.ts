@@ -27,11 +27,11 @@
  * @module
  */
 
-import { invalidArgument } from "../protocol/status.ts";
-import { CGROUPS_V2_MEMORY_STAT_KEYS } from "../protocol/task_codec.ts";
+import { invalidArgument } from "../ttrpc/status.ts";
+import { CGROUPS_V2_MEMORY_STAT_KEYS } from "../proto/task_codec.ts";
 import { parentDir } from "../sys/path.ts";
 import { procStat } from "../sys/proc.ts";
-import type { LinuxResources } from "./spec.ts";
+import type { LinuxResources } from "../oci/spec.ts";
 
 /** Where the cgroup hierarchies are mounted. */
 export const DEFAULT_CGROUP_ROOT = "/sys/fs/cgroup";

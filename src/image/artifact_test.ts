@@ -1,5 +1,5 @@
 import assert from "node:assert/strict";
-import { Code, RpcError } from "../protocol/status.ts";
+import { Code, RpcError } from "../ttrpc/status.ts";
 import {
   chooseLayer,
   findLayer,
@@ -21,7 +21,7 @@ import {
   WasmLayerMediaType,
   wasmLayers,
 } from "./artifact.ts";
-import { sha256Digest } from "./image.ts";
+import { sha256Digest } from "../oci/image.ts";
 
 const enc = new TextEncoder();
 const json = (v: unknown) => enc.encode(JSON.stringify(v));

@@ -1,8 +1,8 @@
 import assert from "node:assert/strict";
 import { Buffer } from "node:buffer";
 import * as grpc from "@grpc/grpc-js";
-import { decode, encode } from "../../protocol/messages.ts";
-import { Code, type RpcError } from "../../protocol/status.ts";
+import { decode, encode } from "../../proto/messages.ts";
+import { Code, type RpcError } from "../../ttrpc/status.ts";
 import { ContainerdClient, grpcTarget, Method, NAMESPACE_HEADER } from "./client.ts";
 
 const opts = { sanitizeOps: false, sanitizeResources: false };

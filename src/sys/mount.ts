@@ -6,7 +6,7 @@
  * @module
  */
 
-import { Errno, MNT_DETACH, mount, SyscallError, umount2 } from "../sys/libc.ts";
+import { Errno, MNT_DETACH, mount, SyscallError, umount2 } from "./libc.ts";
 
 /** One mount as containerd sends it (`containerd.types.Mount`). */
 export interface MountSpec {

@@ -36,7 +36,7 @@
  */
 
 import { mount } from "../sys/libc.ts";
-import type { WasmKind } from "./detect.ts";
+import type { WasmKind } from "../wasm/detect.ts";
 import {
   allowList,
   APP_SRC,
@@ -45,7 +45,7 @@ import {
   type Runner,
   spawnRunner,
 } from "./runner.ts";
-import { DEV_NULL, IDLE_MESSAGE } from "./runner_protocol.ts";
+import { DEV_NULL, IDLE_MESSAGE } from "../wasm/runner_protocol.ts";
 import {
   deadServerEntries,
   removeSlot,
@@ -54,9 +54,9 @@ import {
   sweepWarmCgroups,
   WARM_CGROUP_PREFIX,
 } from "./slot.ts";
-import type { TaskCgroup } from "../task/cgroup.ts";
+import type { TaskCgroup } from "../cgroup/cgroup.ts";
 import { baseName, parentDir } from "../sys/path.ts";
-import type { GuestConfig } from "./types.ts";
+import type { GuestConfig } from "../wasm/guest_init.ts";
 
 const MS_BIND = 0x1000;
 const MS_REC = 0x4000;

@@ -5,7 +5,7 @@
  * @module
  */
 
-import { invalidArgument } from "../protocol/status.ts";
+import { invalidArgument } from "../ttrpc/status.ts";
 
 /** The subset of the OCI runtime spec the shim reads. */
 export interface OciSpec {

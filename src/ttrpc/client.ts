@@ -13,7 +13,7 @@ import {
   MessageType,
 } from "./frame.ts";
 import { Code, RpcError, type StatusCode } from "./status.ts";
-import { decodeResponse, encodeRequest, type KeyValue } from "./wire.ts";
+import { decodeResponse, encodeRequest, type KeyValue } from "../proto/wire.ts";
 
 /** Options of {@linkcode TtrpcClient.call}. */
 export interface CallOptions {

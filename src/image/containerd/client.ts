@@ -31,8 +31,8 @@
 
 import type * as GrpcJs from "@grpc/grpc-js";
 import type { Buffer as NodeBuffer } from "node:buffer";
-import { Code, RpcError, type StatusCode } from "../../protocol/status.ts";
-import type { Any, Timestamp } from "../../protocol/wire.ts";
+import { Code, RpcError, type StatusCode } from "../../ttrpc/status.ts";
+import type { Any, Timestamp } from "../../proto/wire.ts";
 
 /** The gRPC metadata header that carries the containerd namespace of a call. */
 export const NAMESPACE_HEADER = "containerd-namespace";
@@ -187,7 +187,7 @@ function load(): Promise<Loaded> {
   loading ??= (async () => {
     const [grpc, codec, buffer] = await Promise.all([
       import("@grpc/grpc-js"),
-      import("../../protocol/messages.ts"),
+      import("../../proto/messages.ts"),
       import("node:buffer"),
     ]);
     return { grpc, codec, Buffer: buffer.Buffer };

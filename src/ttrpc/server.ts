@@ -14,7 +14,7 @@ import {
   MessageType,
 } from "./frame.ts";
 import { Code, RpcError, type StatusCode, toStatus } from "./status.ts";
-import { decodeRequest, encodeResponse, type TtrpcRequest } from "./wire.ts";
+import { decodeRequest, encodeResponse, type TtrpcRequest } from "../proto/wire.ts";
 
 /** What a handler learns about its call. */
 export interface CallContext {

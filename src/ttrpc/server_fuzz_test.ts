@@ -19,7 +19,7 @@
 import assert from "node:assert/strict";
 import { TaskService } from "../task/service.ts";
 import { TASK_SERVICES, taskHandlers } from "../task/task_api.ts";
-import type { Guest } from "../wasm/types.ts";
+import type { Guest } from "../wasm/guest_init.ts";
 import { TtrpcClient } from "./client.ts";
 import {
   type DecodedFrame,
@@ -31,8 +31,8 @@ import {
 } from "./frame.ts";
 import { TtrpcServer } from "./server.ts";
 import { Code } from "./status.ts";
-import { encodeMessage } from "./task_codec.ts";
-import { decodeResponse, encodeRequest, type KeyValue, type TtrpcResponse } from "./wire.ts";
+import { encodeMessage } from "../proto/task_codec.ts";
+import { decodeResponse, encodeRequest, type KeyValue, type TtrpcResponse } from "../proto/wire.ts";
 
 const SEED = Number(Deno.env.get("TTRPC_FUZZ_SEED") ?? 0x5eed_7a5c);
 const ITERATIONS = Number(Deno.env.get("TTRPC_FUZZ_ITERATIONS") ?? 2000);

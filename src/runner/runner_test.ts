@@ -1,6 +1,6 @@
 import assert from "node:assert/strict";
 import fs from "node:fs";
-import { Code, RpcError } from "../protocol/status.ts";
+import { Code, RpcError } from "../ttrpc/status.ts";
 import {
   createGuest,
   DEFAULT_RUNNER_V8_FLAGS,
@@ -12,11 +12,11 @@ import {
   signalName,
   signalNumber,
 } from "./runner.ts";
-import { selfCommand } from "../shim/self_exec.ts";
-import { IDLE_MESSAGE } from "./runner_protocol.ts";
-import type { Guest, GuestConfig, GuestInit } from "./types.ts";
+import { selfCommand } from "../sys/self_exec.ts";
+import { IDLE_MESSAGE } from "../wasm/runner_protocol.ts";
+import type { Guest, GuestConfig, GuestInit } from "../wasm/guest_init.ts";
 
-const TESTDATA = new URL("./testdata/", import.meta.url).pathname;
+const TESTDATA = new URL("../wasm/testdata/", import.meta.url).pathname;
 /** Set in this process; a guest must never see it. */
 const MARKER = "WASM_RUNNER_TEST_MARKER";
 /** Modules copied into every test rootfs, under /bin. */

@@ -6,7 +6,7 @@
  * @module
  */
 
-import { unmountAll } from "../task/mount.ts";
+import { unmountAll } from "../sys/mount.ts";
 import { procStat } from "../sys/proc.ts";
 
 /** Default parent directory of the slots. */

@@ -1,13 +1,13 @@
 import assert from "node:assert/strict";
 import { Buffer } from "node:buffer";
 import * as grpc from "@grpc/grpc-js";
-import { Method } from "../oci/containerd/client.ts";
+import { Method } from "./containerd/client.ts";
 import { sha256Digest } from "../oci/image.ts";
-import { decode, encode } from "../protocol/messages.ts";
-import { Code, RpcError } from "../protocol/status.ts";
+import { decode, encode } from "../proto/messages.ts";
+import { Code, RpcError } from "../ttrpc/status.ts";
 import { resolveGuestEntrypoint } from "./image_entrypoint.ts";
-import { guestDenoFlags } from "./runner.ts";
-import type { GuestConfig } from "./types.ts";
+import { guestDenoFlags } from "../runner/runner.ts";
+import type { GuestConfig } from "../wasm/guest_init.ts";
 
 const opts = { sanitizeOps: false, sanitizeResources: false };
 const enc = new TextEncoder();

@@ -21,7 +21,7 @@
  * @module
  */
 
-import { Code, notFound, RpcError } from "../protocol/status.ts";
+import { Code, notFound, RpcError } from "../ttrpc/status.ts";
 import { splitArg0 } from "../wasm/entrypoint.ts";
 
 /** Media types of raw Wasm layers that the shim runs. */

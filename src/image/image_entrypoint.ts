@@ -11,10 +11,10 @@
  * @module
  */
 
-import { Code, RpcError } from "../protocol/status.ts";
-import type { ContainerdAddress } from "../oci/containerd/client.ts";
-import { type Entrypoint, resolveEntrypoint } from "./entrypoint.ts";
-import type { GuestConfig } from "./types.ts";
+import { Code, RpcError } from "../ttrpc/status.ts";
+import type { ContainerdAddress } from "./containerd/client.ts";
+import { type Entrypoint, resolveEntrypoint } from "../wasm/entrypoint.ts";
+import type { GuestConfig } from "../wasm/guest_init.ts";
 
 /** What {@linkcode resolveGuestEntrypoint} needs beyond the guest's config. */
 export interface ImageEntrypointOptions {
@@ -68,10 +68,10 @@ export async function resolveImageEntrypoint(
   const [{ resolveArtifact, layerLabel, MAX_LAYER_BYTES }, { BlobCache }, { ContainerdClient }, {
     ContainerdImageSource,
   }] = await Promise.all([
-    import("../oci/artifact.ts"),
-    import("../oci/blob_cache.ts"),
-    import("../oci/containerd/client.ts"),
-    import("../oci/containerd/content.ts"),
+    import("./artifact.ts"),
+    import("./blob_cache.ts"),
+    import("./containerd/client.ts"),
+    import("./containerd/content.ts"),
   ]);
   if (!cfg.cacheDir) {
     throw new RpcError(

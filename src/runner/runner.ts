@@ -10,19 +10,19 @@
  * @module
  */
 
-import { Code, failedPrecondition, invalidArgument, RpcError } from "../protocol/status.ts";
-import type { ContainerdAddress } from "../oci/containerd/client.ts";
+import { Code, failedPrecondition, invalidArgument, RpcError } from "../ttrpc/status.ts";
+import type { ContainerdAddress } from "../image/containerd/client.ts";
 import {
   denoEnv,
   isCompiled,
   scriptCommand,
   type SelfCommand,
   selfCommand,
-} from "../shim/self_exec.ts";
+} from "../sys/self_exec.ts";
 import { detectNative } from "../native/detect.ts";
 import { createRuncGuest, type NativeGuestOptions } from "../native/runc_guest.ts";
-import { detectKind, HEADER_LENGTH, type WasmKind } from "./detect.ts";
-import { resolveGuestEntrypoint } from "./image_entrypoint.ts";
+import { detectKind, HEADER_LENGTH, type WasmKind } from "../wasm/detect.ts";
+import { resolveGuestEntrypoint } from "../image/image_entrypoint.ts";
 import {
   DEV_NULL,
   IDLE_MESSAGE,
@@ -30,10 +30,10 @@ import {
   type ReadyMessage,
   RUNNER_ACTION,
   START_LINE,
-} from "./runner_protocol.ts";
-import type { RunnerPool } from "./runner_pool.ts";
+} from "../wasm/runner_protocol.ts";
+import type { RunnerPool } from "./pool.ts";
 import { drainedBy, holdReaders, holdReadersNow, NonBlockingFifo } from "../sys/fifo.ts";
-import type { Guest, GuestConfig, GuestInit } from "./types.ts";
+import type { Guest, GuestConfig, GuestInit } from "../wasm/guest_init.ts";
 
 export { RUNNER_ACTION };
 
@@ -471,7 +471,7 @@ class RunnerGuest implements Guest {
 /** True if the component at `path` exports `wasi:http/incoming-handler` (an HTTP proxy). */
 async function isHttpProxy(path: string): Promise<boolean> {
   try {
-    const { inspectComponent } = await import("./component/inspect.ts");
+    const { inspectComponent } = await import("../wasm/component/inspect.ts");
     const shape = inspectComponent(await Deno.readFile(path));
     return shape.exports.some((e) => e.name.startsWith("wasi:http/incoming-handler@"));
   } catch {
@@ -561,7 +561,7 @@ function v8Flags(log: ((line: string) => void) | undefined): string[] {
 }
 
 /** The bundled runner entry (see `runner_main.ts`), where the install made one. */
-const RUNNER_BUNDLE = new URL("./runner_main.js", import.meta.url).pathname;
+const RUNNER_BUNDLE = new URL("../wasm/runner_main.js", import.meta.url).pathname;
 let runnerBundle: boolean | undefined;
 
 /**

@@ -9,7 +9,7 @@
  * @module
  */
 
-import { DEFAULT_RUNNER_V8_FLAGS } from "../src/runner/runner.ts";
+import { DEFAULT_RUNNER_V8_FLAGS } from "../src/runner/spawn.ts";
 
 const root = new URL("..", import.meta.url).pathname;
 const out = `${root}dist/containerd-shim-wasmtime-v1`;

@@ -6,7 +6,7 @@ import { sha256Digest } from "../oci/image.ts";
 import { decode, encode } from "../proto/messages.ts";
 import { Code, RpcError } from "../ttrpc/status.ts";
 import { resolveGuestEntrypoint } from "./image_entrypoint.ts";
-import { guestDenoFlags } from "../runner/runner.ts";
+import { guestDenoFlags } from "../runner/permissions.ts";
 import type { GuestConfig } from "../wasm/guest_init.ts";
 
 const opts = { sanitizeOps: false, sanitizeResources: false };

@@ -4,7 +4,7 @@
  * shim runs it as a normal Linux container through runc — this is how Kubernetes'
  * pause container and native sidecars run in a pod whose RuntimeClass is this shim.
  *
- * It is a second {@linkcode Guest} implementation beside the wasm runner:
+ * It is a second guest (`src/task/guest.ts`) beside the wasm runner:
  *
  * - Create: `runc create --bundle <bundle> --pid-file <bundle>/init.pid <id>`, with
  *   runc's stdio (which runc hands to the container's init) on the task's FIFOs,
@@ -29,7 +29,7 @@ import { failedPrecondition, invalidArgument } from "../ttrpc/status.ts";
 import { Errno, kill, SyscallError } from "../sys/libc.ts";
 import { isSystemdPath } from "../cgroup/cgroup.ts";
 import { readSpec } from "../oci/spec.ts";
-import type { Guest, GuestConfig } from "../wasm/guest_init.ts";
+import type { GuestConfig } from "../wasm/guest_init.ts";
 import type { NativeKind } from "./detect.ts";
 import {
   findRunc,
@@ -68,7 +68,7 @@ export interface NativeEntry {
 }
 
 /** A native container run by runc. */
-class RuncGuest implements Guest {
+export class RuncGuest {
   readonly pid: number;
   readonly exited: Promise<number>;
   /** runc puts the init into the spec's cgroup and applies its limits. */
@@ -184,7 +184,7 @@ export async function createRuncGuest(
   cfg: GuestConfig,
   entry: NativeEntry,
   options: NativeGuestOptions,
-): Promise<Guest> {
+): Promise<RuncGuest> {
   const bundle = cfg.bundle;
   if (!bundle) {
     throw failedPrecondition(`native container ${cfg.id}: runc needs the task's bundle`);

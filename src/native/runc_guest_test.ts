@@ -7,8 +7,8 @@ import assert from "node:assert/strict";
 import { Code, type RpcError } from "../ttrpc/status.ts";
 import { PR_SET_CHILD_SUBREAPER, prctl } from "../sys/libc.ts";
 import { DEFAULT_CGROUP_ROOT } from "../cgroup/cgroup.ts";
-import { createGuest } from "../runner/runner.ts";
-import type { Guest, GuestConfig } from "../wasm/guest_init.ts";
+import { createGuest } from "../task/guest_factory.ts";
+import type { Guest, GuestConfig } from "../task/guest.ts";
 import { findRunc, RUNC_MARKER_FILE } from "./runc.ts";
 import { createRuncGuest } from "./runc_guest.ts";
 

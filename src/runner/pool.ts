@@ -37,14 +37,8 @@
 
 import { mount } from "../sys/libc.ts";
 import type { WasmKind } from "../wasm/detect.ts";
-import {
-  allowList,
-  APP_SRC,
-  discardRunner,
-  NODE_MODULES,
-  type Runner,
-  spawnRunner,
-} from "./runner.ts";
+import { allowList, APP_SRC, NODE_MODULES } from "./permissions.ts";
+import { discardRunner, type Runner, spawnRunner } from "./spawn.ts";
 import { DEV_NULL, IDLE_MESSAGE } from "../wasm/runner_protocol.ts";
 import {
   deadServerEntries,

@@ -1,20 +1,14 @@
 import assert from "node:assert/strict";
 import fs from "node:fs";
 import { Code, RpcError } from "../ttrpc/status.ts";
-import {
-  createGuest,
-  DEFAULT_RUNNER_V8_FLAGS,
-  exitStatus,
-  guestDenoFlags,
-  RUNNER_ACTION,
-  RUNNER_V8_FLAGS_ENV,
-  runnerV8Flags,
-  signalName,
-  signalNumber,
-} from "./runner.ts";
+import { createGuest } from "../task/guest_factory.ts";
+import { guestDenoFlags } from "./permissions.ts";
+import { DEFAULT_RUNNER_V8_FLAGS, RUNNER_V8_FLAGS_ENV, runnerV8Flags } from "./spawn.ts";
+import { exitStatus, signalName, signalNumber } from "../sys/signals.ts";
 import { selfCommand } from "../sys/self_exec.ts";
-import { IDLE_MESSAGE } from "../wasm/runner_protocol.ts";
-import type { Guest, GuestConfig, GuestInit } from "../wasm/guest_init.ts";
+import { IDLE_MESSAGE, RUNNER_ACTION } from "../wasm/runner_protocol.ts";
+import type { Guest, GuestConfig } from "../task/guest.ts";
+import type { GuestInit } from "../wasm/guest_init.ts";
 
 const TESTDATA = new URL("../wasm/testdata/", import.meta.url).pathname;
 /** Set in this process; a guest must never see it. */

@@ -17,7 +17,7 @@ import { mountAll, unmountAll } from "../sys/mount.ts";
 import { TaskService } from "../task/service.ts";
 import { readSpec } from "../oci/spec.ts";
 import { TASK_SERVICES, taskHandlers } from "../task/task_api.ts";
-import { createGuest } from "../runner/runner.ts";
+import { createGuest } from "../task/guest_factory.ts";
 import { RunnerPool } from "../runner/pool.ts";
 import { DEFAULT_SLOT_ROOT } from "../runner/slot.ts";
 import { PR_SET_CHILD_SUBREAPER, prctl } from "../sys/libc.ts";

@@ -4,7 +4,7 @@
  * server. The ttrpc binding lives in `task_api.ts`.
  *
  * One shim server may hold several tasks (the containers of one pod share it); each
- * has its own state. Every task is one guest (see `src/wasm/types.ts`): a wasm guest
+ * has its own state. Every task is one guest (see `guest.ts`): a wasm guest
  * runner process, or a native container run by runc (`src/native/runc_guest.ts`).
  *
  * @module
@@ -18,7 +18,7 @@ import {
   RpcError,
   unimplemented,
 } from "../ttrpc/status.ts";
-import type { Guest, GuestConfig } from "../wasm/guest_init.ts";
+import type { Guest, GuestConfig } from "./guest.ts";
 import type { LinuxResources, OciSpec } from "../oci/spec.ts";
 import type { MountSpec } from "../sys/mount.ts";
 import { Status, type TaskStatus, transition } from "./state.ts";

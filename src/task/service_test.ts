@@ -1,6 +1,6 @@
 import assert from "node:assert/strict";
 import { Code, RpcError } from "../ttrpc/status.ts";
-import type { Guest, GuestConfig } from "../wasm/guest_init.ts";
+import type { Guest, GuestConfig } from "./guest.ts";
 import { type EventTopic, type TaskCgroupHandle, type TaskDeps, TaskService } from "./service.ts";
 import type { LinuxResources, OciSpec } from "../oci/spec.ts";
 import { Status } from "./state.ts";

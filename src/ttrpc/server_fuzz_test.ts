@@ -19,7 +19,7 @@
 import assert from "node:assert/strict";
 import { TaskService } from "../task/service.ts";
 import { TASK_SERVICES, taskHandlers } from "../task/task_api.ts";
-import type { Guest } from "../wasm/guest_init.ts";
+import type { Guest } from "../task/guest.ts";
 import { TtrpcClient } from "./client.ts";
 import {
   type DecodedFrame,

@@ -1,0 +1,203 @@
+/**
+ * Starts and discards guest runner processes: this program again
+ * (`main.ts guest <id>`, or the bundled `runner_main.js`), with an empty environment
+ * except what Deno needs ({@linkcode denoEnv}), cwd `/`, the given Deno permission
+ * flags, the runners' V8 options, and — for a spec with a network namespace — under
+ * `nsenter`.
+ *
+ * @module
+ */
+
+import { failedPrecondition } from "../ttrpc/status.ts";
+import {
+  denoEnv,
+  isCompiled,
+  scriptCommand,
+  type SelfCommand,
+  selfCommand,
+} from "../sys/self_exec.ts";
+import { PRELOAD_COMPONENT_ARG, RUNNER_ACTION } from "../wasm/runner_protocol.ts";
+
+/**
+ * V8 options of every runner, by default: the garbage collector works on the thread
+ * that allocates, without helper threads, and young generations stay small (8 MB
+ * semi-spaces). A runner shares the node's cores with the other containers; under
+ * load, helper threads only compete with the threads serving requests, and a large
+ * young generation makes each scavenge pause longer. Measured with wasi:http on 2
+ * cores (runner alone), `wrk -t2 -c50`: 22.5–23.4k req/s, p99 15–17 ms without;
+ * 26.1–30.0k req/s, p99 8.6–9.7 ms with (`--max-semi-space-size=8` alone: p99 11–13
+ * ms). The price is at high concurrency: with `-c200`, p99 39–60 ms and a peak RSS
+ * of ~450 MB, against 22–26 ms and 190–290 MB without `--single-threaded-gc`. A
+ * node can choose with {@linkcode RUNNER_V8_FLAGS_ENV}. A runner's start costs the
+ * same either way (19–20 ms of CPU).
+ */
+export const DEFAULT_RUNNER_V8_FLAGS = "--single-threaded-gc,--max-semi-space-size=8";
+
+/**
+ * The shim's environment variable that replaces {@linkcode DEFAULT_RUNNER_V8_FLAGS}
+ * (launcher form; a compiled binary has its V8 options fixed when it is built).
+ */
+export const RUNNER_V8_FLAGS_ENV = "WASMTIME_SHIM_RUNNER_V8_FLAGS";
+
+/**
+ * The V8 options runners start with: `value` (the shim's
+ * {@linkcode RUNNER_V8_FLAGS_ENV}) if set, else the default; "" for V8's own.
+ *
+ * @throws {Error} for a value that is not a comma-separated list of `--flag[=value]`
+ */
+export function runnerV8Flags(value: string | undefined): string[] {
+  if (value === undefined) return [`--v8-flags=${DEFAULT_RUNNER_V8_FLAGS}`];
+  if (value.trim() === "") return [];
+  if (!/^--[a-z0-9-]+(=[\w.-]+)?(,--[a-z0-9-]+(=[\w.-]+)?)*$/.test(value.trim())) {
+    throw new Error(
+      `${RUNNER_V8_FLAGS_ENV}="${value}" is not a comma-separated list of V8 options ` +
+        `(e.g. ${DEFAULT_RUNNER_V8_FLAGS})`,
+    );
+  }
+  return [`--v8-flags=${value.trim()}`];
+}
+
+/** How many of the runner's last stderr lines an error message quotes. */
+export const STDERR_TAIL_LINES = 10;
+/** Where util-linux `nsenter` is looked for when not on PATH. */
+const NSENTER_DIRS = ["/usr/bin", "/bin", "/usr/sbin", "/sbin"];
+
+/** Finds util-linux `nsenter`. */
+function findNsenter(): string {
+  const path = Deno.env.get("PATH") ?? "";
+  for (const dir of [...path.split(":").filter((d) => d.startsWith("/")), ...NSENTER_DIRS]) {
+    if (isFile(`${dir}/nsenter`)) return `${dir}/nsenter`;
+  }
+  throw failedPrecondition(
+    "the spec asks for a network namespace, but nsenter (util-linux) is not installed",
+  );
+}
+
+/** Yields the lines of a byte stream (a last unterminated line too). */
+async function* lines(stream: ReadableStream<Uint8Array>): AsyncGenerator<string> {
+  let pending = "";
+  for await (const text of stream.pipeThrough(new TextDecoderStream())) {
+    pending += text;
+    let nl;
+    while ((nl = pending.indexOf("\n")) >= 0) {
+      yield pending.slice(0, nl);
+      pending = pending.slice(nl + 1);
+    }
+  }
+  if (pending !== "") yield pending;
+}
+
+/** A started runner process, before it has been given its guest. */
+export interface Runner {
+  child: Deno.ChildProcess;
+  /** True once the process has exited. */
+  exited: boolean;
+  stdin: WritableStreamDefaultWriter<Uint8Array>;
+  stdout: AsyncGenerator<string>;
+  stderrDone: Promise<void>;
+  tail: string[];
+}
+
+/**
+ * Starts a runner process (`main.ts guest <id> [preload=component]`) with the given
+ * Deno permission flags.
+ */
+export function spawnRunner(
+  id: string,
+  flags: string[],
+  netns: string | undefined,
+  log: ((line: string) => void) | undefined,
+  preloadComponent = false,
+): Runner {
+  // --unstable-net: several HTTP listeners on one port (reusePort) for wasi:http.
+  const args = [id, ...(preloadComponent ? [PRELOAD_COMPONENT_ARG] : [])];
+  const self = runnerCommand(args, ["--unstable-net", ...v8Flags(log), ...flags]);
+  const command = netns
+    ? { cmd: findNsenter(), args: [`--net=${netns}`, "--", self.cmd, ...self.args] }
+    : self;
+  const child = new Deno.Command(command.cmd, {
+    args: command.args,
+    clearEnv: true,
+    env: denoEnv(),
+    cwd: "/",
+    stdin: "piped",
+    stdout: "piped",
+    stderr: "piped",
+  }).spawn();
+  const tail: string[] = [];
+  const stderrDone = (async () => {
+    for await (const line of lines(child.stderr)) {
+      tail.push(line);
+      if (tail.length > STDERR_TAIL_LINES) tail.shift();
+      log?.(`guest ${id} (runner pid ${child.pid}): ${line}`);
+    }
+  })().catch(() => {});
+  const runner: Runner = {
+    child,
+    exited: false,
+    stdin: child.stdin.getWriter(),
+    stdout: lines(child.stdout),
+    stderrDone,
+    tail,
+  };
+  child.status.then(() => runner.exited = true);
+  return runner;
+}
+
+let checkedV8Flags: string[] | undefined;
+
+/** The runners' V8 options, from the shim's environment (checked once; logged if bad). */
+function v8Flags(log: ((line: string) => void) | undefined): string[] {
+  if (checkedV8Flags === undefined) {
+    try {
+      checkedV8Flags = runnerV8Flags(Deno.env.get(RUNNER_V8_FLAGS_ENV));
+    } catch (err) {
+      log?.(`${(err as Error).message}; using ${DEFAULT_RUNNER_V8_FLAGS}`);
+      checkedV8Flags = runnerV8Flags(undefined);
+    }
+  }
+  return checkedV8Flags;
+}
+
+/** The bundled runner entry (see `runner_main.ts`), where the install made one. */
+const RUNNER_BUNDLE = new URL("../wasm/runner_main.js", import.meta.url).pathname;
+let runnerBundle: boolean | undefined;
+
+/**
+ * The command line of a runner: the bundled entry when there is one (launcher form,
+ * ~8 ms of CPU less per runner), else this program's `guest` action.
+ */
+function runnerCommand(args: string[], denoFlags: string[]): SelfCommand {
+  // The action word stays in both forms: `delete` recognises runners by it.
+  const words = [RUNNER_ACTION, ...args];
+  if (!isCompiled()) {
+    runnerBundle ??= isFile(RUNNER_BUNDLE);
+    if (runnerBundle) return scriptCommand(RUNNER_BUNDLE, words, denoFlags);
+  }
+  return selfCommand(words, denoFlags);
+}
+
+function isFile(path: string): boolean {
+  try {
+    return Deno.statSync(path).isFile;
+  } catch {
+    return false;
+  }
+}
+
+/** Kills a runner and waits until its pipes are closed. */
+export async function discardRunner(runner: Runner): Promise<void> {
+  try {
+    runner.child.kill("SIGKILL");
+  } catch {
+    // already exited
+  }
+  await runner.child.status;
+  await runner.stdin.close().catch(() => {});
+  try {
+    for await (const _ of runner.stdout); // to its end, so that the pipe is closed
+  } catch {
+    // a broken pipe ends it as well
+  }
+  await runner.stderrDone;
+}

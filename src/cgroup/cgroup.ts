@@ -27,7 +27,7 @@
  * @module
  */
 
-import { invalidArgument } from "../ttrpc/status.ts";
+import { invalidArgument } from "../errdefs/errors.ts";
 import { CGROUPS_V2_MEMORY_STAT_KEYS } from "../proto/task_codec.ts";
 import { parentDir } from "../sys/path.ts";
 import { procStat } from "../sys/proc.ts";
@@ -174,7 +174,7 @@ export function cleanPath(path: string): string {
  * `kubepods-besteffort-pod1.slice` → `/kubepods.slice/kubepods-besteffort.slice/
  * kubepods-besteffort-pod1.slice`; `-.slice` is the root.
  *
- * @throws {RpcError} INVALID_ARGUMENT for a name systemd would reject
+ * @throws {ShimError} INVALID_ARGUMENT for a name systemd would reject
  */
 export function expandSlice(slice: string): string {
   const suffix = ".slice";
@@ -203,7 +203,7 @@ export function isSystemdPath(cgroupsPath: string): boolean {
  * the module doc for the notations). `own` is the shim's own cgroup in that hierarchy,
  * which relative paths and the default start from.
  *
- * @throws {RpcError} INVALID_ARGUMENT for a malformed systemd path
+ * @throws {ShimError} INVALID_ARGUMENT for a malformed systemd path
  */
 export function taskCgroupPath(cgroupsPath: string | undefined, id: string, own = "/"): string {
   if (!cgroupsPath) return cleanPath(`${own}/${id}`);
@@ -268,7 +268,7 @@ export function sharesToWeight(shares: number): number {
  * alone): -1 stays -1 ("max"), 0 stays 0 (unset); unlimited memory without a swap
  * value means unlimited swap too.
  *
- * @throws {RpcError} INVALID_ARGUMENT when swap is set without a memory limit or below it
+ * @throws {ShimError} INVALID_ARGUMENT when swap is set without a memory limit or below it
  */
 export function swapToV2(swap: number | undefined, memory: number | undefined): number {
   const s = swap ?? 0;
@@ -387,7 +387,7 @@ export class CgroupManager {
    * The cgroup of task `id` (nothing is created): one directory per v1 controller
    * that is mounted (co-mounted controllers share one), or the v2 directory.
    *
-   * @throws {RpcError} INVALID_ARGUMENT for a malformed `cgroupsPath`
+   * @throws {ShimError} INVALID_ARGUMENT for a malformed `cgroupsPath`
    */
   locate(cgroupsPath: string | undefined, id: string): TaskCgroup {
     const dirs = new Map<string, string>();
@@ -421,7 +421,7 @@ export class CgroupManager {
    * Creates the cgroup of task `id` and applies `resources` to it. On failure nothing
    * new is left behind.
    *
-   * @throws {RpcError} INVALID_ARGUMENT for a malformed path or resources
+   * @throws {ShimError} INVALID_ARGUMENT for a malformed path or resources
    * @throws {Error} naming the directory or file when the kernel refuses
    */
   async create(
@@ -588,7 +588,7 @@ export class TaskCgroup {
    * Applies `resources` (see {@linkcode LinuxResources}) the way runc does for each
    * version; fields left out are left as they are.
    *
-   * @throws {RpcError} INVALID_ARGUMENT for values that cannot be expressed
+   * @throws {ShimError} INVALID_ARGUMENT for values that cannot be expressed
    * @throws {Error} naming the file when the kernel refuses a value
    */
   apply(resources: LinuxResources): Promise<void> {

@@ -1,6 +1,6 @@
 import assert from "node:assert/strict";
 import { decode } from "../proto/messages.ts";
-import { Code, type RpcError } from "../ttrpc/status.ts";
+import { Kind, type ShimError } from "../errdefs/errors.ts";
 import { encodeMessage } from "../proto/task_codec.ts";
 import {
   CgroupManager,
@@ -19,7 +19,7 @@ import {
   V1_CONTROLLERS,
 } from "./cgroup.ts";
 
-const invalid = (e: RpcError) => e.code === Code.INVALID_ARGUMENT;
+const invalid = (e: ShimError) => e.kind === Kind.INVALID_ARGUMENT;
 
 Deno.test("cleanPath: absolute, no dots, never above the root", () => {
   assert.equal(cleanPath("a//b/./c/"), "/a/b/c");

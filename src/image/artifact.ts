@@ -21,7 +21,7 @@
  * @module
  */
 
-import { Code, notFound, RpcError } from "../ttrpc/status.ts";
+import { Kind, notFound, ShimError } from "../errdefs/errors.ts";
 import { splitArg0 } from "../wasm/entrypoint.ts";
 
 /** Media types of raw Wasm layers that the shim runs. */
@@ -111,8 +111,8 @@ export interface LayerChoice {
 
 const DIGEST_RE = /^(sha256:[0-9a-f]{64}|sha512:[0-9a-f]{128})$/;
 
-function malformed(what: string, why: string): RpcError {
-  return new RpcError(Code.INVALID_ARGUMENT, `${what} is malformed: ${why}`);
+function malformed(what: string, why: string): ShimError {
+  return new ShimError(Kind.INVALID_ARGUMENT, `${what} is malformed: ${why}`);
 }
 
 function parseJson(bytes: Uint8Array, what: string): Record<string, unknown> {
@@ -280,7 +280,7 @@ export function layerLabel(layer: WasmLayer): string {
  * only Wasm layer.
  *
  * @param image the image name, for messages
- * @throws {RpcError} NOT_FOUND when there are several layers and nothing names one
+ * @throws {ShimError} NOT_FOUND when there are several layers and nothing names one
  */
 export function chooseLayer(
   layers: readonly WasmLayer[],
@@ -334,7 +334,7 @@ export interface NotAnArtifact {
  * reading the layer). Images that are not Wasm artifacts give
  * {@linkcode NotAnArtifact}.
  *
- * @throws {RpcError} for a broken image (malformed or missing manifest or config,
+ * @throws {ShimError} for a broken image (malformed or missing manifest or config,
  *   several layers and none named), with containerd's code for failed calls
  */
 export async function resolveArtifact(

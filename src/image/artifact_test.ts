@@ -1,5 +1,5 @@
 import assert from "node:assert/strict";
-import { Code, RpcError } from "../ttrpc/status.ts";
+import { Kind, ShimError } from "../errdefs/errors.ts";
 import {
   chooseLayer,
   findLayer,
@@ -205,8 +205,8 @@ Deno.test("chooseLayer: args[0], then Entrypoint/Cmd, then the only layer", () =
 
   assert.throws(
     () => chooseLayer(two, ["/c.wasm"], { entrypoint: ["/d.wasm"], cmd: [] }, "img:1"),
-    (err: RpcError) => {
-      assert.equal(err.code, Code.NOT_FOUND);
+    (err: ShimError) => {
+      assert.equal(err.kind, Kind.NOT_FOUND);
       assert.match(err.message, /image "img:1" has 2 Wasm layers \(a.wasm \(layer sha256:1/);
       assert.match(err.message, /neither process.args\[0\] "\/c.wasm" nor .* "\/d.wasm" names/);
       return true;
@@ -238,14 +238,14 @@ class FakeSource implements ImageSource {
 
   imageTarget(name: string): Promise<OciDescriptor> {
     const t = this.targets.get(name);
-    if (!t) return Promise.reject(new RpcError(Code.NOT_FOUND, `image "${name}": not found`));
+    if (!t) return Promise.reject(new ShimError(Kind.NOT_FOUND, `image "${name}": not found`));
     return Promise.resolve(t);
   }
 
   read(d: OciDescriptor, maxBytes: number, what: string): Promise<Uint8Array> {
     this.reads.push(d.digest);
     const b = this.blobs.get(d.digest);
-    if (!b) return Promise.reject(new RpcError(Code.NOT_FOUND, `${what}: not found`));
+    if (!b) return Promise.reject(new ShimError(Kind.NOT_FOUND, `${what}: not found`));
     assert.ok(b.length <= maxBytes);
     return Promise.resolve(b);
   }

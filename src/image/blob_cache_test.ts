@@ -1,5 +1,5 @@
 import assert from "node:assert/strict";
-import { Code, type RpcError } from "../ttrpc/status.ts";
+import { Kind, type ShimError } from "../errdefs/errors.ts";
 import { BlobCache } from "./blob_cache.ts";
 import { checkBlob, digestOf, parseDigest } from "../oci/digest.ts";
 
@@ -25,15 +25,15 @@ Deno.test("checkBlob: size first, then digest; DATA_LOSS naming both digests", a
   await checkBlob(bytes, { digest: d, size: bytes.length }, "blob");
   await assert.rejects(
     checkBlob(bytes, { digest: d, size: 3 }, "the layer"),
-    (err: RpcError) =>
-      err.code === Code.DATA_LOSS &&
+    (err: ShimError) =>
+      err.kind === Kind.DATA_LOSS &&
       /the layer is 10 bytes, but its descriptor says 3/.test(err.message),
   );
   const other = `sha256:${"0".repeat(64)}`;
   await assert.rejects(
     checkBlob(bytes, { digest: other, size: bytes.length }, "the layer"),
-    (err: RpcError) =>
-      err.code === Code.DATA_LOSS &&
+    (err: ShimError) =>
+      err.kind === Kind.DATA_LOSS &&
       err.message === `the layer has digest ${d}, not ${other}: the content is corrupt`,
   );
 });

@@ -11,7 +11,7 @@
  * @module
  */
 
-import { Code, RpcError } from "../ttrpc/status.ts";
+import { Kind, ShimError } from "../errdefs/errors.ts";
 import type { ContainerdAddress } from "./containerd/client.ts";
 import { type Entrypoint, resolveEntrypoint } from "../wasm/entrypoint.ts";
 import type { GuestConfig } from "../wasm/guest_init.ts";
@@ -30,7 +30,7 @@ export interface ImageEntrypointOptions {
  * layer designates, stored in `<cacheDir>/blobs/` (the returned `hostPath`, with
  * `layer` set to its digest).
  *
- * @throws {RpcError} the rootfs lookup's error (NOT_FOUND naming the places searched)
+ * @throws {ShimError} the rootfs lookup's error (NOT_FOUND naming the places searched)
  *   when the container has no image or its image has no Wasm layers; the image's
  *   own problem (a missing or corrupt layer, …) when it has some
  */
@@ -41,7 +41,7 @@ export async function resolveGuestEntrypoint(
   try {
     return resolveEntrypoint(cfg);
   } catch (err) {
-    if (!(err instanceof RpcError) || err.code !== Code.NOT_FOUND || !options.containerd) {
+    if (!(err instanceof ShimError) || err.kind !== Kind.NOT_FOUND || !options.containerd) {
       throw err;
     }
     const found = await resolveImageEntrypoint(cfg, options.containerd, options.log);
@@ -74,8 +74,8 @@ export async function resolveImageEntrypoint(
     import("./containerd/content.ts"),
   ]);
   if (!cfg.cacheDir) {
-    throw new RpcError(
-      Code.FAILED_PRECONDITION,
+    throw new ShimError(
+      Kind.FAILED_PRECONDITION,
       `guest ${cfg.id}: the shim has no cache directory to keep Wasm layers in`,
     );
   }

@@ -4,7 +4,7 @@ import * as grpc from "@grpc/grpc-js";
 import { Method } from "./containerd/client.ts";
 import { sha256Digest } from "../oci/image.ts";
 import { decode, encode } from "../proto/messages.ts";
-import { Code, RpcError } from "../ttrpc/status.ts";
+import { Kind, ShimError } from "../errdefs/errors.ts";
 import { resolveGuestEntrypoint } from "./image_entrypoint.ts";
 import { guestDenoFlags } from "../runner/permissions.ts";
 import type { GuestConfig } from "../wasm/guest_init.ts";
@@ -115,7 +115,7 @@ Deno.test({
           containerd: { address: "/nonexistent.sock", namespace: "ns" },
           log: (l) => lines.push(l),
         }),
-        (err: RpcError) => err.code === Code.INVALID_ARGUMENT,
+        (err: ShimError) => err.kind === Kind.INVALID_ARGUMENT,
       );
       assert.equal(lines.length, 0, lines.join());
     } finally {
@@ -195,7 +195,7 @@ Deno.test({
           containerd: fake.address,
           log: (l) => lines.push(l),
         }),
-        (err: RpcError) => err instanceof RpcError && err.code === Code.NOT_FOUND,
+        (err: ShimError) => err instanceof ShimError && err.kind === Kind.NOT_FOUND,
       );
       assert.match(lines.join(), /no Wasm layers to run instead: the container has no image/);
     } finally {

@@ -12,7 +12,7 @@
  * @module
  */
 
-import { failedPrecondition } from "../ttrpc/status.ts";
+import { failedPrecondition } from "../errdefs/errors.ts";
 
 /** Environment variable naming the runc binary (a path, or a name looked up on PATH). */
 export const RUNC_ENV = "WASMTIME_SHIM_RUNC";
@@ -57,7 +57,7 @@ function isExecutableFile(path: string): boolean {
  * Finds the runc binary: {@linkcode RUNC_ENV} if set (a path, or a name looked up on
  * PATH), else `runc` on PATH.
  *
- * @throws {RpcError} FAILED_PRECONDITION naming what is missing and where it looked
+ * @throws {ShimError} FAILED_PRECONDITION naming what is missing and where it looked
  */
 export function findRunc(env: Env = Deno.env): string {
   const chosen = env.get(RUNC_ENV) ?? "";

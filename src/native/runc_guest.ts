@@ -25,7 +25,7 @@
  * @module
  */
 
-import { failedPrecondition, invalidArgument } from "../ttrpc/status.ts";
+import { failedPrecondition, invalidArgument } from "../errdefs/errors.ts";
 import { Errno, kill, SyscallError } from "../sys/libc.ts";
 import { isSystemdPath } from "../cgroup/cgroup.ts";
 import { readSpec } from "../oci/spec.ts";
@@ -111,11 +111,21 @@ export class RuncGuest {
 
   kill(signal: number): void {
     if (signal === 0 || this.#done) return;
+    this.#signal(this.pid, signal);
+  }
+
+  /** Signals every process of the container (`ctr task kill --all`), init included. */
+  async killAll(signal: number): Promise<void> {
+    if (signal === 0 || this.#done) return;
+    for (const pid of new Set([this.pid, ...await this.pids()])) this.#signal(pid, signal);
+  }
+
+  #signal(pid: number, signal: number): void {
     if (!Number.isInteger(signal) || signal < 0 || signal > MAX_SIGNAL) {
       throw invalidArgument(`native container ${this.#id}: unknown signal ${signal}`);
     }
     try {
-      kill(this.pid, signal);
+      kill(pid, signal);
     } catch (err) {
       // Exited between the check and the kill: the exit comes through `exited`.
       if (!(err instanceof SyscallError && err.errno === Errno.ESRCH)) throw err;
@@ -177,7 +187,7 @@ async function runcFor(bundle: string, options: NativeGuestOptions): Promise<Run
 /**
  * Creates a native container for `cfg` through runc, its init waiting for Start.
  *
- * @throws {RpcError} FAILED_PRECONDITION when runc is missing (naming what and where it
+ * @throws {ShimError} FAILED_PRECONDITION when runc is missing (naming what and where it
  *   looked) or refuses the container (with runc's own message); nothing is left behind
  */
 export async function createRuncGuest(

@@ -4,7 +4,7 @@
  */
 
 import assert from "node:assert/strict";
-import { Code, type RpcError } from "../ttrpc/status.ts";
+import { Kind, type ShimError } from "../errdefs/errors.ts";
 import { PR_SET_CHILD_SUBREAPER, prctl } from "../sys/libc.ts";
 import { DEFAULT_CGROUP_ROOT } from "../cgroup/cgroup.ts";
 import { createGuest } from "../task/guest_factory.ts";
@@ -193,8 +193,8 @@ Deno.test({
       await Deno.writeTextFile(`${b.dir}/config.json`, JSON.stringify(spec));
       await assert.rejects(
         () => create(b),
-        (e: RpcError) =>
-          e.code === Code.FAILED_PRECONDITION &&
+        (e: ShimError) =>
+          e.kind === Kind.FAILED_PRECONDITION &&
           e.message.startsWith(
             `native container ${b.cfg.id}: runc create failed (exit code 1): `,
           ) &&
@@ -211,8 +211,8 @@ Deno.test({
   async fn() {
     await withRunc(async (tmp) => {
       const b = await bundle(tmp, ["exit", "7"]);
-      const refused = await createGuest(b.cfg).then(() => undefined, (e: RpcError) => e);
-      assert.equal(refused?.code, Code.INVALID_ARGUMENT);
+      const refused = await createGuest(b.cfg).then(() => undefined, (e: ShimError) => e);
+      assert.equal(refused?.kind, Kind.INVALID_ARGUMENT);
       assert.match(refused!.message, /\/native_probe is not a WebAssembly module/);
 
       const lines: string[] = [];

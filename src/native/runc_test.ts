@@ -1,5 +1,5 @@
 import assert from "node:assert/strict";
-import { Code, type RpcError } from "../ttrpc/status.ts";
+import { Kind, type ShimError } from "../errdefs/errors.ts";
 import {
   DEFAULT_RUNC_ROOT,
   deleteMarkedContainer,
@@ -47,7 +47,7 @@ Deno.test("findRunc: FAILED_PRECONDITION naming what is missing", async () => {
     const missing = (vars: Record<string, string>, re: RegExp) =>
       assert.throws(
         () => findRunc(env(vars)),
-        (e: RpcError) => e.code === Code.FAILED_PRECONDITION && re.test(e.message),
+        (e: ShimError) => e.kind === Kind.FAILED_PRECONDITION && re.test(e.message),
       );
     missing({ PATH: dir }, new RegExp(`runc is not on PATH \\(${dir}\\) and ${RUNC_ENV}`));
     missing({ PATH: dir, [RUNC_ENV]: `${dir}/nope` }, new RegExp(`${RUNC_ENV}=${dir}/nope`));

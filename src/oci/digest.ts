@@ -5,7 +5,7 @@
  * @module
  */
 
-import { Code, RpcError } from "../ttrpc/status.ts";
+import { Kind, ShimError } from "../errdefs/errors.ts";
 
 /** Digest algorithms the shim can verify, with their Web Crypto names and hex lengths. */
 export const DIGEST_ALGORITHMS: Readonly<Record<string, { name: string; hexLength: number }>> = {
@@ -20,16 +20,16 @@ export function parseDigest(digest: string): { algorithm: string; hex: string } 
   const hex = digest.slice(colon + 1);
   const known = DIGEST_ALGORITHMS[algorithm];
   if (!known) {
-    throw new RpcError(
-      Code.INVALID_ARGUMENT,
+    throw new ShimError(
+      Kind.INVALID_ARGUMENT,
       `digest "${digest}": unsupported algorithm (expected ${
         Object.keys(DIGEST_ALGORITHMS).join(" or ")
       })`,
     );
   }
   if (hex.length !== known.hexLength || !/^[0-9a-f]+$/.test(hex)) {
-    throw new RpcError(
-      Code.INVALID_ARGUMENT,
+    throw new ShimError(
+      Kind.INVALID_ARGUMENT,
       `digest "${digest}": expected ${known.hexLength} lowercase hex digits after "${algorithm}:"`,
     );
   }
@@ -50,7 +50,7 @@ export async function digestOf(bytes: Uint8Array, algorithm = "sha256"): Promise
  * Checks that `bytes` has the descriptor's size and digest.
  *
  * @param what names the blob and where it came from, for the message
- * @throws {RpcError} DATA_LOSS saying which of the two differs
+ * @throws {ShimError} DATA_LOSS saying which of the two differs
  */
 export async function checkBlob(
   bytes: Uint8Array,
@@ -59,16 +59,16 @@ export async function checkBlob(
 ): Promise<void> {
   const { algorithm } = parseDigest(descriptor.digest);
   if (bytes.length !== descriptor.size) {
-    throw new RpcError(
-      Code.DATA_LOSS,
+    throw new ShimError(
+      Kind.DATA_LOSS,
       `${what} is ${bytes.length} bytes, but its descriptor says ${descriptor.size}: ` +
         `the content is truncated or corrupt`,
     );
   }
   const actual = await digestOf(bytes, algorithm);
   if (actual !== descriptor.digest) {
-    throw new RpcError(
-      Code.DATA_LOSS,
+    throw new ShimError(
+      Kind.DATA_LOSS,
       `${what} has digest ${actual}, not ${descriptor.digest}: the content is corrupt`,
     );
   }

@@ -5,7 +5,7 @@
  * @module
  */
 
-import { invalidArgument } from "../ttrpc/status.ts";
+import { invalidArgument } from "../errdefs/errors.ts";
 
 /** The subset of the OCI runtime spec the shim reads. */
 export interface OciSpec {
@@ -66,7 +66,7 @@ const RESOURCE_NUMBERS = {
  * Validates a `LinuxResources` JSON value (spec `linux.resources`, or an Update's
  * resources), keeping the fields the shim applies. `where` names it in errors.
  *
- * @throws {RpcError} INVALID_ARGUMENT for a field of the wrong type
+ * @throws {ShimError} INVALID_ARGUMENT for a field of the wrong type
  */
 export function parseLinuxResources(raw: unknown, where: string): LinuxResources {
   if (raw === undefined || raw === null) return {};

@@ -6,7 +6,7 @@
  * @module
  */
 
-import { Code, failedPrecondition, RpcError } from "../ttrpc/status.ts";
+import { failedPrecondition, isErrorKind, Kind, ShimError } from "../errdefs/errors.ts";
 import { exitStatus, signalName } from "../sys/signals.ts";
 import { drainedBy, holdReaders, holdReadersNow, NonBlockingFifo } from "../sys/fifo.ts";
 import type { Entrypoint } from "../wasm/entrypoint.ts";
@@ -312,7 +312,7 @@ export async function createRunnerGuest(
   cfg.onPid?.(child.pid);
 
   const release = pooled?.release ?? (() => {});
-  const fail = async (error: RpcError): Promise<never> => {
+  const fail = async (error: ShimError): Promise<never> => {
     await discardRunner(runner);
     release();
     throw error;
@@ -332,15 +332,15 @@ export async function createRunnerGuest(
 
   if (reply === "timeout") {
     return fail(
-      new RpcError(
-        Code.DEADLINE_EXCEEDED,
+      new ShimError(
+        Kind.DEADLINE_EXCEEDED,
         `guest ${cfg.id}: ${entry.guestPath} was not ready after ${timeoutMs / 1000} s ` +
           `(compiling or checking it took too long); its runner was killed`,
       ),
     );
   }
   if (reply !== undefined && "error" in reply) {
-    return fail(new RpcError(reply.code as RpcError["code"], reply.error));
+    return fail(new ShimError(isErrorKind(reply.kind) ? reply.kind : Kind.UNKNOWN, reply.error));
   }
   if (reply === undefined || reply.ready !== true) {
     const status = await within(child.status, EXIT_GRACE_MS);
@@ -351,8 +351,8 @@ export async function createRunnerGuest(
       : `exited with code ${status.code}`;
     if (status !== "timeout") await stderrDone;
     return fail(
-      new RpcError(
-        Code.INTERNAL,
+      new ShimError(
+        Kind.INTERNAL,
         `guest ${cfg.id}: its runner ${how} before it was ready` +
           (tail.length > 0 ? `; its stderr ended with: ${tail.join(" | ")}` : ""),
       ),

@@ -5,7 +5,7 @@
  * @module
  */
 
-import { invalidArgument } from "../ttrpc/status.ts";
+import { invalidArgument } from "../errdefs/errors.ts";
 import type { WasmKind } from "../wasm/detect.ts";
 import { DEV_NULL } from "../wasm/runner_protocol.ts";
 
@@ -33,7 +33,7 @@ export interface GuestPermissions {
   wasmFile?: string;
 }
 
-/** A Deno `--allow-*=a,b` flag. @throws {RpcError} INVALID_ARGUMENT for a path with "," */
+/** A Deno `--allow-*=a,b` flag. @throws {ShimError} INVALID_ARGUMENT for a path with "," */
 export function allowList(flag: string, paths: readonly string[]): string {
   for (const path of paths) {
     if (path.includes(",")) {
@@ -51,7 +51,7 @@ export function allowList(flag: string, paths: readonly string[]): string {
  * on the rootfs and stdio, the cache directory for components, network only when
  * asked. The preview1 host needs nothing more.
  *
- * @throws {RpcError} INVALID_ARGUMENT for a path Deno's flags cannot express
+ * @throws {ShimError} INVALID_ARGUMENT for a path Deno's flags cannot express
  */
 export function guestDenoFlags(req: GuestPermissions): string[] {
   const paths = [req.rootfs, ...req.stdio.map((p) => p || DEV_NULL)];

@@ -1,6 +1,6 @@
 import assert from "node:assert/strict";
 import fs from "node:fs";
-import { Code, RpcError } from "../ttrpc/status.ts";
+import { type ErrorKind, Kind, ShimError } from "../errdefs/errors.ts";
 import { createGuest } from "../task/guest_factory.ts";
 import { guestDenoFlags } from "./permissions.ts";
 import { DEFAULT_RUNNER_V8_FLAGS, RUNNER_V8_FLAGS_ENV, runnerV8Flags } from "./spawn.ts";
@@ -148,13 +148,13 @@ function processesWith(word: string): number[] {
 async function assertCreateFails(
   bundle: Bundle,
   cfg: GuestConfig,
-  code: number,
+  code: ErrorKind,
   pattern: RegExp,
   options: Parameters<typeof createGuest>[1] = {},
 ): Promise<void> {
   await assert.rejects(createGuest(cfg, options), (err: unknown) => {
-    assert.ok(err instanceof RpcError, `expected RpcError, got ${err}`);
-    assert.equal(err.code, code, err.message);
+    assert.ok(err instanceof ShimError, `expected ShimError, got ${err}`);
+    assert.equal(err.kind, code, err.message);
     assert.match(err.message, pattern);
     return true;
   });
@@ -330,7 +330,7 @@ Deno.test("the runner refuses an entrypoint swapped for a symlink out of the roo
   assert.equal(idle, IDLE_MESSAGE);
   assert.deepEqual(JSON.parse(reply), {
     error: "entrypoint /bin/probe.wasm now leads outside the container's root: invalid argument",
-    code: Code.INVALID_ARGUMENT,
+    kind: Kind.INVALID_ARGUMENT,
   });
 });
 
@@ -339,7 +339,7 @@ Deno.test("a missing entrypoint fails Create, naming where it looked", async () 
   await assertCreateFails(
     bundle,
     bundle.config(["nope.wasm"], { cwd: "/etc" }),
-    Code.NOT_FOUND,
+    Kind.NOT_FOUND,
     /^entrypoint "nope\.wasm" in the container's root .*\(searched PATH and cwd: \/bin\/nope\.wasm, \/etc\/nope\.wasm\): not found$/,
   );
 });
@@ -352,7 +352,7 @@ Deno.test("an entrypoint outside the rootfs fails Create", async () => {
     await assertCreateFails(
       bundle,
       bundle.config([arg0]),
-      Code.INVALID_ARGUMENT,
+      Kind.INVALID_ARGUMENT,
       /leads outside the container's root/,
     );
   }
@@ -364,7 +364,7 @@ Deno.test("a file that is not wasm fails Create", async () => {
   await assertCreateFails(
     bundle,
     bundle.config(["script.wasm"]),
-    Code.INVALID_ARGUMENT,
+    Kind.INVALID_ARGUMENT,
     /^\/bin\/script\.wasm is not a WebAssembly module or component \(starts with 23 21 2f 62 69 6e 2f 73 "#!\/bin\/s"\): invalid argument$/,
   );
 });
@@ -376,7 +376,7 @@ Deno.test("a module that does not compile fails Create", async () => {
   await assertCreateFails(
     bundle,
     bundle.config(["broken.wasm"]),
-    Code.INVALID_ARGUMENT,
+    Kind.INVALID_ARGUMENT,
     /^module \/bin\/broken\.wasm does not compile: /,
   );
 });
@@ -386,13 +386,13 @@ Deno.test("a missing export fails Create, listing the exports", async () => {
   await assertCreateFails(
     bundle,
     bundle.config(["funcs.wasm#nope"]),
-    Code.INVALID_ARGUMENT,
+    Kind.INVALID_ARGUMENT,
     /^module \/bin\/funcs\.wasm has no exported function "nope"; it exports "_start", "hello", /,
   );
   await assertCreateFails(
     bundle,
     bundle.config(["reactor.wasm"]),
-    Code.INVALID_ARGUMENT,
+    Kind.INVALID_ARGUMENT,
     /has no exported function "_start"; it exports "_initialize", "greet"/,
   );
 });
@@ -402,7 +402,7 @@ Deno.test("an import the shim does not provide fails Create", async () => {
   await assertCreateFails(
     bundle,
     bundle.config(["foreign_import.wasm"]),
-    Code.INVALID_ARGUMENT,
+    Kind.INVALID_ARGUMENT,
     /imports "env"\."host_log" \(function\), which this shim does not provide/,
   );
 });
@@ -412,7 +412,7 @@ Deno.test("a runner that is not ready in time is killed and Create fails", async
   await assertCreateFails(
     bundle,
     bundle.config(["probe.wasm"]),
-    Code.DEADLINE_EXCEEDED,
+    Kind.DEADLINE_EXCEEDED,
     /was not ready after 0\.001 s/,
     { readyTimeoutMs: 1 },
   );
@@ -423,7 +423,7 @@ Deno.test("a runner that dies before ready fails Create with its stderr", async 
   await assertCreateFails(
     bundle,
     bundle.config(["probe.wasm"], { netns: `${bundle.dir}/no-such-netns` }),
-    Code.INTERNAL,
+    Kind.INTERNAL,
     /its runner exited with code 1 before it was ready; its stderr ended with: nsenter: .*no-such-netns/,
   );
 });

@@ -8,7 +8,7 @@
  * @module
  */
 
-import { failedPrecondition } from "../ttrpc/status.ts";
+import { failedPrecondition } from "../errdefs/errors.ts";
 import {
   denoEnv,
   isCompiled,

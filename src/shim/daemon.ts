@@ -38,7 +38,7 @@ import {
 import { createLogger, LogRouter } from "./log.ts";
 import { CLEANED_FILE, deleteAnswer } from "./delete.ts";
 import { SANDBOX_ID_ANNOTATION } from "./socket_path.ts";
-import { failedPrecondition } from "../ttrpc/status.ts";
+import { Code, RpcError } from "../ttrpc/status.ts";
 import { ReadyLine } from "./ready.ts";
 import { VERSION } from "./version.ts";
 
@@ -241,7 +241,12 @@ export async function runServer(flags: ShimFlags): Promise<number> {
   for (const name of TASK_SERVICES) server.register(name, handlers);
   server.register(GROUP_SERVICE, {
     [HOLD_METHOD]: (payload: Uint8Array) => {
-      if (closing) return Promise.reject(failedPrecondition("the shim server is shutting down"));
+      if (closing) {
+        // The group service is the shim's own: its errors are ttrpc's, not the task API's.
+        return Promise.reject(
+          new RpcError(Code.FAILED_PRECONDITION, "the shim server is shutting down"),
+        );
+      }
       idle.hold(decodeHold(payload));
       return Promise.resolve(new Uint8Array());
     },

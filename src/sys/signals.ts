@@ -5,7 +5,7 @@
  * @module
  */
 
-import { invalidArgument } from "../ttrpc/status.ts";
+import { invalidArgument } from "../errdefs/errors.ts";
 
 /** Linux signal numbers (x86-64 and arm64) and the names Deno takes. */
 const SIGNALS: Readonly<Record<number, Deno.Signal>> = {
@@ -42,7 +42,7 @@ const SIGNALS: Readonly<Record<number, Deno.Signal>> = {
   31: "SIGSYS",
 };
 
-/** The Deno name of signal `n`. @throws {RpcError} INVALID_ARGUMENT if unknown */
+/** The Deno name of signal `n`. @throws {ShimError} INVALID_ARGUMENT if unknown */
 export function signalName(n: number): Deno.Signal {
   const name = SIGNALS[n];
   if (name === undefined) throw invalidArgument(`unknown signal ${n}`);

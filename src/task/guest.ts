@@ -27,6 +27,11 @@ export interface Guest {
   closeStdin(): void;
   /** Delivers a signal (a number, as in KillRequest) to the guest. */
   kill(signal: number): void;
+  /**
+   * Delivers a signal to every process of the guest (KillRequest `all`); without it
+   * the guest is one process, and {@linkcode Guest.kill} reaches all of it.
+   */
+  killAll?(signal: number): Promise<void>;
   /** Resolves with the exit status: the guest's own code, or 128+N when killed by signal N. */
   readonly exited: Promise<number>;
   /**

@@ -15,9 +15,9 @@ import {
   failedPrecondition,
   invalidArgument,
   notFound,
-  RpcError,
+  ShimError,
   unimplemented,
-} from "../ttrpc/status.ts";
+} from "../errdefs/errors.ts";
 import type { Guest, GuestConfig } from "./guest.ts";
 import type { LinuxResources, OciSpec } from "../oci/spec.ts";
 import type { MountSpec } from "../sys/mount.ts";
@@ -353,7 +353,7 @@ export class TaskService {
     try {
       return await this.#deps.createCgroup(id, spec);
     } catch (err) {
-      if (err instanceof RpcError) throw err;
+      if (err instanceof ShimError) throw err;
       throw failedPrecondition(`task ${id}: ${(err as Error).message}`);
     }
   }
@@ -425,13 +425,18 @@ export class TaskService {
     return { exit_status, exited_at };
   }
 
-  /** Kill: signals the guest. A stopped task answers NOT_FOUND, as runc does. */
-  kill(req: KillRequest): void {
+  /**
+   * Kill: signals the guest; with `all`, every process of its container. A stopped
+   * task answers NOT_FOUND, as runc does.
+   */
+  async kill(req: KillRequest): Promise<void> {
     const task = this.#get(req);
     if (task.status === Status.STOPPED) {
       throw notFound(`task ${task.id}: process already finished`);
     }
-    task.guest.kill(req.signal);
+    // A guest without killAll is one process: signalling it reaches all of it.
+    if (req.all && task.guest.killAll) await task.guest.killAll(req.signal);
+    else task.guest.kill(req.signal);
   }
 
   /** Delete: removes a created or stopped task and returns its exit. */
@@ -498,7 +503,7 @@ export class TaskService {
     try {
       await task.cgroup.apply(resources);
     } catch (err) {
-      if (err instanceof RpcError) throw err;
+      if (err instanceof ShimError) throw err;
       throw failedPrecondition(`task ${task.id}: ${(err as Error).message}`);
     }
   }

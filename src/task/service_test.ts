@@ -1,5 +1,5 @@
 import assert from "node:assert/strict";
-import { Code, RpcError } from "../ttrpc/status.ts";
+import { Kind, ShimError } from "../errdefs/errors.ts";
 import type { Guest, GuestConfig } from "./guest.ts";
 import { type EventTopic, type TaskCgroupHandle, type TaskDeps, TaskService } from "./service.ts";
 import type { LinuxResources, OciSpec } from "../oci/spec.ts";
@@ -43,7 +43,7 @@ function setup(opts: { failGuest?: string; deps?: Partial<TaskDeps> } = {}) {
     unmountRootfs: (target) => void mounts.push(`umount ${target}`),
     createGuest: (config) => {
       if (opts.failGuest) {
-        return Promise.reject(new RpcError(Code.INVALID_ARGUMENT, opts.failGuest));
+        return Promise.reject(new ShimError(Kind.INVALID_ARGUMENT, opts.failGuest));
       }
       configs.push(config);
       const g = new FakeGuest(1000 + guests.length);
@@ -112,20 +112,20 @@ Deno.test("an instant exit still publishes start before exit", async () => {
 Deno.test("unknown ids are NOT_FOUND, bad transitions FAILED_PRECONDITION", async () => {
   const { service, guests } = setup();
   const code = (fn: () => unknown) =>
-    Promise.resolve().then(fn).then(() => -1, (e) => (e as RpcError).code);
-  assert.equal(await code(() => service.state(ref("nope"))), Code.NOT_FOUND);
-  assert.equal(await code(() => service.start(ref("nope"))), Code.NOT_FOUND);
+    Promise.resolve().then(fn).then(() => -1, (e) => (e as ShimError).kind);
+  assert.equal(await code(() => service.state(ref("nope"))), Kind.NOT_FOUND);
+  assert.equal(await code(() => service.start(ref("nope"))), Kind.NOT_FOUND);
   await service.create(create("t1"));
-  assert.equal(await code(() => service.create(create("t1"))), Code.ALREADY_EXISTS);
-  assert.equal(await code(() => service.state({ id: "t1", exec_id: "e1" })), Code.NOT_FOUND);
+  assert.equal(await code(() => service.create(create("t1"))), Kind.ALREADY_EXISTS);
+  assert.equal(await code(() => service.state({ id: "t1", exec_id: "e1" })), Kind.NOT_FOUND);
   await service.start(ref("t1"));
-  assert.equal(await code(() => service.start(ref("t1"))), Code.FAILED_PRECONDITION);
-  assert.equal(await code(() => service.delete(ref("t1"))), Code.FAILED_PRECONDITION);
+  assert.equal(await code(() => service.start(ref("t1"))), Kind.FAILED_PRECONDITION);
+  assert.equal(await code(() => service.delete(ref("t1"))), Kind.FAILED_PRECONDITION);
   guests[0].exit(0);
   await service.wait(ref("t1"));
   assert.equal(
     await code(() => service.kill({ ...ref("t1"), signal: 9, all: false })),
-    Code.NOT_FOUND,
+    Kind.NOT_FOUND,
   );
 });
 
@@ -140,6 +140,27 @@ Deno.test("kill ends a running task with 128+signal; pause and resume signal the
   assert.equal((await service.wait(ref("t1"))).exit_status, 143);
   assert.deepEqual(guests[0].signals, [19, 18, 15]);
   assert.ok(events.includes("/tasks/paused t1") && events.includes("/tasks/resumed t1"));
+});
+
+Deno.test("kill with all reaches every process of a guest that has several", async () => {
+  const killedAll: number[] = [];
+  const { service, guests } = setup({
+    deps: {
+      createGuest: () =>
+        Promise.resolve(Object.assign(new FakeGuest(2000), {
+          killAll: (signal: number) => {
+            killedAll.push(signal);
+            return Promise.resolve();
+          },
+        })),
+    },
+  });
+  await service.create(create("t1"));
+  await service.start(ref("t1"));
+  await service.kill({ ...ref("t1"), signal: 10, all: true });
+  await service.kill({ ...ref("t1"), signal: 12, all: false });
+  assert.deepEqual(killedAll, [10]);
+  assert.equal(guests.length, 0, "the deps' own createGuest made it");
 });
 
 Deno.test("deleting a created task kills its guest and publishes no exit", async () => {
@@ -263,8 +284,8 @@ Deno.test("cgroup: failures at Create leave nothing behind and say why", async (
   const failed = withCgroups({ failCreate: new Error("cannot create cgroup /x: EACCES") });
   await assert.rejects(
     () => failed.service.create(create("t1")),
-    (e: RpcError) =>
-      e.code === Code.FAILED_PRECONDITION && /task t1: cannot create cgroup/.test(e.message),
+    (e: ShimError) =>
+      e.kind === Kind.FAILED_PRECONDITION && /task t1: cannot create cgroup/.test(e.message),
   );
   assert.deepEqual(failed.mounts, []);
   assert.equal(failed.guests.length, 0);
@@ -308,11 +329,11 @@ Deno.test("cgroup: Stats returns its metrics; Update applies resources to a live
   await service.wait(ref("t1"));
   await assert.rejects(
     () => service.update({ id: "t1" }, {}),
-    (e: RpcError) => e.code === Code.FAILED_PRECONDITION && /stopped/.test(e.message),
+    (e: ShimError) => e.kind === Kind.FAILED_PRECONDITION && /stopped/.test(e.message),
   );
   await assert.rejects(
     () => service.stats({ id: "nope" }),
-    (e: RpcError) => e.code === Code.NOT_FOUND,
+    (e: ShimError) => e.kind === Kind.NOT_FOUND,
   );
 });
 
@@ -321,11 +342,11 @@ Deno.test("without cgroups: Stats is NOT_FOUND, Update FAILED_PRECONDITION", asy
   await service.create(create("t1"));
   await assert.rejects(
     () => service.stats({ id: "t1" }),
-    (e: RpcError) => e.code === Code.NOT_FOUND,
+    (e: ShimError) => e.kind === Kind.NOT_FOUND,
   );
   await assert.rejects(
     () => service.update({ id: "t1" }, {}),
-    (e: RpcError) => e.code === Code.FAILED_PRECONDITION,
+    (e: ShimError) => e.kind === Kind.FAILED_PRECONDITION,
   );
 });
 
@@ -419,7 +440,7 @@ Deno.test("native guests: a cgroup failure at Create kills and destroys the cont
   const { service, natives, cgroups } = withNativeGuests({ oomFails: true });
   await assert.rejects(
     () => service.create(create("n1")),
-    (e: RpcError) => e.code === Code.FAILED_PRECONDITION && /no memory cgroup/.test(e.message),
+    (e: ShimError) => e.kind === Kind.FAILED_PRECONDITION && /no memory cgroup/.test(e.message),
   );
   assert.deepEqual(natives[0].signals, [9]);
   assert.deepEqual(natives[0].calls, ["destroy", "umount /b/n1/rootfs"]);

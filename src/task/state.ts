@@ -16,7 +16,7 @@
  * @module
  */
 
-import { failedPrecondition } from "../ttrpc/status.ts";
+import { failedPrecondition } from "../errdefs/errors.ts";
 
 /** `containerd.v1.types.Status`. */
 export const Status = {

@@ -1,5 +1,5 @@
 import assert from "node:assert/strict";
-import { Code, RpcError } from "../ttrpc/status.ts";
+import { Kind, ShimError } from "../errdefs/errors.ts";
 import { Status, transition } from "./state.ts";
 
 Deno.test("the normal lifecycle is allowed", () => {
@@ -26,7 +26,7 @@ Deno.test("everything else is FAILED_PRECONDITION with a clear message", () => {
   for (const [from, event] of bad) {
     assert.throws(
       () => transition("t1", from as 1, event),
-      (err: unknown) => err instanceof RpcError && err.code === Code.FAILED_PRECONDITION,
+      (err: unknown) => err instanceof ShimError && err.kind === Kind.FAILED_PRECONDITION,
     );
   }
   assert.throws(

@@ -1,14 +1,24 @@
 /**
  * The ttrpc binding of the task service: decodes each request, calls the plain
- * function in `service.ts`, encodes the response. Errors pass through as thrown
- * (`RpcError` keeps its code; the server turns anything else into UNKNOWN).
+ * function in `service.ts`, encodes the response. This is the one place where
+ * errors become gRPC status codes ({@linkcode toStatus}): every layer below reports
+ * an error's kind (`src/errdefs`), and the code chosen here decides how `ctr`, CRI
+ * and containerd react (containerd's `errdefs.FromGRPC`).
  *
  * @module
  */
 
 import type { Handler } from "../ttrpc/server.ts";
 import { decodeMessage, encodeMessage } from "../proto/task_codec.ts";
-import { invalidArgument, unimplemented } from "../ttrpc/status.ts";
+import {
+  describeError,
+  type ErrorKind,
+  invalidArgument,
+  Kind,
+  ShimError,
+  unimplemented,
+} from "../errdefs/errors.ts";
+import { Code, RpcError, type StatusCode } from "../ttrpc/status.ts";
 import type { Any } from "../proto/wire.ts";
 import type { CreateRequest, KillRequest, ProcessRef, TaskService } from "./service.ts";
 import { type LinuxResources, parseLinuxResources } from "../oci/spec.ts";
@@ -35,7 +45,7 @@ interface UpdateRequest {
 /**
  * Reads `UpdateTaskRequest.resources`.
  *
- * @throws {RpcError} INVALID_ARGUMENT for another type, or JSON that is not LinuxResources
+ * @throws {ShimError} INVALID_ARGUMENT for another type, or JSON that is not LinuxResources
  */
 export function decodeResources(any: Any | undefined): LinuxResources {
   if (any === undefined) return {};
@@ -63,6 +73,47 @@ export interface TaskApiHooks {
   shutdownRequested?(id: string): void;
 }
 
+/** The gRPC code of each kind of error (containerd's `errdefs.ToGRPC`). */
+const CODE_OF_KIND: Readonly<Record<ErrorKind, StatusCode>> = {
+  [Kind.UNKNOWN]: Code.UNKNOWN,
+  [Kind.CANCELLED]: Code.CANCELLED,
+  [Kind.INVALID_ARGUMENT]: Code.INVALID_ARGUMENT,
+  [Kind.DEADLINE_EXCEEDED]: Code.DEADLINE_EXCEEDED,
+  [Kind.NOT_FOUND]: Code.NOT_FOUND,
+  [Kind.ALREADY_EXISTS]: Code.ALREADY_EXISTS,
+  [Kind.RESOURCE_EXHAUSTED]: Code.RESOURCE_EXHAUSTED,
+  [Kind.FAILED_PRECONDITION]: Code.FAILED_PRECONDITION,
+  [Kind.UNIMPLEMENTED]: Code.UNIMPLEMENTED,
+  [Kind.INTERNAL]: Code.INTERNAL,
+  [Kind.UNAVAILABLE]: Code.UNAVAILABLE,
+  [Kind.DATA_LOSS]: Code.DATA_LOSS,
+};
+
+/**
+ * The status a task request that failed with `err` is answered with: a
+ * {@linkcode ShimError}'s kind decides the code; an {@linkcode RpcError} (the
+ * server's own: a cancelled call, a deadline) keeps its code; anything else — a
+ * stray `Deno.errors.NotFound` included — is UNKNOWN with its message, never a code
+ * containerd would act on.
+ */
+export function toStatus(err: unknown): { code: StatusCode; message: string } {
+  if (err instanceof ShimError) return { code: CODE_OF_KIND[err.kind], message: err.message };
+  if (err instanceof RpcError) return { code: err.code, message: err.message };
+  return { code: Code.UNKNOWN, message: describeError(err) };
+}
+
+/** `handler` with its errors answered as {@linkcode toStatus} says. */
+function withStatus(handler: Handler): Handler {
+  return async (payload, context) => {
+    try {
+      return await handler(payload, context);
+    } catch (err) {
+      const { code, message } = toStatus(err);
+      throw new RpcError(code, message);
+    }
+  };
+}
+
 /** The handlers for one task service name. */
 export function taskHandlers(service: TaskService, hooks: TaskApiHooks): Record<string, Handler> {
   const unary = <Req, Res>(
@@ -86,7 +137,7 @@ export function taskHandlers(service: TaskService, hooks: TaskApiHooks): Record<
     throw unimplemented(`${name} is not supported by the wasm shim`);
   };
 
-  return {
+  const handlers: Record<string, Handler> = {
     Create: unary<CreateRequest, { pid: number }>(
       "CreateTaskRequest",
       "CreateTaskResponse",
@@ -140,4 +191,7 @@ export function taskHandlers(service: TaskService, hooks: TaskApiHooks): Record<
       return { stats: { type_url: typeName, value: encodeMessage(typeName, metrics) } };
     }),
   };
+  return Object.fromEntries(
+    Object.entries(handlers).map(([name, handler]) => [name, withStatus(handler)]),
+  );
 }

@@ -1,6 +1,7 @@
 import assert from "node:assert/strict";
-import { Code, type RpcError } from "../ttrpc/status.ts";
-import { decodeResources, LINUX_RESOURCES_TYPE_URL } from "./task_api.ts";
+import { Kind, notFound, ShimError } from "../errdefs/errors.ts";
+import { Code, RpcError } from "../ttrpc/status.ts";
+import { decodeResources, LINUX_RESOURCES_TYPE_URL, toStatus } from "./task_api.ts";
 
 const json = (v: unknown) => new TextEncoder().encode(JSON.stringify(v));
 
@@ -10,7 +11,7 @@ Deno.test("Update resources: OCI LinuxResources JSON under its type URL, or a cl
     { memory: { limit: 1 } },
   );
   assert.deepEqual(decodeResources(undefined), {});
-  const invalid = (e: RpcError) => e.code === Code.INVALID_ARGUMENT;
+  const invalid = (e: ShimError) => e.kind === Kind.INVALID_ARGUMENT;
   assert.throws(() => decodeResources({ type_url: "x.Y", value: json({}) }), invalid);
   assert.throws(
     () => decodeResources({ type_url: LINUX_RESOURCES_TYPE_URL, value: new Uint8Array([123]) }),
@@ -20,4 +21,22 @@ Deno.test("Update resources: OCI LinuxResources JSON under its type URL, or a cl
     () => decodeResources({ type_url: LINUX_RESOURCES_TYPE_URL, value: json({ cpu: [] }) }),
     /update resources: cpu must be an object/,
   );
+});
+
+Deno.test("errors become gRPC codes by their kind; any other error is UNKNOWN", () => {
+  assert.deepEqual(toStatus(notFound("task t1")), {
+    code: Code.NOT_FOUND,
+    message: "task t1: not found",
+  });
+  assert.deepEqual(toStatus(new RpcError(Code.CANCELLED, "gone")), {
+    code: Code.CANCELLED,
+    message: "gone",
+  });
+  // A file the code did not expect to be missing is no NOT_FOUND for containerd.
+  assert.deepEqual(toStatus(new Deno.errors.NotFound("open /x")), {
+    code: Code.UNKNOWN,
+    message: "open /x",
+  });
+  const codes = Object.values(Kind).map((kind) => toStatus(new ShimError(kind, "x")).code);
+  assert.equal(new Set(codes).size, codes.length, "each kind has a code of its own");
 });

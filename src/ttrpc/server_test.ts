@@ -9,7 +9,7 @@ import {
   MessageType,
 } from "./frame.ts";
 import { type CallContext, type Handler, TtrpcServer, type TtrpcServerOptions } from "./server.ts";
-import { Code, notFound, RpcError } from "./status.ts";
+import { Code, RpcError } from "./status.ts";
 import { decodeResponse, encodeRequest, type TtrpcResponse } from "../proto/wire.ts";
 
 const SERVICE = "test.v1.Echo";
@@ -160,7 +160,7 @@ Deno.test("unknown service and method are UNIMPLEMENTED", async () => {
 
 Deno.test("handler errors: RpcError keeps its status, plain Error becomes UNKNOWN", async () => {
   await withServer({
-    Missing: () => Promise.reject(notFound("container not created")),
+    Missing: () => Promise.reject(new RpcError(Code.NOT_FOUND, "container not created: not found")),
     Plain: () => Promise.reject(new Error("disk on fire")),
     Sync: (() => {
       throw new TypeError("thrown synchronously");

@@ -8,6 +8,8 @@
  * @module
  */
 
+import { describeError } from "../errdefs/errors.ts";
+
 /** gRPC status codes (google.rpc.Code). */
 export const Code = {
   OK: 0,
@@ -33,9 +35,9 @@ export const Code = {
 export type StatusCode = typeof Code[keyof typeof Code];
 
 /**
- * An error with a gRPC status code. Thrown by task handlers and returned to the
- * caller as `Response.status`; any other error thrown by a handler becomes
- * {@linkcode Code.UNKNOWN} with its message.
+ * An error with a gRPC status code: thrown by a handler, it is returned to the
+ * caller as `Response.status` (any other error becomes {@linkcode Code.UNKNOWN} with
+ * its message); a client rejects with one when a call fails.
  */
 export class RpcError extends Error {
   /** The gRPC status code sent to the caller. */
@@ -49,49 +51,12 @@ export class RpcError extends Error {
   }
 }
 
-/** An id (container or exec) that this shim does not know: NOT_FOUND. */
-export function notFound(message: string): RpcError {
-  return new RpcError(Code.NOT_FOUND, `${message}: not found`);
-}
-
-/** A request that is not allowed in the current state: FAILED_PRECONDITION. */
-export function failedPrecondition(message: string): RpcError {
-  return new RpcError(Code.FAILED_PRECONDITION, `${message}: failed precondition`);
-}
-
-/** A request whose arguments are wrong: INVALID_ARGUMENT. */
-export function invalidArgument(message: string): RpcError {
-  return new RpcError(Code.INVALID_ARGUMENT, `${message}: invalid argument`);
-}
-
-/** Something that already exists: ALREADY_EXISTS. */
-export function alreadyExists(message: string): RpcError {
-  return new RpcError(Code.ALREADY_EXISTS, `${message}: already exists`);
-}
-
-/** An RPC this shim does not implement: UNIMPLEMENTED (containerd's ErrNotImplemented). */
-export function unimplemented(message: string): RpcError {
-  return new RpcError(Code.UNIMPLEMENTED, `${message}: not implemented`);
-}
-
-/** Converts any thrown value into the status sent on the wire. */
+/**
+ * Converts any thrown value into the status sent on the wire: an
+ * {@linkcode RpcError}'s own, else UNKNOWN with the value's text. A service decides
+ * its errors' codes itself before they reach the server (see `src/task/task_api.ts`).
+ */
 export function toStatus(err: unknown): { code: StatusCode; message: string } {
   if (err instanceof RpcError) return { code: err.code, message: err.message };
-  if (err instanceof Deno.errors.NotFound) {
-    return { code: Code.NOT_FOUND, message: err.message };
-  }
-  if (err instanceof Deno.errors.AlreadyExists) {
-    return { code: Code.ALREADY_EXISTS, message: err.message };
-  }
-  return { code: Code.UNKNOWN, message: describe(err) };
-}
-
-/** A thrown value's text; never throws (a value may have no string form at all). */
-function describe(err: unknown): string {
-  if (err instanceof Error) return err.message;
-  try {
-    return String(err);
-  } catch {
-    return Object.prototype.toString.call(err);
-  }
+  return { code: Code.UNKNOWN, message: describeError(err) };
 }

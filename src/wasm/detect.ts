@@ -9,7 +9,7 @@
  * @module
  */
 
-import { invalidArgument } from "../ttrpc/status.ts";
+import { invalidArgument } from "../errdefs/errors.ts";
 
 /** What a wasm binary is. */
 export type WasmKind = "module" | "component";
@@ -43,7 +43,7 @@ export function describeStart(bytes: Uint8Array): string {
  *
  * @param bytes the binary (only the first {@linkcode HEADER_LENGTH} bytes are read)
  * @param path the file's name, for the error message
- * @throws {RpcError} INVALID_ARGUMENT if it is neither
+ * @throws {ShimError} INVALID_ARGUMENT if it is neither
  */
 export function detectKind(bytes: Uint8Array, path = "the entrypoint"): WasmKind {
   if (startsWith(bytes, WASM_MAGIC)) {
@@ -62,7 +62,7 @@ export function detectKind(bytes: Uint8Array, path = "the entrypoint"): WasmKind
 /**
  * Checks that `module` exports a function named `func`.
  *
- * @throws {RpcError} INVALID_ARGUMENT naming the functions it does export
+ * @throws {ShimError} INVALID_ARGUMENT naming the functions it does export
  */
 export function checkExport(module: WebAssembly.Module, func: string, path: string): void {
   const exports = WebAssembly.Module.exports(module);
@@ -80,7 +80,7 @@ export function checkExport(module: WebAssembly.Module, func: string, path: stri
  * Checks that every import of `module` is one the host provides.
  *
  * @param available provided names by import module, e.g. `{wasi_snapshot_preview1: [...]}`
- * @throws {RpcError} INVALID_ARGUMENT listing the imports that are missing
+ * @throws {ShimError} INVALID_ARGUMENT listing the imports that are missing
  */
 export function checkImports(
   module: WebAssembly.Module,

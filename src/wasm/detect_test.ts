@@ -1,15 +1,15 @@
 import assert from "node:assert/strict";
-import { Code, RpcError } from "../ttrpc/status.ts";
+import { type ErrorKind, Kind, ShimError } from "../errdefs/errors.ts";
 import { checkExport, checkImports, describeStart, detectKind } from "./detect.ts";
 
 const MODULE_HEADER = [0x00, 0x61, 0x73, 0x6d, 0x01, 0x00, 0x00, 0x00];
 const COMPONENT_HEADER = [0x00, 0x61, 0x73, 0x6d, 0x0d, 0x00, 0x01, 0x00];
 const TESTDATA = new URL("./testdata/", import.meta.url);
 
-function rejects(fn: () => unknown, code: number, pattern: RegExp): void {
+function rejects(fn: () => unknown, code: ErrorKind, pattern: RegExp): void {
   assert.throws(fn, (err: unknown) => {
-    assert.ok(err instanceof RpcError, `expected RpcError, got ${err}`);
-    assert.equal(err.code, code);
+    assert.ok(err instanceof ShimError, `expected ShimError, got ${err}`);
+    assert.equal(err.kind, code);
     assert.match(err.message, pattern);
     return true;
   });
@@ -33,7 +33,7 @@ Deno.test("detectKind refuses an ELF binary, naming the path and its first bytes
   const elf = new Uint8Array([0x7f, 0x45, 0x4c, 0x46, 0x02, 0x01, 0x01, 0x00, 0x00]);
   rejects(
     () => detectKind(elf, "/bin/app.wasm"),
-    Code.INVALID_ARGUMENT,
+    Kind.INVALID_ARGUMENT,
     /^\/bin\/app\.wasm is not a WebAssembly module or component \(starts with 7f 45 4c 46 02 01 01 00 "\.ELF\.\.\.\."\)/,
   );
 });
@@ -41,21 +41,21 @@ Deno.test("detectKind refuses an ELF binary, naming the path and its first bytes
 Deno.test("detectKind refuses a script and an empty file", () => {
   rejects(
     () => detectKind(new TextEncoder().encode("#!/bin/sh\necho hi\n"), "/app"),
-    Code.INVALID_ARGUMENT,
+    Kind.INVALID_ARGUMENT,
     /starts with 23 21 2f 62 69 6e 2f 73 "#!\/bin\/s"/,
   );
-  rejects(() => detectKind(new Uint8Array(), "/empty.wasm"), Code.INVALID_ARGUMENT, /empty/);
+  rejects(() => detectKind(new Uint8Array(), "/empty.wasm"), Kind.INVALID_ARGUMENT, /empty/);
 });
 
 Deno.test("detectKind refuses a short or unknown-version wasm binary", () => {
   rejects(
     () => detectKind(new Uint8Array([0x00, 0x61, 0x73, 0x6d]), "/x.wasm"),
-    Code.INVALID_ARGUMENT,
+    Kind.INVALID_ARGUMENT,
     /WebAssembly magic but an unsupported version\/layer/,
   );
   rejects(
     () => detectKind(new Uint8Array([0x00, 0x61, 0x73, 0x6d, 0x02, 0x00, 0x00, 0x00]), "/x.wasm"),
-    Code.INVALID_ARGUMENT,
+    Kind.INVALID_ARGUMENT,
     /unsupported version/,
   );
 });
@@ -78,7 +78,7 @@ Deno.test("checkExport names the missing function and lists the ones there are",
   const module = compileTestdata("funcs.wasm");
   rejects(
     () => checkExport(module, "nope", "/funcs.wasm"),
-    Code.INVALID_ARGUMENT,
+    Kind.INVALID_ARGUMENT,
     /^module \/funcs\.wasm has no exported function "nope"; it exports "_start", "hello", "exit3", "trap", "add"/,
   );
 });
@@ -87,7 +87,7 @@ Deno.test("checkExport says when the name is exported but is not a function", ()
   const module = compileTestdata("funcs.wasm");
   rejects(
     () => checkExport(module, "memory", "/funcs.wasm"),
-    Code.INVALID_ARGUMENT,
+    Kind.INVALID_ARGUMENT,
     /has no exported function "memory" \("memory" is a memory, not a function\)/,
   );
 });
@@ -96,7 +96,7 @@ Deno.test("checkExport on a reactor asked for _start", () => {
   const module = compileTestdata("reactor.wasm");
   rejects(
     () => checkExport(module, "_start", "/reactor.wasm"),
-    Code.INVALID_ARGUMENT,
+    Kind.INVALID_ARGUMENT,
     /no exported function "_start"; it exports "_initialize", "greet"/,
   );
 });
@@ -106,13 +106,13 @@ Deno.test("checkImports accepts provided imports and names the missing ones", ()
   checkImports(compileTestdata("funcs.wasm"), "/funcs.wasm", wasi);
   rejects(
     () => checkImports(compileTestdata("foreign_import.wasm"), "/f.wasm", wasi),
-    Code.INVALID_ARGUMENT,
+    Kind.INVALID_ARGUMENT,
     /^module \/f\.wasm imports "env"\."host_log" \(function\), which this shim does not provide \(it provides wasi_snapshot_preview1\)/,
   );
   rejects(
     () =>
       checkImports(compileTestdata("funcs.wasm"), "/funcs.wasm", { wasi_snapshot_preview1: [] }),
-    Code.INVALID_ARGUMENT,
+    Kind.INVALID_ARGUMENT,
     /"wasi_snapshot_preview1"\."fd_write" \(function\), "wasi_snapshot_preview1"\."proc_exit"/,
   );
 });

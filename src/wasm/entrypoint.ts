@@ -17,7 +17,7 @@
  * @module
  */
 
-import { invalidArgument, notFound } from "../ttrpc/status.ts";
+import { invalidArgument, notFound } from "../errdefs/errors.ts";
 
 /** The function called when `args[0]` names none: the WASI command entry point. */
 export const DEFAULT_FUNC = "_start";
@@ -141,7 +141,7 @@ export function splitArg0(arg0: string): { path: string; func: string } {
 /**
  * Resolves the entrypoint of a container.
  *
- * @throws {RpcError} INVALID_ARGUMENT for empty args or a path that leaves the rootfs,
+ * @throws {ShimError} INVALID_ARGUMENT for empty args or a path that leaves the rootfs,
  *   NOT_FOUND (naming every place searched) when no such file exists
  */
 export function resolveEntrypoint(req: EntrypointRequest): Entrypoint {

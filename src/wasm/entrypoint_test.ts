@@ -1,5 +1,5 @@
 import assert from "node:assert/strict";
-import { Code, RpcError } from "../ttrpc/status.ts";
+import { type ErrorKind, Kind, ShimError } from "../errdefs/errors.ts";
 import {
   DEFAULT_FUNC,
   type Entrypoint,
@@ -48,10 +48,10 @@ function resolve(
   return resolveEntrypoint({ rootfs, args, env: [], cwd: "/", ...more });
 }
 
-function rejects(fn: () => unknown, code: number, pattern: RegExp): void {
+function rejects(fn: () => unknown, code: ErrorKind, pattern: RegExp): void {
   assert.throws(fn, (err: unknown) => {
-    assert.ok(err instanceof RpcError, `expected RpcError, got ${err}`);
-    assert.equal(err.code, code, err.message);
+    assert.ok(err instanceof ShimError, `expected ShimError, got ${err}`);
+    assert.equal(err.kind, code, err.message);
     assert.match(err.message, pattern);
     return true;
   });
@@ -73,9 +73,9 @@ Deno.test("lookupEnv takes the first KEY= entry", () => {
 Deno.test("empty args are refused", () => {
   const { rootfs, cleanup } = makeTree();
   try {
-    rejects(() => resolve(rootfs, []), Code.INVALID_ARGUMENT, /^process\.args is empty: /);
-    rejects(() => resolve(rootfs, [""]), Code.INVALID_ARGUMENT, /^process\.args is empty: /);
-    rejects(() => resolve(rootfs, ["#run"]), Code.INVALID_ARGUMENT, /names a function but no wasm/);
+    rejects(() => resolve(rootfs, []), Kind.INVALID_ARGUMENT, /^process\.args is empty: /);
+    rejects(() => resolve(rootfs, [""]), Kind.INVALID_ARGUMENT, /^process\.args is empty: /);
+    rejects(() => resolve(rootfs, ["#run"]), Kind.INVALID_ARGUMENT, /names a function but no wasm/);
   } finally {
     cleanup();
   }
@@ -161,7 +161,7 @@ Deno.test("a symlink to a host path means that path inside the rootfs", () => {
   try {
     rejects(
       () => resolve(rootfs, ["/bin/host.wasm"]),
-      Code.NOT_FOUND,
+      Kind.NOT_FOUND,
       new RegExp(`entrypoint "/bin/host\\.wasm" in the container's root ${rootfs} \\(searched`),
     );
     // Once the file exists under the rootfs at that path, that is what is found.
@@ -178,18 +178,18 @@ Deno.test("paths that leave the rootfs are refused, lexically or through symlink
   try {
     rejects(
       () => resolve(rootfs, ["../secret.wasm"]),
-      Code.INVALID_ARGUMENT,
+      Kind.INVALID_ARGUMENT,
       /entrypoint "\.\.\/secret\.wasm": \/\.\.\/secret\.wasm leads outside the container's root/,
     );
     rejects(
       () => resolve(rootfs, ["/app/../../secret.wasm"]),
-      Code.INVALID_ARGUMENT,
+      Kind.INVALID_ARGUMENT,
       /leads outside/,
     );
-    rejects(() => resolve(rootfs, ["/bin/climb.wasm"]), Code.INVALID_ARGUMENT, /leads outside/);
+    rejects(() => resolve(rootfs, ["/bin/climb.wasm"]), Kind.INVALID_ARGUMENT, /leads outside/);
     rejects(
       () => resolve(rootfs, ["climb.wasm"], { env: ["PATH=/bin"] }),
-      Code.INVALID_ARGUMENT,
+      Kind.INVALID_ARGUMENT,
       /leads outside/,
     );
   } finally {
@@ -202,17 +202,17 @@ Deno.test("missing files name every place searched", () => {
   try {
     rejects(
       () => resolve(rootfs, ["nope.wasm"], { env: ["PATH=/bin:/usr/bin"], cwd: "/app" }),
-      Code.NOT_FOUND,
+      Kind.NOT_FOUND,
       /^entrypoint "nope\.wasm" in the container's root .* \(searched PATH and cwd: \/bin\/nope\.wasm, \/usr\/bin\/nope\.wasm, \/app\/nope\.wasm\): not found$/,
     );
     rejects(
       () => resolve(rootfs, ["./nope.wasm"], { cwd: "/app" }),
-      Code.NOT_FOUND,
+      Kind.NOT_FOUND,
       /\(searched \/app\/nope\.wasm \(cwd \/app\)\): not found$/,
     );
-    rejects(() => resolve(rootfs, ["/bin/dangling.wasm"]), Code.NOT_FOUND, /dangling/);
+    rejects(() => resolve(rootfs, ["/bin/dangling.wasm"]), Kind.NOT_FOUND, /dangling/);
     // A file used as a directory is just missing.
-    rejects(() => resolve(rootfs, ["/bin/app.wasm/x.wasm"]), Code.NOT_FOUND, /searched/);
+    rejects(() => resolve(rootfs, ["/bin/app.wasm/x.wasm"]), Kind.NOT_FOUND, /searched/);
   } finally {
     cleanup();
   }
@@ -223,17 +223,17 @@ Deno.test("symlink loops, directories and special files are refused", () => {
   try {
     rejects(
       () => resolve(rootfs, ["/bin/loop1.wasm"]),
-      Code.INVALID_ARGUMENT,
+      Kind.INVALID_ARGUMENT,
       /too many levels of symbolic links/,
     );
     rejects(
       () => resolve(rootfs, ["/dir.wasm"]),
-      Code.INVALID_ARGUMENT,
+      Kind.INVALID_ARGUMENT,
       /^entrypoint "\/dir\.wasm": \/dir\.wasm is a directory/,
     );
     rejects(
       () => resolve(rootfs, ["fifo.wasm"], { env: ["PATH=/bin"] }),
-      Code.INVALID_ARGUMENT,
+      Kind.INVALID_ARGUMENT,
       /\/bin\/fifo\.wasm is not a regular file/,
     );
   } finally {

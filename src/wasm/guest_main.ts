@@ -23,7 +23,7 @@
  * @module
  */
 
-import { invalidArgument, RpcError, toStatus } from "../ttrpc/status.ts";
+import { describeError, invalidArgument, kindOf, ShimError } from "../errdefs/errors.ts";
 import { checkExport, checkImports, detectKind } from "./detect.ts";
 import { DEFAULT_FUNC } from "./entrypoint.ts";
 import { PREVIEW1_FUNCTIONS, WASI_PREVIEW1 } from "./preview1/abi.ts";
@@ -262,7 +262,7 @@ async function prepare(init: GuestInit): Promise<Run> {
       bytes = await Deno.readFile(real);
     }
   } catch (err) {
-    if (err instanceof RpcError) throw err;
+    if (err instanceof ShimError) throw err;
     throw new Error(`cannot read ${path} (${init.hostPath}): ${(err as Error).message}`);
   }
   if (detectKind(bytes, path) === "component") {
@@ -308,8 +308,7 @@ export async function runGuestMain(args: readonly string[] = []): Promise<number
     init = parseInit(line);
     run = await prepare(init);
   } catch (err) {
-    const { code, message } = toStatus(err);
-    answer({ error: message, code });
+    answer({ error: describeError(err), kind: kindOf(err) });
     return EXIT_NOT_READY;
   }
   answer({ ready: true });

@@ -32,7 +32,7 @@ export const EXIT_TRAP = 137;
 export const EXIT_NOT_READY = 1;
 
 /** What a runner answers once its guest is prepared, or could not be. */
-export type ReadyMessage = { ready: true } | { error: string; code: number };
+export type ReadyMessage = { ready: true } | { error: string; kind: string };
 
 /**
  * The line a runner writes once it has booted (and loaded what it preloads) and

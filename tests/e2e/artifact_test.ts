@@ -25,7 +25,7 @@ import {
 } from "../../src/oci/image.ts";
 import { readTar, type TarEntry, writeTar } from "../../src/oci/tar.ts";
 import { ContainerdClient, SPEC_TYPE_URL } from "../../src/image/containerd/client.ts";
-import { Code, RpcError } from "../../src/ttrpc/status.ts";
+import { Kind, ShimError } from "../../src/errdefs/errors.ts";
 import { type Containerd, startContainerd } from "./harness.ts";
 import { fixture, installShim } from "./shim_install.ts";
 
@@ -150,7 +150,7 @@ async function run(image: string, args: string[], o: { emptySnapshot?: boolean }
     // container is deleted nothing references it.
     if (snapshotKey) {
       await client.removeSnapshot(cd.snapshotter, snapshotKey).catch((err) => {
-        if (!(err instanceof RpcError && err.code === Code.NOT_FOUND)) throw err;
+        if (!(err instanceof ShimError && err.kind === Kind.NOT_FOUND)) throw err;
       });
     }
   }

@@ -13,7 +13,7 @@
  * API does not pay for them (~50–90 ms for grpc-js, ~90 ms for protobufjs here).
  *
  * Every call carries the namespace in the `containerd-namespace` metadata header and
- * a deadline. A failed call rejects with an {@linkcode RpcError} holding containerd's
+ * a deadline. A failed call rejects with an {@linkcode ShimError} holding containerd's
  * own status code (NOT_FOUND stays NOT_FOUND) and naming the method.
  *
  * @example
@@ -31,7 +31,7 @@
 
 import type * as GrpcJs from "@grpc/grpc-js";
 import type { Buffer as NodeBuffer } from "node:buffer";
-import { Code, RpcError, type StatusCode } from "../../ttrpc/status.ts";
+import { type ErrorKind, Kind, ShimError } from "../../errdefs/errors.ts";
 import type { Any, Timestamp } from "../../proto/wire.ts";
 
 /** The gRPC metadata header that carries the containerd namespace of a call. */
@@ -162,8 +162,8 @@ export interface ConnectOptions extends ContainerdAddress {
 export function grpcTarget(address: string): string {
   if (address.startsWith("unix://")) return address;
   if (address.startsWith("/")) return `unix://${address}`;
-  throw new RpcError(
-    Code.INVALID_ARGUMENT,
+  throw new ShimError(
+    Kind.INVALID_ARGUMENT,
     `containerd address "${address}" is not a unix socket path (expected /path or unix:///path)`,
   );
 }
@@ -201,17 +201,35 @@ function isServiceError(err: unknown): err is GrpcJs.ServiceError {
   return err instanceof Error && typeof (err as { code?: unknown }).code === "number";
 }
 
-/** Turns a grpc-js error into an RpcError that names the call. */
-function callError(method: MethodInfo, err: unknown, address: string): RpcError {
+/**
+ * The kind of error a gRPC status code from containerd stands for (containerd's
+ * `errdefs.FromGRPC`); codes without a kind of their own are UNKNOWN.
+ */
+const KIND_OF_GRPC_CODE: Readonly<Record<number, ErrorKind>> = {
+  1: Kind.CANCELLED,
+  3: Kind.INVALID_ARGUMENT,
+  4: Kind.DEADLINE_EXCEEDED,
+  5: Kind.NOT_FOUND,
+  6: Kind.ALREADY_EXISTS,
+  8: Kind.RESOURCE_EXHAUSTED,
+  9: Kind.FAILED_PRECONDITION,
+  12: Kind.UNIMPLEMENTED,
+  13: Kind.INTERNAL,
+  14: Kind.UNAVAILABLE,
+  15: Kind.DATA_LOSS,
+};
+
+/** Turns a grpc-js error into a {@linkcode ShimError} that names the call. */
+function callError(method: MethodInfo, err: unknown, address: string): ShimError {
   const name = method.path.slice(method.path.lastIndexOf(".") + 1); // "Containers/Get"
   if (isServiceError(err)) {
-    const code = (err.code >= 0 && err.code <= 16 ? err.code : Code.UNKNOWN) as StatusCode;
+    const kind = KIND_OF_GRPC_CODE[err.code] ?? Kind.UNKNOWN;
     const details = err.details || err.message;
-    const where = code === Code.UNAVAILABLE ? ` at ${address}` : "";
-    return new RpcError(code, `containerd ${name}${where}: ${details}`);
+    const where = kind === Kind.UNAVAILABLE ? ` at ${address}` : "";
+    return new ShimError(kind, `containerd ${name}${where}: ${details}`);
   }
-  if (err instanceof RpcError) return err;
-  return new RpcError(Code.INTERNAL, `containerd ${name}: ${(err as Error)?.message ?? err}`);
+  if (err instanceof ShimError) return err;
+  return new ShimError(Kind.INTERNAL, `containerd ${name}: ${(err as Error)?.message ?? err}`);
 }
 
 /** A connection to containerd's gRPC API in one namespace. */
@@ -242,12 +260,12 @@ export class ContainerdClient {
    * itself is made by the first call; a containerd that cannot be reached fails that
    * call with UNAVAILABLE.
    *
-   * @throws {RpcError} INVALID_ARGUMENT for an address that is not a unix socket
+   * @throws {ShimError} INVALID_ARGUMENT for an address that is not a unix socket
    */
   static async connect(options: ConnectOptions): Promise<ContainerdClient> {
     grpcTarget(options.address);
     if (options.namespace === "") {
-      throw new RpcError(Code.INVALID_ARGUMENT, "containerd namespace is empty");
+      throw new ShimError(Kind.INVALID_ARGUMENT, "containerd namespace is empty");
     }
     return new ContainerdClient(await load(), options);
   }
@@ -274,7 +292,7 @@ export class ContainerdClient {
   /**
    * Makes one unary call.
    *
-   * @throws {RpcError} with containerd's status code, naming the method
+   * @throws {ShimError} with containerd's status code, naming the method
    */
   unary<T>(method: MethodInfo, request: object, timeoutMs = this.#callTimeoutMs): Promise<T> {
     return new Promise<T>((resolve, reject) => {
@@ -301,7 +319,7 @@ export class ContainerdClient {
    * Makes a server-streaming call and yields its messages. Leaving the loop early
    * cancels the call.
    *
-   * @throws {RpcError} with containerd's status code, naming the method
+   * @throws {ShimError} with containerd's status code, naming the method
    */
   async *serverStream<T>(
     method: MethodInfo,
@@ -333,10 +351,12 @@ export class ContainerdClient {
     }
   }
 
-  /** `Containers/Get`. @throws {RpcError} NOT_FOUND for an unknown id */
+  /** `Containers/Get`. @throws {ShimError} NOT_FOUND for an unknown id */
   async getContainer(id: string): Promise<Container> {
     const res = await this.unary<{ container?: Container }>(Method.getContainer, { id });
-    if (!res.container) throw new RpcError(Code.INTERNAL, `containerd returned no container ${id}`);
+    if (!res.container) {
+      throw new ShimError(Kind.INTERNAL, `containerd returned no container ${id}`);
+    }
     return res.container;
   }
 
@@ -351,17 +371,17 @@ export class ContainerdClient {
     await this.unary(Method.deleteContainer, { id });
   }
 
-  /** `Images/Get`. @throws {RpcError} NOT_FOUND for an unknown name */
+  /** `Images/Get`. @throws {ShimError} NOT_FOUND for an unknown name */
   async getImage(name: string): Promise<Image> {
     const res = await this.unary<{ image?: Image }>(Method.getImage, { name });
-    if (!res.image) throw new RpcError(Code.INTERNAL, `containerd returned no image ${name}`);
+    if (!res.image) throw new ShimError(Kind.INTERNAL, `containerd returned no image ${name}`);
     return res.image;
   }
 
-  /** `Content/Info`. @throws {RpcError} NOT_FOUND for a blob the store lacks */
+  /** `Content/Info`. @throws {ShimError} NOT_FOUND for a blob the store lacks */
   async contentInfo(digest: string): Promise<ContentInfo> {
     const res = await this.unary<{ info?: ContentInfo }>(Method.contentInfo, { digest });
-    if (!res.info) throw new RpcError(Code.INTERNAL, `containerd returned no info for ${digest}`);
+    if (!res.info) throw new ShimError(Kind.INTERNAL, `containerd returned no info for ${digest}`);
     return res.info;
   }
 

@@ -2,7 +2,7 @@ import assert from "node:assert/strict";
 import { Buffer } from "node:buffer";
 import * as grpc from "@grpc/grpc-js";
 import { decode, encode } from "../../proto/messages.ts";
-import { Code, type RpcError } from "../../ttrpc/status.ts";
+import { Kind, type ShimError } from "../../errdefs/errors.ts";
 import { ContainerdClient, grpcTarget, Method, NAMESPACE_HEADER } from "./client.ts";
 
 const opts = { sanitizeOps: false, sanitizeResources: false };
@@ -114,8 +114,8 @@ Deno.test({
         size: 7,
         annotations: {},
       });
-      await assert.rejects(client.getContainer("missing"), (err: RpcError) => {
-        assert.equal(err.code, Code.NOT_FOUND);
+      await assert.rejects(client.getContainer("missing"), (err: ShimError) => {
+        assert.equal(err.kind, Kind.NOT_FOUND);
         assert.equal(err.message, `containerd Containers/Get: container "missing": not found`);
         return true;
       });
@@ -152,8 +152,8 @@ Deno.test({
       namespace: "default",
     });
     try {
-      await assert.rejects(client.getImage("x"), (err: RpcError) => {
-        assert.equal(err.code, Code.UNAVAILABLE);
+      await assert.rejects(client.getImage("x"), (err: ShimError) => {
+        assert.equal(err.kind, Kind.UNAVAILABLE);
         assert.match(err.message, /^containerd Images\/Get at \/nonexistent\/containerd.sock: /);
         return true;
       });

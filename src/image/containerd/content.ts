@@ -7,7 +7,7 @@
  * @module
  */
 
-import { Code, RpcError } from "../../ttrpc/status.ts";
+import { Kind, ShimError } from "../../errdefs/errors.ts";
 import type { ImageSource, OciDescriptor } from "../artifact.ts";
 import type { BlobCache } from "../blob_cache.ts";
 import { checkBlob } from "../../oci/digest.ts";
@@ -20,7 +20,7 @@ export type ContentReader = Pick<ContainerdClient, "readContent" | "namespace">;
  * Reads a whole blob from the content store and checks its size and digest.
  *
  * @param what names the blob for messages (e.g. `image "x" layer sha256:…`)
- * @throws {RpcError} NOT_FOUND when the store lacks it, RESOURCE_EXHAUSTED when the
+ * @throws {ShimError} NOT_FOUND when the store lacks it, RESOURCE_EXHAUSTED when the
  *   descriptor is over `maxBytes`, DATA_LOSS when the bytes are not what the
  *   descriptor says (size, digest, or chunks out of order)
  */
@@ -31,8 +31,8 @@ export async function readBlob(
   what: string,
 ): Promise<Uint8Array> {
   if (descriptor.size > maxBytes) {
-    throw new RpcError(
-      Code.RESOURCE_EXHAUSTED,
+    throw new ShimError(
+      Kind.RESOURCE_EXHAUSTED,
       `${what} is ${descriptor.size} bytes, over the shim's limit of ${maxBytes}`,
     );
   }
@@ -41,14 +41,14 @@ export async function readBlob(
   try {
     for await (const chunk of client.readContent(descriptor.digest)) {
       if (chunk.offset !== filled) {
-        throw new RpcError(
-          Code.DATA_LOSS,
+        throw new ShimError(
+          Kind.DATA_LOSS,
           `${what}: containerd sent bytes at offset ${chunk.offset}, expected ${filled}`,
         );
       }
       if (filled + chunk.data.length > descriptor.size) {
-        throw new RpcError(
-          Code.DATA_LOSS,
+        throw new ShimError(
+          Kind.DATA_LOSS,
           `${what} in containerd's content store is longer than the ${descriptor.size} bytes ` +
             `its descriptor says: the content is corrupt`,
         );
@@ -57,9 +57,9 @@ export async function readBlob(
       filled += chunk.data.length;
     }
   } catch (err) {
-    if (err instanceof RpcError && err.code === Code.NOT_FOUND) {
-      throw new RpcError(
-        Code.NOT_FOUND,
+    if (err instanceof ShimError && err.kind === Kind.NOT_FOUND) {
+      throw new ShimError(
+        Kind.NOT_FOUND,
         `${what} is missing from containerd's content store (namespace ` +
           `"${client.namespace}"): ${err.message}`,
       );
@@ -67,8 +67,8 @@ export async function readBlob(
     throw err;
   }
   if (filled !== descriptor.size) {
-    throw new RpcError(
-      Code.DATA_LOSS,
+    throw new ShimError(
+      Kind.DATA_LOSS,
       `${what} in containerd's content store is ${filled} bytes, but its descriptor says ` +
         `${descriptor.size}: the content is truncated or corrupt`,
     );
@@ -121,7 +121,7 @@ export class ContainerdImageSource implements ImageSource {
     const image = await this.#client.getImage(name);
     const t = image.target;
     if (!t || t.digest === "") {
-      throw new RpcError(Code.FAILED_PRECONDITION, `image "${name}" has no target descriptor`);
+      throw new ShimError(Kind.FAILED_PRECONDITION, `image "${name}" has no target descriptor`);
     }
     return { mediaType: t.media_type, digest: t.digest, size: t.size, annotations: t.annotations };
   }
@@ -135,7 +135,7 @@ export class ContainerdImageSource implements ImageSource {
    * Makes sure a blob is in the cache and returns its file, for a guest runner to
    * read.
    *
-   * @throws {RpcError} as {@linkcode readBlob}, or FAILED_PRECONDITION when the cache
+   * @throws {ShimError} as {@linkcode readBlob}, or FAILED_PRECONDITION when the cache
    *   directory cannot hold it
    */
   async file(descriptor: OciDescriptor, maxBytes: number, what: string): Promise<string> {
@@ -161,8 +161,8 @@ export class ContainerdImageSource implements ImageSource {
       return { bytes, stored: await this.#cache.put(descriptor, bytes) };
     } catch (err) {
       if (mustStore) {
-        throw new RpcError(
-          Code.FAILED_PRECONDITION,
+        throw new ShimError(
+          Kind.FAILED_PRECONDITION,
           `${what}: ${(err as Error).message} (a Wasm layer must be stored there for its ` +
             `runner to read; set WASMTIME_SHIM_CACHE_DIR to a writable directory)`,
         );

@@ -1,5 +1,5 @@
 import assert from "node:assert/strict";
-import { Code, RpcError } from "../../ttrpc/status.ts";
+import { type ErrorKind, Kind, ShimError } from "../../errdefs/errors.ts";
 import { BlobCache } from "../blob_cache.ts";
 import { digestOf } from "../../oci/digest.ts";
 import type { Container, Image } from "./client.ts";
@@ -9,7 +9,7 @@ const enc = new TextEncoder();
 
 /** A client whose Content/Read sends the given chunks (or fails). */
 function reader(
-  chunks: { offset: number; data: string }[] | RpcError,
+  chunks: { offset: number; data: string }[] | ShimError,
   calls: string[] = [],
 ): ImageClient {
   return {
@@ -23,7 +23,7 @@ function reader(
       } as Image),
     async *readContent(digest: string) {
       calls.push(digest);
-      if (chunks instanceof RpcError) throw chunks;
+      if (chunks instanceof ShimError) throw chunks;
       for (const c of chunks) yield { offset: c.offset, data: enc.encode(c.data) };
     },
   } as ImageClient;
@@ -46,47 +46,47 @@ Deno.test("readBlob: chunks are joined and verified", async () => {
 
 Deno.test("readBlob: each way the store can disagree with the descriptor", async () => {
   const d = await descOf("abcdef");
-  const fails = async (client: ImageClient, code: number, re: RegExp, max = 100) => {
-    await assert.rejects(readBlob(client, d, max, "blob X"), (err: RpcError) => {
-      assert.equal(err.code, code, err.message);
+  const fails = async (client: ImageClient, code: ErrorKind, re: RegExp, max = 100) => {
+    await assert.rejects(readBlob(client, d, max, "blob X"), (err: ShimError) => {
+      assert.equal(err.kind, code, err.message);
       assert.match(err.message, re);
       return true;
     });
   };
   await fails(
     reader([]),
-    Code.RESOURCE_EXHAUSTED,
+    Kind.RESOURCE_EXHAUSTED,
     /blob X is 6 bytes, over the shim's limit of 5/,
     5,
   );
   await fails(
     reader([{ offset: 0, data: "abc" }, { offset: 4, data: "ef" }]),
-    Code.DATA_LOSS,
+    Kind.DATA_LOSS,
     /blob X: containerd sent bytes at offset 4, expected 3/,
   );
   await fails(
     reader([{ offset: 0, data: "abcdefg" }]),
-    Code.DATA_LOSS,
+    Kind.DATA_LOSS,
     /blob X in containerd's content store is longer than the 6 bytes/,
   );
   await fails(
     reader([{ offset: 0, data: "abc" }]),
-    Code.DATA_LOSS,
+    Kind.DATA_LOSS,
     /blob X in containerd's content store is 3 bytes, but its descriptor says 6/,
   );
   await fails(
     reader([{ offset: 0, data: "abcdeF" }]),
-    Code.DATA_LOSS,
+    Kind.DATA_LOSS,
     /blob X in containerd's content store has digest sha256:[0-9a-f]{64}, not sha256:/,
   );
   await fails(
-    reader(new RpcError(Code.NOT_FOUND, "containerd Content/Read: content digest x: not found")),
-    Code.NOT_FOUND,
+    reader(new ShimError(Kind.NOT_FOUND, "containerd Content/Read: content digest x: not found")),
+    Kind.NOT_FOUND,
     /blob X is missing from containerd's content store \(namespace "ns"\): containerd Content/,
   );
   await fails(
-    reader(new RpcError(Code.UNAVAILABLE, "containerd Content/Read at /s: gone")),
-    Code.UNAVAILABLE,
+    reader(new ShimError(Kind.UNAVAILABLE, "containerd Content/Read at /s: gone")),
+    Kind.UNAVAILABLE,
     /^containerd Content\/Read at \/s: gone$/,
   );
 });
@@ -131,8 +131,8 @@ Deno.test("ContainerdImageSource: a layer that cannot be stored fails; metadata 
     );
     assert.equal(new TextDecoder().decode(await source.read(d, 100, "manifest")), "wasm!");
     assert.match(lines.join(), /manifest: not cached: cannot store blob/);
-    await assert.rejects(source.file(d, 100, "the layer"), (err: RpcError) => {
-      assert.equal(err.code, Code.FAILED_PRECONDITION);
+    await assert.rejects(source.file(d, 100, "the layer"), (err: ShimError) => {
+      assert.equal(err.kind, Kind.FAILED_PRECONDITION);
       assert.match(err.message, /the layer: cannot store blob .* set WASMTIME_SHIM_CACHE_DIR/);
       return true;
     });

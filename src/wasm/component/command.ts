@@ -5,7 +5,7 @@
  * @module
  */
 
-import { invalidArgument } from "../../ttrpc/status.ts";
+import { invalidArgument } from "../../errdefs/errors.ts";
 import { GuestExit } from "./host/cli.ts";
 import { parseInterfaceName } from "./inspect.ts";
 import { GLUE_MODULE_NAME } from "./instantiate/trampoline.ts";
@@ -29,7 +29,7 @@ export function camelCase(name: string): string {
  * Finds the function `func` names among an instance's exports: `name` for a top-level
  * export, `ns:pkg/iface#name` (version optional) for one in an exported interface.
  *
- * @throws {RpcError} INVALID_ARGUMENT if there is no such function, or it takes
+ * @throws {ShimError} INVALID_ARGUMENT if there is no such function, or it takes
  *   parameters
  */
 export function findExportedFunction(

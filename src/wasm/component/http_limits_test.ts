@@ -9,7 +9,7 @@ import {
 import { CLOSED, type InputStream, IoError } from "./host/io.ts";
 import type { Host } from "./host/mod.ts";
 import { BodyRefused, DENO_MAX_HEAD_BYTES, headerBytes, limitBody } from "./http_limits.ts";
-import { Code, RpcError } from "../../ttrpc/status.ts";
+import { Kind, ShimError } from "../../errdefs/errors.ts";
 import {
   DEFAULT_BODY_TIMEOUT_MS,
   DEFAULT_MAX_BODY_BYTES,
@@ -280,8 +280,8 @@ Deno.test("httpConfigFromEnv: limit defaults, values, and 0 disabling the body l
     ] as const
   ) {
     assert.throws(() => httpConfigFromEnv(new Map([[name, value]])), (err: unknown) => {
-      assert.ok(err instanceof RpcError);
-      assert.equal(err.code, Code.INVALID_ARGUMENT);
+      assert.ok(err instanceof ShimError);
+      assert.equal(err.kind, Kind.INVALID_ARGUMENT);
       assert.match(err.message, pattern);
       return true;
     });

@@ -25,7 +25,7 @@
  */
 
 import { type Deadline, Deadlines } from "./deadlines.ts";
-import { invalidArgument } from "../../ttrpc/status.ts";
+import { invalidArgument } from "../../errdefs/errors.ts";
 import { GuestExit } from "./host/cli.ts";
 import { BodyCut, createIncomingCall, type ErrorCode, type OutgoingResponse } from "./host/http.ts";
 import type { Host } from "./host/mod.ts";
@@ -103,7 +103,7 @@ export interface HttpConfig {
   bodyTimeoutMs: number;
 }
 
-/** Parses `host:port`, `[v6]:port`. @throws {RpcError} INVALID_ARGUMENT */
+/** Parses `host:port`, `[v6]:port`. @throws {ShimError} INVALID_ARGUMENT */
 export function parseSocketAddr(value: string): { hostname: string; port: number } {
   const m = /^(?:\[([0-9A-Fa-f:.]+)\]|([^:\[\]]+)):(\d{1,5})$/.exec(value.trim());
   const port = m ? Number(m[3]) : NaN;
@@ -151,7 +151,7 @@ export function parseDuration(name: string, value: string): number {
 /**
  * The serving configuration from the container's environment (spec `process.env`).
  *
- * @throws {RpcError} INVALID_ARGUMENT naming the variable and what it accepts
+ * @throws {ShimError} INVALID_ARGUMENT naming the variable and what it accepts
  */
 export function httpConfigFromEnv(env: ReadonlyMap<string, string>): HttpConfig {
   const { hostname, port } = parseSocketAddr(env.get(ENV.addr) ?? DEFAULT_SOCKET_ADDR);

@@ -1,5 +1,5 @@
 import assert from "node:assert/strict";
-import { Code, RpcError } from "../../ttrpc/status.ts";
+import { Kind, ShimError } from "../../errdefs/errors.ts";
 import {
   DEFAULT_BACKLOG,
   DEFAULT_REQUEST_TIMEOUT_MS,
@@ -21,8 +21,8 @@ import {
 
 function invalid(fn: () => unknown, pattern: RegExp): void {
   assert.throws(fn, (err: unknown) => {
-    assert.ok(err instanceof RpcError);
-    assert.equal(err.code, Code.INVALID_ARGUMENT);
+    assert.ok(err instanceof ShimError);
+    assert.equal(err.kind, Kind.INVALID_ARGUMENT);
     assert.match(err.message, pattern);
     return true;
   });

@@ -7,7 +7,7 @@
  * @module
  */
 
-import { invalidArgument } from "../../ttrpc/status.ts";
+import { invalidArgument } from "../../errdefs/errors.ts";
 import { SUPPORTED_INTERFACES } from "./host/mod.ts";
 import { readU32 } from "./leb128.ts";
 
@@ -240,7 +240,7 @@ export const CLI_RUN = "wasi:cli/run";
  * `defaultFunc`), else a `wasi:http/incoming-handler@0.2.x` export (HTTP proxy), else a
  * `wasi:cli/run@0.2.x` export (command).
  *
- * @throws {RpcError} INVALID_ARGUMENT if there is nothing to run
+ * @throws {ShimError} INVALID_ARGUMENT if there is nothing to run
  */
 export function componentKind(
   shape: ComponentShape,
@@ -270,7 +270,7 @@ export function componentKind(
 /**
  * Checks that the host provides every import of the component.
  *
- * @throws {RpcError} INVALID_ARGUMENT naming each unsupported import and why
+ * @throws {ShimError} INVALID_ARGUMENT naming each unsupported import and why
  */
 export function checkComponentImports(shape: ComponentShape, path: string): void {
   const supported = new Set(SUPPORTED_INTERFACES);

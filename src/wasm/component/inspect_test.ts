@@ -1,5 +1,5 @@
 import assert from "node:assert/strict";
-import { Code, RpcError } from "../../ttrpc/status.ts";
+import { Kind, ShimError } from "../../errdefs/errors.ts";
 import {
   checkComponentImports,
   componentKind,
@@ -28,8 +28,8 @@ function importing(...names: string[]): Uint8Array {
 
 function rejects(fn: () => unknown, pattern: RegExp): void {
   assert.throws(fn, (err: unknown) => {
-    assert.ok(err instanceof RpcError, `expected RpcError, got ${err}`);
-    assert.equal(err.code, Code.INVALID_ARGUMENT);
+    assert.ok(err instanceof ShimError, `expected ShimError, got ${err}`);
+    assert.equal(err.kind, Kind.INVALID_ARGUMENT);
     assert.match(err.message, pattern);
     return true;
   });

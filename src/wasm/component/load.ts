@@ -6,7 +6,7 @@
  * @module
  */
 
-import { invalidArgument } from "../../ttrpc/status.ts";
+import { invalidArgument } from "../../errdefs/errors.ts";
 import { type CacheEntry, cacheKey, type CacheOutcome, TranspileCache } from "./cache.ts";
 import type { Imports } from "./host/mod.ts";
 import {
@@ -64,7 +64,7 @@ export interface LoadOptions extends TranspileOptions {
 /**
  * Loads `bytes` (see the module documentation).
  *
- * @throws {RpcError} INVALID_ARGUMENT if jco cannot transpile it or a core module does
+ * @throws {ShimError} INVALID_ARGUMENT if jco cannot transpile it or a core module does
  *   not compile
  */
 export async function loadComponent(

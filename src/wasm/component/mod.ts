@@ -45,7 +45,7 @@
  * @module
  */
 
-import { invalidArgument } from "../../ttrpc/status.ts";
+import { invalidArgument } from "../../errdefs/errors.ts";
 import { DEFAULT_FUNC } from "../entrypoint.ts";
 import type { GuestInit } from "../guest_init.ts";
 import { endOf, EXIT_TRAP, findExportedFunction, runToEnd } from "./command.ts";
@@ -140,7 +140,7 @@ export interface PreparedComponent {
  * exports, transpiles it (or loads it from the cache), and instantiates it once to
  * check it links. For a wasi:http proxy it also binds the listener.
  *
- * @throws {RpcError} INVALID_ARGUMENT if the component cannot run here, saying why
+ * @throws {ShimError} INVALID_ARGUMENT if the component cannot run here, saying why
  */
 export async function prepare(init: GuestInit, bytes: Uint8Array): Promise<PreparedComponent> {
   const path = init.guestPath;
@@ -210,7 +210,7 @@ export async function prepare(init: GuestInit, bytes: Uint8Array): Promise<Prepa
  * The returned function runs it: a command resolves with its exit code; a proxy
  * serves until SIGINT (resolves 0) or SIGTERM (resolves 143).
  *
- * @throws {RpcError} INVALID_ARGUMENT if the component cannot run here, saying why
+ * @throws {ShimError} INVALID_ARGUMENT if the component cannot run here, saying why
  */
 export async function prepareComponent(
   init: GuestInit,

@@ -1,5 +1,5 @@
 import assert from "node:assert/strict";
-import { Code, RpcError } from "../../ttrpc/status.ts";
+import { Kind, ShimError } from "../../errdefs/errors.ts";
 import { envPairs, prepare, prepareComponent } from "./mod.ts";
 import { COMPONENT_TEST, fixture, FIXTURES, guestInit } from "./test_util.ts";
 
@@ -77,8 +77,8 @@ Deno.test({
     const guest = guestInit(FIXTURES.command, { func: "nope" });
     try {
       await assert.rejects(prepare(guest.init, fixture(FIXTURES.command)), (err: unknown) => {
-        assert.ok(err instanceof RpcError);
-        assert.equal(err.code, Code.INVALID_ARGUMENT);
+        assert.ok(err instanceof ShimError);
+        assert.equal(err.kind, Kind.INVALID_ARGUMENT);
         assert.match(
           err.message,
           /component \/command\.wasm has no exported function "nope"; it exports .*greet/,

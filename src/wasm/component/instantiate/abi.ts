@@ -19,7 +19,7 @@
  * @module
  */
 
-import type { CoreRef, PlanType } from "./plan.ts";
+import type { CoreRef, PlanType } from "./plan_data.ts";
 
 /** A core value type. */
 export type Flat = "i32" | "i64" | "f32" | "f64";

@@ -33,7 +33,7 @@ import {
 } from "./abi.ts";
 import { MemoryPool } from "./memory.ts";
 import { TRAMPOLINE_IMPORTS, trampolineModule } from "./trampoline.ts";
-import type { CoreRef, LeanPlan, PlanFunc, PlanLift, PlanLower, PlanOpts } from "./plan.ts";
+import type { CoreRef, LeanPlan, PlanFunc, PlanLift, PlanLower, PlanOpts } from "./plan_data.ts";
 
 /**
  * Key of the function on an instance's exports that ends the instance: call it once

@@ -21,7 +21,8 @@
  */
 
 import { type LeanInstantiate, link, type LinkOptions } from "./link.ts";
-import { type LeanPlan, PLAN_FORMAT, type ReadComponent, readComponent } from "./plan.ts";
+import { PLAN_FORMAT, type ReadComponent, readComponent } from "./plan.ts";
+import type { LeanPlan } from "./plan_data.ts";
 
 export { Unsupported } from "./plan.ts";
 export { END_INSTANCE, type LinkStats, linkStats } from "./link.ts";

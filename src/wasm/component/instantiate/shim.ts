@@ -30,7 +30,7 @@ import {
   RESOURCE_DROP_SIG,
   type RType,
 } from "./abi.ts";
-import type { CoreRef, LeanPlan, PlanFunc, PlanStep } from "./plan.ts";
+import type { CoreRef, LeanPlan, PlanFunc, PlanStep } from "./plan_data.ts";
 
 class NotShim extends Error {}
 

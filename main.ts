@@ -40,7 +40,8 @@ async function main(argv: string[]): Promise<number> {
       return (await import("./src/oci/builder_cli.ts")).main(flags.rest);
     default:
       console.error(
-        `containerd-shim-wasmtime-v1: unknown action "${flags.action}" (expected start or delete)`,
+        `containerd-shim-wasmtime-v1: unknown action "${flags.action}" ` +
+          `(expected start, delete, guest or oci-tar-builder)`,
       );
       return 2;
   }

@@ -19,9 +19,6 @@ import type { Any, Timestamp } from "./wire.ts";
 
 export type { Any, Timestamp } from "./wire.ts";
 
-/** Package of the task API v2 messages. */
-export const TASK_V2_PACKAGE = "containerd.task.v2";
-
 /** Full names of the messages defined in `proto/`. */
 export const TypeName = {
   Timestamp: "google.protobuf.Timestamp",

@@ -369,20 +369,10 @@ export interface Any {
   value: Uint8Array;
 }
 
-/** Largest valid `Timestamp.nanos`. */
-const NANOS_MAX = 999_999_999;
-
 /** Field numbers of `google.protobuf.Timestamp`. */
 const TimestampField = { SECONDS: 1, NANOS: 2 } as const;
 /** Field numbers of `google.protobuf.Any`. */
 const AnyField = { TYPE_URL: 1, VALUE: 2 } as const;
-
-/** Converts milliseconds since the epoch (e.g. `Date.now()`) to a {@linkcode Timestamp}. */
-export function timestampFromMillis(millis: number): Timestamp {
-  const seconds = Math.floor(millis / 1000);
-  const nanos = Math.min(NANOS_MAX, Math.round((millis - seconds * 1000) * 1e6));
-  return { seconds, nanos };
-}
 
 /** Encodes a `google.protobuf.Timestamp`. */
 export function encodeTimestamp(ts: Timestamp): Uint8Array {

@@ -35,7 +35,7 @@
  * @module
  */
 
-import { mount } from "../sys/libc.ts";
+import { mount, MS_BIND, MS_REC } from "../sys/libc.ts";
 import type { WasmKind } from "../wasm/detect.ts";
 import { allowList, APP_SRC, NODE_MODULES } from "./permissions.ts";
 import { discardRunner, type Runner, spawnRunner } from "./spawn.ts";
@@ -51,9 +51,6 @@ import {
 import type { TaskCgroup } from "../cgroup/cgroup.ts";
 import { baseName, parentDir } from "../sys/path.ts";
 import type { GuestConfig } from "../wasm/guest_init.ts";
-
-const MS_BIND = 0x1000;
-const MS_REC = 0x4000;
 
 /** A warm runner handed to one container. */
 export interface PooledRunner {

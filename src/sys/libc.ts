@@ -79,6 +79,10 @@ export function mount(
 
 /** umount2(2) flag: lazy unmount. */
 export const MNT_DETACH = 2;
+/** mount(2) flag: a bind mount. */
+export const MS_BIND = 0x1000;
+/** mount(2) flag, with MS_BIND: the submounts too. */
+export const MS_REC = 0x4000;
 
 /** umount2(2). */
 export function umount2(target: string, flags: number): void {
@@ -89,8 +93,6 @@ export function umount2(target: string, flags: number): void {
 
 /** prctl option: become the subreaper of orphaned descendants. */
 export const PR_SET_CHILD_SUBREAPER = 36;
-/** prctl option: signal sent to this process when its parent dies. */
-export const PR_SET_PDEATHSIG = 1;
 
 /** prctl(2) with one argument. */
 export function prctl(option: number, arg: number): void {

@@ -6,7 +6,7 @@
  * @module
  */
 
-import { Errno, MNT_DETACH, mount, SyscallError, umount2 } from "./libc.ts";
+import { Errno, MNT_DETACH, mount, MS_BIND, SyscallError, umount2 } from "./libc.ts";
 
 /** One mount as containerd sends it (`containerd.types.Mount`). */
 export interface MountSpec {
@@ -45,7 +45,6 @@ const FLAG_OPTIONS: Record<string, [number, boolean]> = {
 
 const MS_RDONLY = 0x1;
 const MS_REMOUNT = 0x20;
-const MS_BIND = 0x1000;
 
 /** Splits mount options into mount(2) flags and the filesystem's data string. */
 export function parseMountOptions(options: readonly string[]): { flags: number; data: string } {

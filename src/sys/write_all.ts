@@ -1,5 +1,5 @@
 /**
- * Synchronous writes that loop over short writes.
+ * Writes that loop over short writes.
  *
  * @module
  */
@@ -10,4 +10,10 @@ export function writeAllSync(
   bytes: Uint8Array,
 ): void {
   for (let off = 0; off < bytes.length;) off += target.writeSync(bytes.subarray(off));
+}
+
+/** Writes all of `data` to `conn` (a socket), looping over short writes. */
+export async function writeAll(conn: Deno.Conn, data: Uint8Array): Promise<void> {
+  let written = 0;
+  while (written < data.length) written += await conn.write(data.subarray(written));
 }

@@ -447,7 +447,7 @@ export class TaskService {
     if (task.status === Status.CREATED) {
       // Never started: end the waiting guest; containerd expects no TaskExit then.
       task.deleting = true;
-      task.guest.kill(9);
+      task.guest.kill(SIGKILL);
       await task.stopped;
     }
     let clean = await this.#destroy(task.id, task.guest);
@@ -561,7 +561,7 @@ export class TaskService {
   /** Kills every guest still running (server exit). */
   killAll(): void {
     for (const task of this.#tasks.values()) {
-      if (task.status !== Status.STOPPED) task.guest.kill(9);
+      if (task.status !== Status.STOPPED) task.guest.kill(SIGKILL);
     }
   }
 }

@@ -14,6 +14,7 @@ import {
 } from "./frame.ts";
 import { Code, RpcError, type StatusCode } from "./status.ts";
 import { decodeResponse, encodeRequest, type KeyValue } from "../proto/wire.ts";
+import { writeAll } from "../sys/write_all.ts";
 
 /** Options of {@linkcode TtrpcClient.call}. */
 export interface CallOptions {
@@ -42,12 +43,6 @@ interface PendingCall {
   resolve: (payload: Uint8Array) => void;
   reject: (err: Error) => void;
   timer: ReturnType<typeof setTimeout> | undefined;
-}
-
-/** Writes all of `data`, looping over short writes. */
-async function writeAll(conn: Deno.Conn, data: Uint8Array): Promise<void> {
-  let written = 0;
-  while (written < data.length) written += await conn.write(data.subarray(written));
 }
 
 /** A ttrpc client connection. Calls may be issued concurrently. */

@@ -15,6 +15,7 @@ import {
 } from "./frame.ts";
 import { Code, RpcError, type StatusCode, toStatus } from "./status.ts";
 import { decodeRequest, encodeResponse, type TtrpcRequest } from "../proto/wire.ts";
+import { writeAll } from "../sys/write_all.ts";
 
 /** What a handler learns about its call. */
 export interface CallContext {
@@ -64,12 +65,6 @@ const TIMER_MAX_MS = 0x7fff_ffff;
 /** Error texts of the ttrpc server (doc §1.3, §1.6). */
 const ERR_EVEN_STREAM_ID = "StreamID must be odd for client initiated streams";
 const ERR_REUSED_STREAM_ID = "StreamID cannot be re-used and must increment";
-
-/** Writes all of `data`, looping over short writes. */
-async function writeAll(conn: Deno.Conn, data: Uint8Array): Promise<void> {
-  let written = 0;
-  while (written < data.length) written += await conn.write(data.subarray(written));
-}
 
 /** Whether `err` means "the resource was closed under us" rather than a real failure. */
 function isClosedError(err: unknown): boolean {

@@ -81,6 +81,7 @@ import {
   WasiError,
 } from "./errno.ts";
 import { type DirListEntry, filetypeOf, nanos, type NewTime, RootFs, setFileTimes } from "./fs.ts";
+import { writeAllSync } from "../../sys/write_all.ts";
 
 /** Most fds a guest may have open at once. */
 export const MAX_FDS = 1 << 14;
@@ -345,13 +346,6 @@ class GuestMemory {
   }
 }
 
-/** Writes all of `bytes` to a stream or file (a short write is retried). */
-function writeAll(target: { writeSync(p: Uint8Array): number }, bytes: Uint8Array): number {
-  let done = 0;
-  while (done < bytes.length) done += target.writeSync(bytes.subarray(done));
-  return done;
-}
-
 /** Reads into `bufs` in turn until one is not filled (or end of file). */
 function readInto(source: { readSync(p: Uint8Array): number | null }, bufs: Uint8Array[]) {
   let total = 0;
@@ -526,13 +520,13 @@ export class Preview1Host {
     for (const buf of bufs) {
       try {
         if (entry.kind === "stream") {
-          if (entry.stream.writeSync) writeAll(entry.stream as Required<StdioStream>, buf);
+          if (entry.stream.writeSync) writeAllSync(entry.stream as Required<StdioStream>, buf);
           else if (entry.stream.readSync) throw new WasiError(EBADF, "stdin is not writable");
         } else {
           if (entry.fdflags & FDFLAGS_APPEND && !entry.hostAppend) {
             entry.file.seekSync(0, Deno.SeekMode.End);
           }
-          writeAll(entry.file, buf);
+          writeAllSync(entry.file, buf);
         }
       } catch (err) {
         if (written > 0 && errnoOf(err) !== undefined) break;

@@ -5,6 +5,7 @@
  */
 
 import { type ByteSink, type ByteSource, InputStream, OutputStream } from "./io.ts";
+import { sharedSink } from "./pipes.ts";
 
 /**
  * Thrown by `wasi:cli/exit`: unwinds the guest and carries its exit code. It is an
@@ -49,18 +50,6 @@ function keepOpen(source: ByteSource): ByteSource {
     take: (max) => source.take(max),
     readable: () => source.readable(),
     whenReadable: () => source.whenReadable(),
-    close: () => {},
-  };
-}
-
-/** Keeps the shared sink open when one guest handle is dropped. */
-function keepSinkOpen(sink: ByteSink): ByteSink {
-  return {
-    capacity: () => sink.capacity(),
-    write: (bytes) => sink.write(bytes),
-    flush: () => sink.flush(),
-    writable: () => sink.writable(),
-    whenWritable: () => sink.whenWritable(),
     close: () => {},
   };
 }
@@ -121,8 +110,8 @@ export function cliStdioImports(
   config: Pick<CliConfig, "stdin" | "stdout" | "stderr">,
 ): Record<string, Record<string, unknown>> {
   const stdin = keepOpen(config.stdin);
-  const stdout = keepSinkOpen(config.stdout);
-  const stderr = keepSinkOpen(config.stderr);
+  const stdout = sharedSink(config.stdout);
+  const stderr = sharedSink(config.stderr);
   return {
     "wasi:cli/exit": exit,
     "wasi:cli/stdin": { getStdin: () => new InputStream(stdin) },

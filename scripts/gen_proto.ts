@@ -1,10 +1,10 @@
 /**
- * Embeds `proto/*.proto` into `src/protocol/proto_sources.ts` so that the compiled
+ * Embeds `proto/*.proto` into `src/proto/proto_sources.ts` so that the compiled
  * shim never reads .proto files at run time.
  *
  * Usage: `deno run --allow-read --allow-write scripts/gen_proto.ts`
  *
- * `src/protocol/proto_sources_test.ts` fails when the generated file is stale.
+ * `src/proto/proto_sources_test.ts` fails when the generated file is stale.
  *
  * @module
  */

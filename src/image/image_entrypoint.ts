@@ -1,6 +1,6 @@
 /**
  * The entrypoint of a container whose Wasm is not in its rootfs: a Wasm OCI artifact
- * (see `src/oci/artifact.ts`), whose layers the shim reads from containerd's content
+ * (see `artifact.ts`), whose layers the shim reads from containerd's content
  * store into its blob cache.
  *
  * {@linkcode resolveGuestEntrypoint} looks in the rootfs first (`entrypoint.ts`); only

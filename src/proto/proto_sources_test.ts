@@ -7,7 +7,7 @@ Deno.test("proto_sources.ts is up to date with proto/*.proto", async () => {
   const actual = await Deno.readTextFile(OUTPUT_FILE);
   assert.ok(
     actual === expected,
-    "src/protocol/proto_sources.ts is stale: run `deno run -A scripts/gen_proto.ts`",
+    "src/proto/proto_sources.ts is stale: run `deno run -A scripts/gen_proto.ts`",
   );
 });
 

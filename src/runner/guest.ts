@@ -288,7 +288,7 @@ export async function createRunnerGuest(
   }
   const pooled = options.pool?.take(cfg, net, kind);
   let runner = pooled?.runner;
-  // A pooled runner sees the container through its slot (see runner_pool.ts).
+  // A pooled runner sees the container through its slot (see pool.ts).
   const paths = pooled === undefined
     ? { rootfs: cfg.rootfs, stdout: cfg.stdout, stderr: cfg.stderr }
     : {

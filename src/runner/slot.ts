@@ -1,6 +1,6 @@
 /**
  * Slots: the private directories through which a warm guest runner sees its
- * container (see `runner_pool.ts`). Kept apart from the pool so that the `delete`
+ * container (see `pool.ts`). Kept apart from the pool so that the `delete`
  * action can clean a slot up without loading the runner code.
  *
  * @module
@@ -17,7 +17,7 @@ export const SLOT_FILE = "slot";
 export const SLOT_PREFIX = "slot-";
 /**
  * Name prefix of a warm runner's cgroup (`<prefix><server pid>-<n>`, beside the
- * task cgroups; see `runner_pool.ts`).
+ * task cgroups; see `pool.ts`).
  */
 export const WARM_CGROUP_PREFIX = "wasmtime-warm-";
 

@@ -159,7 +159,7 @@ async function cleanUp(bundle: string, id: string, pid: number, slot: string): P
   } catch (err) {
     problems.push((err as Error).message);
   }
-  // Warm runners' cgroups beside it that a dead server left (see runner_pool.ts).
+  // Warm runners' cgroups beside it that a dead server left (see src/runner/pool.ts).
   for (const dir of cgroup?.dirs ?? []) sweepWarmCgroups(parentDir(dir));
   // Any other runner of this task still in its cgroup goes too.
   for (const other of await cgroup?.pids().catch(() => []) ?? []) {

@@ -37,7 +37,7 @@ export type ReadyMessage = { ready: true } | { error: string; kind: string };
 /**
  * The line a runner writes once it has booted (and loaded what it preloads) and
  * waits for its guest: a warm runner's pool may then move it into a cgroup
- * without charging its boot's memory there (see `runner_pool.ts`).
+ * without charging its boot's memory there (see `src/runner/pool.ts`).
  */
 export const IDLE_MESSAGE = '{"idle":true}';
 

@@ -3,7 +3,7 @@
  * for end-to-end tests: it makes the calls kubelet makes, over containerd's gRPC socket,
  * where containerd's CRI plugin serves them.
  *
- * Transport and codec as in `src/oci/containerd/client.ts`: `npm:@grpc/grpc-js` over the
+ * Transport and codec as in `src/image/containerd/client.ts`: `npm:@grpc/grpc-js` over the
  * unix socket, protobufjs for the messages — parsed at run time from
  * `tests/e2e/cri_api.proto` (a subset of k8s.io/cri-api's `api.proto` with its real field
  * numbers), so the shim never carries it.

@@ -102,7 +102,7 @@ export interface Leftovers {
   processes: LeftoverProcess[];
   /** Task cgroups (`/sys/fs/cgroup/<controller>/<namespace>/<id>`) still present. */
   cgroups: string[];
-  /** Warm-runner slot directories (`<dir>/slots/*`, see src/wasm/runner_pool.ts) left. */
+  /** Warm-runner slot directories (`<dir>/slots/*`, see src/runner/pool.ts) left. */
   slots: string[];
 }
 

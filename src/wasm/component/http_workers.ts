@@ -51,7 +51,7 @@ export type ProxyHostConfig = Omit<HostConfig, "stdin" | "stdout" | "stderr">;
  * Creates the instances of one proxy (one thread's). An instance's `host.dispose()`
  * ends it: call it only once its `handle` call has settled (or if it never ran), as
  * lean glue may then reuse its memory, zeroed, for a later instance (see
- * `lean/memory.ts`).
+ * `instantiate/memory.ts`).
  */
 export function instanceFactory(
   component: Pick<LoadedComponent, "instantiate" | "modules">,

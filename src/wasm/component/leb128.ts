@@ -1,7 +1,7 @@
 /**
- * LEB128 decoding shared by the component readers (`inspect.ts`, `lean/plan.ts`,
- * `lean/shim.ts`), each of which reports malformed input in its own terms; and the
- * encoding of the modules the glue makes (`lean/trampoline.ts`) and of tests.
+ * LEB128 decoding shared by the component readers (`inspect.ts`, `instantiate/plan.ts`,
+ * `instantiate/shim.ts`), each of which reports malformed input in its own terms; and the
+ * encoding of the modules the glue makes (`instantiate/trampoline.ts`) and of tests.
  *
  * @module
  */

@@ -30,7 +30,7 @@
  *   requests (`http_server.ts`), on N worker threads sharing the port when Deno runs
  *   with `--unstable-net` (`http_workers.ts`), else on the main thread. jco's glue
  *   costs ~0.4–0.7 ms to instantiate and ~0.7 ms per handful of host calls, so a proxy
- *   gets our own lean glue instead (`lean/`): one core instance (wit-component's shims
+ *   gets our own lean glue instead (`instantiate/`): one core instance (wit-component's shims
  *   linked away), a reused zeroed memory, host functions found by slot: ~75 µs of CPU
  *   per hello request on one thread, HTTP included, against ~1.1 ms with jco's glue.
  *   A command (or `app.wasm#func`) gets lean glue too where it handles the component:

@@ -2,8 +2,8 @@
  * Turns a component into JS glue plus core modules, and loads that glue.
  *
  * - A `wasi:http/proxy` or `wasi:cli/command` component, or one run by a function's
- *   name, gets lean glue (`lean/`): our own instantiation, made for an instance per
- *   request and cheap to load (see `lean/mod.ts` for why and what it covers). One using
+ *   name, gets lean glue (`instantiate/`): our own instantiation, made for an instance per
+ *   request and cheap to load (see `instantiate/mod.ts` for why and what it covers). One using
  *   something the lean glue does not handle gets jco's glue, as below; `glue: "jco"`
  *   asks for jco's glue regardless.
  * - jco's glue is generated in "sync instantiation" mode with JSPI: it exports

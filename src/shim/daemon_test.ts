@@ -32,7 +32,13 @@ async function startShim(bundle: string, env: Record<string, string>) {
   const out = await new Deno.Command(cmd, {
     args,
     cwd: bundle,
-    env: { TTRPC_ADDRESS: "", ...env },
+    // Its warm runner's slot and its cache in the test's own dir, not the node's.
+    env: {
+      TTRPC_ADDRESS: "",
+      WASMTIME_SHIM_SLOT_DIR: `${socketDir}/slots`,
+      WASMTIME_SHIM_CACHE_DIR: `${socketDir}/cache`,
+      ...env,
+    },
     stdout: "piped",
     stderr: "piped",
   }).output();

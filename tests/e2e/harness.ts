@@ -462,6 +462,9 @@ export async function startContainerd(opts: ContainerdOptions = {}): Promise<Con
         // Warm-runner slots inside the temp dir (so leftovers are seen), and a short
         // idle period for the shared server, so that it is gone soon after a suite.
         WASMTIME_SHIM_SLOT_DIR: `${dir}/slots`,
+        // Transpiled components and artifact blobs start empty for every containerd:
+        // a test never depends on what an earlier run left in the node's cache.
+        WASMTIME_SHIM_CACHE_DIR: `${dir}/cache`,
         // Native containers' runc state (`<runcRoot>/<namespace>/<id>`, where
         // killOrphanedTasks looks), not the host's /run/containerd/runc.
         WASMTIME_SHIM_RUNC_ROOT: runcRoot,

@@ -7,8 +7,9 @@
 # Environment:
 #   PREFIX      install prefix (default /usr/local): binaries in $PREFIX/bin,
 #               the application in $PREFIX/lib/containerd-shim-wasmtime
-#   DENO        the deno executable to use (default: deno on PATH; if missing,
-#               Deno 2.9.6 is installed from the npm registry)
+#   DENO        the deno executable to use (default: deno on PATH; if missing, a
+#               private Deno 2.9.6 from the npm registry, kept only inside the
+#               installed application)
 #   DENORT_BIN  a denort runtime for `deno compile` on machines without internet
 #   CONTAINERD  the containerd command used to read its version and validate the
 #               config (default: containerd; may carry a prefix, such as
@@ -45,15 +46,23 @@ MARK_END="# END containerd-shim-wasmtime"
 CREATED_HEADER="# containerd config created by containerd-shim-wasmtime's scripts/install.sh;
 # everything not set here keeps containerd's defaults (see: containerd config default)."
 
+# npm reads $PREFIX as its global prefix (and so its global config, with the
+# registry's CA settings, from $PREFIX/etc/npmrc): ours must not reach it.
+npm_() { env -u PREFIX npm "$@"; }
+
 say() { printf 'install.sh: %s\n' "$*" >&2; }
 die() { say "error: $*"; exit 1; }
 
 # Temporary files go away however install.sh ends.
 staging=""
 CFG_TMP=""
+CREATED_DIRS=() # see make_dir
 cleanup() {
+  local rc=$?
   if [[ -n "$staging" ]]; then rm -rf "$staging"; fi
   if [[ -n "$CFG_TMP" ]]; then rm -f "$CFG_TMP"; fi
+  # A failed install leaves no directory of its own behind either.
+  if [[ $rc -ne 0 && ${#CREATED_DIRS[@]} -gt 0 ]]; then remove_dirs "${CREATED_DIRS[@]}"; fi
 }
 trap cleanup EXIT
 
@@ -86,7 +95,8 @@ Options:
 
 Environment:
   PREFIX              install prefix (default /usr/local)
-  DENO                the deno executable to use (default: deno on PATH, else from npm)
+  DENO                the deno executable to use (default: deno on PATH, else a private
+                      copy from the npm registry, kept only inside the installation)
   DENORT_BIN          a denort runtime for \`deno compile\` without internet access
   WASMTIME_SHIM_FORM  "launcher" skips the \`deno compile\` attempt
   CONTAINERD          containerd command used to read its version and validate the config
@@ -94,19 +104,69 @@ Environment:
 EOF
 }
 
+# Directories this install created (parents first), and those earlier installs into
+# the same PREFIX created: recorded in $DIRS_FILE so that --uninstall removes them too
+# once they are empty, and never a directory that was there before.
+DIRS_FILE="$APP_DIR/created_dirs"
+
+# make_dir DIR: mkdir -p, remembering which directories did not exist.
+make_dir() {
+  local d="$1" missing=()
+  while [[ ! -d "$d" ]]; do
+    missing=("$d" "${missing[@]}")
+    d="$(dirname "$d")"
+  done
+  mkdir -p "$1"
+  CREATED_DIRS+=("${missing[@]}")
+}
+
+# remove_dirs DIR…: removes each empty one, last first.
+remove_dirs() {
+  local i
+  for ((i = $# ; i > 0; i--)); do rmdir "${!i}" 2>/dev/null || true; done
+}
+
+# Writes $DIRS_FILE from CREATED_DIRS and what an earlier install recorded (read
+# before $APP_DIR is replaced, into PREV_DIRS).
+PREV_DIRS=()
+read_dirs_file() {
+  if [[ -f "$DIRS_FILE" ]]; then mapfile -t PREV_DIRS <"$DIRS_FILE"; fi
+}
+write_dirs_file() {
+  mkdir -p "$APP_DIR"
+  printf '%s\n' "${PREV_DIRS[@]}" "${CREATED_DIRS[@]}" | awk 'NF && !seen[$0]++' >"$DIRS_FILE"
+}
+
 uninstall() {
+  read_dirs_file
   rm -f "$BIN_DIR/$SHIM" "$BIN_DIR/$BUILDER"
   rm -rf "$APP_DIR"
+  remove_dirs "${PREV_DIRS[@]}"
   say "removed $BIN_DIR/$SHIM, $BIN_DIR/$BUILDER and $APP_DIR"
 }
 
+# Prints the deno to build with: $DENO, else deno on PATH, else a private copy of
+# Deno $DENO_VERSION that npm installs into the staging directory (never npm's global
+# prefix, which npm takes from $PREFIX too). The launcher form copies it into
+# $APP_DIR, which --uninstall removes; the staging copy goes when install.sh exits.
 find_deno() {
   if [[ -n "${DENO:-}" ]]; then echo "$DENO"; return; fi
   if command -v deno >/dev/null 2>&1; then command -v deno; return; fi
   command -v npm >/dev/null 2>&1 || die "deno is not installed and npm is missing to install it (apt-get install -y npm)"
-  say "installing Deno $DENO_VERSION from the npm registry"
-  npm install -g --silent "deno@$DENO_VERSION" >&2
-  command -v deno || die "npm installed deno@$DENO_VERSION but it is not on PATH"
+  local dir="$staging/.deno-npm" bin
+  say "no deno here: installing a private Deno $DENO_VERSION from the npm registry"
+  # A package.json of its own makes $dir npm's local prefix (--prefix would also move
+  # npm's global config, and with it the registry's CA settings).
+  mkdir -p "$dir"
+  echo '{"private": true}' >"$dir/package.json"
+  (cd "$dir" && npm_ install --no-save --no-package-lock --no-audit --no-fund --loglevel=error \
+    --cache "$dir/.cache" "deno@$DENO_VERSION" >&2) \
+    || die "npm could not install deno@$DENO_VERSION (is the npm registry reachable?)"
+  # The platform package holds the executable (node_modules/deno/bin.cjs only finds it).
+  for bin in "$dir"/node_modules/@deno/linux-*/deno "$dir/node_modules/deno/deno"; do
+    if [[ -x "$bin" ]] && "$bin" --version >/dev/null 2>&1; then echo "$bin"; return; fi
+  done
+  die "npm installed deno@$DENO_VERSION into $dir, but no deno there runs on $(uname -m)"
 }
 
 # --- containerd's config ---------------------------------------------------------
@@ -501,14 +561,16 @@ after_install() {
   if [[ $CONFIGURE -eq 1 ]]; then configure_containerd; fi
 }
 
-DENO_BIN="$(find_deno)"
+read_dirs_file
+make_dir "$BIN_DIR"
+make_dir "$PREFIX/lib"
+staging="$(mktemp -d "${PREFIX}/lib/.containerd-shim-wasmtime.XXXXXX")"
+
+DENO_BIN="$(find_deno)" || exit 1
 # The real binary, not an npm wrapper script.
 DENO_BIN="$(readlink -f "$DENO_BIN")"
 have_version="$("$DENO_BIN" --version | head -1 | awk '{print $2}')"
 [[ "$have_version" == "$DENO_VERSION" ]] || say "warning: deno $have_version found, $DENO_VERSION is the tested version"
-
-mkdir -p "$BIN_DIR"
-staging="$(mktemp -d "${PREFIX}/lib/.containerd-shim-wasmtime.XXXXXX" 2>/dev/null || { mkdir -p "$PREFIX/lib"; mktemp -d "${PREFIX}/lib/.containerd-shim-wasmtime.XXXXXX"; })"
 
 # The application: sources, lockfile, build info.
 cp -r "$SRC_DIR/main.ts" "$SRC_DIR/deno.json" "$SRC_DIR/package.json" "$SRC_DIR/package-lock.json" \
@@ -523,7 +585,7 @@ printf '{"revision":"%s"}\n' "$revision" > "$staging/build_info.json"
 # npm dependencies, exactly as locked (npm tolerates optional platform packages that
 # the registry lacks; Deno's own resolver does not, so Deno reads node_modules).
 command -v npm >/dev/null 2>&1 || die "npm is needed to install the npm dependencies (apt-get install -y npm)"
-(cd "$staging" && npm install --omit=dev --no-save --ignore-scripts --no-audit --no-fund --loglevel=error >&2) \
+(cd "$staging" && npm_ install --omit=dev --no-save --ignore-scripts --no-audit --no-fund --loglevel=error >&2) \
   || die "npm install failed (is the npm registry reachable?)"
 
 compiled=0
@@ -539,6 +601,7 @@ fi
 
 if [[ $compiled -eq 1 ]]; then
   rm -rf "$APP_DIR"
+  write_dirs_file
   install -m 0755 "$staging/$SHIM" "$BIN_DIR/$SHIM"
   cat > "$BIN_DIR/$BUILDER" <<SH
 #!/bin/sh
@@ -553,9 +616,11 @@ fi
 # Launcher form: a private deno and a private module cache, filled now.
 rm -f "$staging/compile.log" "$staging/$SHIM"
 cp "$DENO_BIN" "$staging/deno"
+rm -rf "$staging/.deno-npm"
 rm -rf "$APP_DIR"
 mv "$staging" "$APP_DIR"
 staging=""
+write_dirs_file
 # Fill the module cache (transpiled sources) at the final location.
 DENO_DIR="$APP_DIR/deno_dir" "$APP_DIR/deno" cache --quiet --config="$APP_DIR/deno.json" \
   "$APP_DIR/main.ts" "$APP_DIR/src/wasm/guest_main.ts" "$APP_DIR/src/wasm/component/mod.ts" \

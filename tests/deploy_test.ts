@@ -9,6 +9,7 @@
  */
 
 import assert from "node:assert/strict";
+import { spawnLogged } from "./spawn.ts";
 
 const ROOT = new URL("..", import.meta.url).pathname;
 const decoder = new TextDecoder();
@@ -309,17 +310,20 @@ Deno.test("deploy/Dockerfile.installer provides what the DaemonSet runs; README 
 /**
  * Runs the DaemonSet's script with install.sh from this checkout, a temp PREFIX and
  * config, and a fake `nsenter` that logs what it is asked and runs containerd itself
- * (validation) but not systemctl. Returns once the script sleeps, after SIGTERM.
+ * (validation) but not systemctl. Sends SIGTERM once the script says it sleeps, as
+ * Kubernetes does when it deletes the pod, and returns after the script has exited.
  */
 async function runDaemonSetScript(
   prefix: string,
   config: string,
   fakeBin: string,
-): Promise<{ code: number; stdout: string; stderr: string }> {
+): Promise<{ code: number; output: string }> {
   const { env, script } = daemonSet();
   assert.ok(script.includes(INSTALLER));
-  const child = new Deno.Command("bash", {
-    args: ["-c", script.replace(INSTALLER, `${ROOT}scripts/install.sh`)],
+  const run = await spawnLogged("bash", [
+    "-c",
+    script.replace(INSTALLER, `${ROOT}scripts/install.sh`),
+  ], {
     env: {
       ...env,
       PREFIX: prefix,
@@ -327,31 +331,15 @@ async function runDaemonSetScript(
       PATH: `${fakeBin}:${Deno.env.get("PATH")}`,
       DENO: Deno.execPath(),
     },
-    stdout: "piped",
-    stderr: "piped",
-  }).spawn();
-  const stderr = new Response(child.stderr).text();
-  let stdout = "";
-  const reader = child.stdout.pipeThrough(new TextDecoderStream()).getReader();
-  const deadline = setTimeout(() => child.kill("SIGKILL"), 120_000);
-  try {
-    while (!stdout.includes("installer: done; sleeping")) {
-      const { value, done } = await reader.read();
-      if (done) break;
-      stdout += value;
-    }
-    if (stdout.includes("sleeping")) child.kill("SIGTERM");
-    for (;;) {
-      const { value, done } = await reader.read();
-      if (done) break;
-      stdout += value;
-    }
-  } finally {
-    reader.releaseLock();
-    clearTimeout(deadline);
-  }
-  const { code } = await child.status;
-  return { code, stdout, stderr: await stderr };
+    timeoutMs: 120_000,
+  });
+  await run.waitFor("installer: done; sleeping").catch(() => {});
+  run.signal("SIGTERM");
+  const { code, output, leftover, timedOut } = await run.finished;
+  assert.ok(!timedOut, `the script did not end within 120 s:\n${output}`);
+  // A process the script left would keep the pod's stdout (and the node) busy.
+  assert.deepEqual(leftover, [], `the script left processes running:\n${output}`);
+  return { code, output };
 }
 
 Deno.test("the DaemonSet's script restarts containerd once, only when the config changed", async () => {
@@ -379,9 +367,9 @@ esac
       (await Deno.readTextFile(log)).split("\n").filter((l) => l.includes("systemctl")).length;
 
     const first = await runDaemonSetScript(`${tmp}/prefix`, config, fakeBin);
-    assert.equal(first.code, 0, first.stdout + first.stderr);
-    assert.match(first.stdout, /config\.toml changed: restarting containerd/);
-    assert.match(first.stderr, /added the runtime wasmtime/);
+    assert.equal(first.code, 0, first.output);
+    assert.match(first.output, /config\.toml changed: restarting containerd/);
+    assert.match(first.output, /added the runtime wasmtime/);
     assert.ok(
       (await Deno.readTextFile(config)).includes(`runtime_type = "io.containerd.wasmtime.v1"`),
     );
@@ -391,8 +379,8 @@ esac
     assert.match(logText, /^-t 1 -m -u -i -n -p -- systemctl restart containerd$/m);
 
     const second = await runDaemonSetScript(`${tmp}/prefix`, config, fakeBin);
-    assert.equal(second.code, 0, second.stdout + second.stderr);
-    assert.match(second.stdout, /unchanged: containerd not restarted/);
+    assert.equal(second.code, 0, second.output);
+    assert.match(second.output, /unchanged: containerd not restarted/);
     assert.equal(await restarts(), 1);
   } finally {
     await Deno.remove(tmp, { recursive: true });

@@ -12,7 +12,11 @@ import { selfCommand } from "../sys/self_exec.ts";
 const TASK = "containerd.task.v2.Task";
 const opts = { sanitizeOps: false, sanitizeResources: false };
 
-async function startShim(bundle: string) {
+/**
+ * Runs `start` for container t1 of `bundle` (no config.json: no pod) with the server
+ * settings `env` (grouping, idle period), as containerd would.
+ */
+async function startShim(bundle: string, env: Record<string, string>) {
   const socketDir = await Deno.makeTempDir({ prefix: "shim-sock-" });
   const { cmd, args } = selfCommand([
     "-namespace",
@@ -28,7 +32,13 @@ async function startShim(bundle: string) {
   const out = await new Deno.Command(cmd, {
     args,
     cwd: bundle,
-    env: { TTRPC_ADDRESS: "" },
+    // Its warm runner's slot and its cache in the test's own dir, not the node's.
+    env: {
+      TTRPC_ADDRESS: "",
+      WASMTIME_SHIM_SLOT_DIR: `${socketDir}/slots`,
+      WASMTIME_SHIM_CACHE_DIR: `${socketDir}/cache`,
+      ...env,
+    },
     stdout: "piped",
     stderr: "piped",
   }).output();
@@ -39,6 +49,24 @@ async function startShim(bundle: string) {
   assert.equal((await Deno.stat(`${socketDir}/s`)).mode! & 0o777, 0o600);
   return { socketDir, socket: `${socketDir}/s`, client: await TtrpcClient.connect(address) };
 }
+
+/** Whether process `pid` still runs (a zombie waits for init: the server is detached). */
+async function running(pid: number): Promise<boolean> {
+  const stat = await Deno.readTextFile(`/proc/${pid}/stat`).catch(() => "");
+  return stat !== "" && stat.slice(stat.lastIndexOf(")") + 2)[0] !== "Z";
+}
+
+/** Polls `cond` every 20 ms until it holds or `ms` have passed; returns its last value. */
+async function within(ms: number, cond: () => Promise<boolean>): Promise<boolean> {
+  const end = Date.now() + ms;
+  for (;;) {
+    if (await cond()) return true;
+    if (Date.now() >= end) return false;
+    await new Promise((r) => setTimeout(r, 20));
+  }
+}
+
+const socketExists = (socket: string) => Deno.stat(socket).then(() => true, () => false);
 
 async function code(p: Promise<unknown>): Promise<number> {
   try {
@@ -55,7 +83,11 @@ Deno.test({
   ...opts,
   async fn() {
     const bundle = await Deno.makeTempDir({ prefix: "shim-bundle-" });
-    const { socketDir, socket, client } = await startShim(bundle);
+    // A server of its own (a pod's server, or WASMTIME_SHIM_GROUPING=container) goes
+    // with its last task; the shared server's idle period is the next test's.
+    const { socketDir, socket, client } = await startShim(bundle, {
+      WASMTIME_SHIM_GROUPING: "container",
+    });
     try {
       const req = (type: string, obj: object) => encode(type, obj);
       // Unknown id, unknown method, unknown service.
@@ -90,20 +122,44 @@ Deno.test({
       // Shutdown with no task: the server answers, exits and removes its socket.
       await client.call(TASK, "Shutdown", req(TypeName.ShutdownRequest, { id: "t1" }));
       await client.closed;
-      for (let i = 0; i < 50 && await Deno.stat(socket).then(() => true, () => false); i++) {
-        await new Promise((r) => setTimeout(r, 20));
-      }
-      await assert.rejects(() => Deno.stat(socket), Deno.errors.NotFound);
-      // Gone, or a zombie waiting for init to reap it (the server is detached).
-      const running = async () => {
-        const stat = await Deno.readTextFile(`/proc/${info.shim_pid}/stat`).catch(() => "");
-        return stat !== "" && stat.slice(stat.lastIndexOf(")") + 2)[0] !== "Z";
-      };
-      let alive = true;
-      for (let i = 0; i < 50 && (alive = await running()); i++) {
-        await new Promise((r) => setTimeout(r, 20));
-      }
-      assert.equal(alive, false, "server process still alive after Shutdown");
+      assert.ok(await within(1_000, async () => !await socketExists(socket)), "socket left");
+      assert.ok(
+        await within(1_000, async () => !await running(info.shim_pid)),
+        "server process still alive after Shutdown",
+      );
+    } finally {
+      client.close();
+      await Deno.remove(bundle, { recursive: true });
+      await Deno.remove(socketDir, { recursive: true });
+    }
+  },
+});
+
+Deno.test({
+  name: "server: the shared server stays for its idle period after Shutdown, then exits",
+  ...opts,
+  async fn() {
+    const bundle = await Deno.makeTempDir({ prefix: "shim-bundle-" });
+    const idleMs = 1_500;
+    const { socketDir, socket, client } = await startShim(bundle, {
+      WASMTIME_SHIM_GROUPING: "namespace",
+      WASMTIME_SHIM_IDLE_TIMEOUT_MS: String(idleMs),
+    });
+    try {
+      const connect = await client.call(TASK, "Connect", encode(TypeName.ConnectRequest, {}));
+      const pid = decode<{ shim_pid: number }>(TypeName.ConnectResponse, connect).shim_pid;
+      await client.call(TASK, "Shutdown", encode(TypeName.ShutdownRequest, { id: "t1" }));
+      const shutdownAt = Date.now();
+      // The next container of the namespace still finds it.
+      assert.equal(
+        await code(client.call(TASK, "State", encode(TypeName.StateRequest, { id: "nope" }))),
+        Code.NOT_FOUND,
+      );
+      assert.ok(await socketExists(socket));
+      await client.closed;
+      assert.ok(Date.now() - shutdownAt >= idleMs - 100, "the server left before its idle period");
+      assert.ok(await within(1_000, async () => !await socketExists(socket)), "socket left");
+      assert.ok(await within(1_000, async () => !await running(pid)), "server still alive");
     } finally {
       client.close();
       await Deno.remove(bundle, { recursive: true });

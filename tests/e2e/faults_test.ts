@@ -312,7 +312,11 @@ Deno.test({
         for (let i = 0; i < 200; i++) await writer.write(chunk);
       } catch { /* ctr exited */ }
     })();
-    const timer = setTimeout(() => ctr.kill("SIGKILL"), 30_000);
+    const timer = setTimeout(() => {
+      try {
+        ctr.kill("SIGKILL");
+      } catch { /* exited meanwhile */ }
+    }, 30_000);
     const status = await ctr.status;
     clearTimeout(timer);
     await feeding;

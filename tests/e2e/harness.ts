@@ -294,6 +294,28 @@ async function shimProcesses(address: string): Promise<LeftoverProcess[]> {
   return out.sort((a, b) => a.pid - b.pid);
 }
 
+/**
+ * Sockets in use by the shim servers of *other* containerds (their `-address` is not
+ * `address`): the shim socket directory is shared by every containerd on the machine,
+ * so a containerd running beside the tests must not count as ours.
+ */
+async function foreignShimSockets(address: string): Promise<Set<string>> {
+  const out = new Set<string>();
+  for await (const e of Deno.readDir("/proc")) {
+    if (!/^\d+$/.test(e.name)) continue;
+    let cmdline: string[];
+    try {
+      cmdline = decoder.decode(await Deno.readFile(`/proc/${e.name}/cmdline`)).split("\0");
+    } catch {
+      continue; // exited meanwhile
+    }
+    const at = cmdline.indexOf("-address");
+    if (at < 0 || cmdline[at + 1] === undefined || cmdline[at + 1] === address) continue;
+    for (const s of await boundSockets(Number(e.name))) out.add(s);
+  }
+  return out;
+}
+
 /** Names of the entries of `dir`, sorted; none if it does not exist. */
 async function entries(dir: string): Promise<string[]> {
   const names: string[] = [];
@@ -440,6 +462,9 @@ export async function startContainerd(opts: ContainerdOptions = {}): Promise<Con
         // Warm-runner slots inside the temp dir (so leftovers are seen), and a short
         // idle period for the shared server, so that it is gone soon after a suite.
         WASMTIME_SHIM_SLOT_DIR: `${dir}/slots`,
+        // Transpiled components and artifact blobs start empty for every containerd:
+        // a test never depends on what an earlier run left in the node's cache.
+        WASMTIME_SHIM_CACHE_DIR: `${dir}/cache`,
         // Native containers' runc state (`<runcRoot>/<namespace>/<id>`, where
         // killOrphanedTasks looks), not the host's /run/containerd/runc.
         WASMTIME_SHIM_RUNC_ROOT: runcRoot,
@@ -550,9 +575,11 @@ export async function startContainerd(opts: ContainerdOptions = {}): Promise<Con
 
   const leftovers = async (): Promise<Leftovers> => {
     const sockets: string[] = [];
+    const foreign = await foreignShimSockets(address);
     try {
       for await (const e of Deno.readDir(SHIM_SOCKET_DIR)) {
         const p = `${SHIM_SOCKET_DIR}/${e.name}`;
+        if (foreign.has(p)) continue;
         try {
           const st = await Deno.lstat(p);
           const born = st.birthtime ?? st.ctime ?? st.mtime;

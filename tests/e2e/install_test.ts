@@ -7,7 +7,7 @@ import assert from "node:assert/strict";
 import { CONTAINERD_BIN } from "./harness.ts";
 import { exists } from "./ctr_util.ts";
 import { deleteAnswer } from "../../src/shim/delete.ts";
-import { runInstall } from "./shim_install.ts";
+import { runInstall, runInstallScript } from "./shim_install.ts";
 
 /** Runs the `delete` action of `shim` (as containerd does) for task `t` of `bundle`. */
 function deleteAction(shim: string, bundle: string): Promise<Deno.CommandOutput> {
@@ -90,13 +90,82 @@ Deno.test("install.sh installs a working shim, is idempotent, and --uninstall re
     assert.equal(busy.code, 0, new TextDecoder().decode(busy.stderr));
     assert.notDeepEqual(busy.stdout, answer, "a slot still there is cleaned up first");
     assert.deepEqual([...busy.stdout.subarray(0, 6)], [0x08, 0x92, 0x21, 0x10, 0x89, 0x01]);
+    await Deno.remove(bundle, { recursive: true });
+    await Deno.remove(slot, { recursive: true }).catch(() => {}); // `delete` cleans it up
     await runInstall(prefix, ["--uninstall"]);
-    const left = [];
-    for await (const e of Deno.readDir(`${prefix}/bin`)) left.push(e.name);
-    assert.deepEqual(left, []);
-    await assert.rejects(() => Deno.stat(`${prefix}/lib/containerd-shim-wasmtime`));
+    // Also the bin and lib directories install.sh created in the (existing) prefix.
+    assert.deepEqual(await entries(prefix), [], "--uninstall left files in the prefix");
   } finally {
     await Deno.remove(prefix, { recursive: true });
+  }
+});
+
+/** The names in `dir`, sorted. */
+async function entries(dir: string): Promise<string[]> {
+  const names = [];
+  for await (const e of Deno.readDir(dir)) names.push(e.name);
+  return names.sort();
+}
+
+/** This process's PATH without the directories that hold a `deno`. */
+function pathWithoutDeno(): string {
+  return (Deno.env.get("PATH") ?? "/usr/bin:/bin").split(":").filter((dir) => {
+    try {
+      Deno.statSync(`${dir}/deno`);
+      return false;
+    } catch {
+      return true;
+    }
+  }).join(":");
+}
+
+Deno.test("install.sh with no deno anywhere: a private Deno, nothing in npm's $PREFIX, --uninstall leaves nothing", async () => {
+  const tmp = await Deno.makeTempDir({ prefix: "shim-install-nodeno-" });
+  // A prefix that does not exist yet (as /opt/… on a new node): install.sh makes it.
+  const prefix = `${tmp}/opt/wasm`;
+  const env: Record<string, string> = {};
+  for (const [k, v] of Object.entries(Deno.env.toObject())) {
+    if (!k.startsWith("DENO") && !k.startsWith("npm_") && k !== "PREFIX") env[k] = v;
+  }
+  env.PATH = pathWithoutDeno();
+  env.WASMTIME_SHIM_FORM = "launcher";
+  env.NO_COLOR = "1";
+  try {
+    const which = await new Deno.Command("bash", {
+      args: ["-c", "command -v deno || true"],
+      env,
+      clearEnv: true,
+      stdout: "piped",
+    }).output();
+    assert.equal(decoder.decode(which.stdout), "", "deno is still on the PATH of the test");
+    const install = await runInstallScript(prefix, [], env, true);
+    assert.equal(install.code, 0, install.output);
+    assert.match(install.output, /installing a private Deno 2\.9\.6/);
+    // npm put nothing where it puts global packages for PREFIX.
+    assert.deepEqual(await entries(`${prefix}/bin`), [
+      "containerd-shim-wasmtime-v1",
+      "oci-tar-builder",
+    ]);
+    assert.deepEqual(await entries(`${prefix}/lib`), ["containerd-shim-wasmtime"]);
+    const app = `${prefix}/lib/containerd-shim-wasmtime`;
+    assert.ok(!(await entries(app)).includes(".deno-npm"));
+    const deno = await new Deno.Command(`${app}/deno`, { args: ["--version"], stdout: "piped" })
+      .output();
+    assert.match(decoder.decode(deno.stdout), /^deno 2\.9\.6 /);
+    const v = await new Deno.Command(`${prefix}/bin/containerd-shim-wasmtime-v1`, {
+      args: ["-v"],
+      env,
+      clearEnv: true,
+      stdout: "piped",
+      stderr: "piped",
+    }).output();
+    assert.equal(v.code, 0, decoder.decode(v.stderr));
+    const uninstall = await runInstallScript(prefix, ["--uninstall"], env, true);
+    assert.equal(uninstall.code, 0, uninstall.output);
+    // The prefix and everything in it were install.sh's own.
+    assert.deepEqual(await entries(tmp), []);
+  } finally {
+    await Deno.remove(tmp, { recursive: true });
   }
 });
 
@@ -145,18 +214,12 @@ async function configureFailing(
   prefix: string,
   config: string,
 ): Promise<{ code: number; text: string }> {
-  const out = await new Deno.Command("bash", {
-    args: [
-      new URL("../../scripts/install.sh", import.meta.url).pathname,
-      "--configure-containerd",
-      "--containerd-config",
-      config,
-    ],
-    env: { PREFIX: prefix, DENO: Deno.execPath(), WASMTIME_SHIM_FORM: "launcher", ...ENV },
-    stdout: "piped",
-    stderr: "piped",
-  }).output();
-  return { code: out.code, text: decoder.decode(out.stdout) + decoder.decode(out.stderr) };
+  const out = await runInstallScript(
+    prefix,
+    ["--configure-containerd", "--containerd-config", config],
+    ENV,
+  );
+  return { code: out.code, text: out.output };
 }
 
 /** `containerd --config FILE config dump` must succeed and show the wasmtime runtime. */
@@ -230,7 +293,7 @@ async function appendsAndRestores(
   await configure(prefix, config, ["--uninstall"]);
   assert.equal(await Deno.readTextFile(config), original);
   await assertNoTempFiles(dir);
-  assert.deepEqual([...Deno.readDirSync(`${prefix}/bin`)], []);
+  assert.deepEqual(await entries(prefix), [], "--uninstall left files in the prefix");
   return written;
 }
 
@@ -254,7 +317,7 @@ Deno.test("--configure-containerd creates a missing config, once; --uninstall re
     await configure(prefix, config, ["--uninstall"]);
     await assert.rejects(() => Deno.stat(config), Deno.errors.NotFound);
     assert.deepEqual([...Deno.readDirSync(`${dir}/etc/containerd`)], []);
-    assert.deepEqual([...Deno.readDirSync(`${prefix}/bin`)], []);
+    assert.deepEqual(await entries(prefix), [], "--uninstall left files in the prefix");
   });
 });
 

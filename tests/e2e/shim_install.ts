@@ -6,6 +6,8 @@
  * @module
  */
 
+import { runLogged } from "../spawn.ts";
+
 const ROOT = new URL("../..", import.meta.url).pathname;
 
 let installed: Promise<{ prefix: string; binDir: string }> | undefined;
@@ -16,21 +18,35 @@ export async function runInstall(
   args: string[] = [],
   env: Record<string, string> = {},
 ): Promise<string> {
-  const out = await new Deno.Command("bash", {
-    args: [`${ROOT}scripts/install.sh`, ...args],
-    env: {
-      PREFIX: prefix,
-      DENO: Deno.execPath(),
-      WASMTIME_SHIM_FORM: "launcher",
-      NO_COLOR: "1",
-      ...env,
-    },
-    stdout: "piped",
-    stderr: "piped",
-  }).output();
-  const text = new TextDecoder().decode(out.stdout) + new TextDecoder().decode(out.stderr);
-  if (!out.success) throw new Error(`install.sh ${args.join(" ")} failed:\n${text}`);
-  return text;
+  const out = await runInstallScript(prefix, args, env);
+  if (out.code !== 0) throw new Error(`install.sh ${args.join(" ")} failed:\n${out.output}`);
+  return out.output;
+}
+
+/**
+ * Runs scripts/install.sh with PREFIX=`prefix` (the deno running the tests, the
+ * launcher form, unless `env` says otherwise): its exit code and output. Fails the
+ * test if it leaves a process running.
+ */
+export async function runInstallScript(
+  prefix: string,
+  args: string[] = [],
+  env: Record<string, string> = {},
+  clearEnv = false,
+): Promise<{ code: number; output: string }> {
+  const base: Record<string, string> = clearEnv
+    ? {}
+    : { DENO: Deno.execPath(), WASMTIME_SHIM_FORM: "launcher", NO_COLOR: "1" };
+  const out = await runLogged("bash", [`${ROOT}scripts/install.sh`, ...args], {
+    env: { PREFIX: prefix, ...base, ...env },
+    clearEnv,
+    timeoutMs: 300_000,
+  });
+  if (out.timedOut) throw new Error(`install.sh ${args.join(" ")} hung:\n${out.output}`);
+  if (out.leftover.length > 0) {
+    throw new Error(`install.sh ${args.join(" ")} left ${out.leftover.join(", ")}:\n${out.output}`);
+  }
+  return { code: out.code, output: out.output };
 }
 
 /** The installed shim's bin dir (installing it on first use). */

@@ -27,7 +27,7 @@
 
 import { failedPrecondition, invalidArgument } from "../errdefs/errors.ts";
 import { Errno, kill, SyscallError } from "../sys/libc.ts";
-import { isSystemdPath } from "../cgroup/cgroup.ts";
+import { isSystemdPath } from "../cgroup/paths.ts";
 import { readSpec } from "../oci/spec.ts";
 import type { GuestConfig } from "../wasm/guest_init.ts";
 import type { NativeKind } from "./detect.ts";

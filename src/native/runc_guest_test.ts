@@ -6,7 +6,7 @@
 import assert from "node:assert/strict";
 import { Kind, type ShimError } from "../errdefs/errors.ts";
 import { PR_SET_CHILD_SUBREAPER, prctl } from "../sys/libc.ts";
-import { DEFAULT_CGROUP_ROOT } from "../cgroup/cgroup.ts";
+import { DEFAULT_CGROUP_ROOT } from "../cgroup/paths.ts";
 import { createGuest } from "../task/guest_factory.ts";
 import type { Guest, GuestConfig } from "../task/guest.ts";
 import { findRunc, RUNC_MARKER_FILE } from "./runc.ts";

@@ -26,7 +26,7 @@ export interface OciSpec {
 }
 
 /**
- * The part of the OCI `LinuxResources` the shim applies (see `cgroup.ts`). Also the
+ * The part of the OCI `LinuxResources` the shim applies (see `src/cgroup/`). Also the
  * JSON of `UpdateTaskRequest.resources`. Limits of -1 mean "unlimited"; absent
  * fields are left as they are.
  */

@@ -22,7 +22,7 @@ import { exists, sleep, waitFor, waitStatus } from "./ctr_util.ts";
 const RUNTIME = "io.containerd.wasmtime.v1";
 const CGROUP_ROOT = "/sys/fs/cgroup";
 const VERSION = detectCgroupVersion(CGROUP_ROOT);
-/** The v1 hierarchies a task joins (see src/cgroup/cgroup.ts). */
+/** The v1 hierarchies a task joins (see src/cgroup/v1.ts). */
 const V1_CONTROLLERS = ["memory", "cpu", "cpuacct", "pids"];
 const MIB = 1 << 20;
 /** Every task of this file has an id with this prefix (other suites may share the namespace). */

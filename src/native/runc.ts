@@ -4,7 +4,7 @@
  *
  * runc keeps a container's state in `<root>/<id>`; the root is
  * `${WASMTIME_SHIM_RUNC_ROOT:-/run/containerd/runc}/<namespace>`, the layout the runc
- * shim uses. At Create the bundle gets a marker ({@linkcode RUNC_MARKER_FILE}) naming
+ * shim uses. At Create the bundle gets a marker ({@linkcode BundleFile.RUNC_MARKER}) naming
  * the runc binary and root, so that the `delete` action can remove a container its
  * dead server left ({@linkcode deleteMarkedContainer}). This module imports nothing
  * heavy: the `delete` action loads it.
@@ -13,6 +13,7 @@
  */
 
 import { failedPrecondition } from "../errdefs/errors.ts";
+import { BundleFile, bundlePath } from "../oci/bundle.ts";
 
 /** Environment variable naming the runc binary (a path, or a name looked up on PATH). */
 export const RUNC_ENV = "WASMTIME_SHIM_RUNC";
@@ -22,10 +23,6 @@ export const RUNC_ROOT_ENV = "WASMTIME_SHIM_RUNC_ROOT";
 export const DEFAULT_RUNC_ROOT = "/run/containerd/runc";
 /** The binary looked up on PATH when {@linkcode RUNC_ENV} is not set. */
 export const RUNC_NAME = "runc";
-/** The bundle file that marks a native task: JSON {@linkcode RuncMarker}. */
-export const RUNC_MARKER_FILE = "runc.json";
-/** The bundle file runc create logs to (JSON lines; its errors are read from there). */
-export const RUNC_LOG_FILE = "runc-log.json";
 /** How long one runc command may take before it is killed. */
 export const DEFAULT_RUNC_TIMEOUT_MS = 60_000;
 /** The shell that gives `runc create` the container's stdio. */
@@ -297,7 +294,7 @@ export class Runc {
   }
 }
 
-/** What {@linkcode RUNC_MARKER_FILE} records: how the task's runc was run. */
+/** What {@linkcode BundleFile.RUNC_MARKER} records: how the task's runc was run. */
 export interface RuncMarker {
   /** The runc binary. */
   runc: string;
@@ -309,25 +306,28 @@ export interface RuncMarker {
 
 /** Writes the marker of a native task into its bundle. */
 export async function writeMarker(bundle: string, marker: RuncMarker): Promise<void> {
-  await Deno.writeTextFile(`${bundle}/${RUNC_MARKER_FILE}`, JSON.stringify(marker) + "\n");
+  await Deno.writeTextFile(
+    bundlePath(bundle, BundleFile.RUNC_MARKER),
+    JSON.stringify(marker) + "\n",
+  );
 }
 
 /** Removes the marker (the container is gone). */
 export async function removeMarker(bundle: string): Promise<void> {
-  await Deno.remove(`${bundle}/${RUNC_MARKER_FILE}`).catch(() => {});
+  await Deno.remove(bundlePath(bundle, BundleFile.RUNC_MARKER)).catch(() => {});
 }
 
 /** Reads the marker of a bundle; undefined when the task was not native. */
 export async function readMarker(bundle: string): Promise<RuncMarker | undefined> {
   let text: string;
   try {
-    text = await Deno.readTextFile(`${bundle}/${RUNC_MARKER_FILE}`);
+    text = await Deno.readTextFile(bundlePath(bundle, BundleFile.RUNC_MARKER));
   } catch {
     return undefined;
   }
   const raw = JSON.parse(text) as Partial<RuncMarker>;
   if (typeof raw.runc !== "string" || typeof raw.root !== "string") {
-    throw new Error(`${bundle}/${RUNC_MARKER_FILE} does not name runc and its root: ${text}`);
+    throw new Error(`${bundle}/${BundleFile.RUNC_MARKER} does not name runc and its root: ${text}`);
   }
   return { runc: raw.runc, root: raw.root, systemdCgroup: raw.systemdCgroup === true };
 }

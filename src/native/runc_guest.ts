@@ -11,7 +11,7 @@
  *   opened read-write so that opening never blocks. runc reads `<bundle>/config.json`
  *   (the rootfs is already mounted at `<bundle>/rootfs`) and applies the spec's
  *   namespaces, cgroupsPath and resources itself. The bundle gets a marker
- *   (`runc.ts`, `RUNC_MARKER_FILE`) for the `delete` action.
+ *   (`runc.ts`, `BundleFile.RUNC_MARKER`) for the `delete` action.
  * - The init: once runc create has exited, the orphaned init is the shim server's
  *   child (the server is a subreaper) and is reaped with waitpid(2) (`wait.ts`).
  * - Start: `runc start`; Kill: kill(2) on the init (any signal number); Pause/Resume:
@@ -31,19 +31,10 @@ import { isSystemdPath } from "../cgroup/paths.ts";
 import { readSpec } from "../oci/spec.ts";
 import type { GuestConfig } from "../wasm/guest_init.ts";
 import type { NativeKind } from "./detect.ts";
-import {
-  findRunc,
-  removeMarker,
-  Runc,
-  RUNC_LOG_FILE,
-  RuncError,
-  type RuncOptions,
-  writeMarker,
-} from "./runc.ts";
+import { findRunc, removeMarker, Runc, RuncError, type RuncOptions, writeMarker } from "./runc.ts";
 import { waitForExit } from "./wait.ts";
+import { BundleFile, bundlePath } from "../oci/bundle.ts";
 
-/** The bundle file runc writes the init's pid to (the one the service writes for Wasm). */
-export const INIT_PID_FILE = "init.pid";
 /** The largest signal number Linux has (SIGRTMAX). */
 export const MAX_SIGNAL = 64;
 
@@ -211,13 +202,13 @@ export async function createRuncGuest(
     root: runc.root,
     systemdCgroup: runc.systemdCgroup,
   });
-  const pidFile = `${bundle}/${INIT_PID_FILE}`;
+  const pidFile = bundlePath(bundle, BundleFile.INIT_PID);
   let pid: number;
   try {
     await runc.create(cfg.id, {
       bundle,
       pidFile,
-      logFile: `${bundle}/${RUNC_LOG_FILE}`,
+      logFile: bundlePath(bundle, BundleFile.RUNC_LOG),
       stdio: { stdin: cfg.stdin, stdout: cfg.stdout, stderr: cfg.stderr },
     });
     const text = (await Deno.readTextFile(pidFile)).trim();

@@ -9,8 +9,9 @@ import { PR_SET_CHILD_SUBREAPER, prctl } from "../sys/libc.ts";
 import { DEFAULT_CGROUP_ROOT } from "../cgroup/paths.ts";
 import { createGuest } from "../task/guest_factory.ts";
 import type { Guest, GuestConfig } from "../task/guest.ts";
-import { findRunc, RUNC_MARKER_FILE } from "./runc.ts";
+import { findRunc } from "./runc.ts";
 import { createRuncGuest } from "./runc_guest.ts";
+import { BundleFile, bundlePath } from "../oci/bundle.ts";
 
 const PROBE = new URL("../../tests/fixtures/built/native_probe", import.meta.url).pathname;
 /** The cgroup parent the test's containers go under (removed at the end). */
@@ -120,14 +121,20 @@ Deno.test({
       const hello = await bundle(tmp, ["hello"]);
       const guest = await create(hello);
       assert.ok(guest.pid > 0);
-      assert.ok(await exists(`${hello.dir}/${RUNC_MARKER_FILE}`), "marked for the delete action");
-      assert.equal(Number(await Deno.readTextFile(`${hello.dir}/init.pid`)), guest.pid);
+      assert.ok(
+        await exists(bundlePath(hello.dir, BundleFile.RUNC_MARKER)),
+        "marked for the delete action",
+      );
+      assert.equal(
+        Number(await Deno.readTextFile(bundlePath(hello.dir, BundleFile.INIT_PID))),
+        guest.pid,
+      );
       await guest.start();
       assert.equal(await guest.exited, 0);
       assert.equal(await hello.out(), "hello from native\n");
       assert.equal(await hello.err(), "native on stderr\n");
       await guest.destroy!();
-      assert.ok(!(await exists(`${hello.dir}/${RUNC_MARKER_FILE}`)), "the marker goes");
+      assert.ok(!(await exists(bundlePath(hello.dir, BundleFile.RUNC_MARKER))), "the marker goes");
 
       const exit = await bundle(tmp, ["exit", "42"]);
       const g2 = await create(exit);
@@ -200,7 +207,7 @@ Deno.test({
           ) &&
           e.message.includes(`unable to start container process: exec: "/not-there"`),
       );
-      assert.ok(!(await exists(`${b.dir}/${RUNC_MARKER_FILE}`)));
+      assert.ok(!(await exists(bundlePath(b.dir, BundleFile.RUNC_MARKER))));
     });
   },
 });

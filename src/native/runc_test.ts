@@ -7,11 +7,11 @@ import {
   lastLoggedError,
   readMarker,
   RUNC_ENV,
-  RUNC_MARKER_FILE,
   RUNC_ROOT_ENV,
   runcRoot,
   writeMarker,
 } from "./runc.ts";
+import { BundleFile, bundlePath } from "../oci/bundle.ts";
 
 const env = (vars: Record<string, string>) => ({ get: (name: string) => vars[name] });
 
@@ -95,7 +95,7 @@ Deno.test("the bundle marker: written at Create, read and removed by the delete 
       /runc delete failed \(exit code 1\): container is busy/,
     );
     assert.ok(await readMarker(dir), "kept for another try");
-    await Deno.writeTextFile(`${dir}/${RUNC_MARKER_FILE}`, "{}");
+    await Deno.writeTextFile(bundlePath(dir, BundleFile.RUNC_MARKER), "{}");
     await assert.rejects(() => readMarker(dir), /does not name runc/);
   });
 });

@@ -6,6 +6,7 @@
  */
 
 import { invalidArgument } from "../errdefs/errors.ts";
+import { BundleFile, bundlePath } from "./bundle.ts";
 
 /** The subset of the OCI runtime spec the shim reads. */
 export interface OciSpec {
@@ -156,7 +157,7 @@ export function parseSpec(raw: unknown, where: string): OciSpec {
 
 /** Reads and validates `<bundle>/config.json`. */
 export async function readSpec(bundle: string): Promise<OciSpec> {
-  const path = `${bundle}/config.json`;
+  const path = bundlePath(bundle, BundleFile.CONFIG);
   let text: string;
   try {
     text = await Deno.readTextFile(path);

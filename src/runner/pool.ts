@@ -43,7 +43,6 @@ import { DEV_NULL, IDLE_MESSAGE } from "../wasm/runner_protocol.ts";
 import {
   deadServerEntries,
   removeSlot,
-  SLOT_FILE,
   SLOT_PREFIX,
   sweepWarmCgroups,
   WARM_CGROUP_PREFIX,
@@ -51,6 +50,7 @@ import {
 import type { TaskCgroup } from "../cgroup/cgroup.ts";
 import { baseName, parentDir } from "../sys/path.ts";
 import type { GuestConfig } from "../wasm/guest_init.ts";
+import { BundleFile, bundlePath } from "../oci/bundle.ts";
 
 /** A warm runner handed to one container. */
 export interface PooledRunner {
@@ -217,7 +217,7 @@ export class RunnerPool {
       mount(cfg.rootfs, rootfs, null, MS_BIND | MS_REC, null);
       const stdout = link("stdout", cfg.stdout);
       const stderr = link("stderr", cfg.stderr);
-      if (cfg.bundle) Deno.writeTextFileSync(`${cfg.bundle}/${SLOT_FILE}`, slot);
+      if (cfg.bundle) Deno.writeTextFileSync(bundlePath(cfg.bundle, BundleFile.SLOT), slot);
       return { runner, slot, rootfs, stdout, stderr, release };
     } catch (err) {
       this.#opts.log?.(`slot ${slot}: cannot prepare it: ${(err as Error).message}`);

@@ -11,8 +11,6 @@ import { procStat } from "../sys/proc.ts";
 
 /** Default parent directory of the slots. */
 export const DEFAULT_SLOT_ROOT = "/run/containerd-shim-wasmtime/slots";
-/** The bundle file naming a task's slot (read by the `delete` action). */
-export const SLOT_FILE = "slot";
 /** The command-line word of a pooled runner before it has a container (see `delete.ts`). */
 export const SLOT_PREFIX = "slot-";
 /**

@@ -36,11 +36,12 @@ import {
   SHARED_GROUP,
 } from "./group.ts";
 import { createLogger, LogRouter } from "./log.ts";
-import { CLEANED_FILE, deleteAnswer } from "./delete.ts";
+import { deleteAnswer } from "./delete.ts";
 import { SANDBOX_ID_ANNOTATION } from "./socket_path.ts";
 import { Code, RpcError } from "../ttrpc/status.ts";
 import { ReadyLine } from "./ready.ts";
 import { VERSION } from "./version.ts";
+import { BundleFile, bundlePath } from "../oci/bundle.ts";
 
 /** Where transpiled components and other caches live, unless overridden. */
 export const DEFAULT_CACHE_DIR = "/var/lib/containerd-shim-wasmtime/cache";
@@ -152,7 +153,7 @@ export async function runServer(flags: ShimFlags): Promise<number> {
         logs.add(config.id, config.bundle);
         // A marker left in a reused bundle would let `delete` skip a cleanup.
         try {
-          Deno.removeSync(`${config.bundle}/${CLEANED_FILE}`);
+          Deno.removeSync(bundlePath(config.bundle, BundleFile.CLEANED));
         } catch { /* none: the usual case */ }
       }
       return createGuest(config, {
@@ -192,7 +193,7 @@ export async function runServer(flags: ShimFlags): Promise<number> {
     log: (line) => log.info(line),
     cleanedUp: (id, bundle, pid) => {
       try {
-        Deno.writeFileSync(`${bundle}/${CLEANED_FILE}`, deleteAnswer(pid));
+        Deno.writeFileSync(bundlePath(bundle, BundleFile.CLEANED), deleteAnswer(pid));
       } catch (err) {
         log.warn(`task ${id}: cannot mark its bundle cleaned: ${(err as Error).message}`);
       }

@@ -8,6 +8,7 @@ import { TtrpcClient } from "../ttrpc/client.ts";
 import { decode, encode, TypeName } from "../proto/messages.ts";
 import { Code, RpcError } from "../ttrpc/status.ts";
 import { selfCommand } from "../sys/self_exec.ts";
+import { BundleFile, bundlePath } from "../oci/bundle.ts";
 
 const TASK = "containerd.task.v2.Task";
 const opts = { sanitizeOps: false, sanitizeResources: false };
@@ -45,7 +46,7 @@ async function startShim(bundle: string, env: Record<string, string>) {
   const address = new TextDecoder().decode(out.stdout);
   assert.equal(out.code, 0, address + new TextDecoder().decode(out.stderr));
   assert.equal(address, `unix://${socketDir}/s`);
-  assert.equal(await Deno.readTextFile(`${bundle}/address`), address);
+  assert.equal(await Deno.readTextFile(bundlePath(bundle, BundleFile.ADDRESS)), address);
   assert.equal((await Deno.stat(`${socketDir}/s`)).mode! & 0o777, 0o600);
   return { socketDir, socket: `${socketDir}/s`, client: await TtrpcClient.connect(address) };
 }

@@ -4,7 +4,7 @@
  * native task's runc container, the rootfs mount, the task's cgroup, a stale socket)
  * and answers a `DeleteResponse` on stdout.
  *
- * After a task the server deleted cleanly (its `CLEANED_FILE` is in the bundle and
+ * After a task the server deleted cleanly (its `BundleFile.CLEANED` is in the bundle and
  * its slot is gone) there is nothing left to clean: the action answers at once and
  * loads none of the cleanup code. It runs on the critical path of every
  * `ctr run --rm` and every pod teardown, so it only uses synchronous file calls and
@@ -18,8 +18,9 @@ import type { ShimFlags } from "./flags.ts";
 import { unmountAll } from "../sys/mount.ts";
 import { baseName, parentDir } from "../sys/path.ts";
 import { writeAllSync } from "../sys/write_all.ts";
-import { removeSlot, SLOT_FILE, SLOT_PREFIX, sweepWarmCgroups } from "../runner/slot.ts";
+import { removeSlot, SLOT_PREFIX, sweepWarmCgroups } from "../runner/slot.ts";
 import { RUNNER_ACTION } from "../wasm/runner_protocol.ts";
+import { BundleFile, bundlePath } from "../oci/bundle.ts";
 
 /**
  * How long cleaning up after a dead server may wait for killed guests and their
@@ -29,14 +30,6 @@ const CLEANUP_BUDGET_MS = 4_000;
 
 /** Exit status reported for a task whose server is gone: 128 + SIGKILL. */
 export const DELETED_EXIT_STATUS = 137;
-
-/**
- * The bundle file the server writes once it has deleted the task and released all
- * it held for it (guest, mounts, cgroup, runc state); see `daemon.ts`. It holds the
- * answer of `delete` ({@linkcode deleteAnswer}), which the launcher install form
- * sends without starting Deno (see `write_launcher` in `scripts/install.sh`).
- */
-export const CLEANED_FILE = "cleaned";
 
 /**
  * The `DeleteResponse` of `delete`: the task's pid, 128+SIGKILL (as runc's shim
@@ -110,10 +103,10 @@ export async function deleteAction(flags: ShimFlags): Promise<number> {
   const bundle = flags.bundle || Deno.cwd();
   const files = namesIn(bundle);
   const read = (name: string) => files.has(name) ? readOptional(`${bundle}/${name}`) : "";
-  const pid = Number(read("init.pid")) || 0;
-  const slot = read(SLOT_FILE);
+  const pid = Number(read(BundleFile.INIT_PID)) || 0;
+  const slot = read(BundleFile.SLOT);
   const slotGone = slot === "" || !namesIn(parentDir(slot)).has(baseName(slot));
-  const cleaned = files.has(CLEANED_FILE) && slotGone;
+  const cleaned = files.has(BundleFile.CLEANED) && slotGone;
   const problems = cleaned ? [] : await cleanUp(bundle, flags.id, pid, slot);
   writeAllSync(Deno.stdout, deleteAnswer(pid));
   if (problems.length > 0) {
@@ -167,7 +160,7 @@ async function cleanUp(bundle: string, id: string, pid: number, slot: string): P
   }
   if (slot !== "" && !removeSlot(slot)) problems.push(`slot ${slot}: could not remove it`);
   try {
-    unmountAll(`${bundle}/rootfs`);
+    unmountAll(bundlePath(bundle, BundleFile.ROOTFS));
   } catch (err) {
     problems.push((err as Error).message);
   }
@@ -183,7 +176,7 @@ async function cleanUp(bundle: string, id: string, pid: number, slot: string): P
     if (cgroup && left.every((pid) => killed.includes(pid))) removeLater(cgroup.dirs);
     else problems.push((err as Error).message);
   }
-  const address = stripUnix(readOptional(`${bundle}/address`));
+  const address = stripUnix(readOptional(bundlePath(bundle, BundleFile.ADDRESS)));
   if (address !== "" && !(await isListening(address))) {
     await Deno.remove(address).catch(() => {});
   }

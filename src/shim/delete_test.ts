@@ -1,7 +1,7 @@
 import assert from "node:assert/strict";
 import { ProtoReader } from "../proto/wire.ts";
-import { CLEANED_FILE, DELETED_EXIT_STATUS } from "./delete.ts";
-import { SLOT_FILE } from "../runner/slot.ts";
+import { DELETED_EXIT_STATUS } from "./delete.ts";
+import { BundleFile, bundlePath } from "../oci/bundle.ts";
 
 const MAIN = new URL("../../main.ts", import.meta.url).pathname;
 
@@ -75,8 +75,8 @@ function assertRecent(res: Decoded, before: number): void {
 Deno.test("delete: a cleaned bundle without a slot answers at once", async () => {
   const bundle = await Deno.makeTempDir({ prefix: "delete-test-bundle-" });
   try {
-    Deno.writeTextFileSync(`${bundle}/${CLEANED_FILE}`, "");
-    Deno.writeTextFileSync(`${bundle}/init.pid`, "4242");
+    Deno.writeTextFileSync(bundlePath(bundle, BundleFile.CLEANED), "");
+    Deno.writeTextFileSync(bundlePath(bundle, BundleFile.INIT_PID), "4242");
     const before = Date.now();
     const { code, response, stderr } = await runDelete("t-cleaned", bundle);
     assert.equal(code, 0);
@@ -97,8 +97,8 @@ Deno.test("delete: a cleaned bundle whose slot is still there runs the cleanup",
     const slot = `${slots}/slot-1`;
     Deno.mkdirSync(`${slot}/rootfs`, { recursive: true });
     Deno.mkdirSync(`${slot}/io`);
-    Deno.writeTextFileSync(`${bundle}/${CLEANED_FILE}`, "");
-    Deno.writeTextFileSync(`${bundle}/${SLOT_FILE}`, slot);
+    Deno.writeTextFileSync(bundlePath(bundle, BundleFile.CLEANED), "");
+    Deno.writeTextFileSync(bundlePath(bundle, BundleFile.SLOT), slot);
     const { code, response, stderr } = await runDelete("t-slot", bundle);
     assert.equal(code, 0, stderr);
     assert.equal(response.pid, 0);

@@ -6,6 +6,8 @@
  * @module
  */
 
+import { BundleFile, bundlePath } from "../oci/bundle.ts";
+
 /** A line-oriented logger. */
 export interface Logger {
   /** Logs at info level. */
@@ -90,13 +92,13 @@ export class LogRouter {
   /** Starts with the log of the bundle of task `id`, which the server was started for. */
   constructor(id: string, bundle: string) {
     this.#firstId = id;
-    this.#first = openLogFile(`${bundle}/log`);
+    this.#first = openLogFile(bundlePath(bundle, BundleFile.LOG));
   }
 
   /** A task joined: its bundle's log becomes the current one. */
   add(id: string, bundle: string): void {
     if ((id === this.#firstId && this.#first) || this.#files.has(id)) return;
-    const file = openLogFile(`${bundle}/log`);
+    const file = openLogFile(bundlePath(bundle, BundleFile.LOG));
     if (file) this.#files.set(id, file);
     else this.#files.delete(id);
   }

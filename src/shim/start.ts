@@ -21,6 +21,7 @@ import { encodeHold, GROUP_SERVICE, groupingFromEnv, groupOf, HOLD_METHOD } from
 import { SANDBOX_ID_ANNOTATION, socketPath } from "./socket_path.ts";
 import { TtrpcClient } from "../ttrpc/client.ts";
 import { writeAllSync } from "../sys/write_all.ts";
+import { BundleFile, bundlePath } from "../oci/bundle.ts";
 
 /** How long `start` waits for the server to listen. */
 export const SERVER_READY_TIMEOUT_MS = 20_000;
@@ -31,7 +32,7 @@ const ATTEMPTS = 3;
 
 function readAnnotations(bundle: string): Record<string, string> {
   try {
-    const spec = JSON.parse(Deno.readTextFileSync(`${bundle}/config.json`));
+    const spec = JSON.parse(Deno.readTextFileSync(bundlePath(bundle, BundleFile.CONFIG)));
     return spec?.annotations ?? {};
   } catch {
     return {};
@@ -40,9 +41,9 @@ function readAnnotations(bundle: string): Record<string, string> {
 
 /** Writes `<bundle>/address` atomically (containerd 1.x reads it on restart). */
 export function writeAddress(bundle: string, address: string): void {
-  const tmp = `${bundle}/.address.${Deno.pid}`;
+  const tmp = `${bundle}/.${BundleFile.ADDRESS}.${Deno.pid}`;
   Deno.writeTextFileSync(tmp, address);
-  Deno.renameSync(tmp, `${bundle}/address`);
+  Deno.renameSync(tmp, bundlePath(bundle, BundleFile.ADDRESS));
 }
 
 async function readLine(stream: ReadableStream<Uint8Array>, timeoutMs: number): Promise<string> {

@@ -20,6 +20,7 @@ import {
 } from "../errdefs/errors.ts";
 import type { Guest, GuestConfig } from "./guest.ts";
 import type { LinuxResources, OciSpec } from "../oci/spec.ts";
+import { BundleFile, bundlePath } from "../oci/bundle.ts";
 import type { MountSpec } from "../sys/mount.ts";
 import { Status, type TaskStatus, transition } from "./state.ts";
 
@@ -316,9 +317,10 @@ export class TaskService {
       task.oomBaseline = oomBaseline;
       this.#tasks.set(req.id, task);
       this.#deps.tasksChanged?.("added", req.id, req.bundle);
-      await this.#deps.writeFile(`${req.bundle}/init.pid`, String(guest.pid)).catch((err) =>
-        this.#deps.log(`task ${req.id}: cannot write init.pid: ${err.message}`)
-      );
+      await this.#deps.writeFile(bundlePath(req.bundle, BundleFile.INIT_PID), String(guest.pid))
+        .catch((err) =>
+          this.#deps.log(`task ${req.id}: cannot write ${BundleFile.INIT_PID}: ${err.message}`)
+        );
       this.#deps.publish(Topic.CREATE, {
         container_id: req.id,
         bundle: req.bundle,

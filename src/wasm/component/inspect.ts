@@ -9,7 +9,7 @@
 
 import { invalidArgument } from "../../errdefs/errors.ts";
 import { SUPPORTED_INTERFACES } from "./host/mod.ts";
-import { readU32 } from "./leb128.ts";
+import { BinaryReader, type BinaryReader as Reader, type Fail } from "./binary.ts";
 
 /** Section ids of the outer component that matter here. */
 const IMPORT_SECTION = 10;
@@ -50,53 +50,14 @@ export class MalformedComponent extends Error {
   }
 }
 
-class Reader {
-  #bytes: Uint8Array;
-  offset: number;
-  #end: number;
-  #decoder = new TextDecoder("utf-8", { fatal: true });
+/** Reports malformed input as a {@linkcode MalformedComponent}. */
+const malformed: Fail = (what, offset) => {
+  throw new MalformedComponent(what, offset);
+};
 
-  constructor(bytes: Uint8Array, offset: number, end: number) {
-    this.#bytes = bytes;
-    this.offset = offset;
-    this.#end = end;
-  }
-
-  get done(): boolean {
-    return this.offset >= this.#end;
-  }
-
-  byte(): number {
-    if (this.offset >= this.#end) throw new MalformedComponent("unexpected end", this.offset);
-    return this.#bytes[this.offset++];
-  }
-
-  u32(): number {
-    const value = readU32(() => this.byte());
-    if (value === undefined) throw new MalformedComponent("LEB128 u32 too long", this.offset);
-    return value;
-  }
-
-  /** A signed LEB128 (s33) value; only its sign matters here. */
-  s33(): number {
-    let b: number;
-    let result = 0;
-    let shift = 0;
-    do {
-      b = this.byte();
-      result |= (b & 0x7f) << Math.min(shift, 28);
-      shift += 7;
-    } while (b & 0x80);
-    return (b & 0x40) ? -1 : result;
-  }
-
-  string(): string {
-    const len = this.u32();
-    if (this.offset + len > this.#end) throw new MalformedComponent("string overruns", this.offset);
-    const text = this.#decoder.decode(this.#bytes.subarray(this.offset, this.offset + len));
-    this.offset += len;
-    return text;
-  }
+/** A reader of `bytes[offset, end)` failing with {@linkcode MalformedComponent}. */
+function reader(bytes: Uint8Array, offset: number, end: number): Reader {
+  return new BinaryReader(bytes, offset, end, malformed);
 }
 
 const SORTS: Record<number, ItemKind> = {
@@ -173,7 +134,7 @@ function readSortIdx(r: Reader): ItemKind {
  */
 export function inspectComponent(bytes: Uint8Array): ComponentShape {
   const shape: ComponentShape = { imports: [], exports: [] };
-  const r = new Reader(bytes, PREAMBLE_LENGTH, bytes.length);
+  const r = reader(bytes, PREAMBLE_LENGTH, bytes.length);
   if (bytes.length < PREAMBLE_LENGTH) throw new MalformedComponent("too short", 0);
   while (!r.done) {
     const id = r.byte();
@@ -181,7 +142,7 @@ export function inspectComponent(bytes: Uint8Array): ComponentShape {
     const end = r.offset + size;
     if (end > bytes.length) throw new MalformedComponent(`section ${id} overruns`, r.offset);
     if (id === IMPORT_SECTION || id === EXPORT_SECTION) {
-      const s = new Reader(bytes, r.offset, end);
+      const s = reader(bytes, r.offset, end);
       const count = s.u32();
       for (let i = 0; i < count; i++) {
         const name = readName(s);

@@ -1,7 +1,8 @@
 /**
- * LEB128 decoding shared by the component readers (`inspect.ts`, `instantiate/plan.ts`,
- * `instantiate/shim.ts`), each of which reports malformed input in its own terms; and the
- * encoding of the modules the glue makes (`instantiate/trampoline.ts`) and of tests.
+ * LEB128, as the WebAssembly binary format encodes integers: the one decoder and
+ * encoder set of the component readers and writers. Reading goes through
+ * {@linkcode ./binary.ts}'s `BinaryReader`; the encoders serve the modules the glue
+ * makes (`instantiate/trampoline.ts`, `instantiate/memory.ts`) and tests.
  *
  * @module
  */
@@ -20,6 +21,26 @@ export function readU32(next: () => number): number | undefined {
   return undefined;
 }
 
+/**
+ * Decodes a signed LEB128 integer of at most `bits` bits (32 for `s32`, 33 for the
+ * component model's `s33`) from the bytes `next()` yields. Returns undefined if the
+ * encoding runs past the `ceil(bits / 7)` bytes such an integer may take.
+ */
+export function readSigned(next: () => number, bits: number): number | undefined {
+  const maxShift = Math.ceil(bits / 7) * 7;
+  let result = 0;
+  let shift = 0;
+  let b: number;
+  do {
+    if (shift >= maxShift) return undefined;
+    b = next();
+    // Arithmetic, not bitwise: 33-bit values do not fit JavaScript's 32-bit operators.
+    result += (b & 0x7f) * 2 ** shift;
+    shift += 7;
+  } while (b & 0x80);
+  return (b & 0x40) ? result - 2 ** shift : result;
+}
+
 /** The unsigned LEB128 encoding of `n` (a u32). */
 export function encodeU32(n: number): number[] {
   const out: number[] = [];
@@ -30,4 +51,10 @@ export function encodeU32(n: number): number[] {
     out.push(b);
   } while (n !== 0);
   return out;
+}
+
+/** A wasm `name`: its UTF-8 bytes after their length as a u32. */
+export function encodeName(name: string): number[] {
+  const bytes = new TextEncoder().encode(name);
+  return [...encodeU32(bytes.length), ...bytes];
 }

@@ -24,6 +24,9 @@
  * @module
  */
 
+import { BinaryReader } from "../binary.ts";
+import { encodeName, encodeU32 } from "../leb128.ts";
+
 /** Where the rewritten module imports its memory from. */
 export const MEMORY_IMPORT = { module: "containerd-shim-wasmtime:lean", name: "memory" } as const;
 
@@ -43,38 +46,6 @@ export interface ImportedMemory {
   maximum: number | null;
 }
 
-class Cursor {
-  constructor(readonly b: Uint8Array, public i: number) {}
-  u32(): number {
-    let result = 0;
-    let shift = 0;
-    while (true) {
-      if (this.i >= this.b.length) throw new Error("truncated");
-      const x = this.b[this.i++];
-      result += (x & 0x7f) * 2 ** shift;
-      if ((x & 0x80) === 0) return result;
-      shift += 7;
-      if (shift > 28) throw new Error("bad LEB128");
-    }
-  }
-}
-
-function leb(n: number): number[] {
-  const out: number[] = [];
-  do {
-    let b = n & 0x7f;
-    n = Math.floor(n / 128);
-    if (n > 0) b |= 0x80;
-    out.push(b);
-  } while (n > 0);
-  return out;
-}
-
-function nameBytes(s: string): number[] {
-  const b = new TextEncoder().encode(s);
-  return [...leb(b.length), ...b];
-}
-
 /**
  * `module` rewritten to import its one memory (same limits) from
  * {@linkcode MEMORY_IMPORT}, or null if it does not define exactly one plain memory
@@ -86,73 +57,71 @@ export function importMemory(
   const sections: { id: number; start: number; end: number }[] = [];
   let memory: ImportedMemory | null = null;
   try {
-    const c = new Cursor(module, 8);
-    while (c.i < module.length) {
-      const start = c.i;
-      const id = module[c.i++];
+    const c = new BinaryReader(module, 8, module.length);
+    while (!c.done) {
+      const start = c.offset;
+      const id = c.byte();
       const size = c.u32();
-      const end = c.i + size;
+      const end = c.offset + size;
       if (end > module.length) return null;
       if (id === 2) {
         // An imported memory: the module already takes one (or two, then it is left).
-        const s = new Cursor(module, c.i);
+        const s = c.sub(size);
         for (let n = s.u32(); n > 0; n--) {
-          for (let k = 0; k < 2; k++) {
-            const len = s.u32();
-            s.i += len;
-          }
-          const kind = module[s.i++];
+          for (let k = 0; k < 2; k++) s.skip(s.u32());
+          const kind = s.byte();
           if (kind === 0x02) return null;
           if (kind === 0x00) s.u32();
           else if (kind === 0x01) {
-            s.i++;
+            s.byte();
             skipLimits(s);
-          } else if (kind === 0x03) s.i += 2;
+          } else if (kind === 0x03) s.skip(2);
           else return null;
         }
         // A section read other than exactly means a construct not understood here.
-        if (s.i !== end) return null;
+        if (!s.done) return null;
       }
       if (id === 5) {
-        const s = new Cursor(module, c.i);
+        const s = c.sub(size);
         if (s.u32() !== 1) return null;
-        const flag = module[s.i++];
+        const flag = s.byte();
         if (flag !== 0x00 && flag !== 0x01) return null;
         const initial = s.u32();
         const maximum = flag === 0x01 ? s.u32() : null;
-        if (s.i !== end) return null;
+        if (!s.done) return null;
         memory = { ...MEMORY_IMPORT, initial, maximum };
       }
       sections.push({ id, start, end });
-      c.i = end;
+      c.offset = end;
     }
   } catch {
     return null;
   }
   if (memory === null) return null;
   const entry = [
-    ...nameBytes(memory.module),
-    ...nameBytes(memory.name),
+    ...encodeName(memory.module),
+    ...encodeName(memory.name),
     0x02,
     ...(memory.maximum === null
-      ? [0x00, ...leb(memory.initial)]
-      : [0x01, ...leb(memory.initial), ...leb(memory.maximum)]),
+      ? [0x00, ...encodeU32(memory.initial)]
+      : [0x01, ...encodeU32(memory.initial), ...encodeU32(memory.maximum)]),
   ];
   const out: number[] = [...module.subarray(0, 8)];
   let imported = false;
   const addImports = (existing: Uint8Array | null) => {
-    const s = existing ? new Cursor(existing, 0) : null;
+    const s = existing ? new BinaryReader(existing, 0, existing.length) : null;
     const count = s ? s.u32() : 0;
-    const body = [...leb(count + 1), ...(existing ? existing.subarray(s!.i) : []), ...entry];
-    out.push(2, ...leb(body.length), ...body);
+    const rest = existing && s ? existing.subarray(s.offset) : [];
+    const body = [...encodeU32(count + 1), ...rest, ...entry];
+    out.push(2, ...encodeU32(body.length), ...body);
     imported = true;
   };
   for (const { id, start, end } of sections) {
     if (id === 5) continue;
     if (id === 2) {
-      const body = new Cursor(module, start + 1);
+      const body = new BinaryReader(module, start + 1, end);
       body.u32();
-      addImports(module.subarray(body.i, end));
+      addImports(module.subarray(body.offset, end));
       continue;
     }
     // No import section: it goes after the type section, before any later known one.
@@ -164,8 +133,8 @@ export function importMemory(
   return WebAssembly.validate(bytes) ? { bytes, memory } : null;
 }
 
-function skipLimits(s: Cursor): void {
-  const flag = s.b[s.i++];
+function skipLimits(s: BinaryReader): void {
+  const flag = s.byte();
   s.u32();
   if (flag & 0x01) s.u32();
 }

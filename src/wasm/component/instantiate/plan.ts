@@ -18,7 +18,7 @@
 
 import { importMemory, MEMORY_IMPORT } from "./memory.ts";
 import { elideShims } from "./shim.ts";
-import { readU32 } from "../leb128.ts";
+import { BinaryReader } from "../binary.ts";
 import type {
   CoreRef,
   LeanPlan,
@@ -172,52 +172,8 @@ const PRIM_TYPES = new Map<PrimKind, ValType>(
 
 // ---- Reading -----------------------------------------------------------------------
 
-class Reader {
-  #decoder = new TextDecoder("utf-8", { fatal: true });
-  constructor(readonly bytes: Uint8Array, public offset: number, readonly end: number) {}
-
-  get done(): boolean {
-    return this.offset >= this.end;
-  }
-
-  byte(): number {
-    if (this.offset >= this.end) throw new Error(`unexpected end at byte ${this.offset}`);
-    return this.bytes[this.offset++];
-  }
-
-  peek(): number {
-    if (this.offset >= this.end) throw new Error(`unexpected end at byte ${this.offset}`);
-    return this.bytes[this.offset];
-  }
-
-  u32(): number {
-    const value = readU32(() => this.byte());
-    if (value === undefined) throw new Error(`LEB128 u32 too long at byte ${this.offset}`);
-    return value;
-  }
-
-  /** A signed LEB128 of up to 33 bits. */
-  s33(): number {
-    let result = 0;
-    let shift = 0;
-    let b: number;
-    do {
-      b = this.byte();
-      result += (b & 0x7f) * 2 ** shift;
-      shift += 7;
-      if (shift > 35) throw new Error(`LEB128 s33 too long at byte ${this.offset}`);
-    } while (b & 0x80);
-    return (b & 0x40) ? result - 2 ** shift : result;
-  }
-
-  string(): string {
-    const len = this.u32();
-    if (this.offset + len > this.end) throw new Error(`string overruns at byte ${this.offset}`);
-    const text = this.#decoder.decode(this.bytes.subarray(this.offset, this.offset + len));
-    this.offset += len;
-    return text;
-  }
-
+/** The component binary reader, with the component model's names. */
+class Reader extends BinaryReader {
   /** `importname'` / `exportname'` (and the current `nameattributes`). */
   name(): string {
     const tag = this.byte();

@@ -21,7 +21,7 @@
  * @module
  */
 
-import { readU32 } from "../leb128.ts";
+import { BinaryReader } from "../binary.ts";
 import {
   type Flat,
   type FuncSig,
@@ -38,37 +38,9 @@ function fail(why: string): never {
   throw new NotShim(why);
 }
 
-class Bytes {
-  constructor(readonly b: Uint8Array, public i: number, readonly end: number) {}
-  get done(): boolean {
-    return this.i >= this.end;
-  }
-  byte(): number {
-    if (this.i >= this.end) fail("truncated");
-    return this.b[this.i++];
-  }
-  u32(): number {
-    return readU32(() => this.byte()) ?? fail("bad LEB128");
-  }
-  s32(): number {
-    let result = 0;
-    let shift = 0;
-    let b: number;
-    do {
-      b = this.byte();
-      result |= (b & 0x7f) << shift;
-      shift += 7;
-    } while (b & 0x80 && shift < 35);
-    if (b & 0x80) fail("bad LEB128");
-    return shift < 32 && (b & 0x40) ? result | (~0 << shift) : result;
-  }
-  name(): string {
-    const len = this.u32();
-    if (this.i + len > this.end) fail("truncated name");
-    const s = new TextDecoder().decode(this.b.subarray(this.i, this.i + len));
-    this.i += len;
-    return s;
-  }
+/** A reader of `bytes[offset, end)` whose malformed input means "not a shim". */
+function reader(bytes: Uint8Array, offset: number, end: number): BinaryReader {
+  return new BinaryReader(bytes, offset, end, fail);
 }
 
 const VALTYPES: Record<number, Flat> = { 0x7f: "i32", 0x7e: "i64", 0x7d: "f32", 0x7c: "f64" };
@@ -87,7 +59,7 @@ interface CoreModule {
   other: Set<number>;
 }
 
-function readLimits(r: Bytes): void {
+function readLimits(r: BinaryReader): void {
   const flag = r.byte();
   if (flag === 0x00) r.u32();
   else if (flag === 0x01) {
@@ -96,7 +68,7 @@ function readLimits(r: Bytes): void {
   } else fail("unusual limits");
 }
 
-function readTableType(r: Bytes): void {
+function readTableType(r: BinaryReader): void {
   if (r.byte() !== 0x70) fail("table of other than funcref");
   readLimits(r);
 }
@@ -119,13 +91,13 @@ function readCoreModule(bytes: Uint8Array): CoreModule {
     bodies: [],
     other: new Set(),
   };
-  const r = new Bytes(bytes, 8, bytes.length);
+  const r = reader(bytes, 8, bytes.length);
   while (!r.done) {
     const id = r.byte();
     const size = r.u32();
-    const end = r.i + size;
+    const end = r.offset + size;
     if (end > bytes.length) fail("section overruns");
-    const s = new Bytes(bytes, r.i, end);
+    const s = reader(bytes, r.offset, end);
     switch (id) {
       case 0:
         break;
@@ -140,8 +112,8 @@ function readCoreModule(bytes: Uint8Array): CoreModule {
         break;
       case 2:
         for (let n = s.u32(); n > 0; n--) {
-          const module = s.name();
-          const name = s.name();
+          const module = s.string();
+          const name = s.string();
           const kind = s.byte();
           if (kind === 0x00) m.funcImports.push({ module, name, type: s.u32() });
           else if (kind === 0x01) {
@@ -161,7 +133,7 @@ function readCoreModule(bytes: Uint8Array): CoreModule {
         break;
       case 7:
         for (let n = s.u32(); n > 0; n--) {
-          m.exports.push({ name: s.name(), kind: s.byte(), index: s.u32() });
+          m.exports.push({ name: s.string(), kind: s.byte(), index: s.u32() });
         }
         break;
       case 9:
@@ -178,15 +150,15 @@ function readCoreModule(bytes: Uint8Array): CoreModule {
       case 10:
         for (let n = s.u32(); n > 0; n--) {
           const len = s.u32();
-          m.bodies.push(bytes.subarray(s.i, s.i + len));
-          s.i += len;
+          m.bodies.push(bytes.subarray(s.offset, s.offset + len));
+          s.offset += len;
         }
         break;
       default:
         m.other.add(id);
     }
-    if (id !== 0 && s.i !== end) fail(`section ${id} has trailing bytes`);
-    r.i = end;
+    if (id !== 0 && s.offset !== end) fail(`section ${id} has trailing bytes`);
+    r.offset = end;
   }
   return m;
 }
@@ -196,7 +168,7 @@ function readCoreModule(bytes: Uint8Array): CoreModule {
  * `local.get 0 … local.get n-1; i32.const slot; call_indirect (type t) 0; end`.
  */
 function shimSlot(body: Uint8Array, params: number, type: number): number {
-  const r = new Bytes(body, 0, body.length);
+  const r = reader(body, 0, body.length);
   if (r.u32() !== 0) fail("shim function with locals");
   for (let i = 0; i < params; i++) {
     if (r.byte() !== 0x20 || r.u32() !== i) fail("shim function body");

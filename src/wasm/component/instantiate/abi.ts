@@ -61,32 +61,70 @@ type NumericArray =
   | Float64Array;
 type NumericArrayClass = { new (buffer: ArrayBuffer): NumericArray; BYTES_PER_ELEMENT: number };
 
-/** A resolved value type. */
-export interface RType {
-  k: PlanType["k"];
+/** The canonical ABI layout every resolved type has. */
+interface Layout {
   size: number;
   align: number;
   flat: Flat[];
-  /** record, tuple: fields with their byte offsets and JS keys. */
-  fields?: { key: string | number; t: RType; offset: number }[];
-  /** variant, enum, option, result: cases (enum, option and result despecialised). */
-  cases?: { name: string; t: RType | null }[];
-  /** variant-likes: bytes of the discriminant and where the payload starts. */
-  discSize?: number;
-  payloadOffset?: number;
+}
+
+/** A case of a variant-like type; `t` is its payload, if it has one. */
+export interface RCase {
+  name: string;
+  t: RType | null;
+}
+
+/** record, tuple: fields with their byte offsets and JS keys. */
+export interface RRecord extends Layout {
+  k: "record" | "tuple";
+  fields: { key: string | number; t: RType; offset: number }[];
+}
+
+/** variant, option, result (option and result despecialised): cases and their layout. */
+export interface RVariant extends Layout {
+  k: "variant" | "option" | "result";
+  cases: RCase[];
+  /** Bytes of the discriminant. */
+  discSize: number;
+  /** Where the payload starts. */
+  payloadOffset: number;
   /** option: its payload is itself an option (then tagged, as jco). */
-  nestedOption?: boolean;
-  /** list: element type, fixed length; typed array class for numeric elements. */
-  elem?: RType;
+  nestedOption: boolean;
+}
+
+/** enum: a variant without payloads, with the case index of each name. */
+export interface REnum extends Omit<RVariant, "k"> {
+  k: "enum";
+  enumIndex: Map<string, number>;
+}
+
+/** list: element type, fixed length; typed array class for numeric elements. */
+export interface RList extends Layout {
+  k: "list";
+  elem: RType;
   len?: number;
   typed?: NumericArrayClass;
-  /** flags: JS keys. */
-  keys?: string[];
-  /** enum: case index by name. */
-  enumIndex?: Map<string, number>;
-  /** own, borrow: resource index. */
-  res?: number;
 }
+
+/** flags: JS keys. */
+export interface RFlags extends Layout {
+  k: "flags";
+  keys: string[];
+}
+
+/** own, borrow: resource index. */
+export interface RHandle extends Layout {
+  k: "own" | "borrow";
+  res: number;
+}
+
+/** Scalars and strings: nothing but their layout. */
+export interface RScalar extends Layout {
+  k: Exclude<PlanType["k"], (RRecord | RVariant | REnum | RList | RFlags | RHandle)["k"]>;
+}
+
+/** A resolved value type, discriminated by `k`. */
+export type RType = RScalar | RRecord | RVariant | REnum | RList | RFlags | RHandle;
 
 /** Turns WIT `kebab-case` into jco's `lowerCamelCase` (records, flags, functions). */
 export function camelCase(name: string): string {
@@ -139,7 +177,8 @@ const TYPED: Record<string, NumericArrayClass> = {
   f64: Float64Array,
 };
 
-function variantLayout(t: RType, cases: { name: string; t: RType | null }[]): void {
+/** The layout of a variant-like type with `cases`. */
+function variantLayout(cases: RCase[]): Omit<RVariant, "k" | "nestedOption"> {
   const n = cases.length;
   const discSize = n <= 256 ? 1 : n <= 65536 ? 2 : 4;
   let caseAlign = 1;
@@ -151,12 +190,88 @@ function variantLayout(t: RType, cases: { name: string; t: RType | null }[]): vo
     caseSize = Math.max(caseSize, c.t.size);
     c.t.flat.forEach((f, i) => payload[i] = i < payload.length ? join(payload[i], f) : f);
   }
-  t.cases = cases;
-  t.discSize = discSize;
-  t.align = Math.max(discSize, caseAlign);
-  t.payloadOffset = alignTo(discSize, caseAlign);
-  t.size = alignTo(t.payloadOffset + caseSize, t.align);
-  t.flat = ["i32", ...payload];
+  const align = Math.max(discSize, caseAlign);
+  const payloadOffset = alignTo(discSize, caseAlign);
+  return {
+    cases,
+    discSize,
+    align,
+    payloadOffset,
+    size: alignTo(payloadOffset + caseSize, align),
+    flat: ["i32", ...payload],
+  };
+}
+
+/** Resolves one type of a plan, `resolve` giving the types it refers to. */
+function resolveOne(p: PlanType, resolve: (i: number) => RType): RType {
+  switch (p.k) {
+    case "string":
+      return { k: p.k, size: 8, align: 4, flat: ["i32", "i32"] };
+    case "record":
+    case "tuple": {
+      const members: [string | number, RType][] = p.k === "record"
+        ? p.fields.map(([name, ti]) => [camelCase(name), resolve(ti)])
+        : p.types.map((ti, i) => [i, resolve(ti)]);
+      const t: RRecord = { k: p.k, size: 0, align: 1, flat: [], fields: [] };
+      let offset = 0;
+      t.fields = members.map(([key, ft]) => {
+        offset = alignTo(offset, ft.align);
+        const field = { key, t: ft, offset };
+        offset += ft.size;
+        t.align = Math.max(t.align, ft.align);
+        t.flat.push(...ft.flat);
+        return field;
+      });
+      t.size = alignTo(offset, t.align);
+      return t;
+    }
+    case "variant": {
+      const cases = p.cases.map(([name, ti]) => ({ name, t: ti === null ? null : resolve(ti) }));
+      return { k: p.k, ...variantLayout(cases), nestedOption: false };
+    }
+    case "enum":
+      return {
+        k: p.k,
+        ...variantLayout(p.names.map((name) => ({ name, t: null }))),
+        nestedOption: false,
+        enumIndex: new Map(p.names.map((name, i) => [name, i])),
+      };
+    case "option": {
+      const some = resolve(p.type);
+      const cases = [{ name: "none", t: null }, { name: "some", t: some }];
+      return { k: p.k, ...variantLayout(cases), nestedOption: some.k === "option" };
+    }
+    case "result": {
+      const cases = [
+        { name: "ok", t: p.ok === null ? null : resolve(p.ok) },
+        { name: "err", t: p.err === null ? null : resolve(p.err) },
+      ];
+      return { k: p.k, ...variantLayout(cases), nestedOption: false };
+    }
+    case "list": {
+      const elem = resolve(p.elem);
+      if (p.len !== undefined) {
+        const flat: Flat[] = [];
+        for (let i = 0; i < p.len; i++) flat.push(...elem.flat);
+        return { k: p.k, elem, len: p.len, align: elem.align, size: elem.size * p.len, flat };
+      }
+      return { k: p.k, elem, size: 8, align: 4, flat: ["i32", "i32"], typed: TYPED[elem.k] };
+    }
+    case "flags": {
+      const n = p.names.length;
+      if (n === 0 || n > 32) throw new Error(`lean glue: flags of ${n} names`);
+      const size = n <= 8 ? 1 : n <= 16 ? 2 : 4;
+      return { k: p.k, size, align: size, flat: ["i32"], keys: p.names.map(camelCase) };
+    }
+    case "own":
+    case "borrow":
+      return { k: p.k, size: 4, align: 4, flat: ["i32"], res: p.res };
+    default: {
+      const layout = PRIM_LAYOUT[p.k];
+      if (layout === undefined) throw new Error(`lean glue: unknown type ${p.k}`);
+      return { k: p.k, size: layout[0], align: layout[0], flat: layout[1] };
+    }
+  }
 }
 
 /** Resolves a plan's type table (indices become references, layouts computed). */
@@ -167,89 +282,7 @@ export function resolveTypes(types: PlanType[]): RType[] {
     if (known !== undefined) return known;
     const p = types[i];
     if (p === undefined) throw new Error(`lean glue: no type ${i}`);
-    const t: RType = { k: p.k, size: 0, align: 1, flat: [] };
-    switch (p.k) {
-      case "string":
-        t.size = 8;
-        t.align = 4;
-        t.flat = ["i32", "i32"];
-        break;
-      case "record":
-      case "tuple": {
-        const members: [string | number, RType][] = p.k === "record"
-          ? p.fields.map(([name, ti]) => [camelCase(name), resolve(ti)])
-          : p.types.map((ti, i) => [i, resolve(ti)]);
-        let offset = 0;
-        t.fields = members.map(([key, ft]) => {
-          offset = alignTo(offset, ft.align);
-          const field = { key, t: ft, offset };
-          offset += ft.size;
-          t.align = Math.max(t.align, ft.align);
-          t.flat.push(...ft.flat);
-          return field;
-        });
-        t.size = alignTo(offset, t.align);
-        break;
-      }
-      case "variant":
-        variantLayout(
-          t,
-          p.cases.map(([name, ti]) => ({ name, t: ti === null ? null : resolve(ti) })),
-        );
-        break;
-      case "enum":
-        variantLayout(t, p.names.map((name) => ({ name, t: null })));
-        t.enumIndex = new Map(p.names.map((name, i) => [name, i]));
-        break;
-      case "option": {
-        const some = resolve(p.type);
-        variantLayout(t, [{ name: "none", t: null }, { name: "some", t: some }]);
-        t.nestedOption = some.k === "option";
-        break;
-      }
-      case "result":
-        variantLayout(t, [
-          { name: "ok", t: p.ok === null ? null : resolve(p.ok) },
-          { name: "err", t: p.err === null ? null : resolve(p.err) },
-        ]);
-        break;
-      case "list": {
-        const elem = resolve(p.elem);
-        t.elem = elem;
-        if (p.len !== undefined) {
-          t.len = p.len;
-          t.align = elem.align;
-          t.size = elem.size * p.len;
-          for (let i = 0; i < p.len; i++) t.flat.push(...elem.flat);
-        } else {
-          t.size = 8;
-          t.align = 4;
-          t.flat = ["i32", "i32"];
-          t.typed = TYPED[elem.k];
-        }
-        break;
-      }
-      case "flags": {
-        const n = p.names.length;
-        if (n === 0 || n > 32) throw new Error(`lean glue: flags of ${n} names`);
-        t.size = t.align = n <= 8 ? 1 : n <= 16 ? 2 : 4;
-        t.flat = ["i32"];
-        t.keys = p.names.map(camelCase);
-        break;
-      }
-      case "own":
-      case "borrow":
-        t.size = t.align = 4;
-        t.flat = ["i32"];
-        t.res = p.res;
-        break;
-      default: {
-        const layout = PRIM_LAYOUT[p.k];
-        if (layout === undefined) throw new Error(`lean glue: unknown type ${p.k}`);
-        t.size = t.align = layout[0];
-        t.flat = layout[1];
-      }
-    }
+    const t = resolveOne(p, resolve);
     out[i] = t;
     return t;
   };
@@ -447,19 +480,23 @@ function latin1(bytes: Uint8Array): string {
   return out;
 }
 
-function liftCase(t: RType, index: number, payload: () => unknown): unknown {
-  const c = t.cases![index];
+function liftCase(
+  t: RVariant | REnum,
+  index: number,
+  payload: (t: RType) => unknown,
+): unknown {
+  const c = t.cases[index];
   if (c === undefined) throw trap(`invalid ${t.k} discriminant ${index}`);
   switch (t.k) {
     case "enum":
       return c.name;
     case "option":
-      if (index === 0) return t.nestedOption ? { tag: "none" } : undefined;
-      return t.nestedOption ? { tag: "some", val: payload() } : payload();
+      if (c.t === null) return t.nestedOption ? { tag: "none" } : undefined;
+      return t.nestedOption ? { tag: "some", val: payload(c.t) } : payload(c.t);
     case "result":
-      return { tag: c.name, val: c.t === null ? undefined : payload() };
+      return { tag: c.name, val: c.t === null ? undefined : payload(c.t) };
     default:
-      return c.t === null ? { tag: c.name } : { tag: c.name, val: payload() };
+      return c.t === null ? { tag: c.name } : { tag: c.name, val: payload(c.t) };
   }
 }
 
@@ -496,7 +533,7 @@ export function liftFlat(cx: Cx, t: RType, vi: FlatIn): unknown {
     case "list": {
       if (t.len !== undefined) {
         const out: unknown[] = [];
-        for (let i = 0; i < t.len; i++) out.push(liftFlat(cx, t.elem!, vi));
+        for (let i = 0; i < t.len; i++) out.push(liftFlat(cx, t.elem, vi));
         return out;
       }
       const ptr = (vi.next() as number) >>> 0;
@@ -505,7 +542,7 @@ export function liftFlat(cx: Cx, t: RType, vi: FlatIn): unknown {
     case "record":
     case "tuple": {
       const out = (t.k === "tuple" ? [] : {}) as Record<string | number, unknown>;
-      for (const f of t.fields!) out[f.key] = liftFlat(cx, f.t, vi);
+      for (const f of t.fields) out[f.key] = liftFlat(cx, f.t, vi);
       return out;
     }
     case "variant":
@@ -515,8 +552,7 @@ export function liftFlat(cx: Cx, t: RType, vi: FlatIn): unknown {
       const index = (vi.next() as number) >>> 0;
       const payloadFlat = t.flat.length - 1;
       const start = vi.i;
-      const value = liftCase(t, index, () => {
-        const c = t.cases![index].t!;
+      const value = liftCase(t, index, (c) => {
         const vals = c.flat.map((want, j) => coerce(vi.vals[start + j], t.flat[j + 1], want));
         return liftFlat(cx, c, new FlatIn(vals));
       });
@@ -526,19 +562,19 @@ export function liftFlat(cx: Cx, t: RType, vi: FlatIn): unknown {
     case "flags": {
       const bits = vi.next() as number;
       const out: Record<string, boolean> = {};
-      t.keys!.forEach((key, i) => out[key] = (bits & (1 << i)) !== 0);
+      t.keys.forEach((key, i) => out[key] = (bits & (1 << i)) !== 0);
       return out;
     }
     case "own":
-      return cx.handles.table(t.res!).remove(vi.next() as number);
+      return cx.handles.table(t.res).remove(vi.next() as number);
     case "borrow":
-      return cx.handles.table(t.res!).get(vi.next() as number);
+      return cx.handles.table(t.res).get(vi.next() as number);
   }
-  throw new Error(`lean glue: cannot lift ${t.k}`);
+  throw new Error(`lean glue: cannot lift ${(t as RType).k}`);
 }
 
-function loadList(cx: Cx, t: RType, ptr: number, len: number): unknown {
-  const elem = t.elem!;
+function loadList(cx: Cx, t: RList, ptr: number, len: number): unknown {
+  const elem = t.elem;
   cx.check(ptr, len * elem.size, elem.align);
   if (t.typed !== undefined) {
     return new t.typed(cx.bytes().buffer.slice(ptr, ptr + len * elem.size) as ArrayBuffer);
@@ -581,7 +617,7 @@ export function load(cx: Cx, t: RType, ptr: number): unknown {
     case "list": {
       if (t.len !== undefined) {
         const out: unknown[] = [];
-        for (let i = 0; i < t.len; i++) out.push(load(cx, t.elem!, ptr + i * t.elem!.size));
+        for (let i = 0; i < t.len; i++) out.push(load(cx, t.elem, ptr + i * t.elem.size));
         return out;
       }
       return loadList(cx, t, dv.getUint32(ptr, true), dv.getUint32(ptr + 4, true));
@@ -589,7 +625,7 @@ export function load(cx: Cx, t: RType, ptr: number): unknown {
     case "record":
     case "tuple": {
       const out = (t.k === "tuple" ? [] : {}) as Record<string | number, unknown>;
-      for (const f of t.fields!) out[f.key] = load(cx, f.t, ptr + f.offset);
+      for (const f of t.fields) out[f.key] = load(cx, f.t, ptr + f.offset);
       return out;
     }
     case "variant":
@@ -601,7 +637,7 @@ export function load(cx: Cx, t: RType, ptr: number): unknown {
         : t.discSize === 2
         ? dv.getUint16(ptr, true)
         : dv.getUint32(ptr, true);
-      return liftCase(t, index, () => load(cx, t.cases![index].t!, ptr + t.payloadOffset!));
+      return liftCase(t, index, (c) => load(cx, c, ptr + t.payloadOffset));
     }
     case "flags": {
       const bits = t.size === 1
@@ -610,15 +646,15 @@ export function load(cx: Cx, t: RType, ptr: number): unknown {
         ? dv.getUint16(ptr, true)
         : dv.getUint32(ptr, true);
       const out: Record<string, boolean> = {};
-      t.keys!.forEach((key, i) => out[key] = (bits & (1 << i)) !== 0);
+      t.keys.forEach((key, i) => out[key] = (bits & (1 << i)) !== 0);
       return out;
     }
     case "own":
-      return cx.handles.table(t.res!).remove(dv.getUint32(ptr, true));
+      return cx.handles.table(t.res).remove(dv.getUint32(ptr, true));
     case "borrow":
-      return cx.handles.table(t.res!).get(dv.getUint32(ptr, true));
+      return cx.handles.table(t.res).get(dv.getUint32(ptr, true));
   }
-  throw new Error(`lean glue: cannot load ${t.k}`);
+  throw new Error(`lean glue: cannot load ${(t as RType).k}`);
 }
 
 // ---- Lowering (JS → wasm) --------------------------------------------------------------
@@ -676,8 +712,8 @@ function storeString(cx: Cx, v: unknown): [number, number] {
   return [ptr, cx.encoding === 2 ? (v.length | 0x8000_0000) >>> 0 : v.length];
 }
 
-function storeList(cx: Cx, t: RType, v: unknown): [number, number] {
-  const elem = t.elem!;
+function storeList(cx: Cx, t: RList, v: unknown): [number, number] {
+  const elem = t.elem;
   if (t.typed !== undefined && ArrayBuffer.isView(v)) {
     const view = v as NumericArray;
     const len = view.length;
@@ -696,10 +732,10 @@ function storeList(cx: Cx, t: RType, v: unknown): [number, number] {
 }
 
 /** The case index and payload of a variant-like JS value. */
-function matchCase(t: RType, v: unknown): [number, unknown] {
+function matchCase(t: RVariant | REnum, v: unknown): [number, unknown] {
   switch (t.k) {
     case "enum": {
-      const i = t.enumIndex!.get(v as string);
+      const i = t.enumIndex.get(v as string);
       if (i === undefined) throw new TypeError(`invalid enum value ${String(v)}`);
       return [i, undefined];
     }
@@ -719,7 +755,7 @@ function matchCase(t: RType, v: unknown): [number, unknown] {
     }
     default: {
       const o = v as { tag?: string; val?: unknown } | null | undefined;
-      const i = t.cases!.findIndex((c) => c.name === o?.tag);
+      const i = t.cases.findIndex((c) => c.name === o?.tag);
       if (i < 0) throw new TypeError(`invalid variant tag ${String(o?.tag)}`);
       return [i, o!.val];
     }
@@ -734,12 +770,12 @@ function bigOf(v: unknown): bigint {
   return typeof v === "bigint" ? v : BigInt(v as number);
 }
 
-function lowerOwn(cx: Cx, t: RType, v: unknown): number {
-  const cls = cx.handles.classOf(t.res!);
+function lowerOwn(cx: Cx, t: RHandle, v: unknown): number {
+  const cls = cx.handles.classOf(t.res);
   if (v === undefined || v === null || (cls !== undefined && !(v instanceof cls))) {
     throw new TypeError(`Resource error: not a valid ${cls?.name ?? "resource"} resource`);
   }
-  return cx.handles.table(t.res!).insert(v);
+  return cx.handles.table(t.res).insert(v);
 }
 
 function charOf(v: unknown): number {
@@ -782,7 +818,7 @@ export function lowerFlat(cx: Cx, t: RType, v: unknown, out: unknown[]): void {
     case "list":
       if (t.len !== undefined) {
         const a = v as ArrayLike<unknown>;
-        for (let i = 0; i < t.len; i++) lowerFlat(cx, t.elem!, a[i], out);
+        for (let i = 0; i < t.len; i++) lowerFlat(cx, t.elem, a[i], out);
       } else {
         out.push(...storeList(cx, t, v));
       }
@@ -790,7 +826,7 @@ export function lowerFlat(cx: Cx, t: RType, v: unknown, out: unknown[]): void {
     case "record":
     case "tuple": {
       const o = v as Record<string | number, unknown>;
-      for (const f of t.fields!) lowerFlat(cx, f.t, o[f.key], out);
+      for (const f of t.fields) lowerFlat(cx, f.t, o[f.key], out);
       return;
     }
     case "variant":
@@ -799,7 +835,7 @@ export function lowerFlat(cx: Cx, t: RType, v: unknown, out: unknown[]): void {
     case "result": {
       const [index, payload] = matchCase(t, v);
       out.push(index);
-      const c = t.cases![index].t;
+      const c = t.cases[index].t;
       let n = 0;
       if (c !== null) {
         const vals: unknown[] = [];
@@ -812,7 +848,7 @@ export function lowerFlat(cx: Cx, t: RType, v: unknown, out: unknown[]): void {
     case "flags": {
       const o = v as Record<string, unknown>;
       let bits = 0;
-      t.keys!.forEach((key, i) => {
+      t.keys.forEach((key, i) => {
         if (o?.[key]) bits |= 1 << i;
       });
       out.push(bits);
@@ -824,7 +860,7 @@ export function lowerFlat(cx: Cx, t: RType, v: unknown, out: unknown[]): void {
     case "borrow":
       throw new Error("lean glue: borrowed handles cannot be given to the guest");
   }
-  throw new Error(`lean glue: cannot lower ${t.k}`);
+  throw new Error(`lean glue: cannot lower ${(t as RType).k}`);
 }
 
 function widen(v: unknown, have: Flat, want: Flat): unknown {
@@ -886,7 +922,7 @@ export function store(cx: Cx, t: RType, v: unknown, ptr: number): void {
     case "list": {
       if (t.len !== undefined) {
         const a = v as ArrayLike<unknown>;
-        for (let i = 0; i < t.len; i++) store(cx, t.elem!, a[i], ptr + i * t.elem!.size);
+        for (let i = 0; i < t.len; i++) store(cx, t.elem, a[i], ptr + i * t.elem.size);
         return;
       }
       const [p, len] = storeList(cx, t, v);
@@ -897,7 +933,7 @@ export function store(cx: Cx, t: RType, v: unknown, ptr: number): void {
     case "record":
     case "tuple": {
       const o = v as Record<string | number, unknown>;
-      for (const f of t.fields!) store(cx, f.t, o[f.key], ptr + f.offset);
+      for (const f of t.fields) store(cx, f.t, o[f.key], ptr + f.offset);
       return;
     }
     case "variant":
@@ -909,14 +945,14 @@ export function store(cx: Cx, t: RType, v: unknown, ptr: number): void {
       if (t.discSize === 1) dv.setUint8(ptr, index);
       else if (t.discSize === 2) dv.setUint16(ptr, index, true);
       else dv.setUint32(ptr, index, true);
-      const c = t.cases![index].t;
-      if (c !== null) store(cx, c, payload, ptr + t.payloadOffset!);
+      const c = t.cases[index].t;
+      if (c !== null) store(cx, c, payload, ptr + t.payloadOffset);
       return;
     }
     case "flags": {
       const o = v as Record<string, unknown>;
       let bits = 0;
-      t.keys!.forEach((key, i) => {
+      t.keys.forEach((key, i) => {
         if (o?.[key]) bits |= 1 << i;
       });
       const dv = cx.view();
@@ -931,5 +967,5 @@ export function store(cx: Cx, t: RType, v: unknown, ptr: number): void {
     case "borrow":
       throw new Error("lean glue: borrowed handles cannot be given to the guest");
   }
-  throw new Error(`lean glue: cannot store ${t.k}`);
+  throw new Error(`lean glue: cannot store ${(t as RType).k}`);
 }

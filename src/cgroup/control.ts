@@ -56,6 +56,14 @@ export function parseKeyedFile(text: string): Map<string, bigint> {
   return out;
 }
 
+/** The values of `keys` in a parsed keyed file, 0 for those it does not have. */
+export function pickKeys(
+  values: Map<string, bigint>,
+  keys: readonly string[],
+): Record<string, bigint> {
+  return Object.fromEntries(keys.map((key) => [key, values.get(key) ?? 0n]));
+}
+
 /** Parses a single-value file: a decimal, or "max" (→ {@linkcode UINT64_MAX}). */
 export function parseUint(text: string | undefined): bigint | undefined {
   const value = text?.trim();

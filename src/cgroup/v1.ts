@@ -14,6 +14,7 @@ import {
   MAX,
   parseKeyedFile,
   parseUint,
+  pickKeys,
   readControl,
   writeControl,
 } from "./control.ts";
@@ -216,11 +217,7 @@ async function metrics(cgroup: CgroupDirs): Promise<CgroupMetrics> {
     }
     m.memory = memory;
     const oom = parseKeyedFile(await read(mem, CgroupFile.MEMORY_OOM_CONTROL) ?? "");
-    m.memory_oom_control = {
-      oom_kill_disable: oom.get("oom_kill_disable") ?? 0n,
-      under_oom: oom.get("under_oom") ?? 0n,
-      oom_kill: oom.get("oom_kill") ?? 0n,
-    };
+    m.memory_oom_control = pickKeys(oom, ["oom_kill_disable", "under_oom", "oom_kill"]);
   }
   return { typeName: MetricsType.V1, metrics: m };
 }

@@ -15,6 +15,7 @@ import {
   MAX,
   parseKeyedFile,
   parseUint,
+  pickKeys,
   readControl,
   writeControl,
 } from "./control.ts";
@@ -142,14 +143,14 @@ async function metrics(cgroup: CgroupDirs): Promise<CgroupMetrics> {
     },
   };
   const cpu = parseKeyedFile(await read(CgroupFile.CPU_STAT) ?? "");
-  m.cpu = {
-    usage_usec: cpu.get("usage_usec") ?? 0n,
-    user_usec: cpu.get("user_usec") ?? 0n,
-    system_usec: cpu.get("system_usec") ?? 0n,
-    nr_periods: cpu.get("nr_periods") ?? 0n,
-    nr_throttled: cpu.get("nr_throttled") ?? 0n,
-    throttled_usec: cpu.get("throttled_usec") ?? 0n,
-  };
+  m.cpu = pickKeys(cpu, [
+    "usage_usec",
+    "user_usec",
+    "system_usec",
+    "nr_periods",
+    "nr_throttled",
+    "throttled_usec",
+  ]);
   const stat = parseKeyedFile(await read(CgroupFile.MEMORY_STAT) ?? "");
   const memory: Record<string, unknown> = {};
   for (const key of CGROUPS_V2_MEMORY_STAT_KEYS) {
@@ -169,14 +170,7 @@ async function metrics(cgroup: CgroupDirs): Promise<CgroupMetrics> {
   m.memory = memory;
   const events = await read(CgroupFile.MEMORY_EVENTS);
   if (events !== undefined) {
-    const e = parseKeyedFile(events);
-    m.memory_events = {
-      low: e.get("low") ?? 0n,
-      high: e.get("high") ?? 0n,
-      max: e.get("max") ?? 0n,
-      oom: e.get("oom") ?? 0n,
-      oom_kill: e.get("oom_kill") ?? 0n,
-    };
+    m.memory_events = pickKeys(parseKeyedFile(events), ["low", "high", "max", "oom", "oom_kill"]);
   }
   return { typeName: MetricsType.V2, metrics: m };
 }

@@ -283,9 +283,10 @@ async function shimProcesses(address: string): Promise<LeftoverProcess[]> {
     const cmdline = decoder.decode(raw).split("\0").filter((s) => s !== "");
     if (cmdline.length === 0) continue;
     const exe = cmdline[0].split("/").pop()!;
-    // The launcher install form runs `deno … <app>/main.ts …`; guest runners carry
-    // the action `guest` instead of containerd's address.
-    const launcher = cmdline.some((a) => a.endsWith("/containerd-shim-wasmtime/main.ts"));
+    // The launcher install form runs `deno … <app>/main.ts …` (the self-extracting
+    // one from containerd-shim-wasmtime-<version>-<sha>/); guest runners carry the
+    // action `guest` instead of containerd's address.
+    const launcher = cmdline.some((a) => /\/containerd-shim-wasmtime(-[^/]+)?\/main\.ts$/.test(a));
     if (!exe.startsWith("containerd-shim") && !launcher) continue;
     const ours = launcher && cmdline.includes("guest") && cmdline.some((a) => a.includes(dir));
     if (!cmdline.includes(address) && !ours) continue;

@@ -41,7 +41,8 @@ unpack() {
     fail "$0 is corrupt or truncated (its payload's SHA-256 is ${sum%% *}, expected @SHA256@): download it again"
   tail -c +@OFFSET@ "$0" | tar -xzf - -C "$tmp" || fail "unpacking $0 into $tmp failed (disk full?)"
   [ -x "$tmp/@TOP@/app/deno" ] || fail "$0 holds no application: build the release again"
-  if ln -s "${tmp##*/}/@TOP@/app" "$app" 2>/dev/null; then
+  # -n: where $app already links to a directory, fail rather than link inside it.
+  if ln -sn "${tmp##*/}/@TOP@/app" "$app" 2>/dev/null; then
     trap - EXIT HUP INT TERM
     # Deno's module cache is keyed by absolute paths: filled through the published name.
     sh "$app/launcher_form.sh" cache "$app" ||

@@ -35,6 +35,8 @@ export const CONTAINERD_BIN = "/usr/bin/containerd";
 export interface ContainerdOptions {
   /** Put first on containerd's PATH, so it finds `containerd-shim-wasmtime-v1` there. */
   shimBinDir?: string;
+  /** The rest of containerd's PATH, after `shimBinDir` (default: this process's PATH). */
+  path?: string;
   /** Keep the CRI plugin enabled (default: disabled). */
   cri?: boolean;
   /** `"overlayfs"` (default, falls back to native if overlay cannot mount) or `"native"`. */
@@ -453,7 +455,10 @@ export async function startContainerd(opts: ContainerdOptions = {}): Promise<Con
   );
 
   const startedAt = Date.now();
-  const pathEnv = [opts.shimBinDir, Deno.env.get("PATH") ?? "/usr/local/bin:/usr/bin:/bin"]
+  const pathEnv = [
+    opts.shimBinDir,
+    opts.path ?? Deno.env.get("PATH") ?? "/usr/local/bin:/usr/bin:/bin",
+  ]
     .filter(Boolean).join(":");
   const log = await Deno.open(logPath, { write: true, create: true, append: true });
   const spawnContainerd = () => {

@@ -2,7 +2,12 @@
 # Installs containerd-shim-wasmtime-v1 (and oci-tar-builder) so containerd finds it,
 # and optionally adds the runtime to containerd's config.
 #
-#   scripts/install.sh [--uninstall] [--configure-containerd [--containerd-config PATH]]
+#   scripts/install.sh [--from TARBALL] [--uninstall] [--configure-containerd [--containerd-config PATH]]
+#
+# From a checkout it builds the shim here (needs deno or npm, and the npm registry);
+# with --from it installs a release tarball made by `deno task release` (or, run as
+# the install.sh inside an unpacked tarball, that release) with no network and no
+# deno, node or npm on the node.
 #
 # Environment:
 #   PREFIX      install prefix (default /usr/local): binaries in $PREFIX/bin,
@@ -35,7 +40,8 @@ SHIM=containerd-shim-wasmtime-v1
 BUILDER=oci-tar-builder
 APP_DIR="$PREFIX/lib/containerd-shim-wasmtime"
 BIN_DIR="$PREFIX/bin"
-SRC_DIR="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+SCRIPT_DIR="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+SRC_DIR="$(dirname "$SCRIPT_DIR")"
 
 # What --configure-containerd adds to containerd's config: the CRI runtime handler
 # name (a Kubernetes RuntimeClass's `handler`, see deploy/) and the runtime it runs.
@@ -56,9 +62,16 @@ die() { say "error: $*"; exit 1; }
 # Temporary files go away however install.sh ends.
 staging=""
 CFG_TMP=""
+OLD_APP="" # the previous application, moved aside while a new one is activated
+NEW_APP=0  # 1 while $APP_DIR may hold a new application that is not yet activated
 CREATED_DIRS=() # see make_dir
 cleanup() {
   local rc=$?
+  # A failed activation puts the previous installation back (see activate_launcher_form).
+  if [[ $rc -ne 0 && "$NEW_APP" -eq 1 ]]; then
+    rm -rf "$APP_DIR"
+    if [[ -n "$OLD_APP" ]]; then mv "$OLD_APP" "$APP_DIR"; fi
+  fi
   if [[ -n "$staging" ]]; then rm -rf "$staging"; fi
   if [[ -n "$CFG_TMP" ]]; then rm -f "$CFG_TMP"; fi
   # A failed install leaves no directory of its own behind either.
@@ -68,12 +81,17 @@ trap cleanup EXIT
 
 usage() {
   cat <<EOF
-Usage: scripts/install.sh [--uninstall] [--configure-containerd [--containerd-config PATH]]
+Usage: scripts/install.sh [--from TARBALL] [--uninstall] [--configure-containerd [--containerd-config PATH]]
 
 Installs containerd-shim-wasmtime-v1 and oci-tar-builder into \$PREFIX/bin
 (PREFIX=$PREFIX), where containerd finds the shim on its PATH.
 
 Options:
+  --from TARBALL            install a release tarball (deno task release) offline: its
+                            TARBALL.sha256 is checked when it lies beside it; a corrupt or
+                            truncated tarball, a checksum mismatch or another architecture
+                            is refused and nothing is installed. The install.sh inside an
+                            unpacked tarball installs that release without --from.
   --uninstall               remove what install.sh installed; with --configure-containerd,
                             also remove the runtime table it added to containerd's config
   --configure-containerd    also add the runtime "$RUNTIME_NAME" (runtime_type = "$RUNTIME_TYPE")
@@ -510,16 +528,150 @@ unconfigure_containerd() {
   say "removed the runtime $RUNTIME_NAME that install.sh had added to $CFG; restart containerd to load it"
 }
 
+# --- installing ------------------------------------------------------------------
+
+# write_launcher PATH ACTION [lifecycle]: a launcher running the application in
+# $APP_DIR (its commands come from the application's own launcher_form.sh).
+write_launcher() {
+  local path="$1" action="$2" lifecycle="${3:-}"
+  {
+    echo '#!/bin/sh'
+    echo "# Installed by containerd-shim-wasmtime's scripts/install.sh (launcher form)."
+    printf "app='%s'\n" "$APP_DIR"
+    sh "$APP_DIR/launcher_form.sh" launcher "$APP_DIR" "$action" "$lifecycle"
+  } >"$path.tmp"
+  chmod 0755 "$path.tmp"
+  mv "$path.tmp" "$path"
+}
+
+# activate_compiled FILE: installs the compiled shim FILE (and the builder's wrapper).
+activate_compiled() {
+  rm -rf "$APP_DIR"
+  write_dirs_file
+  install -m 0755 "$1" "$BIN_DIR/$SHIM.tmp"
+  mv "$BIN_DIR/$SHIM.tmp" "$BIN_DIR/$SHIM"
+  cat >"$BIN_DIR/$BUILDER.tmp" <<SH
+#!/bin/sh
+exec "$BIN_DIR/$SHIM" oci-tar-builder "\$@"
+SH
+  chmod 0755 "$BIN_DIR/$BUILDER.tmp"
+  mv "$BIN_DIR/$BUILDER.tmp" "$BIN_DIR/$BUILDER"
+}
+
+# activate_launcher_form DIR: replaces the installation with the launcher-form
+# application in DIR (on $APP_DIR's filesystem). The old application moves aside, the
+# new one takes its place and its module cache is filled there (the cache is keyed by
+# absolute paths), and only then do the launchers change; if anything fails on the
+# way, cleanup puts the old installation back.
+activate_launcher_form() {
+  local new="$1"
+  [[ "$APP_DIR" != *"'"* ]] || die "PREFIX=$PREFIX contains a single quote, which the launcher cannot name; choose another PREFIX"
+  if [[ -e "$APP_DIR" ]]; then
+    OLD_APP="$staging/previous"
+    mv "$APP_DIR" "$OLD_APP"
+  fi
+  NEW_APP=1
+  mv "$new" "$APP_DIR"
+  sh "$APP_DIR/launcher_form.sh" cache "$APP_DIR" || die "caching the application's modules at $APP_DIR failed; nothing was changed"
+  write_dirs_file
+  write_launcher "$BIN_DIR/$SHIM" "" lifecycle
+  write_launcher "$BIN_DIR/$BUILDER" oci-tar-builder
+  NEW_APP=0
+}
+
+# This node's architecture, named as release tarballs name it.
+node_arch() {
+  case "$(uname -m)" in
+    x86_64 | amd64) echo amd64 ;;
+    aarch64 | arm64) echo arm64 ;;
+    *) uname -m ;;
+  esac
+}
+
+# verify_checksum TARBALL: against TARBALL.sha256 (sha256sum's format) when present.
+verify_checksum() {
+  local tarball="$1" sums="$1.sha256" want="" got
+  if [[ ! -f "$sums" ]]; then
+    say "note: no $sums beside the tarball, so its checksum is not verified"
+    return 0
+  fi
+  read -r want _ <"$sums" || true
+  [[ "$want" =~ ^[0-9a-f]{64}$ ]] || die "$sums holds no SHA-256 digest: download it again; nothing was installed"
+  got="$(sha256sum "$tarball" | awk '{print $1}')"
+  [[ "$got" == "$want" ]] \
+    || die "$tarball does not match $sums (SHA-256 $got, expected $want): the download is corrupt or not the published file; download both again. Nothing was installed."
+  say "checksum of $tarball verified"
+}
+
+# install_release SRC: installs a release tarball (see scripts/release.ts), or the
+# directory it unpacks to, without network: everything is inside it.
+install_release() {
+  local src="$1" top key value form="" version="" arch="" rev="" here
+  if [[ -d "$src" ]]; then
+    top="$src"
+  else
+    [[ -f "$src" ]] || die "$src: no such file (--from takes a release tarball, containerd-shim-wasmtime-<version>-linux-<arch>.tar.gz)"
+    verify_checksum "$src"
+    mkdir "$staging/unpacked"
+    tar -xzf "$src" -C "$staging/unpacked" --no-same-owner 2>"$staging/tar.log" \
+      || die "$src is not a complete gzip tar archive ($(grep -m1 -v '^$' "$staging/tar.log" || echo 'tar failed')): the file is corrupt or truncated; download it again. Nothing was installed."
+    local entries=("$staging/unpacked"/*)
+    [[ ${#entries[@]} -eq 1 && -f "${entries[0]}/RELEASE" ]] \
+      || die "$src is not a containerd-shim-wasmtime release tarball (it has no RELEASE file in one top directory); nothing was installed"
+    top="${entries[0]}"
+  fi
+  while IFS='=' read -r key value; do
+    case "$key" in
+      form) form="$value" ;;
+      version) version="$value" ;;
+      arch) arch="$value" ;;
+      revision) rev="$value" ;;
+    esac
+  done <"$top/RELEASE"
+  here="$(node_arch)"
+  [[ "$arch" == "$here" ]] \
+    || die "$src is built for linux-$arch, but this node is linux-$here ($(uname -m)): install containerd-shim-wasmtime-$version-linux-$here.tar.gz instead. Nothing was installed."
+  case "$form" in
+    launcher)
+      [[ -x "$top/app/deno" && -f "$top/app/main.ts" && -f "$top/app/launcher_form.sh" ]] \
+        || die "$src has no complete application (app/deno, app/main.ts): build the release again; nothing was installed"
+      if [[ -d "$src" ]]; then cp -a "$top/app" "$staging/app"; else mv "$top/app" "$staging/app"; fi
+      "$staging/app/deno" --version >/dev/null 2>&1 \
+        || die "the deno in $src does not run on this node ($(uname -m)); nothing was installed"
+      activate_launcher_form "$staging/app"
+      say "installed launcher $BIN_DIR/$SHIM -> $APP_DIR (release $version, revision $rev)"
+      ;;
+    compiled)
+      [[ -x "$top/bin/$SHIM" ]] || die "$src has no bin/$SHIM: build the release again; nothing was installed"
+      activate_compiled "$top/bin/$SHIM"
+      say "installed compiled $BIN_DIR/$SHIM (release $version, revision $rev)"
+      ;;
+    *) die "$src names the unknown form '$form' in RELEASE (a newer release than this install.sh?); nothing was installed" ;;
+  esac
+}
+
 # --- arguments ------------------------------------------------------------------
 
 ACTION=install
 CONFIGURE=0
+FROM=""
+# Unpacked from a release tarball, install.sh installs the release around it.
+if [[ -f "$SCRIPT_DIR/RELEASE" ]]; then FROM="$SCRIPT_DIR"; fi
 CFG=/etc/containerd/config.toml
 cfg_given=0
 while [[ $# -gt 0 ]]; do
   case "$1" in
     --uninstall) ACTION=uninstall ;;
     --configure-containerd) CONFIGURE=1 ;;
+    --from)
+      [[ $# -ge 2 && -n "$2" ]] || die "--from needs a release tarball (e.g. --from containerd-shim-wasmtime-0.1.0-linux-amd64.tar.gz)"
+      FROM="$2"
+      shift
+      ;;
+    --from=*)
+      FROM="${1#*=}"
+      [[ -n "$FROM" ]] || die "--from needs a release tarball"
+      ;;
     --containerd-config)
       [[ $# -ge 2 && -n "$2" ]] || die "--containerd-config needs a path (e.g. --containerd-config /etc/containerd/config.toml)"
       CFG="$2"
@@ -564,7 +716,14 @@ after_install() {
 read_dirs_file
 make_dir "$BIN_DIR"
 make_dir "$PREFIX/lib"
-staging="$(mktemp -d "${PREFIX}/lib/.containerd-shim-wasmtime.XXXXXX")"
+staging="$(mktemp -d "${PREFIX}/lib/.containerd-shim-wasmtime.XXXXXX")" \
+  || die "cannot create a directory in $PREFIX/lib (read-only or not writable?): choose a writable place with PREFIX=/opt/containerd-shim-wasmtime (and put its bin on containerd's PATH); nothing was installed"
+
+if [[ -n "$FROM" ]]; then
+  install_release "$FROM"
+  after_install
+  exit 0
+fi
 
 DENO_BIN="$(find_deno)" || exit 1
 # The real binary, not an npm wrapper script.
@@ -572,117 +731,41 @@ DENO_BIN="$(readlink -f "$DENO_BIN")"
 have_version="$("$DENO_BIN" --version | head -1 | awk '{print $2}')"
 [[ "$have_version" == "$DENO_VERSION" ]] || say "warning: deno $have_version found, $DENO_VERSION is the tested version"
 
-# The application: sources, lockfile, build info.
+# The application, built in $build: sources, lockfile, build info.
+build="$staging/app"
+mkdir "$build"
 cp -r "$SRC_DIR/main.ts" "$SRC_DIR/deno.json" "$SRC_DIR/package.json" "$SRC_DIR/package-lock.json" \
-  "$SRC_DIR/src" "$staging/"
-[[ -f "$SRC_DIR/deno.lock" ]] && cp "$SRC_DIR/deno.lock" "$staging/"
-find "$staging/src" -name '*_test.ts' -delete
-find "$staging/src" -type d -name testdata -prune -exec rm -rf {} +
+  "$SRC_DIR/src" "$build/"
+cp "$SRC_DIR/scripts/launcher_form.sh" "$build/"
+[[ -f "$SRC_DIR/deno.lock" ]] && cp "$SRC_DIR/deno.lock" "$build/"
+find "$build/src" -name '*_test.ts' -delete
+find "$build/src" -type d -name testdata -prune -exec rm -rf {} +
 # WASMTIME_SHIM_REVISION names the revision where there is no git checkout (an image).
 revision="${WASMTIME_SHIM_REVISION:-$(git -C "$SRC_DIR" rev-parse --short HEAD 2>/dev/null || echo unknown)}"
-printf '{"revision":"%s"}\n' "$revision" > "$staging/build_info.json"
+printf '{"revision":"%s"}\n' "$revision" > "$build/build_info.json"
 
 # npm dependencies, exactly as locked (npm tolerates optional platform packages that
 # the registry lacks; Deno's own resolver does not, so Deno reads node_modules).
-command -v npm >/dev/null 2>&1 || die "npm is needed to install the npm dependencies (apt-get install -y npm)"
-(cd "$staging" && npm_ install --omit=dev --no-save --ignore-scripts --no-audit --no-fund --loglevel=error >&2) \
+command -v npm >/dev/null 2>&1 || die "npm is needed to install the npm dependencies (apt-get install -y npm), or install a release tarball with --from, which needs none"
+(cd "$build" && npm_ install --omit=dev --no-save --ignore-scripts --no-audit --no-fund --loglevel=error >&2) \
   || die "npm install failed (is the npm registry reachable?)"
 
-compiled=0
 if [[ "${WASMTIME_SHIM_FORM:-auto}" != "launcher" ]]; then
   # --v8-flags: DEFAULT_RUNNER_V8_FLAGS of src/runner/spawn.ts, fixed at build time here.
-  if (cd "$staging" && NO_COLOR=1 "$DENO_BIN" compile --quiet -A --unstable-net --no-check --v8-flags=--single-threaded-gc,--max-semi-space-size=8 --include build_info.json --include src/wasm/component/http_worker.ts --include src/wasm/component/mod.ts \
+  if (cd "$build" && NO_COLOR=1 "$DENO_BIN" compile --quiet -A --unstable-net --no-check --v8-flags=--single-threaded-gc,--max-semi-space-size=8 --include build_info.json --include src/wasm/component/http_worker.ts --include src/wasm/component/mod.ts \
         -o "$staging/$SHIM" main.ts) >"$staging/compile.log" 2>&1; then
-    compiled=1
-  else
-    say "deno compile is not possible here ($(grep -m1 -iE 'error|fail' "$staging/compile.log" || echo 'see compile.log')); installing the launcher form. Set DENORT_BIN to a denort binary to get a single executable."
+    activate_compiled "$staging/$SHIM"
+    say "installed compiled $BIN_DIR/$SHIM (revision $revision)"
+    after_install
+    exit 0
   fi
+  say "deno compile is not possible here ($(grep -m1 -iE 'error|fail' "$staging/compile.log" || echo 'see compile.log')); installing the launcher form. Set DENORT_BIN to a denort binary to get a single executable."
 fi
 
-if [[ $compiled -eq 1 ]]; then
-  rm -rf "$APP_DIR"
-  write_dirs_file
-  install -m 0755 "$staging/$SHIM" "$BIN_DIR/$SHIM"
-  cat > "$BIN_DIR/$BUILDER" <<SH
-#!/bin/sh
-exec "$BIN_DIR/$SHIM" oci-tar-builder "\$@"
-SH
-  chmod 0755 "$BIN_DIR/$BUILDER"
-  say "installed compiled $BIN_DIR/$SHIM (revision $revision)"
-  after_install
-  exit 0
-fi
-
-# Launcher form: a private deno and a private module cache, filled now.
-rm -f "$staging/compile.log" "$staging/$SHIM"
-cp "$DENO_BIN" "$staging/deno"
-rm -rf "$staging/.deno-npm"
-rm -rf "$APP_DIR"
-mv "$staging" "$APP_DIR"
-staging=""
-write_dirs_file
-# Fill the module cache (transpiled sources) at the final location.
-DENO_DIR="$APP_DIR/deno_dir" "$APP_DIR/deno" cache --quiet --config="$APP_DIR/deno.json" \
-  "$APP_DIR/main.ts" "$APP_DIR/src/wasm/guest_main.ts" "$APP_DIR/src/wasm/component/mod.ts" \
-  "$APP_DIR/src/wasm/runner_main.ts" "$APP_DIR/src/shim/daemon.ts" \
-  "$APP_DIR/src/shim/start.ts" "$APP_DIR/src/shim/delete.ts" "$APP_DIR/src/oci/builder_cli.ts" >&2 \
-  || die "caching the application's modules at $APP_DIR failed"
-# The start and delete actions run without the config (see write_launcher): cache them so too.
-DENO_DIR="$APP_DIR/deno_dir" "$APP_DIR/deno" cache --quiet --no-config --no-lock \
-  "$APP_DIR/main.ts" "$APP_DIR/src/shim/lifecycle_main.ts" >&2 \
-  || die "caching the start and delete actions at $APP_DIR failed"
-# ... and from one bundled file where `deno bundle` works (it fetches esbuild from the
-# npm registry once, into the user's Deno cache): ~4 ms off each of them. The chunks
-# go beside the sources, so that the paths they compute from their own URL hold.
-lifecycle_entry="$APP_DIR/main.ts"
-if (cd "$APP_DIR" && NO_COLOR=1 "$APP_DIR/deno" bundle --quiet --platform deno --code-splitting \
-      --no-config --no-lock --outdir "$APP_DIR/src/shim" src/shim/lifecycle_main.ts) >&2; then
-  lifecycle_entry="$APP_DIR/src/shim/lifecycle_main.js"
-else
-  say "deno bundle is not possible here; start and delete run from the sources (~4 ms slower each)"
-fi
-# Guest runners likewise (the shim server starts them from runner_main.js when it is
-# there): the WASI preview1 host in one file, ~8 ms of CPU off every container. The
-# component host stays in the sources (guest_main.ts names it at run time).
-if ! (cd "$APP_DIR" && NO_COLOR=1 "$APP_DIR/deno" bundle --quiet --platform deno \
-      --no-config --no-lock --output "$APP_DIR/src/wasm/runner_main.js" \
-      src/wasm/runner_main.ts) >&2; then
-  rm -f "$APP_DIR/src/wasm/runner_main.js"
-  say "deno bundle is not possible here; guest runners run from the sources (~8 ms more CPU each)"
-fi
-
-# write_launcher PATH ACTION [LIFECYCLE]: with LIFECYCLE, the `start` and `delete`
-# actions (the last argument; containerd runs them on the critical path of every
-# container) skip the config: they import no npm package, and reading it costs
-# ~1.5 ms of each run.
-write_launcher() {
-  local path="$1" action="$2" lifecycle="${3:-}"
-  local run="DENO_DIR='$APP_DIR/deno_dir' exec '$APP_DIR/deno' run --no-prompt --no-check --quiet --cached-only"
-  {
-    echo '#!/bin/sh'
-    echo "# Installed by containerd-shim-wasmtime's scripts/install.sh (launcher form)."
-    if [[ -n "$lifecycle" ]]; then
-      echo 'for last; do :; done'
-      # `delete` of a task the server deleted cleanly: the server left the answer in
-      # the bundle's `cleaned` file (src/shim/delete.ts), and its slot is gone; send
-      # it without starting Deno (~25 ms of CPU on every container's teardown).
-      echo 'if [ "$last" = delete ]; then'
-      echo '  b=$PWD; prev=; slot='
-      echo '  for a; do [ "$prev" = -bundle ] && b=$a; prev=$a; done'
-      echo '  [ -f "$b/slot" ] && read -r slot < "$b/slot"'
-      echo '  if [ -s "$b/cleaned" ] && { [ -z "$slot" ] || [ ! -e "$slot" ]; } &&'
-      echo '    command -v cat > /dev/null; then exec cat "$b/cleaned"; fi'
-      echo 'fi'
-      echo 'case "$last" in start|delete)'
-      echo "  $run --no-config --no-lock -A '$lifecycle_entry' \"\$@\" ;;"
-      echo 'esac'
-    fi
-    echo "$run --config='$APP_DIR/deno.json' -A '$APP_DIR/main.ts' $action \"\$@\""
-  } > "$path.tmp"
-  chmod 0755 "$path.tmp"
-  mv "$path.tmp" "$path"
-}
-write_launcher "$BIN_DIR/$SHIM" "" lifecycle
-write_launcher "$BIN_DIR/$BUILDER" "oci-tar-builder"
+# Launcher form: a private deno, bundles where `deno bundle` works, and a private
+# module cache filled where the application ends up.
+cp "$DENO_BIN" "$build/deno"
+sh "$build/launcher_form.sh" bundle "$build"
+activate_launcher_form "$build"
 say "installed launcher $BIN_DIR/$SHIM -> $APP_DIR (revision $revision)"
 after_install

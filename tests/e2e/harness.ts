@@ -35,6 +35,8 @@ export const CONTAINERD_BIN = "/usr/bin/containerd";
 export interface ContainerdOptions {
   /** Put first on containerd's PATH, so it finds `containerd-shim-wasmtime-v1` there. */
   shimBinDir?: string;
+  /** The rest of containerd's PATH, after `shimBinDir` (default: this process's PATH). */
+  path?: string;
   /** Keep the CRI plugin enabled (default: disabled). */
   cri?: boolean;
   /** `"overlayfs"` (default, falls back to native if overlay cannot mount) or `"native"`. */
@@ -283,9 +285,10 @@ async function shimProcesses(address: string): Promise<LeftoverProcess[]> {
     const cmdline = decoder.decode(raw).split("\0").filter((s) => s !== "");
     if (cmdline.length === 0) continue;
     const exe = cmdline[0].split("/").pop()!;
-    // The launcher install form runs `deno … <app>/main.ts …`; guest runners carry
-    // the action `guest` instead of containerd's address.
-    const launcher = cmdline.some((a) => a.endsWith("/containerd-shim-wasmtime/main.ts"));
+    // The launcher install form runs `deno … <app>/main.ts …` (the self-extracting
+    // one from containerd-shim-wasmtime-<version>-<sha>/); guest runners carry the
+    // action `guest` instead of containerd's address.
+    const launcher = cmdline.some((a) => /\/containerd-shim-wasmtime(-[^/]+)?\/main\.ts$/.test(a));
     if (!exe.startsWith("containerd-shim") && !launcher) continue;
     const ours = launcher && cmdline.includes("guest") && cmdline.some((a) => a.includes(dir));
     if (!cmdline.includes(address) && !ours) continue;
@@ -452,7 +455,10 @@ export async function startContainerd(opts: ContainerdOptions = {}): Promise<Con
   );
 
   const startedAt = Date.now();
-  const pathEnv = [opts.shimBinDir, Deno.env.get("PATH") ?? "/usr/local/bin:/usr/bin:/bin"]
+  const pathEnv = [
+    opts.shimBinDir,
+    opts.path ?? Deno.env.get("PATH") ?? "/usr/local/bin:/usr/bin:/bin",
+  ]
     .filter(Boolean).join(":");
   const log = await Deno.open(logPath, { write: true, create: true, append: true });
   const spawnContainerd = () => {

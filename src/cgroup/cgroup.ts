@@ -357,3 +357,39 @@ export class TaskCgroup implements CgroupDirs {
     }
   }
 }
+
+/** What {@linkcode joinCgroup} needs of a task's cgroup ({@linkcode TaskCgroup} has it). */
+export interface JoinableCgroup<Warm> {
+  adopt(other: Warm, resources?: LinuxResources): Promise<boolean>;
+  make(): Promise<void>;
+  apply(resources: LinuxResources): Promise<void>;
+  addProcess(pid: number): Promise<void>;
+}
+
+/**
+ * Puts process `pid` (a task's runner) into the task's cgroup `task`: by adopting
+ * `warm`, the warm cgroup the runner waits in, when a rename can do it (cgroup v1,
+ * same parent: see {@linkcode TaskCgroup.adopt}); otherwise by moving the process.
+ * A failed rename may have removed the task's directories, so they are made again
+ * and `resources` applied again before the process is moved; `log` is told why.
+ *
+ * @returns how the process got there
+ * @throws {Error} naming the directory when the process cannot be moved either
+ */
+export async function joinCgroup<Warm>(
+  task: JoinableCgroup<Warm>,
+  pid: number,
+  warm: Warm | undefined,
+  resources: LinuxResources | undefined,
+  log: (line: string) => void = () => {},
+): Promise<"adopted" | "moved"> {
+  try {
+    if (warm !== undefined && await task.adopt(warm, resources)) return "adopted";
+  } catch (err) {
+    log(`${(err as Error).message}; moving its process instead`);
+    await task.make();
+    if (resources) await task.apply(resources);
+  }
+  await task.addProcess(pid);
+  return "moved";
+}

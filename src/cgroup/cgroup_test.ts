@@ -1,5 +1,5 @@
 import assert from "node:assert/strict";
-import { CgroupManager } from "./cgroup.ts";
+import { CgroupManager, type JoinableCgroup, joinCgroup } from "./cgroup.ts";
 import { fakeRoot, read, v2Files } from "./test_util.ts";
 import { V1_CONTROLLERS } from "./v1.ts";
 
@@ -147,6 +147,80 @@ Deno.test("warm cgroups, v1: adopt applies the resources to the renamed director
       true,
     );
     assert.equal(await read(`${root}/memory/ns/t1/memory.limit_in_bytes`), String(64 << 20));
+  } finally {
+    await Deno.remove(root, { recursive: true });
+  }
+});
+
+/** A task cgroup that records what {@linkcode joinCgroup} does to it. */
+function recordingCgroup(adopt: () => Promise<boolean>) {
+  const calls: string[] = [];
+  const cgroup: JoinableCgroup<string> = {
+    adopt: (warm, resources) => {
+      calls.push(`adopt ${warm} ${JSON.stringify(resources)}`);
+      return adopt();
+    },
+    make: () => (calls.push("make"), Promise.resolve()),
+    apply: (resources) => (calls.push(`apply ${JSON.stringify(resources)}`), Promise.resolve()),
+    addProcess: (pid) => (calls.push(`addProcess ${pid}`), Promise.resolve()),
+  };
+  return { cgroup, calls };
+}
+
+Deno.test("joinCgroup: a warm cgroup is adopted, the process is not moved", async () => {
+  const { cgroup, calls } = recordingCgroup(() => Promise.resolve(true));
+  const resources = { pids: { limit: 10 } };
+  assert.equal(await joinCgroup(cgroup, 42, "warm-1", resources), "adopted");
+  assert.deepEqual(calls, [`adopt warm-1 ${JSON.stringify(resources)}`]);
+});
+
+Deno.test("joinCgroup: no warm cgroup, or one a rename cannot take: the process is moved", async () => {
+  const none = recordingCgroup(() => Promise.resolve(true));
+  assert.equal(await joinCgroup(none.cgroup, 42, undefined, undefined), "moved");
+  assert.deepEqual(none.calls, ["addProcess 42"]);
+  const v2 = recordingCgroup(() => Promise.resolve(false));
+  assert.equal(await joinCgroup(v2.cgroup, 42, "warm-1", undefined), "moved");
+  assert.deepEqual(v2.calls, ["adopt warm-1 undefined", "addProcess 42"]);
+});
+
+Deno.test("joinCgroup: a failed rename falls back to remaking the cgroup and moving the process", async () => {
+  const { cgroup, calls } = recordingCgroup(() =>
+    Promise.reject(new Error("cannot rename cgroup /a/warm-1 to /a/t1: EBUSY"))
+  );
+  const logged: string[] = [];
+  const resources = { memory: { limit: 1 << 20 } };
+  assert.equal(
+    await joinCgroup(cgroup, 42, "warm-1", resources, (line) => logged.push(line)),
+    "moved",
+  );
+  assert.deepEqual(calls, [
+    `adopt warm-1 ${JSON.stringify(resources)}`,
+    "make",
+    `apply ${JSON.stringify(resources)}`,
+    "addProcess 42",
+  ]);
+  assert.deepEqual(logged, [
+    "cannot rename cgroup /a/warm-1 to /a/t1: EBUSY; moving its process instead",
+  ]);
+});
+
+Deno.test("joinCgroup, v1: a warm cgroup that is gone leaves the task's remade for the process", async () => {
+  const root = await fakeV1Parents("/ns");
+  try {
+    const task = new CgroupManager({ root, version: 1, selfCgroup: "" }).locate("/ns/t1", "t1");
+    await task.make();
+    // The warm cgroup was never made: the rename fails after the task's directories went.
+    const logged: string[] = [];
+    await assert.rejects(
+      () =>
+        joinCgroup(task, 42, task.sibling("wasmtime-warm-9-9"), undefined, (l) => logged.push(l)),
+      /cannot move pid 42 into cgroup .*\/ns\/t1/,
+    );
+    assert.match(
+      logged[0],
+      /cannot rename cgroup .*wasmtime-warm-9-9.*; moving its process instead/,
+    );
+    for (const dir of task.dirs) await Deno.stat(dir); // made again
   } finally {
     await Deno.remove(root, { recursive: true });
   }

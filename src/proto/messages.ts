@@ -15,6 +15,7 @@
 
 import protobuf from "protobufjs";
 import { PROTO_SOURCES } from "./proto_sources.ts";
+import { Status, type TaskStatus as StatusValue } from "./task_types.ts";
 import type { Any, Timestamp } from "./wire.ts";
 
 export type { Any, Timestamp } from "./wire.ts";
@@ -74,17 +75,10 @@ export const TypeName = {
 } as const;
 
 /** `containerd.v1.types.Status`: the state of a process in {@linkcode StateResponse}. */
-export const TaskStatus = {
-  UNKNOWN: 0,
-  CREATED: 1,
-  RUNNING: 2,
-  STOPPED: 3,
-  PAUSED: 4,
-  PAUSING: 5,
-} as const;
+export const TaskStatus = Status;
 
 /** One of the {@linkcode TaskStatus} values. */
-export type TaskStatusValue = typeof TaskStatus[keyof typeof TaskStatus];
+export type TaskStatusValue = StatusValue;
 
 /** `containerd.types.Mount`. */
 export interface Mount {

@@ -50,18 +50,64 @@ function indexOf(haystack: Uint8Array, needle: Uint8Array): number {
   return -1;
 }
 
+/**
+ * Where the container's stdin stands, for the runner's stdin pipe:
+ *
+ * - `unstarted`: before Start; nothing is copied yet.
+ * - `pumping`: the stdin FIFO is copied into the runner's stdin.
+ * - `draining`: CloseIO came: copying goes on up to the end marker written after
+ *   everything the client wrote, then stops.
+ * - `abandoned`: the guest is gone: copying stops without draining.
+ * - `closed`: the runner's stdin is closed; final.
+ */
+export type StdinState = "unstarted" | "pumping" | "draining" | "abandoned" | "closed";
+
+/**
+ * What moves stdin on: Start, CloseIO, the guest's exit, and the end of copying
+ * (the marker reached, the FIFO gone, or nothing to copy).
+ */
+export type StdinEvent = "start" | "closeIO" | "exit" | "end";
+
+/** The state each event leads to; an event missing from a state's row changes nothing. */
+const STDIN_TRANSITIONS: Readonly<
+  Record<StdinState, Readonly<Partial<Record<StdinEvent, StdinState>>>>
+> = {
+  // Not started: nothing to drain, whatever ends stdin closes it at once.
+  unstarted: { start: "pumping", closeIO: "closed", exit: "closed", end: "closed" },
+  pumping: { closeIO: "draining", exit: "abandoned", end: "closed" },
+  draining: { exit: "abandoned", end: "closed" },
+  abandoned: { end: "closed" },
+  closed: {},
+};
+
+/** The stdin state after `event` in `state` (see {@linkcode StdinState}). */
+export function nextStdinState(state: StdinState, event: StdinEvent): StdinState {
+  return STDIN_TRANSITIONS[state][event] ?? state;
+}
+
+/** How long CloseIO waits for room in a full stdin FIFO to write its end marker. */
+const WAKE_TIMEOUT_MS = 5_000;
+
 /** A guest running in a runner process. */
 export class RunnerGuest {
   readonly pid: number;
   readonly exited: Promise<number>;
   #id: string;
   #child: Deno.ChildProcess;
+  /** The runner's stdin pipe: the start line, then the container's stdin. */
   #stdin: WritableStreamDefaultWriter<Uint8Array>;
   #started = false;
+  /** The runner has exited. */
   #done = false;
+  /** The container's stdin FIFO, "" for none. */
   #stdinPath: string;
-  #stdinClosed = false;
+  #stdinState: StdinState = "unstarted";
+  /** The stdin FIFO while the pump has it open. */
   #fifo: NonBlockingFifo | undefined;
+  /** Random bytes that end the stdin stream once CloseIO was asked for. */
+  #marker = crypto.getRandomValues(new Uint8Array(32));
+  /** Settles when the pump next reads (making room in the FIFO) or stdin closes. */
+  #progress = Promise.withResolvers<void>();
   /** The output FIFOs no writer end is held on yet (see `start`). */
   #output: string[] = [];
   /** Writer ends held on the output FIFOs from Create until the guest is gone. */
@@ -127,8 +173,16 @@ export class RunnerGuest {
         `guest ${this.#id}: its runner (pid ${this.pid}) is gone: ${(err as Error).message}`,
       );
     }
-    if (this.#stdinPath === "") this.#finishStdin();
-    else this.#pumpStdin();
+    if (this.#stdinPath === "") return this.#finishStdin();
+    // Stdin may have ended while the start line was written (the guest exited).
+    if (this.#stdinState !== "unstarted") return;
+    this.#stdinState = nextStdinState(this.#stdinState, "start");
+    this.#pumpStdin();
+  }
+
+  /** True while the pump copies: pumping, or draining up to the marker. */
+  get #copying(): boolean {
+    return this.#stdinState === "pumping" || this.#stdinState === "draining";
   }
 
   /**
@@ -149,10 +203,12 @@ export class RunnerGuest {
     try {
       // Non-blocking: an idle FIFO must not hold one of Deno's few blocking threads.
       this.#fifo = NonBlockingFifo.openReadWrite(this.#stdinPath);
-      if (this.#closeRequested) this.#wake();
+      // CloseIO may have come before the FIFO was open: its marker is written now.
+      if (this.#stdinState === "draining") void this.#wake();
       while (true) {
-        const n = await this.#fifo.read(buf, () => !this.#stdinClosed);
+        const n = await this.#fifo.read(buf, () => this.#copying);
         if (n <= 0) break;
+        this.#signalProgress();
         const data = new Uint8Array(carry.length + n);
         data.set(carry);
         data.set(buf.subarray(0, n), carry.length);
@@ -164,64 +220,78 @@ export class RunnerGuest {
         const keep = Math.min(marker.length - 1, data.length);
         if (data.length > keep) await this.#stdin.write(data.slice(0, data.length - keep));
         carry = data.slice(data.length - keep);
-        if (this.#stdinClosed) break;
+        if (!this.#copying) break;
       }
     } catch {
       // The runner is gone or the FIFO was removed: stdin ends.
     } finally {
       this.#finishStdin();
-      // Stdin may have been finished before the FIFO was opened (the guest exited).
-      this.#fifo?.close();
-      this.#fifo = undefined;
     }
   }
 
-  /** Random bytes that end the stdin stream once CloseIO was asked for. */
-  #marker = crypto.getRandomValues(new Uint8Array(32));
-  #closeRequested = false;
-
-  /** Writes the end marker into the FIFO through a second handle (the pump stops there). */
-  #wake(): void {
-    const marker = this.#marker;
-    const attempt = (tries: number) => {
-      try {
-        const waker = NonBlockingFifo.openWriterIfRead(this.#stdinPath);
-        // The pump holds the read end; 32 bytes go in whole once there is room.
-        const written = waker?.writeSome(marker) ?? -1;
-        waker?.close();
-        if (written === 0 && tries > 0) setTimeout(() => attempt(tries - 1), 10);
-      } catch {
-        // the FIFO is gone: the pump ends on its own
-      }
-    };
-    attempt(500);
+  /** Wakes whatever waits for the pump to read (see {@linkcode #wake}). */
+  #signalProgress(): void {
+    this.#progress.resolve();
+    this.#progress = Promise.withResolvers<void>();
   }
 
-  #stdinFinished = false;
+  /**
+   * Writes the end marker into the FIFO through a second handle (the pump stops
+   * there). The pump holds the read end, so the open succeeds; the 32 bytes go in
+   * whole (under PIPE_BUF) once there is room, which the pump makes each time it
+   * reads: a full FIFO is retried on the pump's next read, for at most
+   * {@linkcode WAKE_TIMEOUT_MS} (a guest that never reads its stdin keeps it full).
+   */
+  async #wake(): Promise<void> {
+    const deadline = Date.now() + WAKE_TIMEOUT_MS;
+    while (this.#stdinState !== "closed") {
+      const progress = this.#progress.promise;
+      let written: number;
+      try {
+        const waker = NonBlockingFifo.openWriterIfRead(this.#stdinPath);
+        if (waker === undefined) return;
+        try {
+          written = waker.writeSome(this.#marker);
+        } finally {
+          waker.close();
+        }
+      } catch {
+        return; // the FIFO is gone: the pump ends on its own
+      }
+      if (written !== 0) return;
+      const left = deadline - Date.now();
+      if (left <= 0 || await within(progress, left) === "timeout") return;
+    }
+  }
 
+  /** Stdin is over: closes the runner's stdin pipe and the FIFO. */
   #finishStdin(): void {
-    if (this.#stdinFinished) return;
-    this.#stdinFinished = true;
-    this.#stdinClosed = true;
+    if (this.#stdinState === "closed") return;
+    this.#stdinState = nextStdinState(this.#stdinState, "end");
     this.#stdin.close().catch(() => {});
     const fifo = this.#fifo;
     this.#fifo = undefined;
     fifo?.close();
+    this.#signalProgress();
   }
 
   closeStdin(): void {
-    if (this.#closeRequested) return;
-    this.#closeRequested = true;
+    const next = nextStdinState(this.#stdinState, "closeIO");
+    if (next === this.#stdinState) return;
     // Not started, or no stdin: nothing to drain.
-    if (!this.#started || this.#stdinPath === "") return this.#finishStdin();
-    if (this.#fifo !== undefined) this.#wake();
+    if (next === "closed") return this.#finishStdin();
+    this.#stdinState = next;
+    if (this.#fifo !== undefined) void this.#wake();
   }
 
   /** The guest is gone: stop pumping without waiting for a drain. */
   #abandonStdin(): void {
-    this.#stdinClosed = true;
-    if (this.#fifo !== undefined) this.#wake();
-    else this.#finishStdin();
+    const next = nextStdinState(this.#stdinState, "exit");
+    if (next === this.#stdinState) return;
+    // No FIFO open (not started, or the pump has not opened it yet): nothing to wake.
+    if (next === "closed" || this.#fifo === undefined) return this.#finishStdin();
+    this.#stdinState = next;
+    void this.#wake();
   }
 
   kill(signal: number): void {

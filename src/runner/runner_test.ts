@@ -2,6 +2,7 @@ import assert from "node:assert/strict";
 import fs from "node:fs";
 import { type ErrorKind, Kind, ShimError } from "../errdefs/errors.ts";
 import { createGuest } from "../task/guest_factory.ts";
+import { nextStdinState } from "./guest.ts";
 import { guestDenoFlags } from "./permissions.ts";
 import { DEFAULT_RUNNER_V8_FLAGS, RUNNER_V8_FLAGS_ENV, runnerV8Flags } from "./spawn.ts";
 import { exitStatus, signalName, signalNumber } from "../sys/signals.ts";
@@ -535,5 +536,23 @@ Deno.test("runnerV8Flags: the default, a node's own list, none, and a bad value 
   assert.deepEqual(runnerV8Flags(""), []);
   for (const bad of ["--a b", "-x", "--a=1;rm", "--a,,--b", "--expose-gc --allow-all"]) {
     assert.throws(() => runnerV8Flags(bad), new RegExp(`^Error: ${RUNNER_V8_FLAGS_ENV}=`));
+  }
+});
+
+Deno.test("stdin states: CloseIO drains a started pump, an exit abandons it, closed is final", () => {
+  assert.equal(nextStdinState("unstarted", "start"), "pumping");
+  // Before Start there is nothing to drain: CloseIO or an exit closes at once.
+  assert.equal(nextStdinState("unstarted", "closeIO"), "closed");
+  assert.equal(nextStdinState("unstarted", "exit"), "closed");
+  assert.equal(nextStdinState("pumping", "closeIO"), "draining");
+  assert.equal(nextStdinState("pumping", "exit"), "abandoned");
+  assert.equal(nextStdinState("draining", "closeIO"), "draining");
+  assert.equal(nextStdinState("draining", "exit"), "abandoned");
+  assert.equal(nextStdinState("abandoned", "closeIO"), "abandoned");
+  assert.equal(nextStdinState("pumping", "end"), "closed");
+  assert.equal(nextStdinState("draining", "end"), "closed");
+  assert.equal(nextStdinState("abandoned", "end"), "closed");
+  for (const event of ["start", "closeIO", "exit", "end"] as const) {
+    assert.equal(nextStdinState("closed", event), "closed");
   }
 });

@@ -12,7 +12,7 @@
  */
 
 import { TtrpcServer } from "../ttrpc/server.ts";
-import { CgroupManager } from "../cgroup/cgroup.ts";
+import { CgroupManager, joinCgroup } from "../cgroup/cgroup.ts";
 import { mountAll, unmountAll } from "../sys/mount.ts";
 import { TaskService } from "../task/service.ts";
 import { readSpec } from "../oci/spec.ts";
@@ -171,14 +171,9 @@ export async function runServer(flags: ShimFlags): Promise<number> {
         // A warm runner waiting in a cgroup beside this one comes in by a rename.
         addProcess: async (pid) => {
           const warm = await pool.takeWarmCgroup(pid);
-          try {
-            if (warm && await cgroup.adopt(warm, taskSpec.resources)) return;
-          } catch (err) {
-            log.warn(`task ${id}: ${(err as Error).message}; moving its process instead`);
-            await cgroup.make();
-            if (taskSpec.resources) await cgroup.apply(taskSpec.resources);
-          }
-          await cgroup.addProcess(pid);
+          await joinCgroup(cgroup, pid, warm, taskSpec.resources, (line) => {
+            log.warn(`task ${id}: ${line}`);
+          });
         },
         apply: (resources) => cgroup.apply(resources),
         oomKillCount: () => cgroup.oomKillCount(),

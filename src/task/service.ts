@@ -23,12 +23,7 @@ import type { LinuxResources, OciSpec } from "../oci/spec.ts";
 import { BundleFile, bundlePath } from "../oci/bundle.ts";
 import type { MountSpec } from "../sys/mount.ts";
 import { Status, type TaskStatus, transition } from "./state.ts";
-
-/** `google.protobuf.Timestamp`. */
-export interface Timestamp {
-  seconds: number;
-  nanos: number;
-}
+import type { Timestamp } from "../proto/wire.ts";
 
 /** Converts a time to a Timestamp. */
 export function toTimestamp(date: Date): Timestamp {

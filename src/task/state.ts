@@ -17,19 +17,9 @@
  */
 
 import { failedPrecondition } from "../errdefs/errors.ts";
+import { Status, type TaskStatus } from "../proto/task_types.ts";
 
-/** `containerd.v1.types.Status`. */
-export const Status = {
-  UNKNOWN: 0,
-  CREATED: 1,
-  RUNNING: 2,
-  STOPPED: 3,
-  PAUSED: 4,
-  PAUSING: 5,
-} as const;
-
-/** One of the {@linkcode Status} values. */
-export type TaskStatus = typeof Status[keyof typeof Status];
+export { Status, type TaskStatus };
 
 /** What can happen to a task. */
 export type TaskEvent = "start" | "exit" | "pause" | "resume" | "delete";

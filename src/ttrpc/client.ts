@@ -13,7 +13,7 @@ import {
   MessageType,
 } from "./frame.ts";
 import { Code, RpcError, type StatusCode } from "./status.ts";
-import { decodeResponse, encodeRequest, type KeyValue } from "../proto/wire.ts";
+import { decodeResponse, encodeRequest, type KeyValue } from "./envelope.ts";
 import { writeAll } from "../sys/write_all.ts";
 
 /** Options of {@linkcode TtrpcClient.call}. */

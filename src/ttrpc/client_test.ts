@@ -2,7 +2,7 @@ import assert from "node:assert/strict";
 import { CLOSED_MESSAGE, TtrpcClient } from "./client.ts";
 import { encodeFrame, type Frame, FrameDecoder, MESSAGE_LENGTH_MAX, MessageType } from "./frame.ts";
 import { Code, RpcError } from "./status.ts";
-import { decodeRequest, encodeResponse, type TtrpcRequest } from "../proto/wire.ts";
+import { decodeRequest, encodeResponse, type TtrpcRequest } from "./envelope.ts";
 
 const enc = new TextEncoder();
 const dec = new TextDecoder();

@@ -14,7 +14,7 @@ import {
   MessageType,
 } from "./frame.ts";
 import { Code, RpcError, type StatusCode, toStatus } from "./status.ts";
-import { decodeRequest, encodeResponse, type TtrpcRequest } from "../proto/wire.ts";
+import { decodeRequest, encodeResponse, type TtrpcRequest } from "./envelope.ts";
 import { writeAll } from "../sys/write_all.ts";
 
 /** What a handler learns about its call. */

@@ -32,7 +32,7 @@ import {
 import { TtrpcServer } from "./server.ts";
 import { Code } from "./status.ts";
 import { encodeMessage } from "../proto/task_codec.ts";
-import { decodeResponse, encodeRequest, type KeyValue, type TtrpcResponse } from "../proto/wire.ts";
+import { decodeResponse, encodeRequest, type KeyValue, type TtrpcResponse } from "./envelope.ts";
 
 const SEED = Number(Deno.env.get("TTRPC_FUZZ_SEED") ?? 0x5eed_7a5c);
 const ITERATIONS = Number(Deno.env.get("TTRPC_FUZZ_ITERATIONS") ?? 2000);

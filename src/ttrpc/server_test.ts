@@ -10,7 +10,7 @@ import {
 } from "./frame.ts";
 import { type CallContext, type Handler, TtrpcServer, type TtrpcServerOptions } from "./server.ts";
 import { Code, RpcError } from "./status.ts";
-import { decodeResponse, encodeRequest, type TtrpcResponse } from "../proto/wire.ts";
+import { decodeResponse, encodeRequest, type TtrpcResponse } from "./envelope.ts";
 
 const SERVICE = "test.v1.Echo";
 const enc = new TextEncoder();

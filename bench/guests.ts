@@ -168,7 +168,12 @@ function loadText(w?: WrkResult): string {
   if (!w) return "no load figures";
   // wrk prints zero latencies when no request completed inside the run.
   if (w.rps === 0) return `0 req/s (no request completed in ${SECONDS}s), errors ${w.errors}`;
-  return `${w.rps.toFixed(0)} req/s, p50 ${w.p50}, p99 ${w.p99}, errors ${w.errors}`;
+  // wrk leaves answers later than its 2 s timeout out of the latencies (they count as
+  // timeout errors): all-zero latencies mean no answer came in time.
+  const latency = /^0(\.0+)?\w*$/.test(w.p99)
+    ? "p50/p99 – (every answer later than wrk's 2 s timeout)"
+    : `p50 ${w.p50}, p99 ${w.p99}`;
+  return `${w.rps.toFixed(0)} req/s, ${latency}, errors ${w.errors}`;
 }
 
 /** What went wrong in a run, in words ("" if nothing). */

@@ -264,14 +264,14 @@ async function guests(tmp: string, notes: Row[]): Promise<Guest[]> {
         list.push({
           key: name,
           path,
-          what: `BENCH_GUESTS: ${path}`,
+          what: `from BENCH_GUESTS`,
           target: name === "hello_wasi_http.wasm"
             ? "≥ 25,000 req/s, p99 ≤ 5 ms (runwasi: ~20,500)"
             : "report",
         });
       } else {
         notes.push({
-          figure: `BENCH_GUESTS: ${path}`,
+          figure: `BENCH_GUESTS: ${name}`,
           ours: `skipped: not a wasi:http proxy (${proxy})`,
           baseline: "",
           ratio: "",

@@ -10,13 +10,13 @@
 import type { Containerd } from "../tests/e2e/harness.ts";
 import type { Row } from "./main.ts";
 
-const SECONDS = Number(Deno.env.get("BENCH_HTTP_SECONDS") ?? 10);
+export const SECONDS = Number(Deno.env.get("BENCH_HTTP_SECONDS") ?? 10);
 /**
  * An unrecorded wrk run before each measured one, the same for ours, the ceiling and
  * the peer: the figures are of a server in its steady state (JIT tiers, heap sizes),
  * not of its first seconds.
  */
-const WARMUP_SECONDS = Number(Deno.env.get("BENCH_HTTP_WARMUP") ?? 2);
+export const WARMUP_SECONDS = Number(Deno.env.get("BENCH_HTTP_WARMUP") ?? 2);
 const HELLO = "Hello, this is your first wasi:http/proxy world!\n";
 
 /** Parsed wrk output. */
@@ -48,7 +48,8 @@ export async function wrk(url: string, connections = 50, seconds = SECONDS): Pro
   return { rps, p50, p99, errors };
 }
 
-async function ceiling(): Promise<WrkResult> {
+/** wrk against a plain `Deno.serve` answering the hello text: the ceiling of this machine. */
+export async function ceiling(): Promise<WrkResult> {
   const ac = new AbortController();
   const server = Deno.serve(
     { hostname: "127.0.0.1", port: 0, signal: ac.signal, onListen: () => {} },
@@ -121,7 +122,7 @@ const HTTP_FIXTURE = new URL("../src/wasm/component/testdata/http_hello.wasm", i
 const ADDR = "127.0.0.1:18181";
 
 /** Peak RSS (kB) over the processes whose cmdline contains `word`. */
-async function rssOf(word: string): Promise<number> {
+export async function rssOf(word: string): Promise<number> {
   let kb = 0;
   for await (const e of Deno.readDir("/proc")) {
     if (!/^\d+$/.test(e.name)) continue;

@@ -10,7 +10,9 @@
  * (lifecycle containers, default 200), BENCH_IDLE (idle containers for memory,
  * default 50), BENCH_HTTP_SECONDS (wrk duration, default 10), BENCH_HTTP_WARMUP (an
  * unrecorded wrk run before each measured one, default 2 s), BENCH_ONLY (comma
- * list of figure keys: cold,solo,warm,lifecycle,artifact,http,memory).
+ * list of figure keys: cold,solo,warm,lifecycle,artifact,http,memory,guests),
+ * BENCH_GUESTS (a directory: each `*.wasm` wasi:http proxy in it is measured with the
+ * guests, see bench/guests.ts).
  *
  * @module
  */
@@ -19,6 +21,7 @@ import { buildImage } from "../src/oci/image.ts";
 import { type Containerd, startContainerd } from "../tests/e2e/harness.ts";
 import { fixture, installShim } from "../tests/e2e/shim_install.ts";
 import { artifactFigures } from "./artifact.ts";
+import { guestFigures } from "./guests.ts";
 import { httpFigures } from "./http.ts";
 import { idleMemory } from "./memory.ts";
 
@@ -26,7 +29,7 @@ const WASM_RUNTIME = "io.containerd.wasmtime.v1";
 const RUNC_RUNTIME = "io.containerd.runc.v2";
 const RUNS = Number(Deno.env.get("BENCH_RUNS") ?? 10);
 const TASKS = Number(Deno.env.get("BENCH_TASKS") ?? 200);
-const ONLY = (Deno.env.get("BENCH_ONLY") ?? "cold,solo,warm,lifecycle,artifact,http,memory")
+const ONLY = (Deno.env.get("BENCH_ONLY") ?? "cold,solo,warm,lifecycle,artifact,http,memory,guests")
   .split(",");
 
 /** One row of the results table. */
@@ -268,6 +271,7 @@ if (import.meta.main) {
       ["artifact", () => artifactFigures(cd, img, tmp)],
       ["memory", () => idleMemory(cd, img)],
       ["http", () => httpFigures(cd, tmp)],
+      ["guests", () => guestFigures(cd, tmp)],
     ];
     for (const [key, fn] of figures) {
       if (!ONLY.includes(key)) continue;

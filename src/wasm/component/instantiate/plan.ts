@@ -16,6 +16,7 @@
  * @module
  */
 
+import { prepareImage } from "./image.ts";
 import { importMemory, MEMORY_IMPORT } from "./memory.ts";
 import { elideShims } from "./shim.ts";
 import { BinaryReader } from "../binary.ts";
@@ -45,7 +46,7 @@ export class Unsupported extends Error {
  * Version of the plan format and of what reading produces (part of the glue's header,
  * so of cache keys): bumped whenever either changes.
  */
-export const PLAN_FORMAT = 3;
+export const PLAN_FORMAT = 4;
 
 /** What {@linkcode readComponent} returns. */
 export interface ReadComponent {
@@ -1041,12 +1042,24 @@ export function readComponent(bytes: Uint8Array): ReadComponent {
     if (
       steps.some((s) => s.op === "instantiate" && s.args.some(([n]) => n === MEMORY_IMPORT.module))
     ) {
+      for (const s of steps) {
+        if (s.op === "instantiate") s.noReset = "an instance argument is named like the pool";
+      }
       continue;
     }
     const rewritten = importMemory(cores.get(name)!);
-    if (rewritten === null) continue;
-    cores.set(name, rewritten.bytes);
-    for (const s of steps) if (s.op === "instantiate") s.memory = rewritten.memory;
+    if (rewritten !== null) {
+      cores.set(name, rewritten.bytes);
+      for (const s of steps) if (s.op === "instantiate") s.memory = rewritten.memory;
+    }
+    // Its data into an image, its globals and tables exported (see image.ts).
+    const prepared = prepareImage(cores.get(name)!);
+    if (prepared.kind === "prepared") cores.set(name, prepared.bytes);
+    for (const s of steps) {
+      if (s.op !== "instantiate") continue;
+      if (prepared.kind === "prepared") s.reset = prepared.reset;
+      else s.noReset = prepared.reason;
+    }
   }
   return { plan, cores };
 }

@@ -17,7 +17,14 @@
  * @module
  */
 
-import { close, ftruncate, madviseDontNeed, memfdCreate, mmapPrivateFixed, pwriteAll } from "./libc.ts";
+import {
+  close,
+  ftruncate,
+  madviseDontNeed,
+  memfdCreate,
+  mmapPrivateFixed,
+  pwriteAll,
+} from "./libc.ts";
 
 const OS_PAGE = 4096;
 

@@ -50,8 +50,9 @@ export type ProxyHostConfig = Omit<HostConfig, "stdin" | "stdout" | "stderr">;
 /**
  * Creates the instances of one proxy (one thread's). An instance's `host.dispose()`
  * ends it: call it only once its `handle` call has settled (or if it never ran), as
- * lean glue may then reuse its memory, zeroed, for a later instance (see
- * `instantiate/memory.ts`).
+ * lean glue may then recycle its core instances, or reuse its memory, reset, for a
+ * later instance (see `instantiate/recycle.ts`); `discard()` first (a timed-out
+ * request) keeps them from being recycled.
  */
 export function instanceFactory(
   component: Pick<LoadedComponent, "instantiate" | "modules">,
@@ -69,17 +70,24 @@ export function instanceFactory(
       host.dispose();
       throw err;
     }
-    const end = exports[END_INSTANCE] as (() => void) | undefined;
+    const end = exports[END_INSTANCE] as ((reusable?: boolean) => void) | undefined;
+    if (end === undefined) {
+      return { requestId, host, handler: exports[exportName] as IncomingHandler };
+    }
+    let reusable = true;
     return {
       requestId,
-      host: end === undefined ? host : {
+      host: {
         imports: host.imports,
         dispose: () => {
           host.dispose();
-          end();
+          end(reusable);
         },
       },
       handler: exports[exportName] as IncomingHandler,
+      discard: () => {
+        reusable = false;
+      },
     };
   };
 }

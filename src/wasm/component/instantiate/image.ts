@@ -97,6 +97,10 @@ function skipConstExpr(r: BinaryReader): void {
       case 0xd0:
         r.byte();
         break;
+      case 0xfd:
+        if (r.u32() !== 12) refuse("a SIMD opcode in a constant expression");
+        r.skip(16);
+        break;
       case 0x6a:
       case 0x6b:
       case 0x6c:

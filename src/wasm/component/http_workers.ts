@@ -16,7 +16,12 @@
  */
 
 import { type HostConfig, hostFactory } from "./host/mod.ts";
-import { END_INSTANCE } from "./instantiate/mod.ts";
+import {
+  END_INSTANCE,
+  type LeanInstantiate,
+  type LinkStats,
+  linkStats,
+} from "./instantiate/mod.ts";
 import {
   EXIT_SIGTERM,
   type HttpConfig,
@@ -58,9 +63,11 @@ export function instanceFactory(
   component: Pick<LoadedComponent, "instantiate" | "modules">,
   exportName: string,
   config: HostConfig,
+  log?: (line: string) => void,
 ): InstanceFactory {
   const env = config.env;
   const newHost = hostFactory(config);
+  let logged = log === undefined;
   return (requestId) => {
     const host = newHost([...env, [REQUEST_ID_ENV, String(requestId)]]);
     let exports: Record<string | symbol, unknown>;
@@ -69,6 +76,11 @@ export function instanceFactory(
     } catch (err) {
       host.dispose();
       throw err;
+    }
+    if (!logged) {
+      logged = true;
+      const why = reuseNote(component.instantiate);
+      if (why !== null) log!(`wasi:http: ${why}`);
     }
     const end = exports[END_INSTANCE] as ((reusable?: boolean) => void) | undefined;
     if (end === undefined) {
@@ -90,6 +102,25 @@ export function instanceFactory(
       },
     };
   };
+}
+
+/**
+ * Why instances of lean glue are not recycled over mapped memory images (the path
+ * whose cost does not grow with the guest, see `instantiate/recycle.ts`), or null if
+ * they are, or the glue is jco's.
+ */
+function reuseNote(glue: LoadedComponent["instantiate"]): string | null {
+  let stats: LinkStats;
+  try {
+    stats = linkStats(glue as LeanInstantiate);
+  } catch {
+    return null;
+  }
+  if (!stats.reuse.recycled) {
+    return `a fresh instance per request (not recycled): ${stats.reuse.reason}`;
+  }
+  if (stats.imagesCopied !== null) return `memory images are copied: ${stats.imagesCopied}`;
+  return null;
 }
 
 /** Everything a worker needs to serve the proxy (structured-cloneable). */
@@ -258,7 +289,11 @@ export class LocalProxy {
     stdio: Stdio,
     log: (line: string) => void,
   ) {
-    this.#server = new ProxyServer(instanceFactory(component, exportName, config), http, log);
+    this.#server = new ProxyServer(
+      instanceFactory(component, exportName, config, log),
+      http,
+      log,
+    );
     this.#stdio = stdio;
   }
 

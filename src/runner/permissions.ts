@@ -61,7 +61,8 @@ export function guestDenoFlags(req: GuestPermissions): string[] {
   const flags = [allowList("allow-read", [...paths, ...readOnly]), allowList("allow-write", paths)];
   // jco and preview2-shim read the environment when they load; the runner's own env
   // is cleared (denoEnv), so only Deno's variables could be read through this.
-  if (req.kind === "component") flags.push("--allow-env");
+  // --allow-ffi: memory images (memfd, mmap, madvise in libc); without it they are copied.
+  if (req.kind === "component") flags.push("--allow-env", "--allow-ffi");
   if (req.net === true) flags.push("--allow-net");
   else if (req.net && req.net.length > 0) flags.push(allowList("allow-net", req.net));
   return flags;

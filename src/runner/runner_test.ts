@@ -474,6 +474,7 @@ Deno.test("guestDenoFlags grants the rootfs and stdio, the cache to components, 
     `--allow-read=/b/rootfs,/dev/null,/f/out,/f/err,/cache,${nodeModules},${src}`,
     "--allow-write=/b/rootfs,/dev/null,/f/out,/f/err,/cache",
     "--allow-env",
+    "--allow-ffi",
     "--allow-net",
   ]);
   assert.deepEqual(

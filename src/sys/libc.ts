@@ -1,6 +1,7 @@
 /**
  * The few libc calls Deno has no API for (mount, umount2, prctl, kill with any signal
- * number, waitpid for an adopted process), through Deno's FFI. Opened lazily: only the
+ * number, waitpid for an adopted process, memfd and mappings for memory images), through
+ * Deno's FFI. Opened lazily: only the
  * server process and the `delete` action need them.
  *
  * @module
@@ -19,6 +20,11 @@ const SYMBOLS = {
   write: { parameters: ["i32", "buffer", "usize"], result: "isize" },
   close: { parameters: ["i32"], result: "i32" },
   ioctl: { parameters: ["i32", "usize", "buffer"], result: "i32" },
+  memfd_create: { parameters: ["buffer", "u32"], result: "i32" },
+  ftruncate: { parameters: ["i32", "i64"], result: "i32" },
+  pwrite: { parameters: ["i32", "buffer", "usize", "i64"], result: "isize" },
+  mmap: { parameters: ["pointer", "usize", "i32", "i32", "i32", "i64"], result: "pointer" },
+  madvise: { parameters: ["pointer", "usize", "i32"], result: "i32" },
   __errno_location: { parameters: [], result: "pointer" },
   strerror: { parameters: ["i32"], result: "pointer" },
 } as const;
@@ -201,4 +207,55 @@ export function unreadBytes(fd: number): number {
 /** close(2); errors are ignored (the fd is gone either way). */
 export function close(fd: number): void {
   libc().close(fd);
+}
+
+/** memfd_create(2) with MFD_CLOEXEC; returns the fd. @throws {SyscallError} */
+export function memfdCreate(name: string): number {
+  const fd = libc().memfd_create(cstr(name), 0x1);
+  if (fd < 0) throw new SyscallError("memfd_create", errno(), name);
+  return fd;
+}
+
+/** ftruncate(2). @throws {SyscallError} */
+export function ftruncate(fd: number, length: number): void {
+  if (libc().ftruncate(fd, BigInt(length)) !== 0) {
+    throw new SyscallError("ftruncate", errno(), `fd ${fd} to ${length} bytes`);
+  }
+}
+
+/** pwrite(2) of all of `bytes` at `offset` (looping over short writes). @throws {SyscallError} */
+export function pwriteAll(fd: number, bytes: Uint8Array, offset: number): void {
+  let done = 0;
+  while (done < bytes.length) {
+    const part = bytes.subarray(done) as Uint8Array<ArrayBuffer>;
+    const n = Number(libc().pwrite(fd, part, BigInt(part.length), BigInt(offset + done)));
+    if (n <= 0) throw new SyscallError("pwrite", errno(), `fd ${fd} at ${offset + done}`);
+    done += n;
+  }
+}
+
+const PROT_READ_WRITE = 0x1 | 0x2;
+const MAP_PRIVATE_FIXED = 0x02 | 0x10;
+const MADV_DONTNEED = 4;
+
+/**
+ * mmap(2) of `length` bytes of `fd` (from offset 0), readable, writable, private
+ * (copy-on-write) and fixed at `address`, replacing whatever was mapped there.
+ * @throws {SyscallError}
+ */
+export function mmapPrivateFixed(address: Deno.PointerObject, length: number, fd: number): void {
+  const got = libc().mmap(address, BigInt(length), PROT_READ_WRITE, MAP_PRIVATE_FIXED, fd, 0n);
+  if (Deno.UnsafePointer.value(got) !== Deno.UnsafePointer.value(address)) {
+    throw new SyscallError("mmap", errno(), `fd ${fd} over ${length} bytes`);
+  }
+}
+
+/**
+ * madvise(2) MADV_DONTNEED over `length` bytes at `address`: private pages are dropped,
+ * so the range reads as its file again (zeros for anonymous memory). @throws {SyscallError}
+ */
+export function madviseDontNeed(address: Deno.PointerObject, length: number): void {
+  if (libc().madvise(address, BigInt(length), MADV_DONTNEED) !== 0) {
+    throw new SyscallError("madvise(MADV_DONTNEED)", errno(), `${length} bytes`);
+  }
 }

@@ -195,6 +195,11 @@ export interface ProxyInstance {
   requestId: number;
   handler: IncomingHandler;
   host: Host;
+  /**
+   * Marks it as not to be reused once disposed (its request timed out): whatever it
+   * runs in is dropped rather than recycled for a later request.
+   */
+  discard?(): void;
 }
 
 /** Creates a fresh instance whose environment has `REQUEST_ID=requestId`. */
@@ -522,7 +527,10 @@ export class ProxyServer {
         );
       }
       if (last.kind !== "timeout") instance.host.dispose();
-      else ended.then(() => instance.host.dispose());
+      else {
+        instance.discard?.();
+        ended.then(() => instance.host.dispose());
+      }
     })();
     this.#inflight.add(done);
     done.finally(() => this.#inflight.delete(done));

@@ -35,7 +35,7 @@ self.onmessage = async (e: MessageEvent<ToWorker>) => {
             stdin: EMPTY_SOURCE,
             stdout: stdio.stdout,
             stderr: stdio.stderr,
-          }),
+          }, logLine),
           spec.http,
           logLine,
           { reusePort: true, nextId: () => Atomics.add(ids, 0, 1) + 1 },

@@ -16,7 +16,12 @@
  */
 
 import { type HostConfig, hostFactory } from "./host/mod.ts";
-import { END_INSTANCE } from "./instantiate/mod.ts";
+import {
+  END_INSTANCE,
+  type LeanInstantiate,
+  type LinkStats,
+  linkStats,
+} from "./instantiate/mod.ts";
 import {
   EXIT_SIGTERM,
   type HttpConfig,
@@ -50,16 +55,19 @@ export type ProxyHostConfig = Omit<HostConfig, "stdin" | "stdout" | "stderr">;
 /**
  * Creates the instances of one proxy (one thread's). An instance's `host.dispose()`
  * ends it: call it only once its `handle` call has settled (or if it never ran), as
- * lean glue may then reuse its memory, zeroed, for a later instance (see
- * `instantiate/memory.ts`).
+ * lean glue may then recycle its core instances, or reuse its memory, reset, for a
+ * later instance (see `instantiate/recycle.ts`); `discard()` first (a timed-out
+ * request) keeps them from being recycled.
  */
 export function instanceFactory(
   component: Pick<LoadedComponent, "instantiate" | "modules">,
   exportName: string,
   config: HostConfig,
+  log?: (line: string) => void,
 ): InstanceFactory {
   const env = config.env;
   const newHost = hostFactory(config);
+  let logged = log === undefined;
   return (requestId) => {
     const host = newHost([...env, [REQUEST_ID_ENV, String(requestId)]]);
     let exports: Record<string | symbol, unknown>;
@@ -69,19 +77,50 @@ export function instanceFactory(
       host.dispose();
       throw err;
     }
-    const end = exports[END_INSTANCE] as (() => void) | undefined;
+    if (!logged) {
+      logged = true;
+      const why = reuseNote(component.instantiate);
+      if (why !== null) log!(`wasi:http: ${why}`);
+    }
+    const end = exports[END_INSTANCE] as ((reusable?: boolean) => void) | undefined;
+    if (end === undefined) {
+      return { requestId, host, handler: exports[exportName] as IncomingHandler };
+    }
+    let reusable = true;
     return {
       requestId,
-      host: end === undefined ? host : {
+      host: {
         imports: host.imports,
         dispose: () => {
           host.dispose();
-          end();
+          end(reusable);
         },
       },
       handler: exports[exportName] as IncomingHandler,
+      discard: () => {
+        reusable = false;
+      },
     };
   };
+}
+
+/**
+ * Why instances of lean glue are not recycled over mapped memory images (the path
+ * whose cost does not grow with the guest, see `instantiate/recycle.ts`), or null if
+ * they are, or the glue is jco's.
+ */
+function reuseNote(glue: LoadedComponent["instantiate"]): string | null {
+  let stats: LinkStats;
+  try {
+    stats = linkStats(glue as LeanInstantiate);
+  } catch {
+    return null;
+  }
+  if (!stats.reuse.recycled) {
+    return `a fresh instance per request (not recycled): ${stats.reuse.reason}`;
+  }
+  if (stats.imagesCopied !== null) return `memory images are copied: ${stats.imagesCopied}`;
+  return null;
 }
 
 /** Everything a worker needs to serve the proxy (structured-cloneable). */
@@ -250,7 +289,11 @@ export class LocalProxy {
     stdio: Stdio,
     log: (line: string) => void,
   ) {
-    this.#server = new ProxyServer(instanceFactory(component, exportName, config), http, log);
+    this.#server = new ProxyServer(
+      instanceFactory(component, exportName, config, log),
+      http,
+      log,
+    );
     this.#stdio = stdio;
   }
 

@@ -16,6 +16,8 @@ export const FIXTURES = {
   command: "command.wasm",
   /** WAT wasi:http proxy: hello, `/count`, `/trap` (unreachable). */
   httpHello: "http_hello.wasm",
+  /** WAT wasi:http proxy that tries to leak state to the next request: see `testdata/leaky.wat`. */
+  leaky: "leaky.wasm",
   /** JS wasi:http proxy (componentize-js): see `testdata/http_app.js`. */
   httpApp: "http_app.wasm",
   /** WAT glue test: `test:abi/guest` passes every value to `test:abi/host` and back. */

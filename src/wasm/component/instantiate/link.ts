@@ -31,14 +31,25 @@ import {
   store,
   trap,
 } from "./abi.ts";
+import { readImage } from "./image.ts";
 import { MemoryPool } from "./memory.ts";
+import {
+  ImageMemories,
+  restoreSlot,
+  type SlotSnapshot,
+  snapshotSlot,
+  tablesIntact,
+} from "./recycle.ts";
 import { TRAMPOLINE_IMPORTS, trampolineModule } from "./trampoline.ts";
 import type { CoreRef, LeanPlan, PlanFunc, PlanLift, PlanLower, PlanOpts } from "./plan_data.ts";
 
 /**
  * Key of the function on an instance's exports that ends the instance: call it once
- * its export calls have settled. It may then reuse the instance's memory, zeroed, for
- * a later instance (see `memory.ts`); the instance's exports refuse to run afterwards.
+ * its export calls have settled. Its core instances may then be set back to where they
+ * started and serve a later instance (see `recycle.ts`), or its memory be reused,
+ * reset, for a new one (see `memory.ts`); the instance's exports refuse to run
+ * afterwards. Called with `false` (its request timed out, or was abandoned), its core
+ * instances are dropped rather than recycled.
  */
 export const END_INSTANCE: unique symbol = Symbol("lean glue: end instance");
 
@@ -280,7 +291,11 @@ class InstanceState implements Handles {
   classes: ((abstract new (...args: never[]) => unknown) | null | undefined)[] = [];
   callees: (((args: unknown[]) => unknown) | undefined)[] = [];
   contexts: (Cx | undefined)[] = [];
-  memories: [MemoryPool, WebAssembly.Memory][] = [];
+  memories: [MemoryPool | ImageMemories, WebAssembly.Memory][] = [];
+  /** The core instances it runs in, kept for later instances if they can be recycled. */
+  kept: KeptSlot | null = null;
+  /** False once a call trapped or it was ended as not reusable: its core instances go. */
+  reusable = true;
 
   /** Export calls in progress (the guest may run, or resume, while this is non-zero). */
   active = 0;
@@ -464,6 +479,7 @@ class ExportCall {
     try {
       entered = this.enter(...this.lower(args)) as Promise<unknown>;
     } catch (err) {
+      state.reusable = false;
       state.linked.left(state);
       return Promise.reject(normalizeTrap(err));
     }
@@ -471,6 +487,7 @@ class ExportCall {
       state.linked.left(state);
       return this.lift(ret);
     }, (err) => {
+      state.reusable = false;
       state.linked.left(state);
       throw normalizeTrap(err);
     });
@@ -481,8 +498,16 @@ class ExportCall {
     const { state } = this;
     if (state.ended) throw endedTrap();
     state.active++;
+    let ret: unknown;
     try {
-      return this.lift(this.enter(...this.lower(args)));
+      ret = this.enter(...this.lower(args));
+    } catch (err) {
+      state.reusable = false;
+      state.linked.left(state);
+      throw normalizeTrap(err);
+    }
+    try {
+      return this.lift(ret);
     } catch (err) {
       throw normalizeTrap(err);
     } finally {
@@ -526,6 +551,25 @@ function exported(
   return fn;
 }
 
+/** Core instances kept between instances of a component (see `recycle.ts`). */
+interface KeptSlot {
+  slot: number;
+  cores: (WebAssembly.Instance | Record<string, unknown>)[];
+  memories: [MemoryPool | ImageMemories, WebAssembly.Memory][];
+  snapshot: SlotSnapshot;
+}
+
+/** Most idle recycled instances kept per component and thread. */
+export const MAX_IDLE_INSTANCES = 32;
+
+/** How a linked plan makes instances (see {@linkcode LinkStats.reuse}). */
+export interface ReusePolicy {
+  /** Ended instances' core instances are set back and serve later instances. */
+  recycled: boolean;
+  /** Why not (the first module that prevents it), or null. */
+  reason: string | null;
+}
+
 /** What {@linkcode link} prepares once per plan and thread. */
 class Linked {
   lowers: LowerShape[];
@@ -534,7 +578,11 @@ class Linked {
   resources: { iface: string; cls: string }[];
   /** The distinct canonical options of lowers and lifts (their call contexts). */
   opts: PlanOpts[] = [];
-  pools: (MemoryPool | undefined)[];
+  /** Per step: its memories (image ones made on first use, from the compiled module). */
+  pools: (MemoryPool | ImageMemories | undefined)[];
+  readonly reuse: ReusePolicy;
+  /** Recycled core instances waiting for an instance (see `recycle.ts`). */
+  #idle: KeptSlot[] = [];
   /** Live instances by slot: what the functions they import find them by. */
   #live: (InstanceState | undefined)[] = [];
   #freeSlots: number[] = [];
@@ -610,10 +658,21 @@ class Linked {
       ...this.resources.map(() => RESOURCE_DROP_SIG),
     ];
     this.pools = plan.steps.map((step) =>
-      step.op === "instantiate" && step.memory !== undefined
+      step.op === "instantiate" && step.memory !== undefined && !step.reset?.image
         ? new MemoryPool(step.memory)
         : undefined
     );
+    let reason: string | null = null;
+    for (const step of plan.steps) {
+      if (step.op !== "instantiate") continue;
+      const why = step.noReset ?? step.reset?.fresh ??
+        (step.reset === undefined ? "its module was not prepared for recycling" : null);
+      if (why !== null) {
+        reason = `core module ${plan.modules[step.module]}: ${why}`;
+        break;
+      }
+    }
+    this.reuse = { recycled: reason === null, reason };
   }
 
   /**
@@ -635,10 +694,21 @@ class Linked {
 
   /** See {@linkcode linkStats}. */
   stats(): LinkStats {
+    const pooledMemories: number[] = [];
+    let copied: string | null = null;
+    this.plan.steps.forEach((step, i) => {
+      if (step.op !== "instantiate" || step.memory === undefined) return;
+      const pool = this.pools[i];
+      pooledMemories.push((pool?.size ?? 0) + this.#idle.length);
+      if (pool instanceof ImageMemories) copied ??= pool.copyReason;
+    });
     return {
-      pooledMemories: this.pools.flatMap((p) => p === undefined ? [] : [p.size]),
+      pooledMemories,
       liveInstances: this.#live.filter((s) => s !== undefined).length,
+      idleInstances: this.#idle.length,
       trampolines: this.#trampolineModule !== null,
+      reuse: this.reuse,
+      imagesCopied: copied,
     };
   }
 
@@ -709,6 +779,15 @@ class Linked {
     imports: Record<string, Record<string, unknown>>,
   ): Record<string, unknown> {
     this.#check(imports);
+    const kept = this.#idle.pop();
+    if (kept !== undefined) {
+      const state = new InstanceState(this, imports, kept.slot);
+      state.cores = kept.cores;
+      state.memories = kept.memories;
+      state.kept = kept;
+      this.#live[kept.slot] = state;
+      return this.#exportsOf(state);
+    }
     const slot = this.#freeSlots.pop() ?? this.#live.length;
     const state = new InstanceState(this, imports, slot);
     this.#live[slot] = state;
@@ -751,9 +830,10 @@ class Linked {
   }
 
   /** Ends `state` (see {@linkcode END_INSTANCE}); released once nothing runs in it. */
-  #end(state: InstanceState): void {
+  #end(state: InstanceState, reusable: boolean): void {
     if (state.ended) return;
     state.ended = true;
+    if (!reusable) state.reusable = false;
     // Ended early (an export call still in progress): its host calls trap from now on,
     // and its slot and memory are released only when that call settles.
     if (state.active === 0) this.#release(state);
@@ -768,9 +848,41 @@ class Linked {
   #release(state: InstanceState): void {
     if (this.#live[state.slot] !== state) return;
     this.#live[state.slot] = undefined;
+    const kept = state.kept;
+    if (
+      kept !== null && state.reusable && this.#idle.length < MAX_IDLE_INSTANCES &&
+      this.#reset(kept)
+    ) {
+      // The slot stays with its core instances: its import functions find the next
+      // instance that takes them.
+      this.#idle.push(kept);
+      return;
+    }
     this.#freeSlots.push(state.slot);
     for (const [pool, memory] of state.memories) pool.give(memory);
     state.memories = [];
+  }
+
+  /**
+   * Sets a slot's core instances back to the state they were made in (see
+   * `recycle.ts`); false if they cannot be (a memory or table grew).
+   */
+  #reset(kept: KeptSlot): boolean {
+    for (const [pool, memory] of kept.memories) {
+      if (!(pool instanceof ImageMemories)) return false;
+      if (memory.buffer.byteLength !== pool.byteLength) return false;
+    }
+    if (!tablesIntact(kept.snapshot)) return false;
+    try {
+      for (const [pool, memory] of kept.memories) {
+        if (!(pool as ImageMemories).reset(memory)) return false;
+      }
+      restoreSlot(kept.snapshot);
+    } catch {
+      // The memories go back through their pools, which reset them again or drop them.
+      return false;
+    }
+    return true;
   }
 
   #create(
@@ -796,20 +908,44 @@ class Linked {
         importObject[name] =
           (core instanceof WebAssembly.Instance ? core.exports : core) as WebAssembly.ModuleImports;
       }
+      const module = getCoreModule(plan.modules[step.module]);
+      if (step.memory !== undefined && step.reset?.image) {
+        this.pools[i] ??= new ImageMemories(step.memory, readImage(module));
+      }
       const pool = this.pools[i];
-      if (pool !== undefined) {
+      if (pool !== undefined && step.memory !== undefined) {
         const memory = pool.take();
-        importObject[pool.memory.module] = { [pool.memory.name]: memory };
+        importObject[step.memory.module] = { [step.memory.name]: memory };
         state.memories.push([pool, memory]);
       }
       let instance: WebAssembly.Instance;
       try {
-        instance = new WebAssembly.Instance(getCoreModule(plan.modules[step.module]), importObject);
+        instance = new WebAssembly.Instance(module, importObject);
       } catch (err) {
         throw normalizeTrap(err);
       }
       state.cores.push(instance);
     }
+    if (this.reuse.recycled) {
+      const parts = [];
+      for (let i = 0; i < plan.steps.length; i++) {
+        const step = plan.steps[i];
+        if (step.op !== "instantiate" || step.reset === undefined) continue;
+        const { exports } = state.cores[i] as WebAssembly.Instance;
+        parts.push({ exports, globals: step.reset.globals, tables: step.reset.tables });
+      }
+      state.kept = {
+        slot: state.slot,
+        cores: state.cores,
+        memories: state.memories,
+        snapshot: snapshotSlot(parts),
+      };
+    }
+    return this.#exportsOf(state);
+  }
+
+  /** The component-level exports of `state`, over its core instances. */
+  #exportsOf(state: InstanceState): Record<string, unknown> {
     const out: Record<string | symbol, unknown> = {};
     for (const e of this.exports) {
       const funcs: Record<string, unknown> = {};
@@ -824,7 +960,7 @@ class Linked {
       }
       if (e.key === null) { for (const key of e.keys) out[key] = funcs; }
     }
-    out[END_INSTANCE] = () => this.#end(state);
+    out[END_INSTANCE] = (reusable = true) => this.#end(state, reusable);
     return out;
   }
 }
@@ -851,8 +987,14 @@ export interface LinkStats {
   pooledMemories: number[];
   /** Instances not yet released (running, or ended while a call was in progress). */
   liveInstances: number;
+  /** Idle recycled instances (their core instances, set back, waiting for a request). */
+  idleInstances: number;
   /** Core instances import the host functions through trampolines (see `trampoline.ts`). */
   trampolines: boolean;
+  /** Whether instances are recycled, and if not why. */
+  reuse: ReusePolicy;
+  /** Why memory images are copied rather than mapped copy-on-write, or null. */
+  imagesCopied: string | null;
 }
 
 /** The reuse state of an `instantiate` made by {@linkcode link}. */

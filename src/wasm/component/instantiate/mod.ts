@@ -25,7 +25,7 @@ import { PLAN_FORMAT, type ReadComponent, readComponent } from "./plan.ts";
 import type { LeanPlan } from "./plan_data.ts";
 
 export { Unsupported } from "./plan.ts";
-export { END_INSTANCE, type LinkStats, linkStats } from "./link.ts";
+export { END_INSTANCE, type LinkStats, linkStats, type ReusePolicy } from "./link.ts";
 export type { LeanInstantiate } from "./link.ts";
 
 /** First line of lean glue (and what tells it from jco's). */
@@ -65,6 +65,8 @@ export interface LeanTranspileOptions {
    * unversioned, or `func`); they are kept in the glue, as jco's glue keeps its own.
    */
   extraAsyncExports?: readonly string[];
+  /** Prepare memory images and recycling (default true; see `plan.ts`'s `ReadOptions`). */
+  images?: boolean;
 }
 
 /**
@@ -76,7 +78,7 @@ export function leanTranspile(
   component: Uint8Array,
   options: LeanTranspileOptions = {},
 ): LeanTranspiled {
-  const read: ReadComponent = readComponent(component);
+  const read: ReadComponent = readComponent(component, { images: options.images });
   const extra = options.extraAsyncExports ?? [];
   if (extra.length > 0) read.plan.asyncExports = [...extra];
   return {

@@ -16,6 +16,7 @@
  * @module
  */
 
+import { prepareImage } from "./image.ts";
 import { importMemory, MEMORY_IMPORT } from "./memory.ts";
 import { elideShims } from "./shim.ts";
 import { BinaryReader } from "../binary.ts";
@@ -41,11 +42,20 @@ export class Unsupported extends Error {
   }
 }
 
+/** Options of {@linkcode readComponent}. */
+export interface ReadOptions {
+  /**
+   * Prepare core modules for memory images and recycling (`image.ts`); default true.
+   * False gives every instance today's path (fresh core instances, data copied by V8).
+   */
+  images?: boolean;
+}
+
 /**
  * Version of the plan format and of what reading produces (part of the glue's header,
  * so of cache keys): bumped whenever either changes.
  */
-export const PLAN_FORMAT = 3;
+export const PLAN_FORMAT = 4;
 
 /** What {@linkcode readComponent} returns. */
 export interface ReadComponent {
@@ -988,7 +998,7 @@ function planLift(fn: Func, name: string, types: Interner): PlanLift {
  * @throws {Unsupported} for constructs the lean linker does not handle
  * @throws Error for a binary that is not a well-formed component
  */
-export function readComponent(bytes: Uint8Array): ReadComponent {
+export function readComponent(bytes: Uint8Array, options: ReadOptions = {}): ReadComponent {
   if (
     bytes.length < 8 || bytes[0] !== 0x00 || bytes[1] !== 0x61 || bytes[2] !== 0x73 ||
     bytes[3] !== 0x6d
@@ -1041,12 +1051,26 @@ export function readComponent(bytes: Uint8Array): ReadComponent {
     if (
       steps.some((s) => s.op === "instantiate" && s.args.some(([n]) => n === MEMORY_IMPORT.module))
     ) {
+      for (const s of steps) {
+        if (s.op === "instantiate") s.noReset = "an instance argument is named like the pool";
+      }
       continue;
     }
     const rewritten = importMemory(cores.get(name)!);
-    if (rewritten === null) continue;
-    cores.set(name, rewritten.bytes);
-    for (const s of steps) if (s.op === "instantiate") s.memory = rewritten.memory;
+    if (rewritten !== null) {
+      cores.set(name, rewritten.bytes);
+      for (const s of steps) if (s.op === "instantiate") s.memory = rewritten.memory;
+    }
+    // Its data into an image, its globals and tables exported (see image.ts).
+    const prepared = options.images === false
+      ? { kind: "fallback" as const, reason: "memory images are off" }
+      : prepareImage(cores.get(name)!);
+    if (prepared.kind === "prepared") cores.set(name, prepared.bytes);
+    for (const s of steps) {
+      if (s.op !== "instantiate") continue;
+      if (prepared.kind === "prepared") s.reset = prepared.reset;
+      else s.noReset = prepared.reason;
+    }
   }
   return { plan, cores };
 }

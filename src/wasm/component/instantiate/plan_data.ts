@@ -6,6 +6,7 @@
  * @module
  */
 
+import type { ResetPlan } from "./image.ts";
 import type { ImportedMemory } from "./memory.ts";
 
 /** Primitive value types. */
@@ -91,6 +92,10 @@ export type PlanStep =
     args: [string, number][];
     /** The memory the module was rewritten to import (see `memory.ts`). */
     memory?: ImportedMemory;
+    /** How its instances are set back for reuse (see `image.ts`), if they can be. */
+    reset?: ResetPlan;
+    /** Why its module keeps today's path (no image, no recycling), if it does. */
+    noReset?: string;
   }
   | { op: "bag"; items: [string, CoreRef][] };
 

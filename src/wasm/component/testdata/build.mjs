@@ -1,8 +1,11 @@
 // Builds the component test fixtures from their sources (run by build.sh, with Node).
 //
-//   command.wat, http_hello.wat  core modules written to the canonical ABI of a world in
+//   command.wat, http_hello.wat, leaky.wat
+//                                core modules written to the canonical ABI of a world in
 //                                wit/wat/world.wit; assembled, the world embedded, made
 //                                components with jco's wasm-tools.
+//   image/*.wat                  core modules (not components) for the memory image tests:
+//                                assembled only.
 //   abi.wat                      likewise, for the `abi` world of wit/abi/world.wit.
 //   http_app.js                  a JS wasi:http proxy; componentize-js (StarlingMonkey).
 //
@@ -10,7 +13,8 @@
 // WAT components use WASI 0.2.12; http_app uses it relabelled 0.2.10, the version the
 // componentize-js 0.23 engine is built against (0.2.x minors only add items).
 //
-// Usage: node build.mjs <node_modules holding @bytecodealliance/componentize-js@0.23.0>
+// Usage: node build.mjs <node_modules holding @bytecodealliance/componentize-js@0.23.0> [wat]
+// (`wat`: only the WAT fixtures; http_app.wasm is not byte-reproducible.)
 import { mkdir, readdir, readFile, rm, writeFile } from "node:fs/promises";
 import { join } from "node:path";
 
@@ -53,7 +57,13 @@ async function write(name, bytes) {
 
 // WAT components.
 const watWit = await witSource(join(here, "wit/wat/world.wit"), "0.2.12");
-for (const [source, world] of [["command.wat", "command"], ["http_hello.wat", "http-hello"]]) {
+for (
+  const [source, world] of [
+    ["command.wat", "command"],
+    ["http_hello.wat", "http-hello"],
+    ["leaky.wat", "http-hello"],
+  ]
+) {
   const core = await parse(await readFile(join(here, source), "utf8"));
   const embedded = await componentEmbed({ binary: core, witSource: watWit, world });
   await write(source.replace(/\.wat$/, ".wasm"), await componentNew(embedded, []));
@@ -66,6 +76,14 @@ for (const [source, world] of [["command.wat", "command"], ["http_hello.wat", "h
   const embedded = await componentEmbed({ binary: core, witSource, world: "abi" });
   await write("abi.wasm", await componentNew(embedded, []));
 }
+
+// Core modules of the memory image tests.
+for (const name of (await readdir(join(here, "image"))).sort()) {
+  if (!name.endsWith(".wat")) continue;
+  const core = await parse(await readFile(join(here, "image", name), "utf8"));
+  await write(join("image", name.replace(/\.wat$/, ".wasm")), core);
+}
+if (process.argv[3] === "wat") process.exit(0);
 
 // The JS proxy: componentize-js reads WIT from a directory with deps/.
 const witDir = join(here, ".build-wit");

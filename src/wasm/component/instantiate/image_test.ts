@@ -1,0 +1,158 @@
+import assert from "node:assert/strict";
+import { MemoryImage, NotMappable } from "../../../sys/memory_image.ts";
+import { encodeU32 } from "../leb128.ts";
+import {
+  IMAGE_SECTION,
+  MAX_IMAGE_BYTES,
+  prepareImage,
+  readImage,
+  RESET_EXPORT_PREFIX,
+} from "./image.ts";
+import { importMemory } from "./memory.ts";
+import { ImageMemories } from "./recycle.ts";
+
+const core = (name: string) =>
+  Deno.readFileSync(new URL(`../testdata/image/${name}.wasm`, import.meta.url));
+
+/** What `plan.ts` does to a core module: memory imported, then prepared. */
+function prepare(bytes: Uint8Array, maxImageBytes?: number) {
+  return prepareImage(importMemory(bytes)?.bytes ?? bytes, maxImageBytes);
+}
+
+/** `(module (memory pages) (data (i32.const offset) <length bytes of 0x42>))`, built here. */
+function moduleWithData(pages: number, offset: number, length: number): Uint8Array {
+  const memory = [0x01, 0x00, ...encodeU32(pages)];
+  const data = [0x01, 0x00, 0x41, ...encodeU32(offset), 0x0b, ...encodeU32(length)];
+  const body = new Uint8Array(data.length + length).fill(0x42);
+  body.set(data);
+  return new Uint8Array([
+    0x00,
+    0x61,
+    0x73,
+    0x6d,
+    0x01,
+    0x00,
+    0x00,
+    0x00,
+    0x05,
+    ...encodeU32(memory.length),
+    ...memory,
+    0x0b,
+    ...encodeU32(body.length),
+    ...body,
+  ]);
+}
+
+Deno.test("prepareImage: modules it cannot image keep today's path, with the reason", () => {
+  const cases: [string, RegExp][] = [
+    ["two_memories", /2 memories \(multi-memory\)/],
+    ["shared_memory", /shared \(threads\)/],
+    ["memory64", /64-bit \(memory64\)/],
+    ["global_offset", /offset is not an i32\.const/],
+    ["externref_table", /externref/],
+    ["v128_global", /v128 global/],
+  ];
+  for (const [name, reason] of cases) {
+    const got = prepare(core(name));
+    assert.equal(got.kind, "fallback", name);
+    assert.match(got.kind === "fallback" ? got.reason : "", reason, name);
+  }
+  const bad = prepareImage(new Uint8Array([0, 97, 115, 109, 1, 0, 0, 0, 99]));
+  assert.equal(bad.kind, "fallback");
+});
+
+Deno.test("prepareImage: no memory: only globals and tables to set back", () => {
+  const got = prepare(core("no_memory"));
+  assert.ok(got.kind === "prepared");
+  assert.deepEqual(got.reset, {
+    globals: [`${RESET_EXPORT_PREFIX}g0`],
+    tables: [],
+    image: false,
+    fresh: null,
+  });
+  const instance = new WebAssembly.Instance(new WebAssembly.Module(got.bytes as BufferSource));
+  assert.ok(instance.exports[`${RESET_EXPORT_PREFIX}g0`] instanceof WebAssembly.Global);
+});
+
+Deno.test("prepareImage: passive segments and start functions get fresh instances over the image", () => {
+  const passive = prepare(core("passive"));
+  assert.ok(passive.kind === "prepared");
+  assert.match(passive.reset.fresh!, /passive data segments/);
+  const start = prepare(core("start"));
+  assert.ok(start.kind === "prepared");
+  assert.match(start.reset.fresh!, /start function/);
+  // The passive segment is intact, the active one is in the image.
+  const module = new WebAssembly.Module(passive.bytes as BufferSource);
+  const memories = new ImageMemories(
+    { module: "m", name: "memory", initial: 1, maximum: null },
+    readImage(module),
+  );
+  for (let i = 0; i < 3; i++) {
+    const memory = memories.take();
+    const ex = new WebAssembly.Instance(module, { "containerd-shim-wasmtime:lean": { memory } })
+      .exports as { init(): number; drop(): void; peek(a: number): number };
+    assert.equal(ex.peek(16), "a".charCodeAt(0), "active data comes from the image");
+    assert.equal(ex.init(), "p".charCodeAt(0), "the passive segment is there");
+    ex.drop();
+    memories.give(memory);
+  }
+});
+
+Deno.test("prepareImage: big data goes into the image up to the limit, past it today's path", () => {
+  const bytes = moduleWithData(32, 65536, 256 << 10);
+  const small = prepare(bytes, 65536);
+  assert.equal(small.kind, "fallback");
+  assert.match(small.kind === "fallback" ? small.reason : "", /exceed 65536 bytes/);
+  const got = prepare(bytes);
+  assert.ok(
+    got.kind === "prepared" && got.imageBytes === 256 << 10 && MAX_IMAGE_BYTES > got.imageBytes,
+  );
+  assert.ok(got.bytes.length < bytes.length + 200, "the data moved, not copied");
+  const module = new WebAssembly.Module(got.bytes as BufferSource);
+  assert.equal(WebAssembly.Module.customSections(module, IMAGE_SECTION).length, 1);
+  const memories = new ImageMemories(
+    { module: "m", name: "memory", initial: 32, maximum: null },
+    readImage(module),
+  );
+  assert.equal(memories.copyReason, null, "mapped copy-on-write");
+  const memory = memories.take();
+  new WebAssembly.Instance(module, { "containerd-shim-wasmtime:lean": { memory } });
+  const view = new Uint8Array(memory.buffer);
+  assert.deepEqual([view[65535], view[65536], view[65536 + 262143], view[65536 + 262144]], [
+    0,
+    0x42,
+    0x42,
+    0,
+  ]);
+  view[65536] = 1;
+  view[30 << 16] = 1;
+  assert.ok(memories.reset(memory));
+  assert.deepEqual([view[65536], view[30 << 16]], [0x42, 0], "reset reads as the image again");
+  memory.grow(1);
+  assert.equal(memories.reset(memory), false, "a grown memory is not reset");
+  // Data past the initial memory traps at instantiation: not imaged.
+  const past = prepare(moduleWithData(1, 65530, 10));
+  assert.equal(past.kind, "fallback");
+});
+
+Deno.test("MemoryImage: refuses shared and other-sized memories, keeps content across grow", () => {
+  const image = new MemoryImage(65536, [{ offset: 10, bytes: new Uint8Array([1, 2, 3]) }]);
+  try {
+    const shared = new WebAssembly.Memory({ initial: 1, maximum: 1, shared: true });
+    assert.throws(() => image.mapOnto(shared.buffer), NotMappable);
+    assert.throws(() => image.mapOnto(new WebAssembly.Memory({ initial: 2 }).buffer), NotMappable);
+    const m = new WebAssembly.Memory({ initial: 1 });
+    image.mapOnto(m.buffer);
+    assert.deepEqual([...new Uint8Array(m.buffer, 9, 5)], [0, 1, 2, 3, 0]);
+    const other = new WebAssembly.Memory({ initial: 1 });
+    image.mapOnto(other.buffer);
+    new Uint8Array(m.buffer)[10] = 9;
+    assert.equal(new Uint8Array(other.buffer)[10], 1, "writes are private to each memory");
+    m.grow(1);
+    const b = new Uint8Array(m.buffer);
+    assert.deepEqual([b[10], b[65536 + 10]], [9, 0]);
+    assert.throws(() => image.reset(m.buffer), NotMappable);
+  } finally {
+    image.close();
+  }
+});

@@ -1,0 +1,269 @@
+/**
+ * What recycling an instance needs at run time: memories that start from an image
+ * ({@linkcode ImageMemories}), and setting a kept instance's globals and tables back
+ * ({@linkcode snapshotSlot}).
+ *
+ * Why: a new instance costs V8 work that grows with the guest (data segments copied
+ * into every new memory, per-instance tables and dispatch for every function, garbage
+ * that drives full GCs): milliseconds for a componentize-js guest. A recycled
+ * instance costs its reset: one `madvise` per memory (then a page fault per page the
+ * next request touches), its mutable globals and its tables set back.
+ *
+ * Why that keeps a request from seeing what another left: after the reset every
+ * piece of state a core instance has is what a new instance would have — its memory
+ * reads as the image (the bytes its data segments write; pages past them read as
+ * zeros), its mutable globals hold the values they had right after instantiation, its
+ * tables the entries they had then (element segments of every core instance of the
+ * component applied). Nothing else in a core instance can change (immutable globals,
+ * code), and host state (handle tables, streams, bodies) is made per request. An
+ * instance whose memory or a table grew is never reset: it is dropped.
+ *
+ * @module
+ */
+
+import { discardPages, MemoryImage, NotMappable } from "../../../sys/memory_image.ts";
+import type { ImageRun } from "./image.ts";
+import type { ImportedMemory } from "./memory.ts";
+
+const PAGE = 65536;
+
+/** Most memories (not held by an idle instance) kept for reuse per memory. */
+export const MAX_LOOSE_MEMORIES = 16;
+
+/**
+ * Memories of one declared size that start from an image: mapped copy-on-write from a
+ * memfd where the system allows it (O(1) to set up and to reset), else copied.
+ */
+export class ImageMemories {
+  #decl: ImportedMemory;
+  #runs: ImageRun[];
+  #image: MemoryImage | null = null;
+  #bytes: number;
+  #free: WebAssembly.Memory[] = [];
+  /** Why the image is copied rather than mapped (null: mapped). */
+  readonly copyReason: string | null;
+
+  constructor(decl: ImportedMemory, runs: ImageRun[]) {
+    this.#decl = decl;
+    this.#runs = runs;
+    this.#bytes = decl.initial * PAGE;
+    let reason: string | null = null;
+    if (this.#bytes === 0) reason = "the memory has no initial pages";
+    else {
+      try {
+        this.#image = new MemoryImage(this.#bytes, runs);
+        // Probe once: a V8 whose memories cannot be mapped over copies from now on.
+        const probe = this.#new();
+        this.#image.mapOnto(probe.buffer);
+        this.#free.push(probe);
+      } catch (err) {
+        this.#image?.close();
+        this.#image = null;
+        reason = `no copy-on-write image (${(err as Error).message})`;
+      }
+    }
+    this.copyReason = reason;
+  }
+
+  #new(): WebAssembly.Memory {
+    const { initial, maximum } = this.#decl;
+    return new WebAssembly.Memory(maximum === null ? { initial } : { initial, maximum });
+  }
+
+  /** Writes the image into a zeroed memory (the path without a mapped image). */
+  #copy(memory: WebAssembly.Memory): void {
+    const bytes = new Uint8Array(memory.buffer);
+    for (const run of this.#runs) bytes.set(run.bytes, run.offset);
+  }
+
+  /** A memory reading as the image: a kept one (already reset) or a new one. */
+  take(): WebAssembly.Memory {
+    const kept = this.#free.pop();
+    if (kept !== undefined) return kept;
+    const memory = this.#new();
+    if (this.#image !== null) this.#image.mapOnto(memory.buffer);
+    else this.#copy(memory);
+    return memory;
+  }
+
+  /**
+   * Sets `memory` (one {@linkcode take} gave, whose instance has ended) back to the
+   * image. False if it cannot be: it grew (drop it, see {@linkcode drop}).
+   */
+  reset(memory: WebAssembly.Memory): boolean {
+    const buffer = memory.buffer;
+    if (buffer.byteLength !== this.#bytes) return false;
+    if (this.#image !== null) {
+      try {
+        this.#image.reset(buffer);
+      } catch (err) {
+        if (err instanceof NotMappable) return false;
+        throw err;
+      }
+      return true;
+    }
+    new Uint8Array(buffer).fill(0);
+    this.#copy(memory);
+    return true;
+  }
+
+  /** Takes back the memory of an ended instance (reset), or drops it. */
+  give(memory: WebAssembly.Memory): void {
+    if (this.#free.length >= MAX_LOOSE_MEMORIES || !this.reset(memory)) {
+      this.drop(memory);
+      return;
+    }
+    this.#free.push(memory);
+  }
+
+  /** Gives a memory that will not be used again back to the OS now (RSS falls at once). */
+  drop(memory: WebAssembly.Memory): void {
+    try {
+      discardPages(memory.buffer);
+    } catch {
+      // Without FFI the garbage collector frees it.
+    }
+  }
+
+  /** Size of the memories (their initial size). */
+  get byteLength(): number {
+    return this.#bytes;
+  }
+
+  /** True if memories are mapped from a memfd (else the image is copied). */
+  get mapped(): boolean {
+    return this.#image !== null;
+  }
+
+  /** Memories kept for reuse (not counting those idle instances hold). */
+  get size(): number {
+    return this.#free.length;
+  }
+}
+
+/** The values a recycled instance is set back to. */
+export interface SlotSnapshot {
+  globals: [WebAssembly.Global, unknown][];
+  tables: { table: WebAssembly.Table; length: number; restore: () => void }[];
+}
+
+// (module (import "t" "dst" (table 0 funcref)) (import "t" "src" (table 0 funcref))
+//   (func (export "copy") (param i32) (table.copy 0 1 (i32.const 0) (i32.const 0) (local.get 0))))
+const TABLE_COPY = new Uint8Array([
+  0x00,
+  0x61,
+  0x73,
+  0x6d,
+  0x01,
+  0x00,
+  0x00,
+  0x00,
+  0x01,
+  0x05,
+  0x01,
+  0x60,
+  0x01,
+  0x7f,
+  0x00,
+  0x02,
+  0x15,
+  0x02,
+  0x01,
+  0x74,
+  0x03,
+  0x64,
+  0x73,
+  0x74,
+  0x01,
+  0x70,
+  0x00,
+  0x00,
+  0x01,
+  0x74,
+  0x03,
+  0x73,
+  0x72,
+  0x63,
+  0x01,
+  0x70,
+  0x00,
+  0x00,
+  0x03,
+  0x02,
+  0x01,
+  0x00,
+  0x07,
+  0x08,
+  0x01,
+  0x04,
+  0x63,
+  0x6f,
+  0x70,
+  0x79,
+  0x00,
+  0x00,
+  0x0a,
+  0x0e,
+  0x01,
+  0x0c,
+  0x00,
+  0x41,
+  0x00,
+  0x41,
+  0x00,
+  0x20,
+  0x00,
+  0xfc,
+  0x0e,
+  0x00,
+  0x01,
+  0x0b,
+]);
+let tableCopy: WebAssembly.Module | null = null;
+
+/**
+ * A function that copies `table`'s current entries back into it: a pristine copy
+ * restored with one `table.copy` (from wasm: entry by entry from JS is ~5x slower).
+ */
+function tableRestorer(table: WebAssembly.Table): () => void {
+  const length = table.length;
+  const backup = new WebAssembly.Table({ element: "anyfunc", initial: length });
+  for (let i = 0; i < length; i++) backup.set(i, table.get(i));
+  tableCopy ??= new WebAssembly.Module(TABLE_COPY);
+  const copy = new WebAssembly.Instance(tableCopy, { t: { dst: table, src: backup } })
+    .exports.copy as (n: number) => void;
+  return () => copy(length);
+}
+
+/**
+ * What `exports` (named by `globals` and `tables`, see `image.ts`) hold now: taken
+ * right after every core instance of a slot was made, so it is the state a fresh
+ * instance starts from.
+ */
+export function snapshotSlot(
+  parts: { exports: WebAssembly.Exports; globals: string[]; tables: string[] }[],
+): SlotSnapshot {
+  const snapshot: SlotSnapshot = { globals: [], tables: [] };
+  for (const { exports, globals, tables } of parts) {
+    for (const name of globals) {
+      const g = exports[name] as WebAssembly.Global;
+      snapshot.globals.push([g, g.value]);
+    }
+    for (const name of tables) {
+      const table = exports[name] as WebAssembly.Table;
+      snapshot.tables.push({ table, length: table.length, restore: tableRestorer(table) });
+    }
+  }
+  return snapshot;
+}
+
+/** False if a table grew (the instance is dropped); checked before anything is reset. */
+export function tablesIntact(snapshot: SlotSnapshot): boolean {
+  return snapshot.tables.every((t) => t.table.length === t.length);
+}
+
+/** Sets the globals and tables of a slot back to `snapshot`. */
+export function restoreSlot(snapshot: SlotSnapshot): void {
+  for (const [g, v] of snapshot.globals) g.value = v;
+  for (const t of snapshot.tables) t.restore();
+}

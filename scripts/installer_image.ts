@@ -218,6 +218,8 @@ export async function buildInstallerImage(
         type: "symlink",
         linkname: "busybox",
       })),
+      // install.sh and the launchers start with `#!/usr/bin/env bash`.
+      { path: "/usr/bin/env", type: "symlink", linkname: "../../bin/busybox" },
       // Scratch space (mktemp, the script's FIFO) and the node's mount points.
       { path: "/tmp", type: "directory", mode: 0o1777 },
       { path: "/usr/local", type: "directory", mode: 0o755 },

@@ -2,7 +2,8 @@
 # Installs containerd-shim-wasmtime-v1 (and oci-tar-builder) so containerd finds it,
 # and optionally adds the runtime to containerd's config.
 #
-#   scripts/install.sh [--from TARBALL] [--uninstall] [--configure-containerd [--containerd-config PATH]]
+#   scripts/install.sh [--from TARBALL] [--uninstall] [--configure-containerd [--preset NAME]
+#                      [--containerd-config PATH] [--restart]]
 #
 # From a checkout it builds the shim here (needs deno or npm, and the npm registry);
 # with --from it installs a release tarball made by `deno task release` (or, run as
@@ -65,6 +66,7 @@ CFG_TMP=""
 OLD_APP="" # the previous application, moved aside while a new one is activated
 NEW_APP=0  # 1 while $APP_DIR may hold a new application that is not yet activated
 CREATED_DIRS=() # see make_dir
+TMPL_CREATED=0  # 1 once this run created a k3s/RKE2 config.toml.tmpl (see make_template)
 cleanup() {
   local rc=$?
   # A failed activation puts the previous installation back (see activate_launcher_form).
@@ -74,6 +76,7 @@ cleanup() {
   fi
   if [[ -n "$staging" ]]; then rm -rf "$staging"; fi
   if [[ -n "$CFG_TMP" ]]; then rm -f "$CFG_TMP"; fi
+  if [[ $rc -ne 0 && "$TMPL_CREATED" -eq 1 ]]; then rm -f "$CFG"; fi
   # A failed install leaves no directory of its own behind either.
   if [[ $rc -ne 0 && ${#CREATED_DIRS[@]} -gt 0 ]]; then remove_dirs "${CREATED_DIRS[@]}"; fi
 }
@@ -81,7 +84,8 @@ trap cleanup EXIT
 
 usage() {
   cat <<EOF
-Usage: scripts/install.sh [--from TARBALL] [--uninstall] [--configure-containerd [--containerd-config PATH]]
+Usage: scripts/install.sh [--from TARBALL] [--uninstall]
+         [--configure-containerd [--preset NAME] [--containerd-config PATH] [--restart]]
 
 Installs containerd-shim-wasmtime-v1 and oci-tar-builder into \$PREFIX/bin
 (PREFIX=$PREFIX), where containerd finds the shim on its PATH.
@@ -108,7 +112,17 @@ Options:
                             PATH.bak.<timestamp>; after it, \`containerd --config PATH config
                             dump\` must accept the result, or the backup is put back and
                             install.sh fails. Restart containerd to load the new config.
-  --containerd-config PATH  containerd's config file (default /etc/containerd/config.toml)
+  --containerd-config PATH  containerd's config file (default /etc/containerd/config.toml);
+                            implies --preset containerd
+  --preset NAME             the node's layout (default auto: detected): containerd
+                            (/etc/containerd/config.toml, or a drop-in wasmtime.toml in the
+                            directory of its \`imports\`), k3s or rke2 (config.toml.tmpl in
+                            /var/lib/rancher/<k3s|rke2>/agent/etc/containerd/, made from
+                            config.toml if absent), k0s (/etc/k0s/containerd.d/wasmtime.toml),
+                            microk8s (/var/snap/microk8s/current/args/containerd-template.toml)
+  --restart                 restart containerd when this run changed its config: systemctl
+                            restart containerd, k3s|k3s-agent, rke2-server|rke2-agent or
+                            snap.microk8s.daemon-containerd (k0s restarts its own)
   -h, --help                show this help
 
 Environment:
@@ -119,6 +133,10 @@ Environment:
   WASMTIME_SHIM_FORM  "launcher" skips the \`deno compile\` attempt
   CONTAINERD          containerd command used to read its version and validate the config
                       (default: containerd; e.g. "nsenter -t 1 -m -- containerd" in a pod)
+  SYSTEMCTL           systemctl command for --restart (default: systemctl; e.g.
+                      "nsenter -t 1 -m -u -i -n -p -- systemctl" in a pod)
+  WASMTIME_SHIM_PRESET  the default of --preset
+  HOST_ROOT           where the node's / is (default /): the presets' paths are under it
 EOF
 }
 
@@ -304,7 +322,13 @@ DUMP_OUT=""
 containerd_accepts() {
   DUMP_OUT=""
   [[ ${#CTR_CMD[@]} -gt 0 ]] || return 0
+  is_template "$1" && return 0
   DUMP_OUT="$("${CTR_CMD[@]}" --config "$1" config dump 2>&1)"
+}
+
+# A Go template (k3s/RKE2 `{{ template "base" . }}`) is no TOML containerd can check.
+is_template() {
+  [[ -f "$1" ]] && grep -qF '{{' "$1"
 }
 
 # The first lines of containerd's complaint, for an error message.
@@ -366,6 +390,7 @@ CFG_VERSION="" # its config version (1, 2, 3)
 CFG_PLUGIN=""  # the CRI plugin's key for that version
 CFG_PLAN=""    # keep | append | create (install); keep | strip (uninstall)
 BACKUP=""      # the backup made before this run's change
+CONFIG_CHANGED=0 # 1 once this run changed the config (then --restart restarts containerd)
 
 # Everything that can refuse, before anything is installed: read the config, work out
 # its version and whether the runtime is already there, and make sure containerd
@@ -451,6 +476,10 @@ verify_written_config() {
     say "warning: $CFG was not validated (no containerd command)"
     return 0
   fi
+  if is_template "$CFG"; then
+    say "note: $CFG is a template (it has {{ }}), which containerd cannot check before $PRESET renders it"
+    return 0
+  fi
   containerd_accepts "$CFG" || restore_and_die "containerd rejects the changed $CFG ($(dump_error))"
   [[ "$expect_runtime" -eq 1 ]] || return 0
   if [[ "$CFG_VERSION" -ge 3 && (-z "$CTR_MAJOR" || "$CTR_MAJOR" -lt 2) ]]; then
@@ -463,6 +492,7 @@ verify_written_config() {
 
 configure_containerd() {
   local tmp
+  if [[ -n "$DROPIN" ]]; then configure_dropin; return 0; fi
   if [[ "$CFG_PLAN" == keep ]]; then
     say "$CFG already has the runtime $RUNTIME_NAME: unchanged"
     return 0
@@ -498,6 +528,7 @@ configure_containerd() {
   fi
   replace_config "$tmp"
   verify_written_config 1
+  CONFIG_CHANGED=1
   say "added the runtime $RUNTIME_NAME ([plugins.$CFG_PLUGIN.containerd.runtimes.$RUNTIME_NAME], runtime_type = \"$RUNTIME_TYPE\") to $CFG (config version $CFG_VERSION); restart containerd to load it"
   case ":$PATH:" in
     *":$BIN_DIR:"*) ;;
@@ -507,6 +538,7 @@ configure_containerd() {
 
 unconfigure_containerd() {
   local tmp
+  if [[ -n "$DROPIN" ]]; then unconfigure_dropin; return 0; fi
   if [[ "$CFG_PLAN" != strip ]]; then
     say "$CFG has no runtime table added by install.sh: unchanged"
     return 0
@@ -514,9 +546,10 @@ unconfigure_containerd() {
   config_tmp
   tmp="$CFG_TMP"
   strip_block "$CFG" >"$tmp"
-  if [[ "$(cat "$tmp")" == "$CREATED_HEADER" ]]; then
+  if [[ "$(cat "$tmp")" == "$CREATED_HEADER" || "$(head -n 1 "$tmp")" == "$TMPL_HEADER" ]]; then
     # install.sh created this file and nothing else was added to it: remove it.
     rm -f "$tmp" "$CFG"
+    CONFIG_CHANGED=1
     say "removed $CFG, which install.sh had created"
     return 0
   fi
@@ -525,7 +558,179 @@ unconfigure_containerd() {
   say "backed up $CFG to $BACKUP"
   replace_config "$tmp"
   verify_written_config 0
+  CONFIG_CHANGED=1
   say "removed the runtime $RUNTIME_NAME that install.sh had added to $CFG; restart containerd to load it"
+}
+
+# --- node presets ------------------------------------------------------------------
+#
+# Where the runtime goes and how containerd reloads it depends on the distribution
+# (as spinkube's runtime-class-manager does it):
+#   containerd  /etc/containerd/config.toml (version 2 or 3, appended), or a drop-in
+#               file in the directory its top-level `imports` names; systemctl restart
+#               containerd
+#   k3s, rke2   /var/lib/rancher/<k3s|rke2>/agent/etc/containerd/config.toml.tmpl (made
+#               from the generated config.toml if absent, as their docs say); restart
+#               k3s or k3s-agent / rke2-server or rke2-agent, whichever unit exists
+#   k0s         the drop-in /etc/k0s/containerd.d/wasmtime.toml; k0s merges it and
+#               restarts its containerd itself
+#   microk8s    /var/snap/microk8s/current/args/containerd-template.toml; restart
+#               snap.microk8s.daemon-containerd
+# All paths are under $HOST_ROOT (default /: the node's root as install.sh sees it).
+
+PRESET=""      # the preset in use
+PRESET_WHY=""  # how it was chosen, for messages
+UNITS=()       # systemd units that may restart containerd, first existing one wins
+UNIT=""        # the unit --restart restarts (empty: the distribution restarts itself)
+DROPIN=""      # a drop-in file that is entirely ours (k0s, containerd imports)
+TMPL_FROM=""   # k3s/rke2: the generated config a missing template is made from
+TMPL_HEADER="# config.toml.tmpl created by containerd-shim-wasmtime's scripts/install.sh from config.toml"
+PRESETS="containerd k3s rke2 k0s microk8s"
+
+# What detection looks for, in order (a message shows it when nothing matches).
+k3s_dir() { echo "$HOST_ROOT/var/lib/rancher/$1/agent/etc/containerd"; }
+detect_preset() {
+  local d
+  for d in k3s rke2; do
+    if [[ -f "$(k3s_dir "$d")/config.toml" || -f "$(k3s_dir "$d")/config.toml.tmpl" ]]; then
+      PRESET="$d"; PRESET_WHY="found $(k3s_dir "$d")/config.toml"; return 0
+    fi
+  done
+  # Not just /etc/k0s: a pod's hostPath mount may have created that empty directory.
+  if [[ -f "$HOST_ROOT/etc/k0s/containerd.toml" || -d "$HOST_ROOT/etc/k0s/containerd.d" ]]; then
+    PRESET=k0s; PRESET_WHY="found $HOST_ROOT/etc/k0s/containerd.toml"; return 0
+  fi
+  if [[ -f "$HOST_ROOT/var/snap/microk8s/current/args/containerd-template.toml" ]]; then
+    PRESET=microk8s; PRESET_WHY="found $HOST_ROOT/var/snap/microk8s/current/args/containerd-template.toml"; return 0
+  fi
+  for d in "$HOST_ROOT/etc/containerd/config.toml" "$HOST_ROOT/usr/bin/containerd" \
+    "$HOST_ROOT/usr/local/bin/containerd" "$HOST_ROOT/usr/sbin/containerd"; do
+    if [[ -e "$d" ]]; then PRESET=containerd; PRESET_WHY="found $d"; return 0; fi
+  done
+  # A pod sees the node's containerd only through CONTAINERD (nsenter -t 1 -m -- …).
+  if [[ -n "${CONTAINERD:-}" ]] && ${CONTAINERD} --version >/dev/null 2>&1; then
+    PRESET=containerd; PRESET_WHY="'$CONTAINERD --version' answers"; return 0
+  fi
+  die "unknown node layout: none of $(k3s_dir k3s)/config.toml (k3s), $(k3s_dir rke2)/config.toml (RKE2), $HOST_ROOT/etc/k0s/containerd.toml or containerd.d (k0s), $HOST_ROOT/var/snap/microk8s/current/args/containerd-template.toml (MicroK8s), $HOST_ROOT/etc/containerd/config.toml or a containerd in $HOST_ROOT/usr/bin, /usr/local/bin, /usr/sbin (containerd) is there. Name the layout with --preset NAME ($PRESETS), or the config with --containerd-config PATH. Nothing was changed."
+}
+
+# Chooses the preset and sets CFG / DROPIN / UNITS for it.
+choose_preset() {
+  if [[ -z "$PRESET" ]]; then
+    if [[ $cfg_given -eq 1 ]]; then PRESET=containerd; PRESET_WHY="--containerd-config";
+    else detect_preset; fi
+  else
+    PRESET_WHY="--preset"
+  fi
+  case "$PRESET" in
+    containerd)
+      [[ $cfg_given -eq 1 ]] || CFG="$HOST_ROOT/etc/containerd/config.toml"
+      UNITS=(containerd)
+      local dir
+      dir="$(imports_dir "$CFG")"
+      # The imports name the node's paths.
+      if [[ -n "$dir" ]]; then DROPIN="$HOST_ROOT$dir/wasmtime.toml"; fi
+      ;;
+    k3s | rke2)
+      CFG="$(k3s_dir "$PRESET")/config.toml.tmpl"
+      TMPL_FROM="$(k3s_dir "$PRESET")/config.toml"
+      if [[ "$PRESET" == k3s ]]; then UNITS=(k3s k3s-agent); else UNITS=(rke2-server rke2-agent); fi
+      ;;
+    k0s)
+      DROPIN="$HOST_ROOT/etc/k0s/containerd.d/wasmtime.toml"
+      CFG="$DROPIN"
+      UNITS=()
+      ;;
+    microk8s)
+      CFG="$HOST_ROOT/var/snap/microk8s/current/args/containerd-template.toml"
+      UNITS=(snap.microk8s.daemon-containerd)
+      ;;
+    *) die "unknown preset '$PRESET': one of $PRESETS" ;;
+  esac
+  if [[ -n "$DROPIN" ]]; then CFG="$DROPIN"; fi
+  say "node preset: $PRESET ($PRESET_WHY); containerd config: $CFG"
+}
+
+# The directory of the first `imports = ["<dir>/*.toml"]` glob of a config (empty if
+# none): containerd merges every file matching it, so the runtime goes into one of its own.
+imports_dir() {
+  [[ -f "$1" ]] || return 0
+  awk '
+    /^[ \t]*\[/ { exit }
+    /^[ \t]*imports[ \t]*=/ {
+      while (match($0, /"[^"]*\/\*\.toml"/)) {
+        p = substr($0, RSTART + 1, RLENGTH - 2); sub(/\/\*\.toml$/, "", p); print p; exit
+      }
+    }' "$1"
+}
+
+SYSTEMCTL_CMD=()
+# The unit to restart: the first of UNITS that systemd knows (SYSTEMCTL reaches it).
+choose_unit() {
+  UNIT=""
+  [[ ${#UNITS[@]} -gt 0 ]] || return 0
+  read -r -a SYSTEMCTL_CMD <<<"${SYSTEMCTL:-systemctl}"
+  local u
+  for u in "${UNITS[@]}"; do
+    if "${SYSTEMCTL_CMD[@]}" cat "$u.service" >/dev/null 2>&1; then UNIT="$u"; return 0; fi
+  done
+  die "--restart: none of the units ${UNITS[*]} is known to '${SYSTEMCTL_CMD[*]}' (preset $PRESET); restart containerd yourself and drop --restart, or set SYSTEMCTL. Nothing was changed."
+}
+
+restart_containerd() {
+  if [[ "$CONFIG_CHANGED" -eq 0 ]]; then
+    say "$CFG unchanged: containerd not restarted"
+  elif [[ -z "$UNIT" ]]; then
+    say "$PRESET restarts its containerd itself when $CFG changes"
+  else
+    say "restarting $UNIT to load $CFG"
+    "${SYSTEMCTL_CMD[@]}" restart "$UNIT" || die "'${SYSTEMCTL_CMD[*]} restart $UNIT' failed: restart it by hand to load $CFG"
+  fi
+}
+
+# The drop-in: a whole file of ours, so --uninstall removes it.
+dropin_text() {
+  runtime_block 1
+}
+
+configure_dropin() {
+  local tmp
+  if [[ -f "$DROPIN" ]] && [[ "$(cat "$DROPIN")" == "$(dropin_text)" ]]; then
+    say "$DROPIN already has the runtime $RUNTIME_NAME: unchanged"
+    return 0
+  fi
+  [[ ! -e "$DROPIN" ]] || grep -qF "$MARK_BEGIN" "$DROPIN" \
+    || die "$DROPIN exists and was not written by install.sh; move it away and re-run. Nothing was changed."
+  mkdir -p "$(dirname "$DROPIN")" || die "cannot create $(dirname "$DROPIN")"
+  config_tmp
+  tmp="$CFG_TMP"
+  dropin_text >"$tmp"
+  chmod 0644 "$tmp"
+  mv -f "$tmp" "$DROPIN" || die "cannot write $DROPIN"
+  CONFIG_CHANGED=1
+  say "added the runtime $RUNTIME_NAME in the drop-in $DROPIN"
+}
+
+unconfigure_dropin() {
+  if [[ -f "$DROPIN" ]] && grep -qF "$MARK_BEGIN" "$DROPIN"; then
+    rm -f "$DROPIN"
+    CONFIG_CHANGED=1
+    say "removed the drop-in $DROPIN"
+  else
+    say "no drop-in $DROPIN written by install.sh: unchanged"
+  fi
+}
+
+# k3s/RKE2 regenerate config.toml at each start: the template is what lasts. A
+# missing one starts as a copy of the generated file, headed so --uninstall knows.
+make_template() {
+  [[ -n "$TMPL_FROM" && ! -e "$CFG" ]] || return 0
+  [[ -f "$TMPL_FROM" ]] || die "neither $CFG nor $TMPL_FROM exists: start $PRESET once so that it writes its containerd config, then re-run"
+  { printf '%s\n' "$TMPL_HEADER"; cat "$TMPL_FROM"; } >"$CFG.tmp" && mv "$CFG.tmp" "$CFG" \
+    || die "cannot create $CFG from $TMPL_FROM"
+  TMPL_CREATED=1
+  CONFIG_CHANGED=1
+  say "created $CFG from $TMPL_FROM"
 }
 
 # --- installing ------------------------------------------------------------------
@@ -548,7 +753,9 @@ write_launcher() {
 activate_compiled() {
   rm -rf "$APP_DIR"
   write_dirs_file
-  install -m 0755 "$1" "$BIN_DIR/$SHIM.tmp"
+  # cp and chmod, not install(1): busybox (the installer image's tools) has no install.
+  cp "$1" "$BIN_DIR/$SHIM.tmp"
+  chmod 0755 "$BIN_DIR/$SHIM.tmp"
   mv "$BIN_DIR/$SHIM.tmp" "$BIN_DIR/$SHIM"
   cat >"$BIN_DIR/$BUILDER.tmp" <<SH
 #!/bin/sh
@@ -659,10 +866,26 @@ FROM=""
 if [[ -f "$SCRIPT_DIR/RELEASE" ]]; then FROM="$SCRIPT_DIR"; fi
 CFG=/etc/containerd/config.toml
 cfg_given=0
+RESTART=0
+PRESET="${WASMTIME_SHIM_PRESET:-}"
+if [[ "$PRESET" == auto ]]; then PRESET=""; fi
+HOST_ROOT="${HOST_ROOT:-}"
+HOST_ROOT="${HOST_ROOT%/}"
 while [[ $# -gt 0 ]]; do
   case "$1" in
     --uninstall) ACTION=uninstall ;;
     --configure-containerd) CONFIGURE=1 ;;
+    --restart) RESTART=1 ;;
+    --preset)
+      [[ $# -ge 2 && -n "$2" ]] || die "--preset needs a name: auto, $PRESETS"
+      PRESET="$2"
+      [[ "$PRESET" != auto ]] || PRESET=""
+      shift
+      ;;
+    --preset=*)
+      PRESET="${1#*=}"
+      [[ "$PRESET" != auto ]] || PRESET=""
+      ;;
     --from)
       [[ $# -ge 2 && -n "$2" ]] || die "--from needs a release tarball (e.g. --from containerd-shim-wasmtime-0.1.0-linux-amd64.tar.gz)"
       FROM="$2"
@@ -694,23 +917,38 @@ done
 if [[ $cfg_given -eq 1 && $CONFIGURE -eq 0 ]]; then
   die "--containerd-config applies only with --configure-containerd"
 fi
+if [[ ($RESTART -eq 1 || -n "$PRESET") && $CONFIGURE -eq 0 ]]; then
+  die "--restart and --preset apply only with --configure-containerd"
+fi
+if [[ $cfg_given -eq 1 && -n "$PRESET" && "$PRESET" != containerd ]]; then
+  die "--containerd-config names plain containerd's config; the $PRESET preset finds its own"
+fi
 
 if [[ "$ACTION" == uninstall ]]; then
   # The runtime leaves containerd's config before its shim leaves the disk.
   if [[ $CONFIGURE -eq 1 ]]; then
+    choose_preset
     configure_preflight uninstall
+    if [[ $RESTART -eq 1 ]]; then choose_unit; fi
     unconfigure_containerd
+    if [[ $RESTART -eq 1 ]]; then restart_containerd; fi
   fi
   uninstall
   exit 0
 fi
 
 # A config that cannot be changed is refused before anything is installed.
-if [[ $CONFIGURE -eq 1 ]]; then configure_preflight install; fi
+if [[ $CONFIGURE -eq 1 ]]; then
+  choose_preset
+  if [[ $RESTART -eq 1 ]]; then choose_unit; fi
+  make_template
+  configure_preflight install
+fi
 
 # Runs once the shim is in place: containerd must not name a runtime it cannot find.
 after_install() {
   if [[ $CONFIGURE -eq 1 ]]; then configure_containerd; fi
+  if [[ $RESTART -eq 1 ]]; then restart_containerd; fi
 }
 
 read_dirs_file

@@ -1,8 +1,10 @@
 /**
  * deploy/: the RuntimeClass and the installer DaemonSet agree with each other, with
- * scripts/install.sh (the runtime name it writes into containerd's config) and with
- * deploy/Dockerfile.installer; and the DaemonSet's script restarts containerd only
- * when the config changed (run here with a fake `nsenter`).
+ * scripts/install.sh (the runtime name it writes into containerd's config), with the
+ * image scripts/installer_image.ts builds and with deploy/rbac.yaml; and the
+ * DaemonSet's script (deploy/installer.sh) restarts containerd only when the config
+ * changed (run here with a fake `nsenter`). tests/e2e/installer_image_test.ts runs
+ * the image itself.
  *
  * The manifests are read with the small YAML reader below: there is no YAML package
  * among the dependencies, and it is strict, so the manifests stay within what it reads.
@@ -10,6 +12,8 @@
 
 import assert from "node:assert/strict";
 import { spawnLogged } from "./spawn.ts";
+import { APP_DIR, APPLETS, DEFAULT_REPO, IMAGE_NAME } from "../scripts/installer_image.ts";
+import { VERSION } from "../src/shim/version.ts";
 
 const ROOT = new URL("..", import.meta.url).pathname;
 const decoder = new TextDecoder();
@@ -186,7 +190,7 @@ function installShVar(name: string): string {
 }
 
 const LABEL = "wasmtime.containerd.io/enabled";
-const INSTALLER = "/opt/containerd-shim-wasmtime/scripts/install.sh";
+const SCRIPT = "deploy/installer.sh";
 
 function daemonSet() {
   const ds = readYaml("deploy/daemonset.yaml");
@@ -194,11 +198,11 @@ function daemonSet() {
   const [container, ...others] = list(pod.containers, "containers");
   assert.deepEqual(others, []);
   const env = Object.fromEntries(
-    list(container.env, "env").map((e) => [e.name as string, e.value as string]),
+    list(container.env, "env").filter((e) => "value" in e)
+      .map((e) => [e.name as string, e.value as string]),
   );
-  const script = at(container, "args.0");
-  assert.equal(typeof script, "string");
-  return { ds, pod, container, env, script: script as string };
+  const script = Deno.readTextFileSync(`${ROOT}${SCRIPT}`);
+  return { ds, pod, container, env, script };
 }
 
 // --- the YAML reader itself ------------------------------------------------------------
@@ -266,7 +270,7 @@ Deno.test("deploy/daemonset.yaml: a privileged installer on the RuntimeClass's n
   assert.equal(pod.hostPID, true);
   assert.equal(at(container, "securityContext.privileged"), true);
 
-  // The node's prefix and containerd config dir are mounted at the same paths.
+  // The node's prefix and the presets' directories are mounted at the same paths.
   const volumes = new Map(list(pod.volumes, "volumes").map((v) => [v.name, v]));
   const mounts = list(container.volumeMounts, "volumeMounts");
   const hostPathOfMount = (dir: string) => {
@@ -276,33 +280,76 @@ Deno.test("deploy/daemonset.yaml: a privileged installer on the RuntimeClass's n
     assert.ok(v, `no volume ${m.name}`);
     return at(v, "hostPath.path");
   };
-  assert.equal(hostPathOfMount(env.PREFIX), env.PREFIX);
-  const configDir = env.CONTAINERD_CONFIG.replace(/\/[^/]+$/, "");
-  assert.equal(hostPathOfMount(configDir), configDir);
+  for (
+    const dir of [
+      env.PREFIX,
+      "/etc/containerd",
+      "/var/lib/rancher",
+      "/etc/k0s",
+      "/var/snap/microk8s",
+    ]
+  ) {
+    assert.equal(hostPathOfMount(dir), dir);
+  }
   assert.match(env.CONTAINERD, /^nsenter -t 1 -m -- containerd$/);
+  assert.equal(env.SYSTEMCTL, "nsenter -t 1 -m -u -i -n -p -- systemctl");
+  assert.equal(env.WASMTIME_SHIM_PRESET, "auto");
+  assert.equal(at(container, "env.4.name"), "NODE_NAME");
+  assert.equal(at(container, "env.4.valueFrom.fieldRef.fieldPath"), "spec.nodeName");
 
-  // The script: install.sh from the image, containerd restarted through the host.
-  assert.ok(script.includes(`${INSTALLER} --configure-containerd --containerd-config "$config"`));
-  assert.ok(script.includes("nsenter -t 1 -m -u -i -n -p -- systemctl restart containerd"));
-  const syntax = new Deno.Command("bash", { args: ["-n", "-c", script] }).outputSync();
+  // The script: install.sh beside it in the image, containerd restarted by install.sh.
+  assert.deepEqual(container.command, [`${APP_DIR}/installer.sh`]);
+  assert.ok(script.includes("args=(--configure-containerd --restart)"));
+  const syntax = new Deno.Command("bash", { args: ["-n", `${ROOT}${SCRIPT}`] }).outputSync();
   assert.equal(syntax.code, 0, decoder.decode(syntax.stderr));
 });
 
-Deno.test("deploy/Dockerfile.installer provides what the DaemonSet runs; README builds its image", () => {
-  const docker = Deno.readTextFileSync(`${ROOT}deploy/Dockerfile.installer`);
-  const { container, env } = daemonSet();
-  const appDir = INSTALLER.replace(/\/scripts\/install\.sh$/, "");
-  assert.match(docker, new RegExp(`^COPY \\. ${appDir}$`, "m"));
-  assert.match(docker, new RegExp(`^ENTRYPOINT \\["${INSTALLER}"\\]$`, "m"));
-  assert.match(docker, /apt-get install [^\n]*\n?[^\n]*\bnpm\b[^\n]*\butil-linux\b/);
-  // Nothing the image needs may live where the node's prefix is mounted.
-  for (const m of docker.matchAll(/^COPY (?:--from=\S+ )?\S+ (\S+)$/gm)) {
-    assert.ok(!m[1].startsWith(`${env.PREFIX}/`), `${m[1]} is hidden by the ${env.PREFIX} mount`);
+Deno.test("deploy/: the DaemonSet runs the image installer-image builds; rbac.yaml lets it label nodes", () => {
+  const { pod, container, script } = daemonSet();
+  assert.equal(container.image, `${DEFAULT_REPO}/${IMAGE_NAME}:${VERSION}`);
+  // Every external command the script and install.sh run is in the image.
+  const bashBuiltins = new Set([
+    "printf",
+    "read",
+    "exec",
+    "trap",
+    "echo",
+    "cd",
+    "pwd",
+    "set",
+    "local",
+  ]);
+  for (
+    const cmd of [
+      "mktemp",
+      "mkfifo",
+      "rm",
+      "dirname",
+      "nsenter",
+      "sha256sum",
+      "tar",
+      "awk",
+      "readlink",
+    ]
+  ) {
+    assert.ok(APPLETS.includes(cmd) || bashBuiltins.has(cmd), `${cmd} is not in the image`);
   }
-  const image = (container.image as string).replace(/:[^:/]+$/, "");
+  assert.ok(script.startsWith("#!/bin/bash\n"));
+  const docs = Deno.readTextFileSync(`${ROOT}deploy/rbac.yaml`).split(/^---$/m).map((d) =>
+    obj(parseYaml(d), "deploy/rbac.yaml")
+  );
+  const sa = docs.find((d) => d.kind === "ServiceAccount")!;
+  assert.equal(at(sa, "metadata.name"), pod.serviceAccountName);
+  assert.equal(at(sa, "metadata.namespace"), "kube-system");
+  const role = docs.find((d) => d.kind === "ClusterRole")!;
+  assert.deepEqual(at(role, "rules.0.resources"), ["nodes"]);
+  assert.ok((at(role, "rules.0.verbs") as string[]).includes("patch"));
+  const binding = docs.find((d) => d.kind === "ClusterRoleBinding")!;
+  assert.equal(at(binding, "roleRef.name"), at(role, "metadata.name"));
+  assert.equal(at(binding, "subjects.0.name"), pod.serviceAccountName);
   const readme = Deno.readTextFileSync(`${ROOT}deploy/README.md`);
-  assert.ok(readme.includes(`-f deploy/Dockerfile.installer`));
-  assert.ok(readme.includes(`/${image}:TAG`), `deploy/README.md does not build ${image}`);
+  assert.ok(readme.includes("deno task installer-image"));
+  assert.ok(readme.includes("kubectl apply -f deploy/rbac.yaml"));
 });
 
 // --- the DaemonSet's script, run -------------------------------------------------------
@@ -318,14 +365,11 @@ async function runDaemonSetScript(
   config: string,
   fakeBin: string,
 ): Promise<{ code: number; output: string }> {
-  const { env, script } = daemonSet();
-  assert.ok(script.includes(INSTALLER));
-  const run = await spawnLogged("bash", [
-    "-c",
-    script.replace(INSTALLER, `${ROOT}scripts/install.sh`),
-  ], {
+  const { env } = daemonSet();
+  const run = await spawnLogged("bash", [`${ROOT}${SCRIPT}`], {
     env: {
       ...env,
+      INSTALL_SH: `${ROOT}scripts/install.sh`,
       PREFIX: prefix,
       CONTAINERD_CONFIG: config,
       PATH: `${fakeBin}:${Deno.env.get("PATH")}`,
@@ -356,7 +400,7 @@ while [ $# -gt 0 ] && [ "$1" != "--" ]; do shift; done
 shift
 case "$1" in
   containerd) exec "$@" ;;
-  systemctl) exit 0 ;;
+  systemctl) [ "$2" = cat ] && [ "$3" != containerd.service ] && exit 1; exit 0 ;;
   *) echo "fake nsenter: unexpected command $*" >&2; exit 1 ;;
 esac
 `,
@@ -364,11 +408,12 @@ esac
     await Deno.chmod(`${fakeBin}/nsenter`, 0o755);
     const config = `${tmp}/etc/containerd/config.toml`;
     const restarts = async () =>
-      (await Deno.readTextFile(log)).split("\n").filter((l) => l.includes("systemctl")).length;
+      (await Deno.readTextFile(log)).split("\n").filter((l) => l.includes("systemctl restart"))
+        .length;
 
     const first = await runDaemonSetScript(`${tmp}/prefix`, config, fakeBin);
     assert.equal(first.code, 0, first.output);
-    assert.match(first.output, /config\.toml changed: restarting containerd/);
+    assert.match(first.output, /restarting containerd to load .*config\.toml/);
     assert.match(first.output, /added the runtime wasmtime/);
     assert.ok(
       (await Deno.readTextFile(config)).includes(`runtime_type = "io.containerd.wasmtime.v1"`),

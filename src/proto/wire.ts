@@ -113,25 +113,27 @@ export class ProtoWriter {
 
   /** Writes a `uint32` field unless it is 0. Throws RangeError outside 0..2^32-1. */
   uint32(field: number, value: number): this {
-    if (!Number.isInteger(value) || value < 0 || value > UINT32_MAX) {
-      throw new RangeError(`uint32 field ${field}: ${value} is outside 0..${UINT32_MAX}`);
-    }
-    if (value !== 0) this.tag(field, WireType.VARINT).#varint(value);
+    if (checkUint32(field, value) !== 0) this.tag(field, WireType.VARINT).#varint(value);
     return this;
   }
 
   /** Writes an `int32` field unless it is 0 (negative values take ten bytes, as in Go). */
   int32(field: number, value: number): this {
-    if (!Number.isInteger(value) || value < -0x8000_0000 || value > 0x7fff_ffff) {
-      throw new RangeError(`int32 field ${field}: ${value} is outside the int32 range`);
-    }
-    if (value !== 0) this.tag(field, WireType.VARINT).#varint(value);
+    if (checkInt32(field, value) !== 0) this.tag(field, WireType.VARINT).#varint(value);
     return this;
   }
 
   /** Writes an `int64` field unless it is 0. Numbers must be safe integers. */
   int64(field: number, value: number | bigint): this {
     if (value !== 0 && value !== 0n) this.tag(field, WireType.VARINT).#varint(value);
+    return this;
+  }
+
+  /** Writes a `uint64` field unless it is 0: a safe non-negative number or a bigint up to 2^64-1. */
+  uint64(field: number, value: number | bigint): this {
+    if (checkUint64(field, value) !== 0 && value !== 0n) {
+      this.tag(field, WireType.VARINT).#varint(value);
+    }
     return this;
   }
 
@@ -151,6 +153,35 @@ export class ProtoWriter {
   bytes(field: number, value: Uint8Array): this {
     if (value.length !== 0) this.tag(field, WireType.LEN).#bytesRaw(value);
     return this;
+  }
+
+  /** Writes one element of a `repeated string` or a map entry's string: always, even when empty. */
+  stringElement(field: number, value: string): this {
+    this.tag(field, WireType.LEN).#bytesRaw(utf8Encoder.encode(value));
+    return this;
+  }
+
+  /** Writes one element of a `repeated bytes` or a map entry's bytes: always, even when empty. */
+  bytesElement(field: number, value: Uint8Array): this {
+    this.tag(field, WireType.LEN).#bytesRaw(value);
+    return this;
+  }
+
+  /**
+   * Writes a repeated varint field packed (proto3's default), unless it is empty. Each
+   * value is checked as the single-value writer of `kind` checks it.
+   */
+  packed(field: number, kind: PackedKind, values: readonly (number | bigint | boolean)[]): this {
+    if (values.length === 0) return this;
+    const body = new ProtoWriter();
+    for (const value of values) {
+      if (kind === "bool") body.#varint(value ? 1 : 0);
+      else if (kind === "uint32") body.#varint(checkUint32(field, value as number));
+      else if (kind === "int32") body.#varint(checkInt32(field, value as number));
+      else if (kind === "uint64") body.#varint(checkUint64(field, value as number | bigint));
+      else body.#varint(value as number | bigint);
+    }
+    return this.message(field, body.finish());
   }
 
   /** Writes an encoded sub-message; it is written (even when empty) unless `encoded` is undefined. */
@@ -183,6 +214,37 @@ export class ProtoWriter {
   }
 }
 
+/** The scalar kinds a packed repeated field may hold. */
+export type PackedKind = "int32" | "uint32" | "int64" | "uint64" | "bool";
+
+/** The largest `uint64`. */
+const UINT64_MAX = (1n << 64n) - 1n;
+
+/** `value`, or a RangeError if it does not fit a `uint32`. */
+function checkUint32(field: number, value: number): number {
+  if (!Number.isInteger(value) || value < 0 || value > UINT32_MAX) {
+    throw new RangeError(`uint32 field ${field}: ${value} is outside 0..${UINT32_MAX}`);
+  }
+  return value;
+}
+
+/** `value`, or a RangeError if it does not fit an `int32`. */
+function checkInt32(field: number, value: number): number {
+  if (!Number.isInteger(value) || value < -0x8000_0000 || value > 0x7fff_ffff) {
+    throw new RangeError(`int32 field ${field}: ${value} is outside the int32 range`);
+  }
+  return value;
+}
+
+/** `value`, or a RangeError if it does not fit a `uint64` (numbers must be safe integers). */
+function checkUint64(field: number, value: number | bigint): number | bigint {
+  const ok = typeof value === "bigint"
+    ? value >= 0n && value <= UINT64_MAX
+    : Number.isSafeInteger(value) && value >= 0;
+  if (!ok) throw new RangeError(`uint64 field ${field}: ${value} is outside 0..2^64-1`);
+  return value;
+}
+
 /** A field tag read by {@linkcode ProtoReader.next}. */
 export interface FieldTag {
   /** Field number (1..2^29-1). */
@@ -205,6 +267,11 @@ export class ProtoReader {
   /** Creates a reader over `bytes` (not copied). */
   constructor(bytes: Uint8Array) {
     this.#buf = bytes;
+  }
+
+  /** True when every byte has been read (the end of a packed field's values). */
+  done(): boolean {
+    return this.#pos >= this.#buf.length;
   }
 
   /** Reads the next field tag, or returns undefined at the end of the buffer. */
@@ -343,6 +410,19 @@ export class ProtoReader {
     }
   }
 }
+
+/**
+ * What a generated encoder accepts for the message type `T` (see `src/proto/gen/`):
+ * any field may be left out, and is then its proto3 default (not written);
+ * sub-messages likewise, recursively; arrays may be read-only.
+ */
+export type MessageInit<T> = { [K in keyof T]?: FieldInit<T[K]> };
+
+/** One field's value in a {@linkcode MessageInit}: a scalar, a list, a map or a sub-message. */
+export type FieldInit<V> = V extends string | number | bigint | boolean | Uint8Array ? V
+  : V extends readonly (infer E)[] ? readonly FieldInit<E>[]
+  : V extends object ? MessageInit<V>
+  : V;
 
 /** Throws unless a known field arrived with the wire type its declaration implies. */
 export function expectWireType(tag: FieldTag, want: WireTypeValue, message: string): void {

@@ -13,7 +13,6 @@ import * as api from "../proto/gen/task.ts";
 import * as cgroupsV1 from "../proto/gen/cgroups_v1_metrics.ts";
 import * as cgroupsV2 from "../proto/gen/cgroups_v2_metrics.ts";
 import type { Any } from "../proto/gen/well_known.ts";
-import type { MessageInit } from "../proto/wire.ts";
 import {
   describeError,
   type ErrorKind,
@@ -119,9 +118,9 @@ function encodeMetrics(typeName: string, metrics: Record<string, unknown>): Uint
   // time; the generated encoder checks each value as it writes it.
   switch (typeName) {
     case "io.containerd.cgroups.v1.Metrics":
-      return cgroupsV1.encodeMetrics(metrics as MessageInit<cgroupsV1.Metrics>);
+      return cgroupsV1.encodeMetrics(metrics);
     case "io.containerd.cgroups.v2.Metrics":
-      return cgroupsV2.encodeMetrics(metrics as MessageInit<cgroupsV2.Metrics>);
+      return cgroupsV2.encodeMetrics(metrics);
     default:
       throw new Error(`Stats: no encoder for metrics of type ${typeName}`);
   }

@@ -1,10 +1,24 @@
 /**
- * Embeds `proto/*.proto` into `src/proto/proto_sources.ts` so that the compiled
- * shim never reads .proto files at run time.
+ * Generates `src/proto/` from `proto/*.proto`, the one description of every message
+ * the shim speaks:
  *
- * Usage: `deno run --allow-read --allow-write scripts/gen_proto.ts`
+ * - `src/proto/gen/<file>.ts`, one module per `.proto` file (the two cgroups packages
+ *   both define `Metrics`): its messages as TypeScript interfaces and straight-line
+ *   `encodeX`/`decodeX` functions on `src/proto/wire.ts`'s reader and writer, and its
+ *   enums as constants;
+ * - `src/proto/proto_sources.ts`, the `.proto` texts embedded for protobufjs (the
+ *   test oracle, and containerd's gRPC client), so that nothing reads .proto files at
+ *   run time.
  *
- * `src/proto/proto_sources_test.ts` fails when the generated file is stale.
+ * The parser takes the proto3 subset `proto/` uses — `syntax`, `package`, `import`,
+ * messages (nested too), enums, services, the scalar types int32, int64, uint32,
+ * uint64, bool, string and bytes, `repeated`, `map<string, …>` and references to other
+ * messages and enums — and refuses anything else with an error naming the file and
+ * line, rather than generating a codec that is silently wrong.
+ *
+ * Usage: `deno run --allow-read --allow-write --allow-run scripts/gen_proto.ts`
+ * (`deno fmt` formats the output). `scripts/gen_proto_test.ts` fails when a committed
+ * file differs from what this script generates.
  *
  * @module
  */
@@ -12,8 +26,11 @@
 /** Directory holding the .proto sources. */
 export const PROTO_DIR: URL = new URL("../proto/", import.meta.url);
 
-/** The generated TypeScript module. */
+/** The generated module embedding the .proto texts. */
 export const OUTPUT_FILE: URL = new URL("../src/proto/proto_sources.ts", import.meta.url);
+
+/** Directory of the generated codec modules, one per .proto file. */
+export const GEN_DIR: URL = new URL("../src/proto/gen/", import.meta.url);
 
 /** Reads every `*.proto` file of {@linkcode PROTO_DIR}, keyed by file name, sorted by name. */
 export async function readProtoFiles(dir: URL = PROTO_DIR): Promise<Map<string, string>> {
@@ -27,7 +44,7 @@ export async function readProtoFiles(dir: URL = PROTO_DIR): Promise<Map<string, 
   return files;
 }
 
-/** The `fmt.lineWidth` of deno.json, which the generated file must respect. */
+/** The `fmt.lineWidth` of deno.json, which the generated files must respect. */
 const LINE_WIDTH = 100;
 
 /** `task_types.proto` → `TASK_TYPES_PROTO`. */
@@ -71,8 +88,923 @@ export function renderProtoSources(files: Map<string, string>): string {
   return lines.join("\n");
 }
 
+// ---------------------------------------------------------------------------------------
+// Parsing
+
+/** A .proto file uses something this generator does not handle, or is malformed. */
+export class ProtoSyntaxError extends Error {
+  /** `where` is `proto/<file>:<line>`. */
+  constructor(where: string, what: string) {
+    super(`${where}: ${what}`);
+    this.name = "ProtoSyntaxError";
+  }
+}
+
+/** The scalar types the generated codecs handle. */
+export type Scalar = "int32" | "uint32" | "int64" | "uint64" | "bool" | "string" | "bytes";
+
+/** Scalar types of proto3 the generator refuses (none of `proto/` uses them). */
+const UNSUPPORTED_SCALARS = new Set([
+  "double",
+  "float",
+  "sint32",
+  "sint64",
+  "fixed32",
+  "fixed64",
+  "sfixed32",
+  "sfixed64",
+]);
+
+/** What a field's type resolved to. */
+export type FieldType =
+  | { kind: "scalar"; scalar: Scalar }
+  | { kind: "message"; message: MessageDecl }
+  | { kind: "enum"; enum: EnumDecl };
+
+/** One field of a message. */
+export interface FieldDecl {
+  name: string;
+  number: number;
+  line: number;
+  doc: string[];
+  repeated: boolean;
+  /** For `map<K, V>`: the key type (the value type is {@linkcode FieldDecl.typeName}). */
+  mapKey?: string;
+  /** The type as written. */
+  typeName: string;
+  /** The type, once resolved. */
+  type?: FieldType;
+}
+
+/** A message, top-level or nested. */
+export interface MessageDecl {
+  /** Full name, e.g. `containerd.services.containers.v1.Container.Runtime`. */
+  fullName: string;
+  /** TypeScript name: the message's name, nested ones joined by `_` (`Container_Runtime`). */
+  tsName: string;
+  file: ProtoFile;
+  line: number;
+  doc: string[];
+  fields: FieldDecl[];
+  messages: MessageDecl[];
+  enums: EnumDecl[];
+}
+
+/** An enum, top-level or nested. */
+export interface EnumDecl {
+  fullName: string;
+  tsName: string;
+  file: ProtoFile;
+  line: number;
+  doc: string[];
+  values: { name: string; number: number; doc: string[] }[];
+}
+
+/** One parsed .proto file. */
+export interface ProtoFile {
+  /** File name within `proto/`, e.g. `task.proto`. */
+  name: string;
+  /** The comment before `syntax`. */
+  doc: string[];
+  package: string;
+  imports: { name: string; line: number }[];
+  messages: MessageDecl[];
+  enums: EnumDecl[];
+  services: {
+    name: string;
+    line: number;
+    rpcs: { name: string; types: string[]; line: number }[];
+  }[];
+}
+
+interface Token {
+  text: string;
+  kind: "ident" | "number" | "string" | "symbol";
+  line: number;
+  /** The `//` comment lines right above the token. */
+  doc: string[];
+}
+
+function tokenize(file: string, text: string): Token[] {
+  const tokens: Token[] = [];
+  let line = 1;
+  let doc: string[] = [];
+  let lastLine = 0;
+  let i = 0;
+  const fail = (what: string) => new ProtoSyntaxError(`proto/${file}:${line}`, what);
+  while (i < text.length) {
+    const c = text[i];
+    if (c === "\n") {
+      // A blank line detaches a comment from what follows.
+      if (/^[ \t\r]*\n/.test(text.slice(i + 1, i + 200))) doc = [];
+      line++;
+      i++;
+      continue;
+    }
+    if (c === " " || c === "\t" || c === "\r") {
+      i++;
+      continue;
+    }
+    if (text.startsWith("//", i)) {
+      const end = text.indexOf("\n", i);
+      const stop = end < 0 ? text.length : end;
+      if (line !== lastLine) doc.push(text.slice(i + 2, stop).replace(/^ /, "").trimEnd());
+      i = stop;
+      continue;
+    }
+    if (text.startsWith("/*", i)) {
+      const end = text.indexOf("*/", i + 2);
+      if (end < 0) throw fail("unterminated /* comment");
+      line += text.slice(i, end).split("\n").length - 1;
+      i = end + 2;
+      continue;
+    }
+    let match: RegExpMatchArray | null;
+    let kind: Token["kind"];
+    const rest = text.slice(i, i + 1000);
+    if ((match = rest.match(/^\.?[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*/))) {
+      kind = "ident";
+    } else if ((match = rest.match(/^-?(0[xX][0-9a-fA-F]+|[0-9]+)(?![A-Za-z0-9_.])/))) {
+      kind = "number";
+    } else if ((match = rest.match(/^"[^"\\\n]*"|^'[^'\\\n]*'/))) kind = "string";
+    else if ("{}()<>;=,[]".includes(c)) {
+      match = [c] as unknown as RegExpMatchArray;
+      kind = "symbol";
+    } else throw fail(`unexpected character ${JSON.stringify(c)}`);
+    tokens.push({ text: match[0], kind, line, doc });
+    doc = [];
+    lastLine = line;
+    i += match[0].length;
+  }
+  return tokens;
+}
+
+/** Keywords inside a message that this generator refuses. */
+const UNSUPPORTED_IN_MESSAGE = new Set([
+  "oneof",
+  "optional",
+  "required",
+  "reserved",
+  "extensions",
+  "extend",
+  "option",
+  "group",
+]);
+
+/** The largest field number (2^29-1); 19000..19999 are reserved by protobuf. */
+const FIELD_NUMBER_MAX = 0x1fff_ffff;
+
+class Parser {
+  #pos = 0;
+  readonly #file: ProtoFile;
+  readonly #tokens: Token[];
+  readonly #lastLine: number;
+
+  constructor(file: ProtoFile, tokens: Token[], lines: number) {
+    this.#file = file;
+    this.#tokens = tokens;
+    this.#lastLine = lines;
+  }
+
+  error(line: number, what: string): ProtoSyntaxError {
+    return new ProtoSyntaxError(`proto/${this.#file.name}:${line}`, what);
+  }
+
+  peek(): Token | undefined {
+    return this.#tokens[this.#pos];
+  }
+
+  next(expected: string): Token {
+    const token = this.#tokens[this.#pos++];
+    if (token === undefined) {
+      throw this.error(this.#lastLine, `unexpected end of file, expected ${expected}`);
+    }
+    return token;
+  }
+
+  expect(text: string): Token {
+    const token = this.next(`"${text}"`);
+    if (token.text !== text) {
+      throw this.error(token.line, `expected "${text}", found "${token.text}"`);
+    }
+    return token;
+  }
+
+  name(what: string): Token {
+    const token = this.next(what);
+    if (token.kind !== "ident" || token.text.includes(".")) {
+      throw this.error(token.line, `expected ${what}, found "${token.text}"`);
+    }
+    return token;
+  }
+
+  typeName(): Token {
+    const token = this.next("a type name");
+    if (token.kind !== "ident") {
+      throw this.error(token.line, `expected a type name, found "${token.text}"`);
+    }
+    return token;
+  }
+
+  number(what: string): number {
+    const token = this.next(what);
+    if (token.kind !== "number") {
+      throw this.error(token.line, `expected ${what}, found "${token.text}"`);
+    }
+    return Number(token.text);
+  }
+
+  parseFile(): void {
+    const file = this.#file;
+    let syntax = false;
+    let packageSeen = false;
+    for (let token = this.peek(); token !== undefined; token = this.peek()) {
+      this.#pos++;
+      switch (token.text) {
+        case "syntax": {
+          this.expect("=");
+          const value = this.next("a string");
+          if (value.text.slice(1, -1) !== "proto3" || value.kind !== "string") {
+            throw this.error(value.line, `only syntax = "proto3" is supported, not ${value.text}`);
+          }
+          this.expect(";");
+          file.doc = token.doc;
+          syntax = true;
+          break;
+        }
+        case "package": {
+          if (packageSeen) throw this.error(token.line, "a second package statement");
+          const name = this.typeName();
+          file.package = name.text;
+          packageSeen = true;
+          this.expect(";");
+          break;
+        }
+        case "import": {
+          const name = this.next("a file name");
+          if (name.kind !== "string") {
+            throw this.error(
+              name.line,
+              `import ${name.text} is not supported (only plain imports)`,
+            );
+          }
+          file.imports.push({ name: name.text.slice(1, -1), line: name.line });
+          this.expect(";");
+          break;
+        }
+        case "message":
+          file.messages.push(this.parseMessage(token, file.package, ""));
+          break;
+        case "enum":
+          file.enums.push(this.parseEnum(token, file.package, ""));
+          break;
+        case "service":
+          this.parseService(token);
+          break;
+        case ";":
+          break;
+        default:
+          throw this.error(
+            token.line,
+            token.text === "option"
+              ? "options are not supported"
+              : `unexpected "${token.text}" at the top level`,
+          );
+      }
+    }
+    if (!syntax) throw this.error(1, 'no syntax = "proto3" statement');
+  }
+
+  parseMessage(keyword: Token, scope: string, tsScope: string): MessageDecl {
+    const name = this.name("a message name").text;
+    const message: MessageDecl = {
+      fullName: scope === "" ? name : `${scope}.${name}`,
+      tsName: tsScope === "" ? name : `${tsScope}_${name}`,
+      file: this.#file,
+      line: keyword.line,
+      doc: keyword.doc,
+      fields: [],
+      messages: [],
+      enums: [],
+    };
+    this.expect("{");
+    for (let token = this.next('"}"'); token.text !== "}"; token = this.next('"}"')) {
+      if (token.text === "message") {
+        message.messages.push(this.parseMessage(token, message.fullName, message.tsName));
+      } else if (token.text === "enum") {
+        message.enums.push(this.parseEnum(token, message.fullName, message.tsName));
+      } else if (token.text === ";") continue;
+      else if (UNSUPPORTED_IN_MESSAGE.has(token.text)) {
+        throw this.error(token.line, `"${token.text}" is not supported (message ${name})`);
+      } else if (token.kind === "ident") message.fields.push(this.parseField(token, message));
+      else throw this.error(token.line, `unexpected "${token.text}" in message ${name}`);
+    }
+    return message;
+  }
+
+  parseField(first: Token, message: MessageDecl): FieldDecl {
+    const field: FieldDecl = {
+      name: "",
+      number: 0,
+      line: first.line,
+      doc: first.doc,
+      repeated: false,
+      typeName: first.text,
+    };
+    if (first.text === "repeated") {
+      field.repeated = true;
+      field.typeName = this.typeName().text;
+      if (field.typeName === "map") throw this.error(first.line, "repeated map is not valid");
+    } else if (first.text === "map" && this.peek()?.text === "<") {
+      this.expect("<");
+      field.mapKey = this.typeName().text;
+      this.expect(",");
+      field.typeName = this.typeName().text;
+      this.expect(">");
+    }
+    field.name = this.name("a field name").text;
+    this.expect("=");
+    field.number = this.number("a field number");
+    const options = this.next('";"');
+    if (options.text === "[") {
+      throw this.error(
+        options.line,
+        `field options ([...]) are not supported (field ${field.name})`,
+      );
+    }
+    if (options.text !== ";") {
+      throw this.error(options.line, `expected ";", found "${options.text}"`);
+    }
+    const n = field.number;
+    if (!Number.isInteger(n) || n < 1 || n > FIELD_NUMBER_MAX || (n >= 19000 && n <= 19999)) {
+      throw this.error(field.line, `field ${field.name} has an invalid number ${n}`);
+    }
+    for (const other of message.fields) {
+      if (other.number === n || other.name === field.name) {
+        throw this.error(
+          field.line,
+          `field ${field.name} = ${n} clashes with ${other.name} = ${other.number} (line ${other.line})`,
+        );
+      }
+    }
+    return field;
+  }
+
+  parseEnum(keyword: Token, scope: string, tsScope: string): EnumDecl {
+    const name = this.name("an enum name").text;
+    const decl: EnumDecl = {
+      fullName: scope === "" ? name : `${scope}.${name}`,
+      tsName: tsScope === "" ? name : `${tsScope}_${name}`,
+      file: this.#file,
+      line: keyword.line,
+      doc: keyword.doc,
+      values: [],
+    };
+    this.expect("{");
+    for (let token = this.next('"}"'); token.text !== "}"; token = this.next('"}"')) {
+      if (token.text === ";") continue;
+      if (token.text === "option" || token.text === "reserved") {
+        throw this.error(token.line, `"${token.text}" is not supported (enum ${name})`);
+      }
+      if (token.kind !== "ident" || token.text.includes(".")) {
+        throw this.error(token.line, `expected an enum value name, found "${token.text}"`);
+      }
+      this.expect("=");
+      const number = this.number("an enum value");
+      const options = this.next('";"');
+      if (options.text !== ";") {
+        throw this.error(options.line, `expected ";" after ${token.text}, found "${options.text}"`);
+      }
+      if (decl.values.some((v) => v.name === token.text)) {
+        throw this.error(token.line, `enum ${name} defines ${token.text} twice`);
+      }
+      if (decl.values.length === 0 && number !== 0) {
+        throw this.error(token.line, `the first value of enum ${name} must be 0 (proto3)`);
+      }
+      decl.values.push({ name: token.text, number, doc: token.doc });
+    }
+    if (decl.values.length === 0) throw this.error(keyword.line, `enum ${name} has no values`);
+    return decl;
+  }
+
+  parseService(keyword: Token): void {
+    const name = this.name("a service name").text;
+    const service = { name, line: keyword.line, rpcs: [] as ProtoFile["services"][0]["rpcs"] };
+    this.expect("{");
+    for (let token = this.next('"}"'); token.text !== "}"; token = this.next('"}"')) {
+      if (token.text === ";") continue;
+      if (token.text !== "rpc") {
+        throw this.error(token.line, `"${token.text}" is not supported (service ${name})`);
+      }
+      const rpc = this.name("a method name").text;
+      const types: string[] = [];
+      for (const [i, keywordBefore] of ["", "returns"].entries()) {
+        if (i > 0) this.expect(keywordBefore);
+        this.expect("(");
+        const type = this.typeName();
+        if (type.text === "stream") {
+          throw this.error(type.line, `streaming is not supported (rpc ${rpc} of service ${name})`);
+        }
+        types.push(type.text);
+        this.expect(")");
+      }
+      const end = this.next('";"');
+      if (end.text === "{") this.expect("}");
+      else if (end.text !== ";") throw this.error(end.line, `expected ";", found "${end.text}"`);
+      service.rpcs.push({ name: rpc, types, line: token.line });
+    }
+    this.#file.services.push(service);
+  }
+}
+
+/**
+ * Parses one .proto file (its types are resolved by {@linkcode resolveFiles}).
+ *
+ * @throws {ProtoSyntaxError} naming `proto/<name>:<line>` for anything outside the subset
+ */
+export function parseProto(name: string, text: string): ProtoFile {
+  const file: ProtoFile = {
+    name,
+    doc: [],
+    package: "",
+    imports: [],
+    messages: [],
+    enums: [],
+    services: [],
+  };
+  new Parser(file, tokenize(name, text), text.split("\n").length).parseFile();
+  return file;
+}
+
+/** Every message of `file`, nested ones after their parent, in declaration order. */
+export function allMessages(file: ProtoFile): MessageDecl[] {
+  const out: MessageDecl[] = [];
+  const walk = (messages: MessageDecl[]) => {
+    for (const m of messages) {
+      out.push(m);
+      walk(m.messages);
+    }
+  };
+  walk(file.messages);
+  return out;
+}
+
+/** Every enum of `file`, top-level ones first, then those nested in messages. */
+function allEnums(file: ProtoFile): EnumDecl[] {
+  return [...file.enums, ...allMessages(file).flatMap((m) => m.enums)];
+}
+
+/**
+ * Parses every file and resolves each field's type, following protobuf's scoping (the
+ * innermost enclosing message or package first). A type must be defined in the file
+ * itself or in one it imports.
+ *
+ * @throws {ProtoSyntaxError} naming `proto/<file>:<line>`
+ */
+export function resolveFiles(texts: Map<string, string>): ProtoFile[] {
+  const files = [...texts].map(([name, text]) => parseProto(name, text));
+  const types = new Map<string, MessageDecl | EnumDecl>();
+  const where = (decl: { file: ProtoFile; line: number }) => `proto/${decl.file.name}:${decl.line}`;
+  for (const file of files) {
+    for (const decl of [...allMessages(file), ...allEnums(file)]) {
+      const earlier = types.get(decl.fullName);
+      if (earlier !== undefined) {
+        throw new ProtoSyntaxError(
+          where(decl),
+          `${decl.fullName} is defined again (${where(earlier)})`,
+        );
+      }
+      types.set(decl.fullName, decl);
+    }
+  }
+  const byName = new Map(files.map((f) => [f.name, f]));
+  for (const file of files) {
+    for (const imp of file.imports) {
+      if (!byName.has(imp.name)) {
+        throw new ProtoSyntaxError(
+          `proto/${file.name}:${imp.line}`,
+          `import "${imp.name}": no such file in proto/`,
+        );
+      }
+    }
+    const visible = new Set([file.name, ...file.imports.map((i) => i.name)]);
+    const lookup = (ref: string, scope: string, at: string): MessageDecl | EnumDecl => {
+      let found: MessageDecl | EnumDecl | undefined;
+      if (ref.startsWith(".")) found = types.get(ref.slice(1));
+      for (let s = scope; found === undefined; s = s.slice(0, Math.max(0, s.lastIndexOf(".")))) {
+        found = types.get(s === "" ? ref : `${s}.${ref}`);
+        if (s === "") break;
+      }
+      if (found === undefined) throw new ProtoSyntaxError(at, `unknown type "${ref}"`);
+      if (!visible.has(found.file.name)) {
+        throw new ProtoSyntaxError(
+          at,
+          `${found.fullName} is defined in ${found.file.name}, which ${file.name} does not import`,
+        );
+      }
+      return found;
+    };
+    for (const message of allMessages(file)) {
+      for (const field of message.fields) {
+        const at = `proto/${file.name}:${field.line}`;
+        const type = field.typeName;
+        if (UNSUPPORTED_SCALARS.has(type)) {
+          throw new ProtoSyntaxError(
+            at,
+            `field ${field.name}: type ${type} is not supported (int32, int64, uint32, uint64, bool, string and bytes are)`,
+          );
+        }
+        if (field.mapKey !== undefined && field.mapKey !== "string") {
+          throw new ProtoSyntaxError(
+            at,
+            `map<${field.mapKey}, …> ${field.name}: only string keys are supported`,
+          );
+        }
+        if (["int32", "uint32", "int64", "uint64", "bool", "string", "bytes"].includes(type)) {
+          field.type = { kind: "scalar", scalar: type as Scalar };
+        } else {
+          const decl = lookup(type, message.fullName, at);
+          field.type = "fields" in decl
+            ? { kind: "message", message: decl }
+            : { kind: "enum", enum: decl };
+        }
+        if (
+          field.mapKey !== undefined && field.type.kind !== "message" &&
+          !(field.type.kind === "scalar" && (type === "string" || type === "bytes"))
+        ) {
+          throw new ProtoSyntaxError(
+            at,
+            `map<string, ${type}> ${field.name}: only string, bytes or message values are supported`,
+          );
+        }
+      }
+    }
+    for (const service of file.services) {
+      for (const rpc of service.rpcs) {
+        for (const type of rpc.types) {
+          const decl = lookup(type, file.package, `proto/${file.name}:${rpc.line}`);
+          if (!("fields" in decl)) {
+            throw new ProtoSyntaxError(
+              `proto/${file.name}:${rpc.line}`,
+              `rpc ${rpc.name}: ${type} is an enum`,
+            );
+          }
+        }
+      }
+    }
+  }
+  return files;
+}
+
+// ---------------------------------------------------------------------------------------
+// Rendering
+
+/** How each scalar is typed, read and written. */
+const SCALAR: Readonly<
+  Record<Scalar, { ts: string; wire: "VARINT" | "LEN"; read: string; write: string; zero: string }>
+> = {
+  int32: { ts: "number", wire: "VARINT", read: "r.int32()", write: "int32", zero: "0" },
+  uint32: { ts: "number", wire: "VARINT", read: "r.uint32()", write: "uint32", zero: "0" },
+  int64: { ts: "number", wire: "VARINT", read: "r.int64()", write: "int64", zero: "0" },
+  uint64: { ts: "number | bigint", wire: "VARINT", read: "r.uint64()", write: "uint64", zero: "0" },
+  bool: { ts: "boolean", wire: "VARINT", read: "r.bool()", write: "bool", zero: "false" },
+  string: { ts: "string", wire: "LEN", read: "r.string()", write: "string", zero: '""' },
+  bytes: {
+    ts: "Uint8Array",
+    wire: "LEN",
+    read: "r.bytes().slice()",
+    write: "bytes",
+    zero: "new Uint8Array(0)",
+  },
+};
+
+/** The module name a generated file is imported under: `well_known.proto` → `well_known`. */
+function moduleName(file: ProtoFile): string {
+  return file.name.replace(/\.proto$/, "");
+}
+
+/** JSDoc lines for `doc` at `indent`, or nothing. */
+function jsdoc(doc: readonly string[], indent = ""): string[] {
+  if (doc.length === 0) return [];
+  const text = doc.map((l) => l.replace(/\*\//g, "*\\/"));
+  if (text.length === 1) return [`${indent}/** ${text[0]} */`];
+  return [
+    `${indent}/**`,
+    ...text.map((l) => `${indent} *${l === "" ? "" : " " + l}`),
+    `${indent} */`,
+  ];
+}
+
+class Renderer {
+  readonly #file: ProtoFile;
+  /** The files referenced from this one (imported as namespaces). */
+  readonly used = new Set<ProtoFile>();
+
+  constructor(file: ProtoFile) {
+    this.#file = file;
+  }
+
+  /** `Name` in its own file, `module.Name` in another. */
+  ref(decl: MessageDecl | EnumDecl, prefix = ""): string {
+    if (decl.file === this.#file) return `${prefix}${decl.tsName}`;
+    this.used.add(decl.file);
+    return `${moduleName(decl.file)}.${prefix}${decl.tsName}`;
+  }
+
+  /** The TypeScript type of one value of `field`. */
+  valueType(field: FieldDecl): string {
+    const type = field.type!;
+    if (type.kind === "scalar") return SCALAR[type.scalar].ts;
+    return this.ref(type.kind === "message" ? type.message : type.enum);
+  }
+
+  interfaceOf(message: MessageDecl): string[] {
+    const doc = message.doc.length > 0 ? message.doc : [`\`${message.fullName}\`.`];
+    if (message.fields.length === 0) {
+      return [...jsdoc(doc), `export type ${message.tsName} = Record<PropertyKey, never>;`];
+    }
+    const lines = [...jsdoc(doc), `export interface ${message.tsName} {`];
+    for (const field of message.fields) {
+      const value = this.valueType(field);
+      lines.push(...jsdoc(field.doc, "  "));
+      if (field.mapKey !== undefined) lines.push(`  ${field.name}: Record<string, ${value}>;`);
+      else if (field.repeated) {
+        lines.push(`  ${field.name}: ${value.includes(" ") ? `(${value})` : value}[];`);
+      } else if (field.type!.kind === "message") lines.push(`  ${field.name}?: ${value};`);
+      else lines.push(`  ${field.name}: ${value};`);
+    }
+    lines.push("}");
+    return lines;
+  }
+
+  encoderOf(message: MessageDecl): string[] {
+    const name = message.tsName;
+    const lines = [
+      "/**",
+      ` * Encodes a \`${message.fullName}\`.`,
+      " * Fields left out or at their proto3 default are not written.",
+      " */",
+    ];
+    if (message.fields.length === 0) {
+      lines.push(
+        `export function encode${name}(_message: MessageInit<${name}>): Uint8Array {`,
+        "  return new Uint8Array(0);",
+        "}",
+      );
+      return lines;
+    }
+    lines.push(`export function encode${name}(m: MessageInit<${name}>): Uint8Array {`);
+    lines.push("  const w = new ProtoWriter();");
+    for (const field of [...message.fields].sort((a, b) => a.number - b.number)) {
+      const f = `m.${field.name}`;
+      const n = field.number;
+      const type = field.type!;
+      if (field.mapKey !== undefined) {
+        const value = type.kind === "message"
+          ? `.message(2, ${this.ref(type.message, "encode")}(value))`
+          : `.${
+            type.kind === "scalar" && type.scalar === "bytes" ? "bytes" : "string"
+          }Element(2, value)`;
+        lines.push(
+          `  if (${f} !== undefined) {`,
+          `    for (const [key, value] of Object.entries(${f})) {`,
+          "      if (value === undefined) continue;",
+          `      w.message(${n}, new ProtoWriter().stringElement(1, key)${value}.finish());`,
+          "    }",
+          "  }",
+        );
+      } else if (field.repeated) {
+        if (type.kind === "message") {
+          lines.push(
+            `  if (${f} !== undefined) {`,
+            `    for (const v of ${f}) w.message(${n}, ${this.ref(type.message, "encode")}(v));`,
+            "  }",
+          );
+        } else if (type.kind === "scalar" && SCALAR[type.scalar].wire === "LEN") {
+          lines.push(
+            `  if (${f} !== undefined) for (const v of ${f}) w.${type.scalar}Element(${n}, v);`,
+          );
+        } else {
+          const kind = type.kind === "enum" ? "int32" : (type as { scalar: Scalar }).scalar;
+          lines.push(`  if (${f} !== undefined) w.packed(${n}, "${kind}", ${f});`);
+        }
+      } else if (type.kind === "message") {
+        lines.push(
+          `  if (${f} !== undefined) w.message(${n}, ${this.ref(type.message, "encode")}(${f}));`,
+        );
+      } else {
+        const write = type.kind === "enum" ? "int32" : SCALAR[type.scalar].write;
+        lines.push(`  if (${f} !== undefined) w.${write}(${n}, ${f});`);
+      }
+    }
+    lines.push("  return w.finish();", "}");
+    return lines;
+  }
+
+  decoderOf(message: MessageDecl): string[] {
+    const name = message.tsName;
+    const full = JSON.stringify(message.fullName);
+    const lines = [
+      `/**`,
+      ` * Decodes a \`${message.fullName}\`.`,
+      ` * Absent fields are their proto3 defaults, absent sub-messages undefined; unknown`,
+      ` * fields are skipped.`,
+      ` *`,
+      ` * @throws {ProtoDecodeError} for malformed bytes or a field of the wrong wire type`,
+      ` */`,
+      `export function decode${name}(bytes: Uint8Array): ${name} {`,
+      "  const r = new ProtoReader(bytes);",
+    ];
+    if (message.fields.length === 0) {
+      lines.push(
+        "  for (let tag = r.next(); tag !== undefined; tag = r.next()) r.skip(tag.wireType);",
+      );
+      lines.push("  return {};", "}");
+      return lines;
+    }
+    const init: string[] = [];
+    for (const field of message.fields) {
+      const type = field.type!;
+      if (field.mapKey !== undefined) init.push(`${field.name}: {}`);
+      else if (field.repeated) init.push(`${field.name}: []`);
+      else if (type.kind === "scalar") init.push(`${field.name}: ${SCALAR[type.scalar].zero}`);
+      else if (type.kind === "enum") init.push(`${field.name}: 0`);
+    }
+    lines.push(`  const m: ${name} = { ${init.join(", ")} };`);
+    lines.push("  for (let tag = r.next(); tag !== undefined; tag = r.next()) {");
+    lines.push("    switch (tag.field) {");
+    for (const field of message.fields) {
+      const f = `m.${field.name}`;
+      const type = field.type!;
+      const read = (reader: string) =>
+        type.kind === "message"
+          ? `${this.ref(type.message, "decode")}(${reader}.bytes())`
+          : type.kind === "enum"
+          ? `${reader}.int32() as ${this.ref(type.enum)}`
+          : SCALAR[type.scalar].read.replace(/^r\./, `${reader}.`);
+      const wire = type.kind === "scalar"
+        ? SCALAR[type.scalar].wire
+        : type.kind === "enum"
+        ? "VARINT"
+        : "LEN";
+      lines.push(`      case ${field.number}: {`);
+      if (field.mapKey !== undefined) {
+        const zero = type.kind === "message"
+          ? `${this.ref(type.message, "decode")}(new Uint8Array(0))`
+          : SCALAR[(type as { scalar: Scalar }).scalar].zero;
+        const what = JSON.stringify(`${message.fullName}.${field.name} entry`);
+        lines.push(
+          `        expectWireType(tag, WireType.LEN, ${full});`,
+          "        const entry = new ProtoReader(r.bytes());",
+          '        let key = "";',
+          `        let value: ${this.valueType(field)} = ${zero};`,
+          "        for (let t = entry.next(); t !== undefined; t = entry.next()) {",
+          "          if (t.field === 1) {",
+          `            expectWireType(t, WireType.LEN, ${what});`,
+          "            key = entry.string();",
+          "          } else if (t.field === 2) {",
+          `            expectWireType(t, WireType.LEN, ${what});`,
+          `            value = ${read("entry")};`,
+          "          } else entry.skip(t.wireType);",
+          "        }",
+          `        ${f}[key] = value;`,
+        );
+      } else if (field.repeated && wire === "VARINT") {
+        lines.push(
+          "        if (tag.wireType === WireType.LEN) {",
+          "          const packed = new ProtoReader(r.bytes());",
+          `          while (!packed.done()) ${f}.push(${read("packed")});`,
+          "        } else {",
+          `          expectWireType(tag, WireType.VARINT, ${full});`,
+          `          ${f}.push(${read("r")});`,
+          "        }",
+        );
+      } else {
+        lines.push(`        expectWireType(tag, WireType.${wire}, ${full});`);
+        lines.push(
+          field.repeated ? `        ${f}.push(${read("r")});` : `        ${f} = ${read("r")};`,
+        );
+      }
+      lines.push("        break;", "      }");
+    }
+    lines.push(
+      "      default:",
+      "        r.skip(tag.wireType);",
+      "    }",
+      "  }",
+      "  return m;",
+      "}",
+    );
+    return lines;
+  }
+
+  enumOf(decl: EnumDecl): string[] {
+    const doc = decl.doc.length > 0 ? decl.doc : [`\`${decl.fullName}\`.`];
+    const lines = [...jsdoc(doc), `export const ${decl.tsName} = {`];
+    for (const value of decl.values) {
+      lines.push(...jsdoc(value.doc, "  "), `  ${value.name}: ${value.number},`);
+    }
+    lines.push(
+      "} as const;",
+      "",
+      `/** One of the {@linkcode ${decl.tsName}} values (an unknown one decodes as itself). */`,
+      `export type ${decl.tsName} = typeof ${decl.tsName}[keyof typeof ${decl.tsName}];`,
+    );
+    return lines;
+  }
+
+  render(): string {
+    const file = this.#file;
+    const body: string[] = [];
+    for (const decl of allEnums(file)) body.push("", ...this.enumOf(decl));
+    for (const message of allMessages(file)) {
+      body.push("", ...this.interfaceOf(message));
+      body.push("", ...this.encoderOf(message));
+      body.push("", ...this.decoderOf(message));
+    }
+    const text = body.join("\n");
+    const runtime = ["expectWireType", "MessageInit", "ProtoReader", "ProtoWriter", "WireType"]
+      .filter((name) => new RegExp(`\\b${name}\\b`).test(text))
+      .map((name) => name === "MessageInit" ? "type MessageInit" : name);
+    const head = [
+      `// Generated by scripts/gen_proto.ts from proto/${file.name}; do not edit.`,
+      "",
+      ...jsdoc([
+        ...file.doc,
+        ...(file.doc.length > 0 ? [""] : []),
+        `Package \`${file.package}\`.`,
+        "64-bit integers decode as numbers (exact up to 2^53); `uint64` fields also encode from",
+        "bigints, up to 2^64-1.",
+        "",
+        "@module",
+      ]),
+      "",
+    ];
+    if (runtime.length > 0) head.push(`import { ${runtime.join(", ")} } from "../wire.ts";`);
+    for (const used of [...this.used].sort((a, b) => a.name.localeCompare(b.name))) {
+      head.push(`import * as ${moduleName(used)} from "./${moduleName(used)}.ts";`);
+    }
+    return [...head, text, ""].join("\n");
+  }
+}
+
+/** The TypeScript module generated from `file` (before formatting). */
+export function renderModule(file: ProtoFile): string {
+  return new Renderer(file).render();
+}
+
+/** Formats TypeScript source as `deno fmt` does with this repository's settings. */
+export async function formatTs(source: string): Promise<string> {
+  const child = new Deno.Command(Deno.execPath(), {
+    args: ["fmt", "--ext=ts", `--line-width=${LINE_WIDTH}`, "-"],
+    stdin: "piped",
+    stdout: "piped",
+    stderr: "piped",
+  }).spawn();
+  const writer = child.stdin.getWriter();
+  await writer.write(new TextEncoder().encode(source));
+  await writer.close();
+  const { code, stdout, stderr } = await child.output();
+  if (code !== 0) {
+    throw new Error(`deno fmt refused the generated code: ${new TextDecoder().decode(stderr)}`);
+  }
+  return new TextDecoder().decode(stdout);
+}
+
+/**
+ * Every generated file, keyed by its path relative to `src/proto/`: `proto_sources.ts`
+ * and `gen/<file>.ts` for each .proto file.
+ */
+export async function generate(texts: Map<string, string>): Promise<Map<string, string>> {
+  const out = new Map<string, string>([["proto_sources.ts", renderProtoSources(texts)]]);
+  const files = resolveFiles(texts);
+  const modules = await Promise.all(files.map((file) => formatTs(renderModule(file))));
+  files.forEach((file, i) => out.set(`gen/${moduleName(file)}.ts`, modules[i]));
+  return out;
+}
+
+/** The generated files in `src/proto/gen/` now, by path relative to `src/proto/`. */
+export async function committedModules(dir: URL = GEN_DIR): Promise<Map<string, string>> {
+  const out = new Map<string, string>();
+  try {
+    for await (const entry of Deno.readDir(dir)) {
+      if (entry.isFile) {
+        out.set(`gen/${entry.name}`, await Deno.readTextFile(new URL(entry.name, dir)));
+      }
+    }
+  } catch (err) {
+    if (!(err instanceof Deno.errors.NotFound)) throw err;
+  }
+  return out;
+}
+
 if (import.meta.main) {
-  const output = renderProtoSources(await readProtoFiles());
-  await Deno.writeTextFile(OUTPUT_FILE, output);
-  console.log(`wrote ${OUTPUT_FILE.pathname}`);
+  const generated = await generate(await readProtoFiles());
+  const root = new URL("../src/proto/", import.meta.url);
+  await Deno.mkdir(GEN_DIR, { recursive: true });
+  for (const path of (await committedModules()).keys()) {
+    if (!generated.has(path)) await Deno.remove(new URL(path, root));
+  }
+  for (const [path, text] of generated) await Deno.writeTextFile(new URL(path, root), text);
+  console.log(`wrote ${[...generated.keys()].map((p) => `src/proto/${p}`).join(", ")}`);
 }

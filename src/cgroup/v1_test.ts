@@ -1,7 +1,7 @@
 import assert from "node:assert/strict";
 import { decode } from "../proto/messages.ts";
 import { Kind, type ShimError } from "../errdefs/errors.ts";
-import { encodeMessage } from "../proto/task_codec.ts";
+import * as cgroupsV1 from "../proto/gen/cgroups_v1_metrics.ts";
 import { CgroupManager, detectCgroupVersion } from "./cgroup.ts";
 import { MetricsType } from "./driver.ts";
 import { fakeRoot, read, v1Files } from "./test_util.ts";
@@ -101,7 +101,7 @@ Deno.test("v1 metrics: encoded as io.containerd.cgroups.v1.Metrics, read back by
     const { typeName, metrics } = await cg.metrics();
     assert.equal(typeName, MetricsType.V1);
     // deno-lint-ignore no-explicit-any
-    const m = decode<any>(typeName, encodeMessage(typeName, metrics));
+    const m = decode<any>(typeName, cgroupsV1.encodeMetrics(metrics));
     assert.deepEqual(m.pids, { current: 2, limit: 0 }); // v1 "max" is 0, as containerd/cgroups
     assert.deepEqual(m.cpu.usage, {
       total: 123456789,

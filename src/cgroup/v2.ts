@@ -7,7 +7,7 @@
  */
 
 import { invalidArgument } from "../errdefs/errors.ts";
-import { CGROUPS_V2_MEMORY_STAT_KEYS } from "../proto/task_codec.ts";
+import type { MemoryStat } from "../proto/gen/cgroups_v2_metrics.ts";
 import type { LinuxResources } from "../oci/spec.ts";
 import {
   CgroupFile,
@@ -132,6 +132,45 @@ async function apply(cgroup: CgroupDirs, r: LinuxResources): Promise<void> {
   }
 }
 
+/**
+ * The fields of `io.containerd.cgroups.v2.MemoryStat` that are `memory.stat` keys of the
+ * same name (the others come from files of their own); typed, so that a field missing
+ * from `proto/cgroups_v2_metrics.proto` fails the build.
+ */
+const MEMORY_STAT_KEYS: readonly (keyof MemoryStat)[] = [
+  "anon",
+  "file",
+  "kernel_stack",
+  "slab",
+  "sock",
+  "shmem",
+  "file_mapped",
+  "file_dirty",
+  "file_writeback",
+  "anon_thp",
+  "inactive_anon",
+  "active_anon",
+  "inactive_file",
+  "active_file",
+  "unevictable",
+  "slab_reclaimable",
+  "slab_unreclaimable",
+  "pgfault",
+  "pgmajfault",
+  "workingset_refault",
+  "workingset_activate",
+  "workingset_nodereclaim",
+  "pgrefill",
+  "pgscan",
+  "pgsteal",
+  "pgactivate",
+  "pgdeactivate",
+  "pglazyfree",
+  "pglazyfreed",
+  "thp_fault_alloc",
+  "thp_collapse_alloc",
+];
+
 async function metrics(cgroup: CgroupDirs): Promise<CgroupMetrics> {
   const dir = cgroup.need("");
   const read = (file: string) => readControl(dir, file);
@@ -153,7 +192,7 @@ async function metrics(cgroup: CgroupDirs): Promise<CgroupMetrics> {
   ]);
   const stat = parseKeyedFile(await read(CgroupFile.MEMORY_STAT) ?? "");
   const memory: Record<string, unknown> = {};
-  for (const key of CGROUPS_V2_MEMORY_STAT_KEYS) {
+  for (const key of MEMORY_STAT_KEYS) {
     // Linux 5.9+ splits the workingset counters into _anon and _file.
     const value = stat.get(key) ??
       (stat.has(`${key}_anon`) || stat.has(`${key}_file`)

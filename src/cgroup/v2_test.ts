@@ -1,7 +1,7 @@
 import assert from "node:assert/strict";
 import { decode } from "../proto/messages.ts";
 import { Kind, type ShimError } from "../errdefs/errors.ts";
-import { encodeMessage } from "../proto/task_codec.ts";
+import * as cgroupsV2 from "../proto/gen/cgroups_v2_metrics.ts";
 import { CgroupManager, detectCgroupVersion } from "./cgroup.ts";
 import { MetricsType } from "./driver.ts";
 import { fakeRoot, read, v2Files } from "./test_util.ts";
@@ -90,7 +90,7 @@ Deno.test("v2 metrics: encoded as io.containerd.cgroups.v2.Metrics, read back by
     const { typeName, metrics } = await cg.metrics();
     assert.equal(typeName, MetricsType.V2);
     // deno-lint-ignore no-explicit-any
-    const m = decode<any>(typeName, encodeMessage(typeName, metrics));
+    const m = decode<any>(typeName, cgroupsV2.encodeMetrics(metrics));
     assert.deepEqual(m.pids, { current: 1, limit: 2 ** 64 }); // "max" = 2^64-1, as containerd
     assert.equal(m.cpu.usage_usec, 5000);
     assert.equal(m.cpu.user_usec, 3000);
@@ -104,7 +104,7 @@ Deno.test("v2 metrics: encoded as io.containerd.cgroups.v2.Metrics, read back by
     assert.equal(m.memory.pgfault, 77);
     assert.deepEqual(m.memory_events, { low: 0, high: 0, max: 3, oom: 1, oom_kill: 1 });
     // The exact uint64 max on the wire: ten bytes ending in 0x01.
-    const pids = encodeMessage("io.containerd.cgroups.v2.PidsStat", metrics.pids as never);
+    const pids = cgroupsV2.encodePidsStat(metrics.pids as never);
     assert.deepEqual([...pids.slice(-11)], [0x10, ...Array(9).fill(0xff), 0x01]);
   } finally {
     await Deno.remove(root, { recursive: true });

@@ -1,9 +1,7 @@
 /**
- * A tiny hand-written protobuf writer and reader with no protobufjs dependency,
- * and the few fixed messages that must be encoded without loading protobufjs:
- * the `delete` action's `DeleteResponse`, the `-info` action's `RuntimeInfo`, and
- * `google.protobuf.Any`/`Timestamp`. The ttrpc envelope built on it is
- * `src/ttrpc/envelope.ts`.
+ * The protobuf wire-format runtime: a writer and a reader, with no protobufjs
+ * dependency, which the codecs generated into `gen/` (by `scripts/gen_proto.ts`) are
+ * written on. Nothing here knows a message.
  *
  * Writers follow proto3 rules: scalar fields holding their default value (0, "",
  * false, empty bytes) are omitted; sub-messages are written whenever present.
@@ -113,25 +111,27 @@ export class ProtoWriter {
 
   /** Writes a `uint32` field unless it is 0. Throws RangeError outside 0..2^32-1. */
   uint32(field: number, value: number): this {
-    if (!Number.isInteger(value) || value < 0 || value > UINT32_MAX) {
-      throw new RangeError(`uint32 field ${field}: ${value} is outside 0..${UINT32_MAX}`);
-    }
-    if (value !== 0) this.tag(field, WireType.VARINT).#varint(value);
+    if (checkUint32(field, value) !== 0) this.tag(field, WireType.VARINT).#varint(value);
     return this;
   }
 
   /** Writes an `int32` field unless it is 0 (negative values take ten bytes, as in Go). */
   int32(field: number, value: number): this {
-    if (!Number.isInteger(value) || value < -0x8000_0000 || value > 0x7fff_ffff) {
-      throw new RangeError(`int32 field ${field}: ${value} is outside the int32 range`);
-    }
-    if (value !== 0) this.tag(field, WireType.VARINT).#varint(value);
+    if (checkInt32(field, value) !== 0) this.tag(field, WireType.VARINT).#varint(value);
     return this;
   }
 
   /** Writes an `int64` field unless it is 0. Numbers must be safe integers. */
   int64(field: number, value: number | bigint): this {
     if (value !== 0 && value !== 0n) this.tag(field, WireType.VARINT).#varint(value);
+    return this;
+  }
+
+  /** Writes a `uint64` field unless it is 0: a safe non-negative number or a bigint up to 2^64-1. */
+  uint64(field: number, value: number | bigint): this {
+    if (checkUint64(field, value) !== 0 && value !== 0n) {
+      this.tag(field, WireType.VARINT).#varint(value);
+    }
     return this;
   }
 
@@ -151,6 +151,35 @@ export class ProtoWriter {
   bytes(field: number, value: Uint8Array): this {
     if (value.length !== 0) this.tag(field, WireType.LEN).#bytesRaw(value);
     return this;
+  }
+
+  /** Writes one element of a `repeated string` or a map entry's string: always, even when empty. */
+  stringElement(field: number, value: string): this {
+    this.tag(field, WireType.LEN).#bytesRaw(utf8Encoder.encode(value));
+    return this;
+  }
+
+  /** Writes one element of a `repeated bytes` or a map entry's bytes: always, even when empty. */
+  bytesElement(field: number, value: Uint8Array): this {
+    this.tag(field, WireType.LEN).#bytesRaw(value);
+    return this;
+  }
+
+  /**
+   * Writes a repeated varint field packed (proto3's default), unless it is empty. Each
+   * value is checked as the single-value writer of `kind` checks it.
+   */
+  packed(field: number, kind: PackedKind, values: readonly (number | bigint | boolean)[]): this {
+    if (values.length === 0) return this;
+    const body = new ProtoWriter();
+    for (const value of values) {
+      if (kind === "bool") body.#varint(value ? 1 : 0);
+      else if (kind === "uint32") body.#varint(checkUint32(field, value as number));
+      else if (kind === "int32") body.#varint(checkInt32(field, value as number));
+      else if (kind === "uint64") body.#varint(checkUint64(field, value as number | bigint));
+      else body.#varint(value as number | bigint);
+    }
+    return this.message(field, body.finish());
   }
 
   /** Writes an encoded sub-message; it is written (even when empty) unless `encoded` is undefined. */
@@ -183,6 +212,37 @@ export class ProtoWriter {
   }
 }
 
+/** The scalar kinds a packed repeated field may hold. */
+export type PackedKind = "int32" | "uint32" | "int64" | "uint64" | "bool";
+
+/** The largest `uint64`. */
+const UINT64_MAX = (1n << 64n) - 1n;
+
+/** `value`, or a RangeError if it does not fit a `uint32`. */
+function checkUint32(field: number, value: number): number {
+  if (!Number.isInteger(value) || value < 0 || value > UINT32_MAX) {
+    throw new RangeError(`uint32 field ${field}: ${value} is outside 0..${UINT32_MAX}`);
+  }
+  return value;
+}
+
+/** `value`, or a RangeError if it does not fit an `int32`. */
+function checkInt32(field: number, value: number): number {
+  if (!Number.isInteger(value) || value < -0x8000_0000 || value > 0x7fff_ffff) {
+    throw new RangeError(`int32 field ${field}: ${value} is outside the int32 range`);
+  }
+  return value;
+}
+
+/** `value`, or a RangeError if it does not fit a `uint64` (numbers must be safe integers). */
+function checkUint64(field: number, value: number | bigint): number | bigint {
+  const ok = typeof value === "bigint"
+    ? value >= 0n && value <= UINT64_MAX
+    : Number.isSafeInteger(value) && value >= 0;
+  if (!ok) throw new RangeError(`uint64 field ${field}: ${value} is outside 0..2^64-1`);
+  return value;
+}
+
 /** A field tag read by {@linkcode ProtoReader.next}. */
 export interface FieldTag {
   /** Field number (1..2^29-1). */
@@ -205,6 +265,11 @@ export class ProtoReader {
   /** Creates a reader over `bytes` (not copied). */
   constructor(bytes: Uint8Array) {
     this.#buf = bytes;
+  }
+
+  /** True when every byte has been read (the end of a packed field's values). */
+  done(): boolean {
+    return this.#pos >= this.#buf.length;
   }
 
   /** Reads the next field tag, or returns undefined at the end of the buffer. */
@@ -344,6 +409,19 @@ export class ProtoReader {
   }
 }
 
+/**
+ * What a generated encoder accepts for the message type `T` (see `src/proto/gen/`):
+ * any field may be left out, and is then its proto3 default (not written);
+ * sub-messages likewise, recursively; arrays may be read-only.
+ */
+export type MessageInit<T> = { [K in keyof T]?: FieldInit<T[K]> };
+
+/** One field's value in a {@linkcode MessageInit}: a scalar, a list, a map or a sub-message. */
+export type FieldInit<V> = V extends string | number | bigint | boolean | Uint8Array ? V
+  : V extends readonly (infer E)[] ? readonly FieldInit<E>[]
+  : V extends object ? MessageInit<V>
+  : V;
+
 /** Throws unless a known field arrived with the wire type its declaration implies. */
 export function expectWireType(tag: FieldTag, want: WireTypeValue, message: string): void {
   if (tag.wireType !== want) {
@@ -351,146 +429,4 @@ export function expectWireType(tag: FieldTag, want: WireTypeValue, message: stri
       `${message} field ${tag.field} has wire type ${tag.wireType}, want ${want}`,
     );
   }
-}
-
-/** `google.protobuf.Timestamp`. */
-export interface Timestamp {
-  /** Seconds since the Unix epoch. */
-  seconds: number;
-  /** Nanoseconds within the second (0..999 999 999). */
-  nanos: number;
-}
-
-/** `google.protobuf.Any`. containerd uses bare full names as `type_url`. */
-export interface Any {
-  /** Full message name, e.g. `containerd.events.TaskExit`. */
-  type_url: string;
-  /** The serialized message. */
-  value: Uint8Array;
-}
-
-/** Field numbers of `google.protobuf.Timestamp`. */
-const TimestampField = { SECONDS: 1, NANOS: 2 } as const;
-/** Field numbers of `google.protobuf.Any`. */
-const AnyField = { TYPE_URL: 1, VALUE: 2 } as const;
-
-/** Encodes a `google.protobuf.Timestamp`. */
-export function encodeTimestamp(ts: Timestamp): Uint8Array {
-  return new ProtoWriter()
-    .int64(TimestampField.SECONDS, ts.seconds)
-    .int32(TimestampField.NANOS, ts.nanos)
-    .finish();
-}
-
-/** Decodes a `google.protobuf.Timestamp`; unknown fields are skipped. */
-export function decodeTimestamp(bytes: Uint8Array): Timestamp {
-  const r = new ProtoReader(bytes);
-  const ts: Timestamp = { seconds: 0, nanos: 0 };
-  for (let tag = r.next(); tag; tag = r.next()) {
-    if (tag.field === TimestampField.SECONDS) {
-      expectWireType(tag, WireType.VARINT, "Timestamp");
-      ts.seconds = r.int64();
-    } else if (tag.field === TimestampField.NANOS) {
-      expectWireType(tag, WireType.VARINT, "Timestamp");
-      ts.nanos = r.int32();
-    } else r.skip(tag.wireType);
-  }
-  return ts;
-}
-
-/** Encodes a `google.protobuf.Any`. */
-export function encodeAny(any: Any): Uint8Array {
-  return new ProtoWriter()
-    .string(AnyField.TYPE_URL, any.type_url)
-    .bytes(AnyField.VALUE, any.value)
-    .finish();
-}
-
-/** Decodes a `google.protobuf.Any` (e.g. runtime options on `start`'s stdin); `value` is a copy. */
-export function decodeAny(bytes: Uint8Array): Any {
-  const r = new ProtoReader(bytes);
-  const any: Any = { type_url: "", value: new Uint8Array(0) };
-  for (let tag = r.next(); tag; tag = r.next()) {
-    if (tag.field === AnyField.TYPE_URL) {
-      expectWireType(tag, WireType.LEN, "Any");
-      any.type_url = r.string();
-    } else if (tag.field === AnyField.VALUE) {
-      expectWireType(tag, WireType.LEN, "Any");
-      any.value = r.bytes().slice();
-    } else r.skip(tag.wireType);
-  }
-  return any;
-}
-
-/** Fields of `containerd.task.v2.DeleteResponse`, the `delete` action's stdout. */
-export interface DeleteResponseFields {
-  /** Pid of the init process, 0 if unknown. */
-  pid: number;
-  /** Exit status; 137 (128+SIGKILL) by runc convention for a cleaned-up task. */
-  exit_status: number;
-  /** Exit time; omitted from the output when undefined. */
-  exited_at?: Timestamp;
-}
-
-/** Field numbers of `DeleteResponse`. */
-const DeleteResponseField = { PID: 1, EXIT_STATUS: 2, EXITED_AT: 3 } as const;
-
-/** Encodes a `containerd.task.v2.DeleteResponse` without protobufjs. */
-export function encodeDeleteResponse(res: DeleteResponseFields): Uint8Array {
-  return new ProtoWriter()
-    .uint32(DeleteResponseField.PID, res.pid)
-    .uint32(DeleteResponseField.EXIT_STATUS, res.exit_status)
-    .message(
-      DeleteResponseField.EXITED_AT,
-      res.exited_at === undefined ? undefined : encodeTimestamp(res.exited_at),
-    )
-    .finish();
-}
-
-/** Fields of `containerd.types.RuntimeInfo`, the `-info` action's stdout. */
-export interface RuntimeInfoFields {
-  /** Runtime name, e.g. `io.containerd.wasmtime.v1`. */
-  name: string;
-  /** Version and revision of the shim. */
-  version?: { version: string; revision: string };
-  /** The runtime options that were passed on stdin, echoed back. */
-  options?: Any;
-  /** Runtime features (opaque to containerd core). */
-  features?: Any;
-  /** e.g. `containerd.io/runtime-allow-mounts`. */
-  annotations?: Record<string, string>;
-}
-
-/** Field numbers of `RuntimeInfo`, `RuntimeVersion` and of a map entry. */
-const RuntimeInfoField = { NAME: 1, VERSION: 2, OPTIONS: 3, FEATURES: 4, ANNOTATIONS: 5 } as const;
-const RuntimeVersionField = { VERSION: 1, REVISION: 2 } as const;
-const MapEntryField = { KEY: 1, VALUE: 2 } as const;
-
-/** Encodes a `map<string, string>` entry; key and value are always written, as protobuf does. */
-function encodeStringMapEntry(key: string, value: string): Uint8Array {
-  // `message` writes a length-delimited field even when empty, which is what a map entry needs.
-  return new ProtoWriter()
-    .message(MapEntryField.KEY, utf8Encoder.encode(key))
-    .message(MapEntryField.VALUE, utf8Encoder.encode(value))
-    .finish();
-}
-
-/** Encodes a `containerd.types.RuntimeInfo` without protobufjs. */
-export function encodeRuntimeInfo(info: RuntimeInfoFields): Uint8Array {
-  const w = new ProtoWriter().string(RuntimeInfoField.NAME, info.name);
-  if (info.version !== undefined) {
-    w.message(
-      RuntimeInfoField.VERSION,
-      new ProtoWriter()
-        .string(RuntimeVersionField.VERSION, info.version.version)
-        .string(RuntimeVersionField.REVISION, info.version.revision)
-        .finish(),
-    );
-  }
-  if (info.options !== undefined) w.message(RuntimeInfoField.OPTIONS, encodeAny(info.options));
-  if (info.features !== undefined) w.message(RuntimeInfoField.FEATURES, encodeAny(info.features));
-  for (const [key, value] of Object.entries(info.annotations ?? {})) {
-    w.message(RuntimeInfoField.ANNOTATIONS, encodeStringMapEntry(key, value));
-  }
-  return w.finish();
 }

@@ -1,16 +1,9 @@
 import assert from "node:assert/strict";
-import { decode, encode, TypeName } from "./messages.ts";
-import {
-  decodeAny,
-  decodeTimestamp,
-  encodeAny,
-  encodeDeleteResponse,
-  encodeRuntimeInfo,
-  encodeTimestamp,
-  ProtoReader,
-  ProtoWriter,
-  WireType,
-} from "./wire.ts";
+import { decode, encode } from "./messages.ts";
+import { encodeDeleteResponse } from "./gen/task.ts";
+import { encodeRuntimeInfo } from "./gen/types.ts";
+import { decodeAny, decodeTimestamp, encodeAny, encodeTimestamp } from "./gen/well_known.ts";
+import { ProtoReader, ProtoWriter, WireType } from "./wire.ts";
 
 const hex = (bytes: Uint8Array) => [...bytes].map((b) => b.toString(16).padStart(2, "0")).join(" ");
 
@@ -86,7 +79,7 @@ Deno.test("encodeDeleteResponse reproduces the doc §2.9 bytes and matches proto
   for (const c of cases) {
     assert.deepEqual(
       encodeDeleteResponse(c),
-      encode(TypeName.DeleteResponse, c),
+      encode("containerd.task.v2.DeleteResponse", c),
       JSON.stringify(c),
     );
   }
@@ -105,8 +98,8 @@ Deno.test("encodeRuntimeInfo matches protobufjs", () => {
   ];
   for (const c of cases) {
     const ours = encodeRuntimeInfo(c);
-    assert.equal(hex(ours), hex(encode(TypeName.RuntimeInfo, c)));
-    assert.deepEqual(decode(TypeName.RuntimeInfo, ours), { annotations: {}, ...c });
+    assert.equal(hex(ours), hex(encode("containerd.types.RuntimeInfo", c)));
+    assert.deepEqual(decode("containerd.types.RuntimeInfo", ours), { annotations: {}, ...c });
   }
 });
 
@@ -118,10 +111,10 @@ Deno.test("Timestamp and Any codecs match protobufjs", () => {
     }]
   ) {
     const ours = encodeTimestamp(ts);
-    assert.deepEqual(ours, encode(TypeName.Timestamp, ts));
+    assert.deepEqual(ours, encode("google.protobuf.Timestamp", ts));
     assert.deepEqual(decodeTimestamp(ours), ts);
   }
   const any = { type_url: "containerd.events.TaskExit", value: new Uint8Array([1, 2, 3]) };
-  assert.deepEqual(encodeAny(any), encode(TypeName.Any, any));
-  assert.deepEqual(decodeAny(encode(TypeName.Any, any)), any);
+  assert.deepEqual(encodeAny(any), encode("google.protobuf.Any", any));
+  assert.deepEqual(decodeAny(encode("google.protobuf.Any", any)), any);
 });

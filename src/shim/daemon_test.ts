@@ -5,7 +5,7 @@
 
 import assert from "node:assert/strict";
 import { TtrpcClient } from "../ttrpc/client.ts";
-import { decode, encode, TypeName } from "../proto/messages.ts";
+import { decode, encode } from "../proto/messages.ts";
 import { Code, RpcError } from "../ttrpc/status.ts";
 import { selfCommand } from "../sys/self_exec.ts";
 import { BundleFile, bundlePath } from "../oci/bundle.ts";
@@ -93,7 +93,9 @@ Deno.test({
       const req = (type: string, obj: object) => encode(type, obj);
       // Unknown id, unknown method, unknown service.
       assert.equal(
-        await code(client.call(TASK, "State", req(TypeName.StateRequest, { id: "nope" }))),
+        await code(
+          client.call(TASK, "State", req("containerd.task.v2.StateRequest", { id: "nope" })),
+        ),
         Code.NOT_FOUND,
       );
       assert.equal(
@@ -103,7 +105,7 @@ Deno.test({
       assert.equal(await code(client.call("x.Y", "State", new Uint8Array())), Code.UNIMPLEMENTED);
       assert.equal(await code(client.call(TASK, "Exec", new Uint8Array())), Code.UNIMPLEMENTED);
       // A bundle without config.json fails Create precisely; the server keeps serving.
-      const create = req(TypeName.CreateTaskRequest, { id: "t1", bundle });
+      const create = req("containerd.task.v2.CreateTaskRequest", { id: "t1", bundle });
       await assert.rejects(
         () => client.call(TASK, "Create", create),
         (err: RpcError) => err.code === Code.INVALID_ARGUMENT && /config\.json/.test(err.message),
@@ -116,12 +118,12 @@ Deno.test({
       const connect = await client.call(
         TASK,
         "Connect",
-        req(TypeName.ConnectRequest, { id: "t1" }),
+        req("containerd.task.v2.ConnectRequest", { id: "t1" }),
       );
-      const info = decode<{ shim_pid: number }>(TypeName.ConnectResponse, connect);
+      const info = decode<{ shim_pid: number }>("containerd.task.v2.ConnectResponse", connect);
       assert.ok(info.shim_pid > 0);
       // Shutdown with no task: the server answers, exits and removes its socket.
-      await client.call(TASK, "Shutdown", req(TypeName.ShutdownRequest, { id: "t1" }));
+      await client.call(TASK, "Shutdown", req("containerd.task.v2.ShutdownRequest", { id: "t1" }));
       await client.closed;
       assert.ok(await within(1_000, async () => !await socketExists(socket)), "socket left");
       assert.ok(
@@ -147,13 +149,24 @@ Deno.test({
       WASMTIME_SHIM_IDLE_TIMEOUT_MS: String(idleMs),
     });
     try {
-      const connect = await client.call(TASK, "Connect", encode(TypeName.ConnectRequest, {}));
-      const pid = decode<{ shim_pid: number }>(TypeName.ConnectResponse, connect).shim_pid;
-      await client.call(TASK, "Shutdown", encode(TypeName.ShutdownRequest, { id: "t1" }));
+      const connect = await client.call(
+        TASK,
+        "Connect",
+        encode("containerd.task.v2.ConnectRequest", {}),
+      );
+      const pid =
+        decode<{ shim_pid: number }>("containerd.task.v2.ConnectResponse", connect).shim_pid;
+      await client.call(
+        TASK,
+        "Shutdown",
+        encode("containerd.task.v2.ShutdownRequest", { id: "t1" }),
+      );
       const shutdownAt = Date.now();
       // The next container of the namespace still finds it.
       assert.equal(
-        await code(client.call(TASK, "State", encode(TypeName.StateRequest, { id: "nope" }))),
+        await code(
+          client.call(TASK, "State", encode("containerd.task.v2.StateRequest", { id: "nope" })),
+        ),
         Code.NOT_FOUND,
       );
       assert.ok(await socketExists(socket));

@@ -13,7 +13,7 @@
  * @module
  */
 
-import { encodeDeleteResponse } from "../proto/wire.ts";
+import { encodeDeleteResponse } from "../proto/gen/task.ts";
 import type { ShimFlags } from "./flags.ts";
 import { unmountAll } from "../sys/mount.ts";
 import { baseName, parentDir } from "../sys/path.ts";

@@ -8,7 +8,8 @@
  */
 
 import { TtrpcClient } from "../ttrpc/client.ts";
-import { encodeMessage as encode } from "../proto/task_codec.ts";
+import * as events from "../proto/gen/events.ts";
+import { encodeForwardRequest } from "../proto/gen/events_service.ts";
 import type { Logger } from "./log.ts";
 import { toTimestamp } from "../task/service.ts";
 
@@ -22,6 +23,27 @@ export const NAMESPACE_METADATA = "containerd-namespace-ttrpc";
 export const FORWARD_TIMEOUT_MS = 5000;
 /** Attempts per event before it is dropped (and logged). */
 export const MAX_ATTEMPTS = 5;
+
+/** A generated event encoder, taking the event as the task service publishes it. */
+type EventEncoder = (event: Record<string, unknown>) => Uint8Array;
+
+/** The encoder of each event type the task service publishes, by full name. */
+const EVENT_ENCODERS: Readonly<Record<string, EventEncoder>> = {
+  "containerd.events.TaskCreate": events.encodeTaskCreate,
+  "containerd.events.TaskStart": events.encodeTaskStart,
+  "containerd.events.TaskExit": events.encodeTaskExit,
+  "containerd.events.TaskDelete": events.encodeTaskDelete,
+  "containerd.events.TaskPaused": events.encodeTaskPaused,
+  "containerd.events.TaskResumed": events.encodeTaskResumed,
+  "containerd.events.TaskOOM": events.encodeTaskOOM,
+};
+
+/** `event` encoded as `typeName`; an event type without an encoder is a bug, named. */
+function encodeEvent(typeName: string, event: Record<string, unknown>): Uint8Array {
+  const encode = EVENT_ENCODERS[typeName];
+  if (encode === undefined) throw new Error(`no encoder for event type ${typeName}`);
+  return encode(event);
+}
 
 interface Pending {
   topic: string;
@@ -70,12 +92,12 @@ export class EventPublisher {
   async #drain(): Promise<void> {
     while (this.#queue.length > 0) {
       const item = this.#queue[0];
-      const payload = encode("containerd.services.events.ttrpc.v1.ForwardRequest", {
+      const payload = encodeForwardRequest({
         envelope: {
           timestamp: toTimestamp(item.at),
           namespace: this.#namespace,
           topic: item.topic,
-          event: { type_url: item.typeName, value: encode(item.typeName, item.event) },
+          event: { type_url: item.typeName, value: encodeEvent(item.typeName, item.event) },
         },
       });
       for (let attempt = 1;; attempt++) {

@@ -5,7 +5,7 @@
  * @module
  */
 
-import { encodeRuntimeInfo } from "../proto/wire.ts";
+import { encodeRuntimeInfo } from "../proto/gen/types.ts";
 import { BINARY_NAME, revision, RUNTIME_NAME, VERSION } from "./version.ts";
 
 /** The text `-v` prints, in the reference shim's layout. */

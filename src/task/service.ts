@@ -23,7 +23,8 @@ import type { LinuxResources, OciSpec } from "../oci/spec.ts";
 import { BundleFile, bundlePath } from "../oci/bundle.ts";
 import type { MountSpec } from "../sys/mount.ts";
 import { Status, type TaskStatus, transition } from "./state.ts";
-import type { Timestamp } from "../proto/wire.ts";
+import type * as api from "../proto/gen/task.ts";
+import type { Timestamp } from "../proto/gen/well_known.ts";
 
 /** Converts a time to a Timestamp. */
 export function toTimestamp(date: Date): Timestamp {
@@ -94,51 +95,28 @@ export interface TaskDeps {
   cleanedUp?(id: string, bundle: string, pid: number): void;
 }
 
-/** CreateTaskRequest, as decoded. */
-export interface CreateRequest {
-  id: string;
-  bundle: string;
-  rootfs: MountSpec[];
-  terminal: boolean;
-  stdin: string;
-  stdout: string;
-  stderr: string;
-  checkpoint: string;
-}
+/**
+ * What Create reads of a `CreateTaskRequest` (checkpoints and runtime options are not
+ * supported); `rootfs` as the mounts it makes (a decoded `containerd.types.Mount` is one).
+ */
+export type CreateRequest =
+  & Pick<
+    api.CreateTaskRequest,
+    "id" | "bundle" | "terminal" | "stdin" | "stdout" | "stderr" | "checkpoint"
+  >
+  & { rootfs: MountSpec[] };
 
 /** The identity of a process in most requests. */
-export interface ProcessRef {
-  id: string;
-  exec_id: string;
-}
+export type ProcessRef = Pick<api.StateRequest, "id" | "exec_id">;
 
-/** KillRequest. */
-export interface KillRequest extends ProcessRef {
-  signal: number;
-  all: boolean;
-}
+/** `KillRequest`. */
+export type KillRequest = api.KillRequest;
 
-/** StateResponse. */
-export interface StateResponse {
-  id: string;
-  bundle: string;
-  pid: number;
-  status: TaskStatus;
-  stdin: string;
-  stdout: string;
-  stderr: string;
-  terminal: boolean;
-  exit_status: number;
-  exited_at?: Timestamp;
-  exec_id: string;
-}
+/** `StateResponse`. */
+export type StateResponse = api.StateResponse;
 
-/** The exit of a task: WaitResponse / DeleteResponse fields. */
-export interface ExitInfo {
-  pid: number;
-  exit_status: number;
-  exited_at: Timestamp;
-}
+/** The exit of a task: the fields of `WaitResponse` and `DeleteResponse`, all set. */
+export type ExitInfo = Required<Pick<api.DeleteResponse, "pid" | "exit_status" | "exited_at">>;
 
 /** SIGSTOP and SIGCONT, used for Pause and Resume; SIGKILL. */
 const SIGSTOP = 19;

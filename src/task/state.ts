@@ -17,9 +17,12 @@
  */
 
 import { failedPrecondition } from "../errdefs/errors.ts";
-import { Status, type TaskStatus } from "../proto/task_types.ts";
+import { Status } from "../proto/gen/task_types.ts";
 
-export { Status, type TaskStatus };
+export { Status };
+
+/** One of the {@linkcode Status} values: `containerd.v1.types.Status`. */
+export type TaskStatus = Status;
 
 /** What can happen to a task. */
 export type TaskEvent = "start" | "exit" | "pause" | "resume" | "delete";

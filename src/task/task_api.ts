@@ -9,7 +9,10 @@
  */
 
 import type { Handler } from "../ttrpc/server.ts";
-import { decodeMessage, encodeMessage } from "../proto/task_codec.ts";
+import * as api from "../proto/gen/task.ts";
+import * as cgroupsV1 from "../proto/gen/cgroups_v1_metrics.ts";
+import * as cgroupsV2 from "../proto/gen/cgroups_v2_metrics.ts";
+import type { Any } from "../proto/gen/well_known.ts";
 import {
   describeError,
   type ErrorKind,
@@ -19,8 +22,7 @@ import {
   unimplemented,
 } from "../errdefs/errors.ts";
 import { Code, RpcError, type StatusCode } from "../ttrpc/status.ts";
-import type { Any } from "../proto/wire.ts";
-import type { CreateRequest, KillRequest, ProcessRef, TaskService } from "./service.ts";
+import type { TaskService } from "./service.ts";
 import { type LinuxResources, parseLinuxResources } from "../oci/spec.ts";
 
 /** The service names containerd uses for the task API (v3 is wire-identical to v2). */
@@ -34,13 +36,6 @@ const EMPTY = new Uint8Array(0);
 /** `type_url` of `UpdateTaskRequest.resources`: the OCI `LinuxResources` as JSON. */
 export const LINUX_RESOURCES_TYPE_URL =
   "types.containerd.io/opencontainers/runtime-spec/1/LinuxResources";
-
-/** UpdateTaskRequest, as decoded. */
-interface UpdateRequest {
-  id: string;
-  resources?: Any;
-  annotations: Record<string, string>;
-}
 
 /**
  * Reads `UpdateTaskRequest.resources`.
@@ -114,81 +109,113 @@ function withStatus(handler: Handler): Handler {
   };
 }
 
+/**
+ * The Stats payload: a cgroup's metrics encoded as the message their type name (also the
+ * Any's type URL) says.
+ */
+function encodeMetrics(typeName: string, metrics: Record<string, unknown>): Uint8Array {
+  // The cgroup layer builds the message from keyed files, so its fields are named at run
+  // time; the generated encoder checks each value as it writes it.
+  switch (typeName) {
+    case "io.containerd.cgroups.v1.Metrics":
+      return cgroupsV1.encodeMetrics(metrics);
+    case "io.containerd.cgroups.v2.Metrics":
+      return cgroupsV2.encodeMetrics(metrics);
+    default:
+      throw new Error(`Stats: no encoder for metrics of type ${typeName}`);
+  }
+}
+
 /** The handlers for one task service name. */
 export function taskHandlers(service: TaskService, hooks: TaskApiHooks): Record<string, Handler> {
+  /**
+   * A method: `decode` reads the request (its failure is INVALID_ARGUMENT naming
+   * `reqType`), `fn` answers it, `encode` writes the answer (`null`: `google.protobuf.Empty`).
+   */
   const unary = <Req, Res>(
     reqType: string,
-    resType: string | null,
+    decode: (bytes: Uint8Array) => Req,
+    encode: ((res: Res) => Uint8Array) | null,
     fn: (req: Req) => Res | Promise<Res>,
   ): Handler =>
   async (payload) => {
     let req: Req;
     try {
-      req = decodeMessage<Req>(`${PKG}.${reqType}`, payload);
+      req = decode(payload);
     } catch (err) {
-      throw invalidArgument((err as Error).message);
+      throw invalidArgument(`cannot decode ${PKG}.${reqType}: ${(err as Error).message}`);
     }
     const res = await fn(req);
-    return resType === null
-      ? EMPTY
-      : encodeMessage(`${PKG}.${resType}`, res as Record<string, unknown>);
+    return encode === null ? EMPTY : encode(res);
   };
   const notSupported = (name: string): Handler => () => {
     throw unimplemented(`${name} is not supported by the wasm shim`);
   };
 
   const handlers: Record<string, Handler> = {
-    Create: unary<CreateRequest, { pid: number }>(
+    Create: unary(
       "CreateTaskRequest",
-      "CreateTaskResponse",
+      api.decodeCreateTaskRequest,
+      api.encodeCreateTaskResponse,
       (req) => service.create(req),
     ),
-    Start: unary<ProcessRef, { pid: number }>(
+    Start: unary(
       "StartRequest",
-      "StartResponse",
+      api.decodeStartRequest,
+      api.encodeStartResponse,
       (req) => service.start(req),
     ),
-    State: unary<ProcessRef, unknown>("StateRequest", "StateResponse", (req) => service.state(req)),
-    Wait: unary<ProcessRef, unknown>("WaitRequest", "WaitResponse", (req) => service.wait(req)),
-    Kill: unary<KillRequest, void>("KillRequest", null, (req) => service.kill(req)),
-    Delete: unary<ProcessRef, unknown>(
+    State: unary(
+      "StateRequest",
+      api.decodeStateRequest,
+      api.encodeStateResponse,
+      (req) => service.state(req),
+    ),
+    Wait: unary(
+      "WaitRequest",
+      api.decodeWaitRequest,
+      api.encodeWaitResponse,
+      (req) => service.wait(req),
+    ),
+    Kill: unary("KillRequest", api.decodeKillRequest, null, (req) => service.kill(req)),
+    Delete: unary(
       "DeleteRequest",
-      "DeleteResponse",
+      api.decodeDeleteRequest,
+      api.encodeDeleteResponse,
       (req) => service.delete(req),
     ),
-    Pids: unary<{ id: string }, unknown>(
+    Pids: unary(
       "PidsRequest",
-      "PidsResponse",
+      api.decodePidsRequest,
+      api.encodePidsResponse,
       (req) => service.listPids(req),
     ),
-    Pause: unary<{ id: string }, void>("PauseRequest", null, (req) => service.pause(req)),
-    Resume: unary<{ id: string }, void>("ResumeRequest", null, (req) => service.resume(req)),
-    CloseIO: unary<ProcessRef & { stdin: boolean }, void>(
-      "CloseIORequest",
-      null,
-      (req) => service.closeIO(req),
-    ),
-    Connect: unary<{ id: string }, unknown>(
+    Pause: unary("PauseRequest", api.decodePauseRequest, null, (req) => service.pause(req)),
+    Resume: unary("ResumeRequest", api.decodeResumeRequest, null, (req) => service.resume(req)),
+    CloseIO: unary("CloseIORequest", api.decodeCloseIORequest, null, (req) => service.closeIO(req)),
+    Connect: unary(
       "ConnectRequest",
-      "ConnectResponse",
+      api.decodeConnectRequest,
+      api.encodeConnectResponse,
       (req) => ({ ...service.connect(req), version: hooks.version }),
     ),
-    Shutdown: unary<{ id: string; now: boolean }, void>("ShutdownRequest", null, (req) => {
+    Shutdown: unary("ShutdownRequest", api.decodeShutdownRequest, null, (req) => {
       hooks.shutdownRequested?.(req.id);
       if (req.now || service.size === 0) setTimeout(() => hooks.shutdown(req.now), 0);
     }),
     Exec: notSupported("Exec"),
     ResizePty: notSupported("ResizePty (no terminal)"),
-    Update: unary<UpdateRequest, void>(
+    Update: unary(
       "UpdateTaskRequest",
+      api.decodeUpdateTaskRequest,
       null,
       (req) => service.update(req, decodeResources(req.resources)),
     ),
     Checkpoint: notSupported("Checkpoint"),
-    Stats: unary<{ id: string }, unknown>("StatsRequest", "StatsResponse", async (req) => {
+    Stats: unary("StatsRequest", api.decodeStatsRequest, api.encodeStatsResponse, async (req) => {
       const { typeName, metrics } = await service.stats(req);
       // Bare full name as type URL, as the runc shim's typeurl.MarshalAny writes it.
-      return { stats: { type_url: typeName, value: encodeMessage(typeName, metrics) } };
+      return { stats: { type_url: typeName, value: encodeMetrics(typeName, metrics) } };
     }),
   };
   return Object.fromEntries(

@@ -1,7 +1,8 @@
 import assert from "node:assert/strict";
 import { Kind, notFound, ShimError } from "../errdefs/errors.ts";
 import { Code, RpcError } from "../ttrpc/status.ts";
-import { decodeResources, LINUX_RESOURCES_TYPE_URL, toStatus } from "./task_api.ts";
+import { decodeResources, LINUX_RESOURCES_TYPE_URL, taskHandlers, toStatus } from "./task_api.ts";
+import type { TaskService } from "./service.ts";
 
 const json = (v: unknown) => new TextEncoder().encode(JSON.stringify(v));
 
@@ -39,4 +40,18 @@ Deno.test("errors become gRPC codes by their kind; any other error is UNKNOWN", 
   });
   const codes = Object.values(Kind).map((kind) => toStatus(new ShimError(kind, "x")).code);
   assert.equal(new Set(codes).size, codes.length, "each kind has a code of its own");
+});
+
+Deno.test("a request that does not decode is INVALID_ARGUMENT naming its message", async () => {
+  const handlers = taskHandlers({} as TaskService, { version: "v", shutdown() {} });
+  await assert.rejects(
+    async () => await handlers.Create(new Uint8Array([0x0a, 0x05, 0x61]), {} as never),
+    (err: RpcError) =>
+      err.code === Code.INVALID_ARGUMENT &&
+      /cannot decode containerd\.task\.v2\.CreateTaskRequest: length 5/.test(err.message),
+  );
+  await assert.rejects(
+    async () => await handlers.Start(new Uint8Array([0x08, 0x01]), {} as never),
+    /cannot decode containerd\.task\.v2\.StartRequest: .*field 1 has wire type 0, want 2/,
+  );
 });

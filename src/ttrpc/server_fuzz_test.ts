@@ -31,7 +31,7 @@ import {
 } from "./frame.ts";
 import { TtrpcServer } from "./server.ts";
 import { Code } from "./status.ts";
-import { encodeMessage } from "../proto/task_codec.ts";
+import * as api from "../proto/gen/task.ts";
 import { decodeResponse, encodeRequest, type KeyValue, type TtrpcResponse } from "./envelope.ts";
 
 const SEED = Number(Deno.env.get("TTRPC_FUZZ_SEED") ?? 0x5eed_7a5c);
@@ -232,6 +232,13 @@ interface Call {
   expect: Expectation;
 }
 
+/** The generated encoder of the task API message `type` (e.g. `KillRequest`), by name. */
+function encodeByName(type: string, message: Record<string, unknown>): Uint8Array {
+  const encode = (api as Record<string, unknown>)[`encode${type}`];
+  if (typeof encode !== "function") throw new Error(`no generated encoder for ${type}`);
+  return encode(message);
+}
+
 function requestData(
   rng: Rng,
   service: string,
@@ -260,9 +267,7 @@ function randomCall(rng: Rng): Call {
     case 3: {
       // A well-formed task API request, often mutated (flipped bytes, cut short).
       const [method, type, make] = rng.pick(TASK_METHODS);
-      let payload = type === "StatsRequest"
-        ? rng.bytes(rng.int(8))
-        : encodeMessage(`containerd.task.v2.${type}`, make(rng));
+      let payload = type === "StatsRequest" ? rng.bytes(rng.int(8)) : encodeByName(type, make(rng));
       if (rng.chance(0.3) && payload.length > 0) {
         payload = payload.slice(0, rng.int(payload.length + 1));
         for (let i = rng.int(3); i > 0 && payload.length > 0; i--) {
@@ -584,7 +589,7 @@ Deno.test("ttrpc server fuzz: seeded random frames and connections", async () =>
               rng,
               TASK,
               "Wait",
-              encodeMessage("containerd.task.v2.WaitRequest", {
+              api.encodeWaitRequest({
                 id: rng.id(),
                 exec_id: "",
               }),
@@ -619,7 +624,7 @@ Deno.test("ttrpc server fuzz: seeded random frames and connections", async () =>
   const connected = await client.call(
     TASK,
     "Connect",
-    encodeMessage("containerd.task.v2.ConnectRequest", { id: "" }),
+    api.encodeConnectRequest({ id: "" }),
   );
   assert.ok(connected.length > 0);
   client.close();

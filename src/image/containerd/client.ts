@@ -32,7 +32,7 @@
 import type * as GrpcJs from "@grpc/grpc-js";
 import type { Buffer as NodeBuffer } from "node:buffer";
 import { type ErrorKind, Kind, ShimError } from "../../errdefs/errors.ts";
-import type { Any, Timestamp } from "../../proto/wire.ts";
+import type { Any, Timestamp } from "../../proto/gen/well_known.ts";
 
 /** The gRPC metadata header that carries the containerd namespace of a call. */
 export const NAMESPACE_HEADER = "containerd-namespace";

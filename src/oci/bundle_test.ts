@@ -1,13 +1,14 @@
 import assert from "node:assert/strict";
 import { BundleFile, bundlePath } from "./bundle.ts";
 
-const INSTALL_SCRIPT = new URL("../../scripts/install.sh", import.meta.url);
+/** Where the launcher form's script is written (install.sh and the release use it). */
+const LAUNCHER_SCRIPT = new URL("../../scripts/launcher_form.sh", import.meta.url);
 
-/** The shell lines `write_launcher` emits for `delete`'s fast path. */
+/** The shell lines `launcher` emits for `delete`'s fast path. */
 function deleteFastPath(script: string): string {
   const start = script.indexOf(`echo 'if [ "$last" = delete ]; then'`);
   const end = script.indexOf("echo 'fi'", start);
-  assert.ok(start >= 0 && end > start, "install.sh's launcher has a fast path for delete");
+  assert.ok(start >= 0 && end > start, "the launcher has a fast path for delete");
   return script.slice(start, end);
 }
 
@@ -21,8 +22,8 @@ Deno.test("bundle files have distinct plain names", () => {
   for (const name of names) assert.match(name, /^[a-z][a-z0-9.-]*$/, name);
 });
 
-Deno.test("install.sh's delete fast path reads the files bundle.ts names", async () => {
-  const fastPath = deleteFastPath(await Deno.readTextFile(INSTALL_SCRIPT));
+Deno.test("the launcher's delete fast path reads the files bundle.ts names", async () => {
+  const fastPath = deleteFastPath(await Deno.readTextFile(LAUNCHER_SCRIPT));
   const used = new Set([...fastPath.matchAll(/"\$b\/([^"]+)"/g)].map((m) => m[1]));
   assert.deepEqual(used, new Set([BundleFile.SLOT, BundleFile.CLEANED]));
 });

@@ -15,7 +15,7 @@ import { buildImage } from "../../src/oci/image.ts";
 import { detectCgroupVersion } from "../../src/cgroup/cgroup.ts";
 import { LINUX_RESOURCES_TYPE_URL } from "../../src/task/task_api.ts";
 import { encodeAny, ProtoWriter } from "../../src/proto/wire.ts";
-import { type Containerd, startContainerd } from "./harness.ts";
+import { type Containerd, CTR_BIN, startContainerd } from "./harness.ts";
 import { fixture, installShim } from "./shim_install.ts";
 import { exists, sleep, waitFor, waitStatus } from "./ctr_util.ts";
 
@@ -128,7 +128,7 @@ async function updateTask(cd: Containerd, id: string, resources: unknown): Promi
 
 /** Collects `ctr events` lines while `fn` runs. */
 async function withEvents(cd: Containerd, fn: () => Promise<void>): Promise<string[]> {
-  const events = new Deno.Command("ctr", {
+  const events = new Deno.Command(CTR_BIN, {
     args: ["--address", cd.address, "events"],
     stdout: "piped",
     stderr: "null",

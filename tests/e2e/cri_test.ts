@@ -290,26 +290,11 @@ async function setup(): Promise<Env> {
     assert.deepEqual(images.map((i) => i.reference), [NATIVE_IMAGE, WASM_IMAGE]);
     const cdOpts = {
       shimBinDir: binDir,
-      cri: true,
+      // The harness declares the `runc` and `wasmtime` runtimes of the CRI, and writes
+      // these where the containerd's config version keeps them.
+      cri: { sandboxImage: NATIVE_IMAGE, cniBinDir: CNI_BIN_DIR, cniConfDir: confDir },
       // The harness puts the shim's runc state (pause, sidecar) in its runcRoot, as runc's.
       env: { WASMTIME_SHIM_CACHE_DIR: `${tmp}/cache` },
-      // The harness already declares the `runc` and `wasmtime` runtimes of the CRI.
-      extraConfig: [
-        `[plugins."io.containerd.grpc.v1.cri"]`,
-        `  sandbox_image = ${JSON.stringify(NATIVE_IMAGE)}`,
-        // Network namespaces under containerd's state dir (the temp dir), not /var/run/netns.
-        `  netns_mounts_under_state_dir = true`,
-        `  stream_server_address = "127.0.0.1"`,
-        `  stream_server_port = "0"`,
-        `  disable_apparmor = true`,
-        // Sandboxes ask for oom_score_adj -998; lowering it needs CAP_SYS_RESOURCE, which a
-        // root in a container may lack: keep it at containerd's own value or above.
-        `  restrict_oom_score_adj = true`,
-        `[plugins."io.containerd.grpc.v1.cri".cni]`,
-        `  bin_dir = ${JSON.stringify(CNI_BIN_DIR)}`,
-        `  conf_dir = ${JSON.stringify(confDir)}`,
-        `  max_conf_num = 1`,
-      ].join("\n"),
     };
     env.cd = await startContainerd(cdOpts);
     env.cri = await CriClient.connect({ address: env.cd.address });

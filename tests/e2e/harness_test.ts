@@ -1,7 +1,7 @@
 import assert from "node:assert/strict";
 import { main as ociTarBuilder } from "../../src/oci/builder_cli.ts";
 import { buildImage, MediaType } from "../../src/oci/image.ts";
-import { type Containerd, type Leftovers, startContainerd } from "./harness.ts";
+import { type Containerd, containerdVersion, type Leftovers, startContainerd } from "./harness.ts";
 import { exists } from "./ctr_util.ts";
 
 const FIXTURES = new URL("../fixtures/built/", import.meta.url).pathname;
@@ -51,9 +51,11 @@ Deno.test({
       cd = await startContainerd({ shimBinDir: work });
       assert.ok(["overlayfs", "native"].includes(cd.snapshotter));
       const version = ok(await cd.ctr(["version"]), "ctr version");
-      assert.match(version.stdout, /Server:\s+Version:\s+1\.6\./);
+      // The release E2E_CONTAINERD picks (Debian 12's 1.6 by default) answers.
+      const { major, minor } = await containerdVersion();
+      assert.match(version.stdout, new RegExp(`Server:\\s+Version:\\s+v?${major}\\.${minor}\\.`));
       const cfg = await Deno.readTextFile(`${cd.dir}/config.toml`);
-      assert.match(cfg, /disabled_plugins = \["io.containerd.grpc.v1.cri"\]/);
+      assert.match(cfg, /disabled_plugins = \[[^\]]*"io.containerd.grpc.v1.cri"/);
       assert.ok(cfg.includes(`root = "${cd.dir}/root"`));
 
       // Native baseline: an image built with the library, run by runc.

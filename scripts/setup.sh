@@ -2,6 +2,8 @@
 # Prepares a machine for `deno task demo|test|bench`:
 # - containerd (with ctr), runc, iproute2 and the CNI plugins from Debian's packages
 #   when missing (as root; otherwise says what to install);
+# - containerd 1.7 and 2.x from Debian trixie and sid, unpacked into .cache/containerd
+#   for the test:e2e-1.7 and test:e2e-2 tasks (never installed; see below);
 # - the npm dependencies exactly as locked (package-lock.json), when node_modules
 #   is missing or older than the lockfile.
 set -euo pipefail

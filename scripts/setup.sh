@@ -45,7 +45,9 @@ fi
 # Their runc packages are not taken: trixie's and sid's runc need glibc 2.38 (Debian 12
 # has 2.36), and containerd 1.7/2.x work with Debian 12's runc 1.1.
 # A failure here is a warning only: `deno task test` runs on Debian 12's containerd.
-fetch_containerd() {
+# A subshell, so its temp dir goes with its EXIT trap; every step checks its own status
+# (errexit does not apply inside a function called as an `if` condition).
+fetch_containerd() (
   local cache=.cache/containerd suites=("trixie 1.7" "sid 2") need=()
   local s
   for s in "${suites[@]}"; do
@@ -62,10 +64,9 @@ fetch_containerd() {
   local keyring=/usr/share/keyrings/debian-archive-keyring.gpg
   [[ -r $keyring ]] || { echo "setup: $keyring is missing (apt-get install debian-archive-keyring)" >&2; return 1; }
   local tmp
-  tmp="$(mktemp -d /tmp/setup-apt.XXXXXX)"
-  # shellcheck disable=SC2064 # expand $tmp now: it is local
-  trap "rm -rf '$tmp'" RETURN
-  mkdir -p "$tmp/lists/partial" "$tmp/cache/archives/partial" "$tmp/debs"
+  tmp="$(mktemp -d /tmp/setup-apt.XXXXXX)" || return 1
+  trap 'rm -rf "$tmp"' EXIT
+  mkdir -p "$tmp/lists/partial" "$tmp/cache/archives/partial" "$tmp/debs" || return 1
   for s in "${need[@]}"; do
     set -- $s
     # The installed keyring signs trixie and sid (their Release files carry the
@@ -82,14 +83,16 @@ fetch_containerd() {
     -o APT::Sandbox::User=root -o Debug::NoLocking=1)
   echo "setup: fetching the containerd packages of Debian ${need[*]%% *}" >&2
   apt-get "${apt[@]}" update || { echo "setup: apt-get update of trixie/sid failed" >&2; return 1; }
-  mkdir -p "$cache"
+  mkdir -p "$cache" || return 1
   for s in "${need[@]}"; do
     set -- $s
     local suite=$1 major=$2 deb version
     (cd "$tmp/debs" && apt-get "${apt[@]}" download "containerd/$suite") ||
       { echo "setup: apt-get download containerd/$suite failed" >&2; return 1; }
-    deb="$(ls "$tmp"/debs/containerd_*.deb)"
-    version="$(dpkg-deb -f "$deb" Version)"
+    deb="$(ls "$tmp"/debs/containerd_*.deb)" && version="$(dpkg-deb -f "$deb" Version)" || {
+      echo "setup: no readable containerd package from $suite" >&2
+      return 1
+    }
     # The suite must still carry the series its task is named after.
     [[ $version == "$major".* ]] || {
       echo "setup: Debian $suite has containerd $version, not $major.x" >&2
@@ -97,13 +100,14 @@ fetch_containerd() {
     }
     if [[ ! -x $cache/$version/usr/bin/containerd ]]; then
       rm -rf "$cache/$version.tmp"
-      dpkg-deb -x "$deb" "$cache/$version.tmp"
-      mv "$cache/$version.tmp" "$cache/$version"
+      dpkg-deb -x "$deb" "$cache/$version.tmp" && mv "$cache/$version.tmp" "$cache/$version" || {
+        echo "setup: unpacking $deb failed" >&2
+        return 1
+      }
     fi
-    ln -sfn "$version" "$cache/$major"
-    rm -f "$deb"
+    ln -sfn "$version" "$cache/$major" && rm -f "$deb" || return 1
   done
-}
+)
 if [[ $(id -u) -eq 0 ]] && ! fetch_containerd; then
   echo "setup: warning: containerd 1.7/2.x not fetched; the test:e2e-1.7/test:e2e-2 tasks cannot run" >&2
 fi

@@ -119,10 +119,13 @@ Deno.test({
         ]),
         0,
       );
-      await assert.rejects(
-        cd.importImage(`${work}/probe-art.tar`),
-        /mismatched image rootfs and manifest layers/,
-      );
+      if (major === 1 && minor < 7) {
+        // 1.6 cannot unpack an image without tar layers; 1.7.7+ skips the Wasm layers.
+        await assert.rejects(
+          cd.importImage(`${work}/probe-art.tar`),
+          /mismatched image rootfs and manifest layers/,
+        );
+      }
       await cd.importImage(`${work}/probe-art.tar`, { noUnpack: true });
       const art = ok(
         await cd.ctr(["image", "ls", "name==test.local/e2e/probe-art:latest"]),
@@ -134,13 +137,21 @@ Deno.test({
         content.stdout.includes(MediaType.wasmConfig) || content.stdout.includes("sha256:"),
       );
 
-      // Raw wasm layers in a regular image (runwasi's --components form): ctr 1.6 has no
-      // stream processor for them, so only a --no-unpack import works.
+      // Raw wasm layers in a regular image (runwasi's --components form; its diff_ids
+      // list no layer): 1.6 unpacks every manifest layer, so only a --no-unpack import
+      // works there; 1.7.7+ unpacks the tar layers (none) and skips the Wasm ones.
       await Deno.mkdir(`${work}/components`);
       await Deno.copyFile(`${FIXTURES}/greet.wasm`, `${work}/components/greet.wasm`);
       assert.equal(await cli(["-n", "comps", "-c", `${work}/components`, "-o", work]), 0);
-      await assert.rejects(cd.importImage(`${work}/comps.tar`), /no processor for media-type/);
-      await cd.importImage(`${work}/comps.tar`, { noUnpack: true });
+      if (major === 1 && minor < 7) {
+        await assert.rejects(
+          cd.importImage(`${work}/comps.tar`),
+          /mismatched image rootfs and manifest layers/,
+        );
+        await cd.importImage(`${work}/comps.tar`, { noUnpack: true });
+      } else {
+        await cd.importImage(`${work}/comps.tar`);
+      }
 
       // ctr run got --fifo-dir and --runc-root inside the temp dir: nothing in /run/containerd.
       assert.deepEqual(await cd.leftovers(), NONE);

@@ -454,7 +454,14 @@ export async function buildImageArchive(opts: BuildImageOptions): Promise<ImageA
       layerDigests: layers.map((l) => l.descriptor.digest),
       component: null,
     })
-    : json(imageConfigJson(config, layers.map((l) => l.diffId)));
+    // rootfs.diff_ids lists the filesystem (tar) layers only: containerd 1.7+ unpacks an
+    // image's tar layers and skips the others, and refuses an image whose diff_ids
+    // count differs from that ("mismatched image rootfs and manifest layers"). The
+    // Wasm layers are in the manifest, where the shim finds them.
+    : json(imageConfigJson(
+      config,
+      layers.filter((l) => !isWasmMediaType(l.descriptor.mediaType)).map((l) => l.diffId),
+    ));
   const configDesc: Descriptor = {
     mediaType: opts.asArtifact ? MediaType.wasmConfig : MediaType.config,
     digest: await sha256Digest(configBlob),

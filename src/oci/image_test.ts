@@ -224,11 +224,17 @@ Deno.test("buildImageArchive: artifacts take only raw wasm layers", async () => 
 
 Deno.test("buildImageArchive: raw layers are checked against their media type", async () => {
   const tar = writeTar([{ path: "x", data: enc.encode("x") }]);
-  // A wasm layer in a regular image: diff_id is the blob's digest.
+  // A wasm layer in a regular image: not a filesystem layer, so not in diff_ids.
   const img = await buildImageArchive(
-    wasmImage({ layers: [{ mediaType: MediaType.wasmComponentLayer, data: COMPONENT }] }),
+    wasmImage({
+      layers: [{ mediaType: MediaType.wasmComponentLayer, data: COMPONENT }, {
+        files: [{ path: "/f", data: "f" }],
+      }],
+    }),
   );
-  assert.equal(open(img.tar).config.rootfs.diff_ids[0], await sha256Digest(COMPONENT));
+  const config = open(img.tar).config;
+  assert.equal(config.rootfs.diff_ids.length, 1, "only the tar layer");
+  assert.notEqual(config.rootfs.diff_ids[0], await sha256Digest(COMPONENT));
   // An existing tar, plain and gzip.
   const plain = await buildImageArchive(
     wasmImage({ layers: [{ mediaType: MediaType.layerTar, data: tar }] }),

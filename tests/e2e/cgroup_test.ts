@@ -16,7 +16,7 @@ import { detectCgroupVersion } from "../../src/cgroup/cgroup.ts";
 import { LINUX_RESOURCES_TYPE_URL } from "../../src/task/task_api.ts";
 import { ProtoWriter } from "../../src/proto/wire.ts";
 import { encodeAny } from "../../src/proto/gen/well_known.ts";
-import { type Containerd, startContainerd } from "./harness.ts";
+import { type Containerd, CTR_BIN, startContainerd } from "./harness.ts";
 import { fixture, installShim } from "./shim_install.ts";
 import { exists, sleep, waitFor, waitStatus } from "./ctr_util.ts";
 
@@ -129,7 +129,7 @@ async function updateTask(cd: Containerd, id: string, resources: unknown): Promi
 
 /** Collects `ctr events` lines while `fn` runs. */
 async function withEvents(cd: Containerd, fn: () => Promise<void>): Promise<string[]> {
-  const events = new Deno.Command("ctr", {
+  const events = new Deno.Command(CTR_BIN, {
     args: ["--address", cd.address, "events"],
     stdout: "piped",
     stderr: "null",

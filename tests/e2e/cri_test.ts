@@ -15,6 +15,9 @@
  * - StopContainer / StopPodSandbox / RemovePodSandbox, then nothing may be left: no shim
  *   processes, sockets, mounts (netns, shm, rootfs), veths, CNI state, cgroups.
  *
+ * A third pod then runs a Wasm OCI artifact and an OCI image whose only layer is Wasm
+ * (non-tar layers: what containerd 1.6, 1.7 and 2.x each allow, see artifactPod).
+ *
  * A `runc` pod runs first, as a baseline for the harness itself (its containers are all
  * native): when it passes and the `wasmtime` pod fails, the failure is the shim's.
  *
@@ -23,8 +26,8 @@
  */
 
 import assert from "node:assert/strict";
-import { buildImage } from "../../src/oci/image.ts";
-import { type Containerd, type Leftovers, startContainerd } from "./harness.ts";
+import { ANNOTATION_TITLE, buildImage, MediaType } from "../../src/oci/image.ts";
+import { type Containerd, containerdVersion, type Leftovers, startContainerd } from "./harness.ts";
 import { exists, sleep } from "./ctr_util.ts";
 import { fixture, installShim } from "./shim_install.ts";
 import {
@@ -290,26 +293,11 @@ async function setup(): Promise<Env> {
     assert.deepEqual(images.map((i) => i.reference), [NATIVE_IMAGE, WASM_IMAGE]);
     const cdOpts = {
       shimBinDir: binDir,
-      cri: true,
+      // The harness declares the `runc` and `wasmtime` runtimes of the CRI, and writes
+      // these where the containerd's config version keeps them.
+      cri: { sandboxImage: NATIVE_IMAGE, cniBinDir: CNI_BIN_DIR, cniConfDir: confDir },
       // The harness puts the shim's runc state (pause, sidecar) in its runcRoot, as runc's.
       env: { WASMTIME_SHIM_CACHE_DIR: `${tmp}/cache` },
-      // The harness already declares the `runc` and `wasmtime` runtimes of the CRI.
-      extraConfig: [
-        `[plugins."io.containerd.grpc.v1.cri"]`,
-        `  sandbox_image = ${JSON.stringify(NATIVE_IMAGE)}`,
-        // Network namespaces under containerd's state dir (the temp dir), not /var/run/netns.
-        `  netns_mounts_under_state_dir = true`,
-        `  stream_server_address = "127.0.0.1"`,
-        `  stream_server_port = "0"`,
-        `  disable_apparmor = true`,
-        // Sandboxes ask for oom_score_adj -998; lowering it needs CAP_SYS_RESOURCE, which a
-        // root in a container may lack: keep it at containerd's own value or above.
-        `  restrict_oom_score_adj = true`,
-        `[plugins."io.containerd.grpc.v1.cri".cni]`,
-        `  bin_dir = ${JSON.stringify(CNI_BIN_DIR)}`,
-        `  conf_dir = ${JSON.stringify(confDir)}`,
-        `  max_conf_num = 1`,
-      ].join("\n"),
     };
     env.cd = await startContainerd(cdOpts);
     env.cri = await CriClient.connect({ address: env.cd.address });
@@ -740,8 +728,80 @@ async function wasmtimePod(env: Env): Promise<void> {
   await assertNothingLeft(env, pod, netnsPaths);
 }
 
+/**
+ * Wasm OCI images through the CRI, in a wasmtime pod: an artifact (Wasm config media
+ * type) and an OCI image whose only layer is Wasm. containerd 1.7+ imports them
+ * unpacking (an empty rootfs: no tar layers); 1.6.20 cannot unpack them, so there they
+ * are imported with `--no-unpack`. Either way the CRI makes an empty snapshot (the
+ * config lists no diff_ids) and the shim reads the Wasm layer from the content store.
+ */
+async function artifactPod(env: Env): Promise<void> {
+  const { major, minor } = await containerdVersion();
+  const probe = await Deno.readFile(fixture("probe.wasm"));
+  const layer = {
+    mediaType: MediaType.wasm,
+    data: probe,
+    annotations: { [ANNOTATION_TITLE]: "probe.wasm" },
+  };
+  const refs: Record<string, string> = {};
+  for (const [shape, asArtifact] of Object.entries({ artifact: true, image: false })) {
+    const built = await buildImage({
+      name: `wasm-${shape}`,
+      repo: REPO,
+      tag: "v1",
+      outPath: `${env.tmp}/wasm-${shape}.tar`,
+      asArtifact,
+      config: asArtifact ? undefined : { entrypoint: ["/probe.wasm"] },
+      layers: [layer],
+    });
+    await env.cd.importImage(built.path, {
+      namespace: K8S_NAMESPACE,
+      noUnpack: major === 1 && minor < 7,
+    });
+    refs[shape] = built.reference;
+    await waitFor(
+      `the CRI to know ${built.reference}`,
+      10_000,
+      () => env.cri.imageStatus(built.reference),
+    );
+  }
+  const pod = podConfig(env, "art-pod");
+  const netnsPaths: string[] = [];
+  try {
+    const podId = await step(
+      "RunPodSandbox (artifacts)",
+      () => env.cri.runPodSandbox(pod, "wasmtime"),
+    );
+    netnsPaths.push((await podNetwork(env, podId)).netns);
+    const ids: string[] = [];
+    for (const [shape, ref] of Object.entries(refs)) {
+      const config = containerConfig(shape, ref, ["/probe.wasm", "hello"]);
+      const id = await startContainer(env, podId, pod, config);
+      ids.push(id);
+      const end = await step(`the ${shape} container exits 0`, () => waitExited(env, id));
+      assert.equal(end.exit_code, 0, end.message);
+      const logPath = `${pod.log_directory}/${shape}/0.log`;
+      await step(
+        `CRI log ${logPath}`,
+        () =>
+          waitFor("both lines in the CRI log", 10_000, async () => {
+            const lines = await criLog(logPath);
+            return lines.includes("stdout hello from wasm") &&
+                lines.includes("stderr hello on stderr")
+              ? lines
+              : undefined;
+          }, 200),
+      );
+    }
+    await deletePod(env, podId, pod, ids);
+  } finally {
+    await removeAllPods(env.cri);
+  }
+  await assertNothingLeft(env, pod, netnsPaths);
+}
+
 Deno.test({
-  name: "CRI: a runc pod, then a wasmtime pod (wasi:http, preview1, native sidecar)",
+  name: "CRI: a runc pod, then wasmtime pods (wasi:http, preview1, native sidecar; artifacts)",
   sanitizeOps: false,
   sanitizeResources: false,
   async fn(t) {
@@ -761,9 +821,15 @@ Deno.test({
           () => wasmtimePod(env),
         ),
       );
+      passed.push(
+        await t.step(
+          "wasmtime pod: a Wasm OCI artifact and a Wasm-layer image",
+          () => artifactPod(env),
+        ),
+      );
     } finally {
       // On a failure, containerd's errors (the shims' and runc's included) tell why.
-      if (!passed.every(Boolean) || passed.length < 2) {
+      if (!passed.every(Boolean) || passed.length < 3) {
         const errors = (await env.cd.logs()).split("\n").filter((l) =>
           /level=(error|fatal)/.test(l)
         );

@@ -21,7 +21,13 @@ import { decodeEntry } from "../../src/wasm/component/cache.ts";
 import { SHARED_GROUP } from "../../src/shim/group.ts";
 import { socketPath } from "../../src/shim/socket_path.ts";
 import { ok, sleep, taskList, waitFor, waitStatus } from "./ctr_util.ts";
-import { type Containerd, type Leftovers, startContainerd, TEST_NAMESPACE } from "./harness.ts";
+import {
+  type Containerd,
+  CTR_BIN,
+  type Leftovers,
+  startContainerd,
+  TEST_NAMESPACE,
+} from "./harness.ts";
 import { fixture, installShim } from "./shim_install.ts";
 import { encodeU32 } from "../../src/wasm/component/leb128.ts";
 
@@ -150,7 +156,7 @@ async function run(args: string[], stdin: Uint8Array | string = "", timeoutMs = 
 /** Starts `ctr run --rm` as a child of ours, with piped stdio, for the tests to break. */
 async function spawnRun(id: string, args: string[]): Promise<Deno.ChildProcess> {
   const { cd, image } = await setup();
-  return new Deno.Command("ctr", {
+  return new Deno.Command(CTR_BIN, {
     args: [
       ...["--address", cd.address, "--namespace", TEST_NAMESPACE, "run", "--rm"],
       ...["--fifo-dir", cd.fifoDir, "--runc-root", cd.runcRoot, "--runtime", RUNTIME],

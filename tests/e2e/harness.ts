@@ -28,8 +28,55 @@ import { exists, sleep } from "./ctr_util.ts";
 export const SHIM_SOCKET_DIR = "/run/containerd/s";
 /** The namespace every harness uses. */
 export const TEST_NAMESPACE = "shim-e2e";
-/** Debian's containerd binary. */
-export const CONTAINERD_BIN = "/usr/bin/containerd";
+/**
+ * Which containerd the harness runs, from `E2E_CONTAINERD`:
+ * - unset, `""` or `"1.6"`: Debian 12's, installed in /usr/bin;
+ * - `"1.7"` or `"2"`: Debian 13's (trixie) or sid's, unpacked by `scripts/setup.sh` into
+ *   `.cache/containerd/<series>/usr/bin` (never installed);
+ * - a path: a directory holding `containerd`, `ctr` and `containerd-shim-runc-v2`.
+ *
+ * That directory also goes first on containerd's PATH (after the test's shim dir), so
+ * containerd starts its own release's runc shim (pause and native containers).
+ */
+export const CONTAINERD_DIR: string = containerdDir(Deno.env.get("E2E_CONTAINERD") ?? "");
+/** The containerd binary the harness runs (see {@linkcode CONTAINERD_DIR}). */
+export const CONTAINERD_BIN = `${CONTAINERD_DIR}/containerd`;
+/** The `ctr` of the same release. */
+export const CTR_BIN = `${CONTAINERD_DIR}/ctr`;
+
+function containerdDir(choice: string): string {
+  if (choice === "" || choice === "1.6") return "/usr/bin";
+  if (choice.includes("/")) return choice.replace(/\/+$/, "");
+  if (!/^[0-9][0-9.]*$/.test(choice)) {
+    throw new Error(`E2E_CONTAINERD=${choice}: expected 1.6, 1.7, 2 or a directory`);
+  }
+  return new URL(`../../.cache/containerd/${choice}/usr/bin`, import.meta.url).pathname;
+}
+
+/** A containerd release's version, from `containerd --version`. */
+export interface ContainerdVersion {
+  major: number;
+  minor: number;
+  /** The whole version word, e.g. `1.6.20~ds1` or `2.1.9+unknown`. */
+  text: string;
+}
+
+let versionPromise: Promise<ContainerdVersion> | undefined;
+
+/** The version of {@linkcode CONTAINERD_BIN} (asked once). */
+export function containerdVersion(): Promise<ContainerdVersion> {
+  versionPromise ??= (async () => {
+    const out = await run(CONTAINERD_BIN, ["--version"], { timeoutMs: 10_000 });
+    // "containerd github.com/containerd/containerd[/v2] 1.7.24~ds1 <revision>"
+    const text = out.stdout.trim().split(/\s+/)[2] ?? "";
+    const m = /^v?(\d+)\.(\d+)/.exec(text);
+    if (out.code !== 0 || !m) {
+      throw new Error(`${CONTAINERD_BIN} --version failed: ${out.stdout}${out.stderr}`);
+    }
+    return { major: Number(m[1]), minor: Number(m[2]), text };
+  })();
+  return versionPromise;
+}
 
 /** Options for {@linkcode startContainerd}. */
 export interface ContainerdOptions {
@@ -37,13 +84,20 @@ export interface ContainerdOptions {
   shimBinDir?: string;
   /** The rest of containerd's PATH, after `shimBinDir` (default: this process's PATH). */
   path?: string;
-  /** Keep the CRI plugin enabled (default: disabled). */
-  cri?: boolean;
+  /**
+   * Keep the CRI plugin enabled (default: disabled), with the `runc` (default) and
+   * `wasmtime` runtimes, a stream server on 127.0.0.1, network namespaces under the
+   * temp dir, and these settings.
+   */
+  cri?: boolean | CriOptions;
   /** `"overlayfs"` (default, falls back to native if overlay cannot mount) or `"native"`. */
   snapshotter?: "overlayfs" | "native";
   /** containerd log level; default `"debug"` (shim logs land in containerd's log). */
   logLevel?: "trace" | "debug" | "info" | "warn" | "error";
-  /** Extra TOML appended to the generated config.toml. */
+  /**
+   * Extra TOML appended to the generated config.toml: config version 2 for containerd
+   * 1.x, version 3 for 2.x (see {@linkcode containerdVersion}).
+   */
   extraConfig?: string;
   /** Extra environment for containerd (and so for the shims it starts). */
   env?: Record<string, string>;
@@ -216,21 +270,59 @@ async function overlayWorks(dir: string): Promise<boolean> {
   }
 }
 
+/**
+ * The CRI settings of a test (see {@linkcode ContainerdOptions.cri}); the harness writes
+ * them where the running containerd's config version keeps them.
+ */
+export interface CriOptions {
+  /** The pod sandbox (pause) image, already imported into `k8s.io`. */
+  sandboxImage?: string;
+  /** Where the CNI plugins are. */
+  cniBinDir?: string;
+  /** The CNI network config directory (the first conflist there is used). */
+  cniConfDir?: string;
+}
+
 function configToml(o: {
+  /** containerd's major version: 1.x reads config version 2, 2.x its own version 3. */
+  major: number;
   dir: string;
   address: string;
   ttrpc: string;
-  cri: boolean;
+  cri?: CriOptions;
   snapshotter: string;
   logLevel: string;
   extra: string;
 }): string {
+  const v3 = o.major >= 2;
+  // containerd 2.x splits 1.x's CRI plugin (io.containerd.grpc.v1.cri) in three: the
+  // gRPC service and its streaming server stay there, image settings move to
+  // io.containerd.cri.v1.images and runtime/CNI settings to io.containerd.cri.v1.runtime.
+  const grpc = `plugins."io.containerd.grpc.v1.cri"`;
+  const images = v3 ? `plugins."io.containerd.cri.v1.images"` : grpc;
+  const runtime = v3 ? `plugins."io.containerd.cri.v1.runtime"` : grpc;
+  // Disabled: the CRI plugins unless asked for (2.x has four), and in 2.x NRI, on by
+  // default there (off in 1.7, absent in 1.6), which would create /var/run/nri/nri.sock
+  // on the node, shared by every containerd there.
+  const disabled = v3
+    ? ["io.containerd.nri.v1.nri"].concat(
+      o.cri ? [] : [
+        "io.containerd.grpc.v1.cri",
+        "io.containerd.cri.v1.images",
+        "io.containerd.cri.v1.runtime",
+        "io.containerd.podsandbox.controller.v1.podsandbox",
+      ],
+    )
+    : o.cri
+    ? []
+    : ["io.containerd.grpc.v1.cri"];
   const lines = [
-    "version = 2",
+    `version = ${v3 ? 3 : 2}`,
     `root = ${toml(`${o.dir}/root`)}`,
     `state = ${toml(`${o.dir}/state`)}`,
-    `plugin_dir = ${toml(`${o.dir}/plugins`)}`,
-    o.cri ? "disabled_plugins = []" : `disabled_plugins = ["io.containerd.grpc.v1.cri"]`,
+    // Go plugins are gone from 2.x (and plugin_dir with them).
+    ...(v3 ? [] : [`plugin_dir = ${toml(`${o.dir}/plugins`)}`]),
+    `disabled_plugins = [${disabled.map(toml).join(", ")}]`,
     "",
     "[grpc]",
     `  address = ${toml(o.address)}`,
@@ -249,18 +341,35 @@ function configToml(o: {
     `  path = ${toml(`${o.dir}/opt`)}`,
   ];
   if (o.cri) {
-    lines.push(
-      "",
-      `[plugins."io.containerd.grpc.v1.cri".containerd]`,
-      `  snapshotter = ${toml(o.snapshotter)}`,
-      `  default_runtime_name = "runc"`,
-      `[plugins."io.containerd.grpc.v1.cri".containerd.runtimes.runc]`,
-      `  runtime_type = "io.containerd.runc.v2"`,
-      `[plugins."io.containerd.grpc.v1.cri".containerd.runtimes.runc.options]`,
-      `  Root = ${toml(`${o.dir}/runc`)}`,
-      `[plugins."io.containerd.grpc.v1.cri".containerd.runtimes.wasmtime]`,
-      `  runtime_type = "io.containerd.wasmtime.v1"`,
+    const c = o.cri;
+    // Keys per table, in order; in 1.x the three CRI tables are one (merged here: TOML
+    // forbids a table twice).
+    const tables = new Map<string, string[]>();
+    const set = (table: string, ...kv: string[]) =>
+      tables.set(table, [...(tables.get(table) ?? []), ...kv.map((l) => `  ${l}`)]);
+    set(grpc, `stream_server_address = "127.0.0.1"`, `stream_server_port = "0"`);
+    set(images, `snapshotter = ${toml(o.snapshotter)}`);
+    // 1.x names the sandbox image in the CRI plugin, 2.x pins it in the images plugin.
+    if (c.sandboxImage && !v3) set(grpc, `sandbox_image = ${toml(c.sandboxImage)}`);
+    if (c.sandboxImage && v3) set(`${images}.pinned_images`, `sandbox = ${toml(c.sandboxImage)}`);
+    set(
+      runtime,
+      // Network namespaces under containerd's state dir (the temp dir), not /var/run/netns.
+      "netns_mounts_under_state_dir = true",
+      "disable_apparmor = true",
+      // Sandboxes ask for oom_score_adj -998; lowering it needs CAP_SYS_RESOURCE, which a
+      // root in a container may lack: keep it at containerd's own value or above.
+      "restrict_oom_score_adj = true",
     );
+    if (c.cniBinDir) set(`${runtime}.cni`, `bin_dir = ${toml(c.cniBinDir)}`);
+    if (c.cniConfDir) set(`${runtime}.cni`, `conf_dir = ${toml(c.cniConfDir)}`, "max_conf_num = 1");
+    // 2.x takes the snapshotter from the images plugin only.
+    if (!v3) set(`${runtime}.containerd`, `snapshotter = ${toml(o.snapshotter)}`);
+    set(`${runtime}.containerd`, `default_runtime_name = "runc"`);
+    set(`${runtime}.containerd.runtimes.runc`, `runtime_type = "io.containerd.runc.v2"`);
+    set(`${runtime}.containerd.runtimes.runc.options`, `Root = ${toml(`${o.dir}/runc`)}`);
+    set(`${runtime}.containerd.runtimes.wasmtime`, `runtime_type = "io.containerd.wasmtime.v1"`);
+    for (const [table, kv] of tables) lines.push("", `[${table}]`, ...kv);
   }
   if (o.extra) lines.push("", o.extra);
   return lines.join("\n") + "\n";
@@ -411,11 +520,14 @@ function pidAlive(pid: number): boolean {
  * package name if containerd or ctr is missing.
  */
 export async function startContainerd(opts: ContainerdOptions = {}): Promise<Containerd> {
-  for (const [bin, what] of [[CONTAINERD_BIN, "containerd"], ["/usr/bin/ctr", "ctr"]]) {
+  for (const [bin, what] of [[CONTAINERD_BIN, "containerd"], [CTR_BIN, "ctr"]]) {
     if (!(await exists(bin))) {
       throw new Error(
-        `${what} not found at ${bin}: the e2e tests need Debian's containerd; ` +
-          `install it with 'apt-get install -y containerd runc'`,
+        CONTAINERD_DIR === "/usr/bin"
+          ? `${what} not found at ${bin}: the e2e tests need Debian's containerd; ` +
+            `install it with 'apt-get install -y containerd runc'`
+          : `${what} not found at ${bin} (E2E_CONTAINERD=${Deno.env.get("E2E_CONTAINERD")}): ` +
+            `run 'bash scripts/setup.sh' as root to fetch it`,
       );
     }
   }
@@ -447,7 +559,8 @@ export async function startContainerd(opts: ContainerdOptions = {}): Promise<Con
       dir,
       address,
       ttrpc: ttrpcAddress,
-      cri: opts.cri ?? false,
+      major: (await containerdVersion()).major,
+      cri: opts.cri === true ? {} : opts.cri || undefined,
       snapshotter,
       logLevel: opts.logLevel ?? "debug",
       extra: opts.extraConfig ?? "",
@@ -457,6 +570,9 @@ export async function startContainerd(opts: ContainerdOptions = {}): Promise<Con
   const startedAt = Date.now();
   const pathEnv = [
     opts.shimBinDir,
+    // A caller that gives the PATH (a node without some tools) gets exactly that,
+    // plus the directory of a containerd release other than the system's.
+    opts.path !== undefined && CONTAINERD_DIR === "/usr/bin" ? "" : CONTAINERD_DIR,
     opts.path ?? Deno.env.get("PATH") ?? "/usr/local/bin:/usr/bin:/bin",
   ]
     .filter(Boolean).join(":");
@@ -567,7 +683,7 @@ export async function startContainerd(opts: ContainerdOptions = {}): Promise<Con
   };
 
   const ctr = (args: string[], o: CtrOptions = {}) =>
-    run("ctr", [
+    run(CTR_BIN, [
       "--address",
       address,
       "--namespace",
@@ -682,7 +798,7 @@ export async function startContainerd(opts: ContainerdOptions = {}): Promise<Con
         );
       }
       if (await exists(address)) {
-        const v = await run("ctr", [...baseArgs, "version"], { timeoutMs: 5_000 });
+        const v = await run(CTR_BIN, [...baseArgs, "version"], { timeoutMs: 5_000 });
         if (v.code === 0) break;
       }
       if (Date.now() > deadline) {

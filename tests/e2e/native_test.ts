@@ -14,7 +14,7 @@ import { buildImage, type LayerFile } from "../../src/oci/image.ts";
 import { SHARED_GROUP } from "../../src/shim/group.ts";
 import { socketPath } from "../../src/shim/socket_path.ts";
 import { detectCgroupVersion } from "../../src/cgroup/cgroup.ts";
-import { type Containerd, startContainerd } from "./harness.ts";
+import { type Containerd, CTR_BIN, startContainerd } from "./harness.ts";
 import { fixture, installShim } from "./shim_install.ts";
 import { parentOf, removeTask, waitStatus } from "./ctr_util.ts";
 
@@ -220,7 +220,7 @@ Deno.test({
   ...opts,
   async fn() {
     const { cd } = await setup();
-    const events = new Deno.Command("ctr", {
+    const events = new Deno.Command(CTR_BIN, {
       args: ["--address", cd.address, "events"],
       stdout: "piped",
       stderr: "null",

@@ -5,7 +5,7 @@
 
 import assert from "node:assert/strict";
 import { buildImage } from "../../src/oci/image.ts";
-import { type Containerd, startContainerd } from "./harness.ts";
+import { type Containerd, CTR_BIN, startContainerd } from "./harness.ts";
 import { fixture, installShim } from "./shim_install.ts";
 import { waitStatus } from "./ctr_util.ts";
 
@@ -222,7 +222,7 @@ Deno.test({
   ...opts,
   async fn() {
     const { cd } = await setup();
-    const events = new Deno.Command("ctr", {
+    const events = new Deno.Command(CTR_BIN, {
       args: ["--address", cd.address, "events"],
       stdout: "piped",
       stderr: "null",

@@ -62,6 +62,8 @@ export function guestDenoFlags(req: GuestPermissions): string[] {
   // jco and preview2-shim read the environment when they load; the runner's own env
   // is cleared (denoEnv), so only Deno's variables could be read through this.
   if (req.kind === "component") flags.push("--allow-env");
+  // The container setup (mount(2), setresuid(2), … through libc; container_setup.ts).
+  flags.push("--allow-ffi");
   if (req.net === true) flags.push("--allow-net");
   else if (req.net && req.net.length > 0) flags.push(allowList("allow-net", req.net));
   return flags;

@@ -468,11 +468,13 @@ Deno.test("guestDenoFlags grants the rootfs and stdio, the cache to components, 
   assert.deepEqual(guestDenoFlags({ ...base, kind: "module", cacheDir: "/cache" }), [
     "--allow-read=/b/rootfs,/dev/null,/f/out,/f/err",
     "--allow-write=/b/rootfs,/dev/null,/f/out,/f/err",
+    "--allow-ffi",
   ]);
   assert.deepEqual(guestDenoFlags({ ...base, kind: "component", cacheDir: "/cache", net: true }), [
     `--allow-read=/b/rootfs,/dev/null,/f/out,/f/err,/cache,${nodeModules},${src}`,
     "--allow-write=/b/rootfs,/dev/null,/f/out,/f/err,/cache",
     "--allow-env",
+    "--allow-ffi",
     "--allow-net",
   ]);
   assert.deepEqual(

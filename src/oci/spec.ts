@@ -64,12 +64,16 @@ export function parseUser(raw: unknown, where: string): SpecUser {
   const extra = user.additionalGids ?? [];
   if (!isId(uid)) {
     throw invalidArgument(
-      `OCI spec ${where}: process.user.uid ${JSON.stringify(uid)} is not a valid uid (0..${MAX_ID})`,
+      `OCI spec ${where}: process.user.uid ${
+        JSON.stringify(uid)
+      } is not a valid uid (0..${MAX_ID})`,
     );
   }
   if (!isId(gid)) {
     throw invalidArgument(
-      `OCI spec ${where}: process.user.gid ${JSON.stringify(gid)} is not a valid gid (0..${MAX_ID})`,
+      `OCI spec ${where}: process.user.gid ${
+        JSON.stringify(gid)
+      } is not a valid gid (0..${MAX_ID})`,
     );
   }
   if (!Array.isArray(extra) || !extra.every(isId)) {

@@ -158,7 +158,7 @@ export function mkdir(path: string, mode: number): void {
 /** The mode bits (type and permissions) of `path`, following symlinks (statx(2)). */
 export function statMode(path: string): number {
   const buf = new Uint8Array(256);
-  if (libc().statx(AT_FDCWD, cstr(path), 0, 2 /* STATX_MODE */, buf) !== 0) {
+  if (libc().statx(AT_FDCWD, cstr(path), 0, 2, /* STATX_MODE */ buf) !== 0) {
     throw new SyscallError("statx", errno(), path);
   }
   return new DataView(buf.buffer).getUint16(28, true);

@@ -127,7 +127,13 @@ function makeMount(root: string, setup: ContainerSetup, m: PlannedMount): string
     return target;
   }
   if (m.fd !== undefined) attach(setup.serverPid, m.fd, target);
-  else mount(m.source, target, null, MountFlag.MS_BIND | (m.recursive ? MountFlag.MS_REC : 0), null);
+  else {mount(
+      m.source,
+      target,
+      null,
+      MountFlag.MS_BIND | (m.recursive ? MountFlag.MS_REC : 0),
+      null,
+    );}
   if (m.flags !== 0) {
     mount(null, target, null, MountFlag.MS_REMOUNT | MountFlag.MS_BIND | m.flags, null);
   }

@@ -41,6 +41,7 @@ function setup() {
     await Deno.mkdir(`${tmp}/data`, { mode: 0o777 });
     await Deno.chmod(`${tmp}/data`, 0o777);
     await Deno.writeTextFile(`${tmp}/single`, "a single file\n");
+    await Deno.writeTextFile(`${tmp}/hosts`, "10.9.8.7 backend.test\n");
     await Deno.chmod(tmp, 0o755);
     return { cd, image: built.reference, tmp };
   })();
@@ -201,7 +202,8 @@ Deno.test({
 });
 
 Deno.test({
-  name: "mounts are never seen on the node while the guest runs",
+  name:
+    "mounts are never seen on the node while the guest runs; the runner resolves with the pod's /etc/hosts",
   ...opts,
   async fn() {
     const { cd, image, tmp } = await setup();
@@ -212,6 +214,7 @@ Deno.test({
       "--runtime",
       RUNTIME,
       ...bind(`${tmp}/conf`, "/conf", "rbind:ro"),
+      ...bind(`${tmp}/hosts`, "/etc/hosts", "rbind:ro"),
       image,
       id,
       "/probe.wasm",
@@ -225,6 +228,13 @@ Deno.test({
       assert.deepEqual(ours, []);
       const slots = info.split("\n").filter((l) => l.includes(`${cd.dir}/slots`));
       assert.deepEqual(slots, []);
+      // The runner's own /etc/hosts is the container's (pod name resolution).
+      const ls = await cd.ctr(["task", "ls"]);
+      const pid = ls.stdout.split("\n").find((l) => l.startsWith(id))?.split(/\s+/)[1];
+      assert.equal(
+        await Deno.readTextFile(`/proc/${pid}/root/etc/hosts`),
+        "10.9.8.7 backend.test\n",
+      );
     } finally {
       await cd.ctr(["task", "kill", "-s", "SIGKILL", id]);
       await cd.ctr(["task", "delete", "-f", id]);

@@ -30,6 +30,7 @@ import { PREVIEW1_FUNCTIONS, WASI_PREVIEW1 } from "./preview1/abi.ts";
 import { Preview1Host, ProcExit } from "./preview1/host.ts";
 import { warmUpPreview1 } from "./preview1/warmup.ts";
 import { writeAllSync } from "../sys/write_all.ts";
+import { loadLibc } from "../sys/libc.ts";
 import {
   DEV_NULL,
   EXIT_NOT_READY,
@@ -310,6 +311,12 @@ export async function runGuestMain(args: readonly string[] = []): Promise<number
     warmUpPreview1();
   } catch (err) {
     log(`warm-up: ${describeFailure(err)}`);
+  }
+  // libc through FFI, for the container setup (~5 ms to bind its symbols).
+  try {
+    loadLibc();
+  } catch (err) {
+    log(`libc: ${describeFailure(err)}`);
   }
   writeAllSync(Deno.stdout, encoder.encode(IDLE_MESSAGE + "\n"));
   const lines = new StdinLines();

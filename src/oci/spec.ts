@@ -24,6 +24,93 @@ export interface OciSpec {
   cgroupsPath?: string;
   /** `linux.resources`: the limits the shim applies to the task's cgroup. */
   resources?: LinuxResources;
+  /** `mounts`, in spec order (see `mounts.ts` for what a wasm guest gets of them). */
+  mounts?: SpecMount[];
+  /** `process.user`: who the guest is (uid 0, gid 0 when absent). */
+  user?: SpecUser;
+}
+
+/** One entry of the spec's `mounts`. */
+export interface SpecMount {
+  destination: string;
+  type: string;
+  source: string;
+  options: string[];
+}
+
+/** The spec's `process.user`, numeric as the runtime spec has it. */
+export interface SpecUser {
+  uid: number;
+  gid: number;
+  additionalGids: number[];
+}
+
+/** Largest valid uid/gid: 2^32-1 is `(uid_t)-1`, "no change" for setresuid(2). */
+const MAX_ID = 0xfffffffe;
+
+function isId(v: unknown): v is number {
+  return typeof v === "number" && Number.isInteger(v) && v >= 0 && v <= MAX_ID;
+}
+
+/** Validates `process.user`. @throws {ShimError} INVALID_ARGUMENT naming the field */
+export function parseUser(raw: unknown, where: string): SpecUser {
+  if (raw === undefined || raw === null) return { uid: 0, gid: 0, additionalGids: [] };
+  if (typeof raw !== "object" || Array.isArray(raw)) {
+    throw invalidArgument(`OCI spec ${where}: process.user is not an object`);
+  }
+  const user = raw as Record<string, unknown>;
+  const uid = user.uid ?? 0;
+  const gid = user.gid ?? 0;
+  const extra = user.additionalGids ?? [];
+  if (!isId(uid)) {
+    throw invalidArgument(
+      `OCI spec ${where}: process.user.uid ${
+        JSON.stringify(uid)
+      } is not a valid uid (0..${MAX_ID})`,
+    );
+  }
+  if (!isId(gid)) {
+    throw invalidArgument(
+      `OCI spec ${where}: process.user.gid ${
+        JSON.stringify(gid)
+      } is not a valid gid (0..${MAX_ID})`,
+    );
+  }
+  if (!Array.isArray(extra) || !extra.every(isId)) {
+    throw invalidArgument(
+      `OCI spec ${where}: process.user.additionalGids ${JSON.stringify(extra)} are not valid gids`,
+    );
+  }
+  return { uid, gid, additionalGids: extra };
+}
+
+/** Validates the spec's `mounts` (shape only; `mounts.ts` plans them). */
+export function parseMounts(raw: unknown, where: string): SpecMount[] {
+  if (raw === undefined || raw === null) return [];
+  if (!Array.isArray(raw)) throw invalidArgument(`OCI spec ${where}: mounts is not an array`);
+  return raw.map((m: Record<string, unknown> | null, i) => {
+    const name = `OCI spec ${where}: mounts[${i}]`;
+    if (typeof m !== "object" || m === null) throw invalidArgument(`${name} is not an object`);
+    if (typeof m.destination !== "string" || m.destination === "") {
+      throw invalidArgument(`${name} has no destination`);
+    }
+    const options = m.options ?? [];
+    if (!isStringArray(options)) {
+      throw invalidArgument(`${name} (${m.destination}): options must be strings`);
+    }
+    if (m.type !== undefined && typeof m.type !== "string") {
+      throw invalidArgument(`${name} (${m.destination}): type must be a string`);
+    }
+    if (m.source !== undefined && typeof m.source !== "string") {
+      throw invalidArgument(`${name} (${m.destination}): source must be a string`);
+    }
+    return {
+      destination: m.destination,
+      type: (m.type as string | undefined) ?? "",
+      source: (m.source as string | undefined) ?? "",
+      options,
+    };
+  });
 }
 
 /**
@@ -152,6 +239,8 @@ export function parseSpec(raw: unknown, where: string): OciSpec {
     resources: linux.resources === undefined
       ? undefined
       : parseLinuxResources(linux.resources, `OCI spec ${where}: linux.resources`),
+    mounts: parseMounts(spec.mounts, where),
+    user: parseUser(process.user, where),
   };
 }
 

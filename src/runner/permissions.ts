@@ -61,8 +61,10 @@ export function guestDenoFlags(req: GuestPermissions): string[] {
   const flags = [allowList("allow-read", [...paths, ...readOnly]), allowList("allow-write", paths)];
   // jco and preview2-shim read the environment when they load; the runner's own env
   // is cleared (denoEnv), so only Deno's variables could be read through this.
-  // --allow-ffi: memory images (memfd, mmap, madvise in libc); without it they are copied.
-  if (req.kind === "component") flags.push("--allow-env", "--allow-ffi");
+  if (req.kind === "component") flags.push("--allow-env");
+  // The container setup (mount(2), setresuid(2), … through libc; container_setup.ts), and
+  // for components the memory images (memfd, mmap, madvise).
+  flags.push("--allow-ffi");
   if (req.net === true) flags.push("--allow-net");
   else if (req.net && req.net.length > 0) flags.push(allowList("allow-net", req.net));
   return flags;

@@ -7,13 +7,15 @@
  * name only that slot (plus the component cache and the npm packages it loads):
  *
  * ```
- * <slot root>/<server pid>-<n>/rootfs   the container's rootfs is bind-mounted here
+ * <slot root>/<server pid>-<n>/rootfs   the container's rootfs is attached here (runner's namespace)
  * <slot root>/<server pid>-<n>/io/      symlinks to the container's stdout/stderr FIFOs
  * ```
  *
- * At Create the server bind-mounts the container's rootfs onto the slot and links
- * its stdio FIFOs there, then hands the runner the guest with paths inside the slot.
- * When the runner exits, the bind mount comes off and the slot is removed. The
+ * At Create the server links the container's stdio FIFOs into the slot and hands the
+ * runner the guest with paths inside the slot; the runner attaches a detached copy
+ * of the container's rootfs (the server's `open_tree(2)` descriptor) onto the slot's
+ * `rootfs` in its own mount namespace, so nothing is mounted on the node. When the
+ * runner exits, the slot is removed. The
  * bundle records its slot (`<bundle>/slot`) so that the `delete` action can clean
  * up after a server that died.
  *
@@ -35,7 +37,6 @@
  * @module
  */
 
-import { mount, MS_BIND, MS_REC } from "../sys/libc.ts";
 import type { WasmKind } from "../wasm/detect.ts";
 import { allowList, APP_SRC, NODE_MODULES } from "./permissions.ts";
 import { discardRunner, type Runner, spawnRunner } from "./spawn.ts";
@@ -156,6 +157,7 @@ export class RunnerPool {
         allowList("allow-read", [...rw, NODE_MODULES, APP_SRC]),
         allowList("allow-write", rw),
         "--allow-env",
+        "--allow-ffi", // the container setup (src/wasm/container_setup.ts)
       ];
       const runner = spawnRunner(
         `${SLOT_PREFIX}${name}`,
@@ -181,13 +183,15 @@ export class RunnerPool {
 
   /**
    * Hands a warm runner to the guest `cfg` if one fits (same network namespace; a
-   * guest that needs the network gets a runner of its own), bind-mounting its rootfs
-   * and linking its stdio into the slot, and starts a replacement (which loads the
+   * guest that needs the network gets a runner of its own, as does one without a
+   * rootfs descriptor), linking its stdio into the slot, and starts a replacement (which loads the
    * component host ahead if `kind` is "component"). Returns undefined when none fits
    * or the slot cannot be prepared.
    */
   take(cfg: GuestConfig, net: unknown, kind?: WasmKind): PooledRunner | undefined {
-    if (this.#closed || net) return undefined;
+    // The runner's mount namespace is its own (since before this container existed):
+    // it attaches a detached copy of the rootfs the server made (container_setup.ts).
+    if (this.#closed || net || cfg.container?.rootfsFd === undefined) return undefined;
     if (kind !== undefined) this.#preloadComponent = kind === "component";
     const list = this.#idle.get(cfg.netns ?? "");
     const idle = list?.shift();
@@ -214,7 +218,6 @@ export class RunnerPool {
       void this.#free(idle);
     };
     try {
-      mount(cfg.rootfs, rootfs, null, MS_BIND | MS_REC, null);
       const stdout = link("stdout", cfg.stdout);
       const stderr = link("stderr", cfg.stderr);
       if (cfg.bundle) Deno.writeTextFileSync(bundlePath(cfg.bundle, BundleFile.SLOT), slot);

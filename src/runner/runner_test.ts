@@ -469,6 +469,7 @@ Deno.test("guestDenoFlags grants the rootfs and stdio, the cache to components, 
   assert.deepEqual(guestDenoFlags({ ...base, kind: "module", cacheDir: "/cache" }), [
     "--allow-read=/b/rootfs,/dev/null,/f/out,/f/err",
     "--allow-write=/b/rootfs,/dev/null,/f/out,/f/err",
+    "--allow-ffi",
   ]);
   assert.deepEqual(guestDenoFlags({ ...base, kind: "component", cacheDir: "/cache", net: true }), [
     `--allow-read=/b/rootfs,/dev/null,/f/out,/f/err,/cache,${nodeModules},${src}`,

@@ -17,6 +17,7 @@ import {
   selfCommand,
 } from "../sys/self_exec.ts";
 import { PRELOAD_COMPONENT_ARG, RUNNER_ACTION } from "../wasm/runner_protocol.ts";
+import { RUNNER_CAP_NAMES } from "../wasm/container_setup.ts";
 
 /**
  * V8 options of every runner, by default: the garbage collector works on the thread
@@ -62,15 +63,50 @@ export const STDERR_TAIL_LINES = 10;
 /** Where util-linux `nsenter` is looked for when not on PATH. */
 const NSENTER_DIRS = ["/usr/bin", "/bin", "/usr/sbin", "/sbin"];
 
-/** Finds util-linux `nsenter`. */
-function findNsenter(): string {
+const found = new Map<string, string>();
+
+/** Finds a util-linux tool (`nsenter`, `unshare`, `setpriv`), once. */
+function findTool(name: string, why: string): string {
+  const known = found.get(name);
+  if (known !== undefined) return known;
   const path = Deno.env.get("PATH") ?? "";
   for (const dir of [...path.split(":").filter((d) => d.startsWith("/")), ...NSENTER_DIRS]) {
-    if (isFile(`${dir}/nsenter`)) return `${dir}/nsenter`;
+    if (isFile(`${dir}/${name}`)) {
+      found.set(name, `${dir}/${name}`);
+      return `${dir}/${name}`;
+    }
   }
-  throw failedPrecondition(
-    "the spec asks for a network namespace, but nsenter (util-linux) is not installed",
+  throw failedPrecondition(`${why}, but ${name} (util-linux) is not installed`);
+}
+
+/** Finds util-linux `nsenter`. */
+function findNsenter(): string {
+  return findTool("nsenter", "the spec asks for a network namespace");
+}
+
+/**
+ * The commands a runner starts under, before Deno: `[nsenter --net=<netns>]`, then
+ * `unshare --mount --propagation private` (its own mount namespace: what it mounts
+ * for its container is never seen on the node, and goes with it), then `setpriv`
+ * (`no_new_privs`, no inheritable capabilities, and a bounding set — hence, for
+ * root, a permitted set — of {@linkcode RUNNER_CAP_NAMES} only). Each execs the
+ * next: the runner keeps one pid. What the runner then sets up for its container is
+ * `src/wasm/container_setup.ts`.
+ *
+ * @throws {ShimError} FAILED_PRECONDITION naming a tool the node lacks
+ */
+export function runnerPrefix(netns: string | undefined): string[] {
+  const prefix = netns ? [findNsenter(), `--net=${netns}`, "--"] : [];
+  const why = "a guest runner needs its own mount namespace";
+  prefix.push(findTool("unshare", why), "--mount", "--propagation", "private", "--");
+  prefix.push(
+    findTool("setpriv", why),
+    "--no-new-privs",
+    "--inh-caps=-all",
+    `--bounding-set=-all,${RUNNER_CAP_NAMES.map((c) => `+${c}`).join(",")}`,
+    "--",
   );
+  return prefix;
 }
 
 /** Yields the lines of a byte stream (a last unterminated line too). */
@@ -112,9 +148,8 @@ export function spawnRunner(
   // --unstable-net: several HTTP listeners on one port (reusePort) for wasi:http.
   const args = [id, ...(preloadComponent ? [PRELOAD_COMPONENT_ARG] : [])];
   const self = runnerCommand(args, ["--unstable-net", ...v8Flags(log), ...flags]);
-  const command = netns
-    ? { cmd: findNsenter(), args: [`--net=${netns}`, "--", self.cmd, ...self.args] }
-    : self;
+  const [cmd, ...rest] = [...runnerPrefix(netns), self.cmd, ...self.args];
+  const command = { cmd, args: rest };
   const child = new Deno.Command(command.cmd, {
     args: command.args,
     clearEnv: true,

@@ -26,6 +26,21 @@ const SYMBOLS = {
   mmap: { parameters: ["pointer", "usize", "i32", "i32", "i32", "i64"], result: "pointer" },
   madvise: { parameters: ["pointer", "usize", "i32"], result: "i32" },
   __errno_location: { parameters: [], result: "pointer" },
+  mkdir: { parameters: ["buffer", "u32"], result: "i32" },
+  statx: { parameters: ["i32", "buffer", "i32", "u32", "buffer"], result: "i32" },
+  setgroups: { parameters: ["usize", "buffer"], result: "i32" },
+  setresuid: { parameters: ["u32", "u32", "u32"], result: "i32" },
+  setresgid: { parameters: ["u32", "u32", "u32"], result: "i32" },
+  // Calls without a glibc wrapper, through syscall(2) (x86-64 and arm64 numbers below).
+  sys_open_tree: { name: "syscall", parameters: ["i64", "i32", "buffer", "u32"], result: "i64" },
+  sys_move_mount: {
+    name: "syscall",
+    parameters: ["i64", "i32", "buffer", "i32", "buffer", "u32"],
+    result: "i64",
+  },
+  sys_pidfd_open: { name: "syscall", parameters: ["i64", "i32", "u32"], result: "i64" },
+  sys_pidfd_getfd: { name: "syscall", parameters: ["i64", "i32", "i32", "u32"], result: "i64" },
+  sys_capset: { name: "syscall", parameters: ["i64", "buffer", "buffer"], result: "i64" },
   strerror: { parameters: ["i32"], result: "pointer" },
 } as const;
 
@@ -34,6 +49,14 @@ let lib: Deno.DynamicLibrary<typeof SYMBOLS> | undefined;
 function libc(): Deno.DynamicLibrary<typeof SYMBOLS>["symbols"] {
   lib ??= Deno.dlopen("libc.so.6", SYMBOLS);
   return lib.symbols;
+}
+
+/**
+ * Opens the library ahead (binding its symbols costs ~4-5 ms of CPU): a warm guest
+ * runner does it before it says it is idle, off its container's start.
+ */
+export function loadLibc(): void {
+  libc();
 }
 
 /** A failed system call, with its errno. */
@@ -58,6 +81,7 @@ export const Errno = {
   EAGAIN: 11,
   EBUSY: 16,
   EINVAL: 22,
+  EROFS: 30,
 } as const;
 
 function cstr(s: string | null): Uint8Array<ArrayBuffer> | null {
@@ -83,6 +107,116 @@ export function mount(
   }
 }
 
+/** Syscall numbers (the same on x86-64 and arm64 from 424 on). */
+const SYS = {
+  open_tree: 428n,
+  move_mount: 429n,
+  pidfd_open: 434n,
+  pidfd_getfd: 438n,
+  capset: Deno.build.arch === "aarch64" ? 91n : 126n,
+} as const;
+
+/** open_tree(2) flags: a detached copy, of the submounts too, closed on exec. */
+const OPEN_TREE_CLONE = 1;
+const AT_RECURSIVE = 0x8000;
+const AT_EMPTY_PATH = 0x1000;
+const O_CLOEXEC = 0o2000000;
+/** move_mount(2) flag: the source is the descriptor itself. */
+const MOVE_MOUNT_F_EMPTY_PATH = 4;
+const AT_FDCWD = -100;
+
+/**
+ * open_tree(2) with OPEN_TREE_CLONE: a descriptor of a detached copy of the mount at
+ * `path` (with its submounts if `recursive`), which `move_mount` attaches anywhere,
+ * in any mount namespace, until it is closed. `path` may be relative to `dirfd`.
+ */
+export function openTree(path: string, recursive: boolean, dirfd = AT_FDCWD): number {
+  const flags = OPEN_TREE_CLONE | O_CLOEXEC | (recursive ? AT_RECURSIVE : 0) |
+    (path === "" ? AT_EMPTY_PATH : 0);
+  const fd = Number(libc().sys_open_tree(SYS.open_tree, dirfd, cstr(path), flags));
+  if (fd < 0) throw new SyscallError("open_tree", errno(), path || `fd ${dirfd}`);
+  return fd;
+}
+
+/** move_mount(2): attaches the detached mount `fd` at `target`. */
+export function moveMount(fd: number, target: string): void {
+  const r = libc().sys_move_mount(
+    SYS.move_mount,
+    fd,
+    cstr(""),
+    AT_FDCWD,
+    cstr(target),
+    MOVE_MOUNT_F_EMPTY_PATH,
+  );
+  if (Number(r) !== 0) throw new SyscallError("move_mount", errno(), `fd ${fd} on ${target}`);
+}
+
+/** A copy of descriptor `fd` of process `pid` (pidfd_open(2), pidfd_getfd(2)). */
+export function takeFd(pid: number, fd: number): number {
+  const pidfd = Number(libc().sys_pidfd_open(SYS.pidfd_open, pid, 0));
+  if (pidfd < 0) throw new SyscallError("pidfd_open", errno(), `pid ${pid}`);
+  try {
+    const got = Number(libc().sys_pidfd_getfd(SYS.pidfd_getfd, pidfd, fd, 0));
+    if (got < 0) throw new SyscallError("pidfd_getfd", errno(), `fd ${fd} of pid ${pid}`);
+    return got;
+  } finally {
+    close(pidfd);
+  }
+}
+
+/** mkdir(2). @throws {SyscallError} (EEXIST too) */
+export function mkdir(path: string, mode: number): void {
+  if (libc().mkdir(cstr(path), mode) !== 0) throw new SyscallError("mkdir", errno(), path);
+}
+
+/** The mode bits (type and permissions) of `path`, following symlinks (statx(2)). */
+export function statMode(path: string): number {
+  const buf = new Uint8Array(256);
+  if (libc().statx(AT_FDCWD, cstr(path), 0, 2, /* STATX_MODE */ buf) !== 0) {
+    throw new SyscallError("statx", errno(), path);
+  }
+  return new DataView(buf.buffer).getUint16(28, true);
+}
+
+/** setgroups(2) (glibc applies it to every thread of the process). */
+export function setgroups(gids: readonly number[]): void {
+  const list = new Uint32Array(gids.length === 0 ? 1 : gids.length);
+  list.set(gids);
+  if (libc().setgroups(BigInt(gids.length), new Uint8Array(list.buffer)) !== 0) {
+    throw new SyscallError("setgroups", errno(), gids.join(","));
+  }
+}
+
+/** setresgid(2) with all three ids (every thread, through glibc). */
+export function setresgid(gid: number): void {
+  if (libc().setresgid(gid, gid, gid) !== 0) throw new SyscallError("setresgid", errno(), `${gid}`);
+}
+
+/** setresuid(2) with all three ids (every thread, through glibc). */
+export function setresuid(uid: number): void {
+  if (libc().setresuid(uid, uid, uid) !== 0) throw new SyscallError("setresuid", errno(), `${uid}`);
+}
+
+/**
+ * capset(2) of the calling thread: effective and permitted become `caps` (bit
+ * numbers), inheritable none.
+ */
+export function capsetSelf(caps: readonly number[]): void {
+  const header = new Uint32Array([0x20080522, 0]); // _LINUX_CAPABILITY_VERSION_3, this thread
+  const data = new Uint32Array(6); // two {effective, permitted, inheritable}
+  for (const cap of caps) {
+    const word = cap >> 5, bit = 1 << (cap & 31);
+    data[word * 3] |= bit;
+    data[word * 3 + 1] |= bit;
+  }
+  const r = libc().sys_capset(
+    SYS.capset,
+    new Uint8Array(header.buffer),
+    new Uint8Array(data.buffer),
+  );
+  if (Number(r) !== 0) throw new SyscallError("capset", errno(), caps.join(","));
+}
+
 /** umount2(2) flag: lazy unmount. */
 export const MNT_DETACH = 2;
 /** mount(2) flag: a bind mount. */
@@ -99,6 +233,11 @@ export function umount2(target: string, flags: number): void {
 
 /** prctl option: become the subreaper of orphaned descendants. */
 export const PR_SET_CHILD_SUBREAPER = 36;
+
+/** prctl option: no privileges gained by execve (setuid files, file capabilities). */
+export const PR_SET_NO_NEW_PRIVS = 38;
+/** prctl option: drop a capability from the thread's bounding set. */
+export const PR_CAPBSET_DROP = 24;
 
 /** prctl(2) with one argument. */
 export function prctl(option: number, arg: number): void {

@@ -13,6 +13,9 @@ import { createRuncGuest, type NativeGuestOptions } from "../native/runc_guest.t
 import { createRunnerGuest, type RunnerGuestOptions } from "../runner/guest.ts";
 import { detectKind, HEADER_LENGTH } from "../wasm/detect.ts";
 import type { Guest, GuestConfig } from "./guest.ts";
+import { type ContainerSetup, planMounts } from "../oci/mounts.ts";
+import { close, openTree } from "../sys/libc.ts";
+import { invalidArgument } from "../errdefs/errors.ts";
 
 /** Options of {@linkcode createGuest}. */
 export interface CreateGuestOptions extends RunnerGuestOptions {
@@ -64,5 +67,58 @@ export async function createGuest(
       ...options.native,
     });
   }
-  return createRunnerGuest(cfg, entry, detectKind(header, entry.guestPath), options);
+  const setup = openContainerSetup(cfg);
+  try {
+    return await createRunnerGuest(
+      { ...cfg, container: setup },
+      entry,
+      detectKind(header, entry.guestPath),
+      options,
+    );
+  } finally {
+    // The runner took its copies (pidfd_getfd) before it answered, or is gone.
+    closeContainerSetup(setup);
+  }
+}
+
+/**
+ * Plans the spec's mounts for a wasm guest's runner and makes the detached copies it
+ * attaches (`open_tree(2)`: the rootfs and each bind source, as the node has them
+ * now). Undefined for a config without a spec's mounts or user (unit tests).
+ *
+ * @throws {ShimError} INVALID_ARGUMENT naming a bad entry; nothing is left open
+ */
+export function openContainerSetup(cfg: GuestConfig): ContainerSetup | undefined {
+  if (cfg.mounts === undefined && cfg.user === undefined && cfg.readonlyRoot === undefined) {
+    return undefined;
+  }
+  const mounts = planMounts(cfg.mounts ?? [], `container ${cfg.id}`);
+  const setup: ContainerSetup = {
+    mounts,
+    readonlyRoot: cfg.readonlyRoot === true,
+    user: cfg.user ?? { uid: 0, gid: 0, additionalGids: [] },
+    serverPid: Deno.pid,
+  };
+  try {
+    setup.rootfsFd = openTree(cfg.rootfs, true);
+    for (const m of mounts) {
+      if (m.kind !== "bind") continue;
+      try {
+        m.fd = openTree(m.source, m.recursive);
+      } catch (err) {
+        throw invalidArgument(`container ${cfg.id}: ${m.name}: ${(err as Error).message}`);
+      }
+    }
+  } catch (err) {
+    closeContainerSetup(setup);
+    throw err;
+  }
+  return setup;
+}
+
+/** Closes the descriptors of {@linkcode openContainerSetup}. */
+export function closeContainerSetup(setup: ContainerSetup | undefined): void {
+  if (setup === undefined) return;
+  if (setup.rootfsFd !== undefined) close(setup.rootfsFd);
+  for (const m of setup.mounts) if (m.fd !== undefined) close(m.fd);
 }

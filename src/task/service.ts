@@ -264,6 +264,9 @@ export class TaskService {
           stdout: req.stdout,
           stderr: req.stderr,
           netns: spec.netns,
+          mounts: spec.mounts,
+          user: spec.user,
+          readonlyRoot: spec.root.readonly,
           cacheDir: this.#deps.cacheDir,
           onPid,
         });

@@ -7,6 +7,9 @@
  * @module
  */
 
+import type { ContainerSetup } from "../oci/mounts.ts";
+import type { SpecMount, SpecUser } from "../oci/spec.ts";
+
 /** What the OCI spec and Create request say about one guest. */
 export interface GuestConfig {
   /** Container id (for logs and error messages). */
@@ -29,6 +32,17 @@ export interface GuestConfig {
   stderr: string;
   /** Path of a network namespace to run in (from `linux.namespaces`), if any. */
   netns?: string;
+  /** The spec's `mounts` (planned for a wasm guest into {@linkcode container}). */
+  mounts?: SpecMount[];
+  /** The spec's `process.user`. */
+  user?: SpecUser;
+  /** The spec's `root.readonly`. */
+  readonlyRoot?: boolean;
+  /**
+   * What the runner sets up before the guest runs (mounts, devices, user; see
+   * `container_setup.ts`). Without it, the runner runs the guest as it is.
+   */
+  container?: ContainerSetup;
   /** Directory where the runner may keep caches (transpiled components, …). */
   cacheDir?: string;
   /**

@@ -30,6 +30,7 @@ import { PREVIEW1_FUNCTIONS, WASI_PREVIEW1 } from "./preview1/abi.ts";
 import { Preview1Host, ProcExit } from "./preview1/host.ts";
 import { warmUpPreview1 } from "./preview1/warmup.ts";
 import { writeAllSync } from "../sys/write_all.ts";
+import { loadLibc } from "../sys/libc.ts";
 import {
   DEV_NULL,
   EXIT_NOT_READY,
@@ -40,6 +41,7 @@ import {
   START_LINE,
 } from "./runner_protocol.ts";
 import type { GuestInit } from "./guest_init.ts";
+import { becomeGuestUser, mountContainer } from "./container_setup.ts";
 
 export { WASI_PREVIEW1 };
 
@@ -186,11 +188,14 @@ export function describeFailure(err: unknown): string {
   return `wasm host error: ${message}`;
 }
 
-/** Runs a compiled core module as a WASI preview1 guest; returns its exit code. */
-function runModule(init: GuestInit, module: WebAssembly.Module): number {
+/**
+ * Runs a compiled core module as a WASI preview1 guest; returns its exit code. `opened`
+ * is the stdio if it was opened ahead (before the runner became the spec's user).
+ */
+function runModule(init: GuestInit, module: WebAssembly.Module, opened?: Stdio): number {
   let stdio: Stdio;
   try {
-    stdio = openStdio(init);
+    stdio = opened ?? openStdio(init);
   } catch (err) {
     log((err as Error).message);
     return EXIT_TRAP;
@@ -266,6 +271,13 @@ async function prepare(init: GuestInit): Promise<Run> {
     throw new Error(`cannot read ${path} (${init.hostPath}): ${(err as Error).message}`);
   }
   if (detectKind(bytes, path) === "component") {
+    if (init.container && init.container.user.uid !== 0) {
+      // The component host opens the stdio FIFOs (root's) by path, from its threads too.
+      throw invalidArgument(
+        `process.user uid ${init.container.user.uid}: components run as uid 0 only so far ` +
+          `(preview1 modules run as any uid)`,
+      );
+    }
     const { prepareComponent } = await loadComponentHost();
     const run = await prepareComponent(init, bytes);
     return () => run();
@@ -278,7 +290,9 @@ async function prepare(init: GuestInit): Promise<Run> {
   }
   checkExport(module, init.func, path);
   checkImports(module, path, { [WASI_PREVIEW1]: PREVIEW1_FUNCTIONS });
-  return () => runModule(init, module);
+  // Opened now, while the runner may still open root's FIFOs (see becomeGuestUser).
+  const stdio = init.container ? openStdio(init) : undefined;
+  return () => runModule(init, module, stdio);
 }
 
 /**
@@ -298,6 +312,12 @@ export async function runGuestMain(args: readonly string[] = []): Promise<number
   } catch (err) {
     log(`warm-up: ${describeFailure(err)}`);
   }
+  // libc through FFI, for the container setup (~5 ms to bind its symbols).
+  try {
+    loadLibc();
+  } catch (err) {
+    log(`libc: ${describeFailure(err)}`);
+  }
   writeAllSync(Deno.stdout, encoder.encode(IDLE_MESSAGE + "\n"));
   const lines = new StdinLines();
   let init: GuestInit | undefined;
@@ -306,7 +326,9 @@ export async function runGuestMain(args: readonly string[] = []): Promise<number
     const line = await lines.next();
     if (line === null) throw new Error("no guest configuration on stdin");
     init = parseInit(line);
+    if (init.container) mountContainer(init.rootfs, init.container);
     run = await prepare(init);
+    if (init.container) becomeGuestUser(init.rootfs, init.container);
   } catch (err) {
     answer({ error: describeError(err), kind: kindOf(err) });
     return EXIT_NOT_READY;

@@ -1,0 +1,284 @@
+/**
+ * End to end: what a spec's mounts, `root.readonly`, `process.user` and the default
+ * devices mean for a WASI preview1 guest, through `ctr run --mount`, `--read-only` and
+ * `--user` (see src/wasm/container_setup.ts).
+ */
+
+import assert from "node:assert/strict";
+import { buildImage } from "../../src/oci/image.ts";
+import { type Containerd, startContainerd } from "./harness.ts";
+import { fixture, installShim } from "./shim_install.ts";
+
+const RUNTIME = "io.containerd.wasmtime.v1";
+const opts = { sanitizeOps: false, sanitizeResources: false };
+
+let env: Promise<{ cd: Containerd; image: string; tmp: string }> | undefined;
+
+function setup() {
+  env ??= (async () => {
+    const { binDir } = await installShim();
+    const cd = await startContainerd({ shimBinDir: binDir });
+    const tmp = await Deno.makeTempDir({ prefix: "shim-e2e-mounts-" });
+    const built = await buildImage({
+      name: "probe-mounts",
+      tag: "e2e",
+      outPath: `${tmp}/probe.tar`,
+      config: { entrypoint: ["/probe.wasm"] },
+      layers: [{
+        files: [
+          { path: "/probe.wasm", hostPath: fixture("probe.wasm") },
+          { path: "/etc/msg", data: "hello from the image\n" },
+          { path: "/secret", data: "root only\n", mode: 0o600 },
+          { path: "/work", type: "directory", mode: 0o777 },
+          { path: "/out", type: "symlink", linkname: "../../../../../../tmp" },
+        ],
+      }],
+    });
+    await cd.importImage(built.path);
+    // Host side of the mounts.
+    await Deno.mkdir(`${tmp}/conf`);
+    await Deno.writeTextFile(`${tmp}/conf/app.conf`, "from the node\n");
+    await Deno.mkdir(`${tmp}/data`, { mode: 0o777 });
+    await Deno.chmod(`${tmp}/data`, 0o777);
+    await Deno.writeTextFile(`${tmp}/single`, "a single file\n");
+    await Deno.writeTextFile(`${tmp}/hosts`, "10.9.8.7 backend.test\n");
+    await Deno.chmod(tmp, 0o755);
+    return { cd, image: built.reference, tmp };
+  })();
+  return env;
+}
+
+let seq = 0;
+async function run(args: string[], runOpts: string[] = []) {
+  const { cd, image } = await setup();
+  const id = `mnt-${++seq}`;
+  return await cd.ctr(
+    [
+      "run",
+      "--rm",
+      "--runtime",
+      RUNTIME,
+      ...runOpts,
+      image,
+      id,
+      "/probe.wasm",
+      ...args,
+    ],
+    { stdin: "", timeoutMs: 60_000 },
+  );
+}
+
+const bind = (
+  src: string,
+  dst: string,
+  options = "rbind:rw",
+) => ["--mount", `type=bind,src=${src},dst=${dst},options=${options}`];
+
+/**
+ * Runs a container from a spec of ctr's defaults with `process.user` set (ctr 1.6 has
+ * no `--user`; `--config` takes a whole spec, without an image): its rootfs is a
+ * directory of the node under a directory only root can search.
+ */
+async function runAs(
+  uid: number,
+  gid: number,
+  args: string[],
+  mounts: { source: string; destination: string }[] = [],
+) {
+  const { cd, tmp } = await setup();
+  const root = `${tmp}/closed/rootfs`;
+  await Deno.mkdir(`${root}/etc`, { recursive: true });
+  await Deno.chmod(`${tmp}/closed`, 0o700);
+  await Deno.copyFile(fixture("probe.wasm"), `${root}/probe.wasm`);
+  await Deno.writeTextFile(`${root}/etc/msg`, "hello from the image\n");
+  await Deno.writeTextFile(`${root}/secret`, "root only\n", { mode: 0o600 });
+  const out = await new Deno.Command("ctr", { args: ["oci", "spec"] }).output();
+  const spec = JSON.parse(new TextDecoder().decode(out.stdout));
+  spec.process.args = ["/probe.wasm", ...args];
+  spec.process.user = { uid, gid, additionalGids: [gid] };
+  spec.process.terminal = false;
+  spec.root = { path: root };
+  for (const m of mounts) spec.mounts.push({ type: "bind", options: ["rbind", "rw"], ...m });
+  const path = `${tmp}/spec-${++seq}.json`;
+  await Deno.writeTextFile(path, JSON.stringify(spec));
+  return await cd.ctr(
+    ["run", "--rm", "--runtime", RUNTIME, "--config", path, `mnt-${seq}`],
+    { stdin: "", timeoutMs: 60_000 },
+  );
+}
+
+Deno.test({
+  name: "bind mounts: a ro dir is read and refuses writes (EROFS), an rw dir writes to the node",
+  ...opts,
+  async fn() {
+    const { tmp } = await setup();
+    const ro = bind(`${tmp}/conf`, "/conf", "rbind:ro");
+    let r = await run(["cat", "/conf/app.conf"], ro);
+    assert.equal(r.code, 0, r.stderr);
+    assert.equal(r.stdout, "from the node\n");
+    r = await run(["write", "/conf/new", "x"], ro);
+    assert.equal(r.code, 1);
+    assert.match(r.stderr, /error: Read-only file system/);
+    r = await run(["write", "/data/written", "by the guest"], bind(`${tmp}/data`, "/data"));
+    assert.equal(r.code, 0, r.stderr);
+    assert.equal(await Deno.readTextFile(`${tmp}/data/written`), "by the guest");
+    // A file mount, nested inside a directory mount (spec order), and a tmpfs.
+    r = await run(["cat", "/data/inner/single"], [
+      ...bind(`${tmp}/data`, "/data"),
+      ...bind(`${tmp}/single`, "/data/inner/single", "bind:ro"),
+    ]);
+    assert.equal(r.code, 0, r.stderr);
+    assert.equal(r.stdout, "a single file\n");
+    r = await run(["ls", "/scratch"], ["--mount", "type=tmpfs,dst=/scratch,options=size=1m"]);
+    assert.equal(r.code, 0, r.stderr);
+    assert.equal(r.stdout, "");
+  },
+});
+
+Deno.test({
+  name: "the default devices exist and behave (runwasi's test_has_default_devices)",
+  ...opts,
+  async fn() {
+    const r = await run(["devices"]);
+    assert.equal(r.code, 0, r.stdout + r.stderr);
+    assert.equal(
+      r.stdout,
+      [
+        "/dev/null: char",
+        "/dev/zero: char",
+        "/dev/full: char",
+        "/dev/random: char",
+        "/dev/urandom: char",
+        "/dev/tty: char",
+        "zero: read 16 zeros",
+        "urandom: read 16",
+        "null: wrote 1",
+        "full: wrote -1 (No space left on device)",
+        "",
+      ].join("\n"),
+    );
+  },
+});
+
+Deno.test({
+  name: "--read-only: the rootfs refuses writes; mounts stay writable",
+  ...opts,
+  async fn() {
+    const { tmp } = await setup();
+    let r = await run(["write", "/work/x", "y"], ["--read-only"]);
+    assert.equal(r.code, 1);
+    assert.match(r.stderr, /error: Read-only file system/);
+    r = await run(["write", "/data/ro-root", "ok"], [
+      "--read-only",
+      ...bind(`${tmp}/data`, "/data"),
+    ]);
+    assert.equal(r.code, 0, r.stderr);
+    r = await run(["write", "/work/x", "y"]);
+    assert.equal(r.code, 0, r.stderr);
+  },
+});
+
+Deno.test({
+  name: "process.user: a root-only file is unreadable, others are; writes are the user's",
+  ...opts,
+  async fn() {
+    const { tmp } = await setup();
+    let r = await runAs(1000, 1000, ["cat", "/secret"]);
+    assert.equal(r.code, 1);
+    assert.match(r.stderr, /error: Permission denied/);
+    r = await runAs(1000, 1000, ["cat", "/etc/msg"]);
+    assert.equal(r.code, 0, r.stderr);
+    assert.equal(r.stdout, "hello from the image\n");
+    r = await runAs(0, 0, ["cat", "/secret"]);
+    assert.equal(r.code, 0, r.stderr);
+    r = await runAs(1000, 1000, ["write", "/data/by-user", "u"], [
+      { source: `${tmp}/data`, destination: "/data" },
+    ]);
+    assert.equal(r.code, 0, r.stderr);
+    const st = await Deno.stat(`${tmp}/data/by-user`);
+    assert.equal(st.uid, 1000);
+    assert.equal(st.gid, 1000);
+  },
+});
+
+Deno.test({
+  name:
+    "mounts are never seen on the node while the guest runs; the runner resolves with the pod's /etc/hosts",
+  ...opts,
+  async fn() {
+    const { cd, image, tmp } = await setup();
+    const id = "mnt-detached";
+    const r = await cd.ctr([
+      "run",
+      "-d",
+      "--runtime",
+      RUNTIME,
+      ...bind(`${tmp}/conf`, "/conf", "rbind:ro"),
+      ...bind(`${tmp}/hosts`, "/etc/hosts", "rbind:ro"),
+      image,
+      id,
+      "/probe.wasm",
+      "sleep",
+      "30",
+    ], { timeoutMs: 60_000 });
+    assert.equal(r.code, 0, r.stderr);
+    try {
+      const info = await Deno.readTextFile("/proc/self/mountinfo");
+      const ours = info.split("\n").filter((l) => l.includes(`${tmp}/conf`) || / \/conf /.test(l));
+      assert.deepEqual(ours, []);
+      const slots = info.split("\n").filter((l) => l.includes(`${cd.dir}/slots`));
+      assert.deepEqual(slots, []);
+      // The runner's own /etc/hosts is the container's (pod name resolution).
+      const ls = await cd.ctr(["task", "ls"]);
+      const pid = ls.stdout.split("\n").find((l) => l.startsWith(id))?.split(/\s+/)[1];
+      assert.equal(
+        await Deno.readTextFile(`/proc/${pid}/root/etc/hosts`),
+        "10.9.8.7 backend.test\n",
+      );
+    } finally {
+      await cd.ctr(["task", "kill", "-s", "SIGKILL", id]);
+      await cd.ctr(["task", "delete", "-f", id]);
+      await cd.ctr(["container", "delete", id]);
+    }
+  },
+});
+
+Deno.test({
+  name: "bad mounts fail Create naming the entry; the server keeps serving",
+  ...opts,
+  async fn() {
+    const { tmp } = await setup();
+    let r = await run(["hello"], bind(`${tmp}/missing`, "/m"));
+    assert.notEqual(r.code, 0);
+    assert.match(r.stderr, /bind on \/m\): bind source .*\/missing does not exist/);
+    r = await run(["hello"], bind(`${tmp}/conf`, "/out/escaped"));
+    assert.notEqual(r.code, 0);
+    assert.match(r.stderr, /bind on \/out\/escaped\): .*leads outside the container's root/);
+    assert.equal(await Deno.stat("/tmp/escaped").then(() => true, () => false), false);
+    r = await run(["hello"], ["--mount", `type=ext4,src=${tmp}/conf,dst=/m`]);
+    assert.notEqual(r.code, 0);
+    assert.match(r.stderr, /ext4 on \/m\): mount type "ext4" is not supported/);
+    r = await run(["hello"]);
+    assert.equal(r.code, 0, r.stderr);
+    assert.equal(r.stdout, "hello from wasm\n");
+  },
+});
+
+Deno.test({
+  name: "after everything: no leftover mounts, sockets, slots or shim processes",
+  ...opts,
+  async fn() {
+    const { cd, tmp } = await setup();
+    const containers = await cd.ctr(["container", "ls", "-q"]);
+    assert.equal(containers.stdout.trim(), "", "containers left: " + containers.stdout);
+    for (let i = 0; i < 50 && (await cd.leftovers()).processes.length > 0; i++) {
+      await new Promise((resolve) => setTimeout(resolve, 100));
+    }
+    const left = await cd.stop();
+    assert.deepEqual(left.mounts, []);
+    assert.deepEqual(left.sockets, []);
+    assert.deepEqual(left.processes, []);
+    assert.deepEqual(left.slots, []);
+    await Deno.remove(tmp, { recursive: true });
+  },
+});

@@ -83,3 +83,27 @@ export async function parentOf(pid: number): Promise<number> {
   const stat = await Deno.readTextFile(`/proc/${pid}/stat`);
   return Number(stat.slice(stat.lastIndexOf(")") + 2).split(" ")[1]);
 }
+
+/**
+ * A suite's last check: no container left, the shim servers gone (they exit right after
+ * containerd's Shutdown; give them a moment), then {@linkcode assertStoppedClean}.
+ */
+export async function assertNothingLeft(cd: Containerd, tmp: string): Promise<void> {
+  const containers = await cd.ctr(["container", "ls", "-q"]);
+  assert.equal(containers.stdout.trim(), "", "containers left: " + containers.stdout);
+  for (let i = 0; i < 50 && (await cd.leftovers()).processes.length > 0; i++) await sleep(100);
+  await assertStoppedClean(cd, tmp);
+}
+
+/**
+ * Stops containerd, removes `tmp`, and fails if a mount, shim socket, shim process or
+ * warm-runner slot was left behind.
+ */
+export async function assertStoppedClean(cd: Containerd, tmp: string): Promise<void> {
+  const left = await cd.stop();
+  await Deno.remove(tmp, { recursive: true });
+  assert.deepEqual(left.mounts, [], "mounts left");
+  assert.deepEqual(left.sockets, [], "sockets left");
+  assert.deepEqual(left.processes, [], "processes left");
+  assert.deepEqual(left.slots, [], "slots left");
+}

@@ -8,6 +8,7 @@ import assert from "node:assert/strict";
 import { buildImage } from "../../src/oci/image.ts";
 import { type Containerd, startContainerd } from "./harness.ts";
 import { fixture, installShim } from "./shim_install.ts";
+import { assertNothingLeft } from "./ctr_util.ts";
 
 const RUNTIME = "io.containerd.wasmtime.v1";
 const opts = { sanitizeOps: false, sanitizeResources: false };
@@ -269,16 +270,6 @@ Deno.test({
   ...opts,
   async fn() {
     const { cd, tmp } = await setup();
-    const containers = await cd.ctr(["container", "ls", "-q"]);
-    assert.equal(containers.stdout.trim(), "", "containers left: " + containers.stdout);
-    for (let i = 0; i < 50 && (await cd.leftovers()).processes.length > 0; i++) {
-      await new Promise((resolve) => setTimeout(resolve, 100));
-    }
-    const left = await cd.stop();
-    assert.deepEqual(left.mounts, []);
-    assert.deepEqual(left.sockets, []);
-    assert.deepEqual(left.processes, []);
-    assert.deepEqual(left.slots, []);
-    await Deno.remove(tmp, { recursive: true });
+    await assertNothingLeft(cd, tmp);
   },
 });

@@ -7,7 +7,7 @@ import assert from "node:assert/strict";
 import { buildImage } from "../../src/oci/image.ts";
 import { type Containerd, CTR_BIN, startContainerd } from "./harness.ts";
 import { fixture, installShim } from "./shim_install.ts";
-import { waitStatus } from "./ctr_util.ts";
+import { assertNothingLeft, waitStatus } from "./ctr_util.ts";
 
 const RUNTIME = "io.containerd.wasmtime.v1";
 const MARKER = "SHIM_E2E_LEAK_MARKER";
@@ -265,17 +265,6 @@ Deno.test({
   ...opts,
   async fn() {
     const { cd, tmp } = await setup();
-    const containers = await cd.ctr(["container", "ls", "-q"]);
-    assert.equal(containers.stdout.trim(), "", "containers left: " + containers.stdout);
-    // Servers exit right after containerd's Shutdown; give them a moment to be gone.
-    for (let i = 0; i < 50 && (await cd.leftovers()).processes.length > 0; i++) {
-      await new Promise((r) => setTimeout(r, 100));
-    }
-    const left = await cd.stop();
-    await Deno.remove(tmp, { recursive: true });
-    assert.deepEqual(left.mounts, []);
-    assert.deepEqual(left.sockets, []);
-    assert.deepEqual(left.processes, []);
-    assert.deepEqual(left.slots, []);
+    await assertNothingLeft(cd, tmp);
   },
 });

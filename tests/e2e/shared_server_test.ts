@@ -7,7 +7,7 @@
 
 import assert from "node:assert/strict";
 import { buildImage } from "../../src/oci/image.ts";
-import { ok, parentOf, taskList, waitFor, waitStatus } from "./ctr_util.ts";
+import { assertStoppedClean, ok, parentOf, taskList, waitFor, waitStatus } from "./ctr_util.ts";
 import { type Containerd, startContainerd } from "./harness.ts";
 import { fixture, installShim } from "./shim_install.ts";
 
@@ -31,12 +31,7 @@ async function withContainerd(
     await cd.importImage(built.path);
     await fn(cd, built.reference);
   } finally {
-    const left = await cd.stop();
-    await Deno.remove(tmp, { recursive: true });
-    assert.deepEqual(left.mounts, [], "mounts left");
-    assert.deepEqual(left.sockets, [], "sockets left");
-    assert.deepEqual(left.processes, [], "processes left");
-    assert.deepEqual(left.slots, [], "slots left");
+    await assertStoppedClean(cd, tmp);
   }
 }
 

@@ -22,7 +22,7 @@ const RUNC_RUNTIME = "io.containerd.runc.v2";
 const RUNS = Number(Deno.env.get("BENCH_RUNS") ?? 10);
 
 /** `bytes` with a custom section appended: the same program under a new digest. */
-function unique(bytes: Uint8Array, tag: string): Uint8Array {
+export function unique(bytes: Uint8Array, tag: string): Uint8Array {
   const name = new TextEncoder().encode(tag);
   const out = new Uint8Array(bytes.length + 3 + name.length);
   out.set(bytes);

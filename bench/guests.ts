@@ -26,6 +26,8 @@
 import { buildImage } from "../src/oci/image.ts";
 import { inspectComponent, isWasi02 } from "../src/wasm/component/inspect.ts";
 import type { Containerd } from "../tests/e2e/harness.ts";
+import { sleep } from "../tests/e2e/ctr_util.ts";
+import { unique } from "./artifact.ts";
 import { ceiling, rssOf, SECONDS, WARMUP_SECONDS, wrk, type WrkResult } from "./http.ts";
 import type { Row } from "./main.ts";
 
@@ -61,17 +63,6 @@ interface Served {
   endedEarly?: number;
   /** The last lines about this container: its stderr, else containerd's log. */
   why: string;
-}
-
-const delay = (ms: number) => new Promise((r) => setTimeout(r, ms));
-
-/** `bytes` with a custom section appended: the same program under a new digest. */
-function unique(bytes: Uint8Array, tag: string): Uint8Array {
-  const name = new TextEncoder().encode(tag);
-  const out = new Uint8Array(bytes.length + 3 + name.length);
-  out.set(bytes);
-  out.set([0x00, name.length + 1, name.length, ...name], bytes.length);
-  return out;
 }
 
 /** True if `bytes` is a component exporting wasi:http/incoming-handler@0.2.x. */
@@ -123,7 +114,7 @@ async function serve(
       out.firstMs = performance.now() - t0;
       break;
     } catch {
-      await delay(5);
+      await sleep(5);
     }
   }
   if (out.firstMs !== undefined && opts.load && !ended) {
@@ -131,7 +122,7 @@ async function serve(
     const sampler = (async () => {
       while (sampling) {
         out.rssKb = Math.max(out.rssKb, await rssOf(`guest ${id}`));
-        await delay(500);
+        await sleep(500);
       }
     })();
     try {
@@ -148,7 +139,7 @@ async function serve(
     out.endedEarly = ended.code;
   } else {
     await cd.ctr(["task", "kill", "-s", "SIGINT", id]);
-    const stopped = await Promise.race([running, delay(15_000).then(() => undefined)]);
+    const stopped = await Promise.race([running, sleep(15_000).then(() => undefined)]);
     if (!stopped) await cd.ctr(["task", "kill", "-s", "SIGKILL", id]);
   }
   const stderr = (await running).stderr.trim();

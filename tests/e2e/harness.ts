@@ -696,22 +696,23 @@ export async function startContainerd(opts: ContainerdOptions = {}): Promise<Con
     });
 
   const leftovers = async (): Promise<Leftovers> => {
-    const sockets: string[] = [];
-    const foreign = await foreignShimSockets(address);
+    const born: string[] = [];
     try {
       for await (const e of Deno.readDir(SHIM_SOCKET_DIR)) {
         const p = `${SHIM_SOCKET_DIR}/${e.name}`;
-        if (foreign.has(p)) continue;
         try {
           const st = await Deno.lstat(p);
-          const born = st.birthtime ?? st.ctime ?? st.mtime;
-          if (born && born.getTime() >= startedAt - 50) sockets.push(p);
+          const at = st.birthtime ?? st.ctime ?? st.mtime;
+          if (at && at.getTime() >= startedAt - 50) born.push(p);
         } catch { /* removed meanwhile */ }
       }
     } catch { /* no socket dir: nothing left */ }
+    // Only sockets born during this run can be ours: scan /proc for other containerds'
+    // shims just when there are some (the callers poll this).
+    const foreign = born.length > 0 ? await foreignShimSockets(address) : new Set<string>();
     return {
       mounts: await mountsUnder(dir),
-      sockets: sockets.sort(),
+      sockets: born.filter((p) => !foreign.has(p)).sort(),
       processes: await shimProcesses(address),
       cgroups: await taskCgroups(TEST_NAMESPACE),
       slots: await entries(`${dir}/slots`),

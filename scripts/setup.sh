@@ -2,12 +2,21 @@
 # Prepares a machine for `deno task demo|test|bench`:
 # - containerd (with ctr), runc, iproute2 and the CNI plugins from Debian's packages
 #   when missing (as root; otherwise says what to install);
-# - containerd 1.7 and 2.x from Debian trixie and sid, unpacked into .cache/containerd
-#   for the test:e2e-1.7 and test:e2e-2 tasks (never installed; see below);
+# - with --containerd-releases (the test:e2e-1.7 and test:e2e-2 tasks): containerd 1.7
+#   and 2.x from Debian trixie and sid, unpacked into .cache/containerd (never
+#   installed; see below);
 # - the npm dependencies exactly as locked (package-lock.json), when node_modules
 #   is missing or older than the lockfile.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
+
+releases=0
+for arg in "$@"; do
+  case $arg in
+    --containerd-releases) releases=1 ;;
+    *) echo "setup: unknown argument $arg (known: --containerd-releases)" >&2; exit 2 ;;
+  esac
+done
 
 missing=()
 command -v containerd >/dev/null 2>&1 || missing+=(containerd)
@@ -44,7 +53,7 @@ fi
 # Done once; E2E_CONTAINERD_REFRESH=1 fetches the suites' current versions again.
 # Their runc packages are not taken: trixie's and sid's runc need glibc 2.38 (Debian 12
 # has 2.36), and containerd 1.7/2.x work with Debian 12's runc 1.1.
-# A failure here is a warning only: `deno task test` runs on Debian 12's containerd.
+# Only with --containerd-releases: the demo and `deno task test` run on Debian 12's.
 # A subshell, so its temp dir goes with its EXIT trap; every step checks its own status
 # (errexit does not apply inside a function called as an `if` condition).
 fetch_containerd() (
@@ -108,9 +117,14 @@ fetch_containerd() (
     ln -sfn "$version" "$cache/$major" && rm -f "$deb" || return 1
   done
 )
-if [[ $(id -u) -eq 0 ]] && ! fetch_containerd; then
-  echo "setup: warning: containerd 1.7/2.x not fetched; the test:e2e-1.7/test:e2e-2 tasks cannot run" >&2
+if [[ $releases -eq 0 ]]; then
+  exit 0
 fi
+if [[ $(id -u) -ne 0 ]]; then
+  echo "setup: fetching containerd 1.7 and 2.x needs root (apt-get download, dpkg-deb)" >&2
+  exit 1
+fi
+fetch_containerd || { echo "setup: containerd 1.7/2.x could not be fetched (see above)" >&2; exit 1; }
 for major in 1.7 2; do
   if [[ -x .cache/containerd/$major/usr/bin/containerd ]]; then
     echo "setup: containerd $major: $(readlink .cache/containerd/$major) in $PWD/.cache/containerd/$major/usr/bin" >&2

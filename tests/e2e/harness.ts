@@ -527,7 +527,7 @@ export async function startContainerd(opts: ContainerdOptions = {}): Promise<Con
           ? `${what} not found at ${bin}: the e2e tests need Debian's containerd; ` +
             `install it with 'apt-get install -y containerd runc'`
           : `${what} not found at ${bin} (E2E_CONTAINERD=${Deno.env.get("E2E_CONTAINERD")}): ` +
-            `run 'bash scripts/setup.sh' as root to fetch it`,
+            `run 'deno task setup:containerd-releases' as root to fetch it`,
       );
     }
   }

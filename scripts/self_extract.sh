@@ -8,9 +8,46 @@
 # survives reboots, and the shim keeps its caches under /var/lib/containerd-shim-wasmtime.
 # Concurrent first starts each unpack into a directory of their own, and the first to
 # publish it (an atomic symlink) wins; the others remove theirs and use the winner's.
+# The winner then prunes what earlier releases and killed first starts left in $root
+# (see prune).
 # Written by scripts/release.ts from scripts/self_extract.sh.
 root=${WASMTIME_SHIM_APP_ROOT:-/var/lib/containerd-shim-wasmtime/app}
 app=$root/@NAME@
+
+# True when a process runs an executable from directory $1 (a shim server or guest
+# runner of that release still running after an upgrade: it starts runners from there).
+in_use() {
+  for exe in /proc/[0-9]*/exe; do
+    case "$(readlink "$exe" 2>/dev/null)" in "$1"/*) return 0 ;; esac
+  done
+  return 1
+}
+
+# Removes other releases' copies that were published over ten minutes ago and that no
+# process runs from, and unpublished copies over an hour old (first starts that were
+# killed). The ages keep a copy that another release's first start is about to run, or
+# is still unpacking, out of reach. A release whose copy went comes back by unpacking
+# itself again on its next start. Best effort: a failure here never fails the start.
+prune() {
+  real=$(cd "$root" && pwd -P) || return 0
+  for link in "$root"/containerd-shim-wasmtime-*; do
+    [ -L "$link" ] && [ "$link" != "$app" ] || continue
+    [ -n "$(find "$link" -maxdepth 0 -mmin +10)" ] || continue
+    target=$(readlink "$link") || continue
+    copy=${target%%/*}
+    case "$copy" in .containerd-shim-wasmtime-*) ;; *) continue ;; esac
+    in_use "$real/$copy" && continue
+    rm -f "$link" && rm -rf "${root:?}/$copy"
+  done
+  for copy in "$root"/.containerd-shim-wasmtime-*; do
+    [ -d "$copy" ] && [ -n "$(find "$copy" -maxdepth 0 -mmin +60)" ] || continue
+    linked=
+    for link in "$root"/containerd-shim-wasmtime-*; do
+      [ -L "$link" ] && [ "$(readlink "$link" | cut -d/ -f1)" = "${copy##*/}" ] && linked=1
+    done
+    [ -n "$linked" ] || in_use "$real/${copy##*/}" || rm -rf "$copy"
+  done
+}
 
 unpack() {
   fail() {
@@ -47,6 +84,7 @@ unpack() {
     # Deno's module cache is keyed by absolute paths: filled through the published name.
     sh "$app/launcher_form.sh" cache "$app" ||
       echo "containerd-shim-wasmtime-v1: warning: filling the module cache in $app failed; modules are transpiled on use" >&2
+    prune 2>/dev/null || true
   else
     # Another first start published its copy first (or $app is in the way).
     rm -rf "$tmp"

@@ -90,6 +90,55 @@ async function install(
   return { code: out.code, output: out.output };
 }
 
+/** Whether `path` exists (a dangling symlink counts). */
+async function exists(path: string): Promise<boolean> {
+  try {
+    await Deno.lstat(path);
+    return true;
+  } catch (err) {
+    if (err instanceof Deno.errors.NotFound) return false;
+    throw err;
+  }
+}
+
+/**
+ * Lays out in `root` what earlier releases and killed first starts leave behind: an
+ * old release's copy (published two hours ago), another one that a running process
+ * (`runner`) executes from, a killed first start's unpacked copy (two hours old) and
+ * one still unpacking. Says which entries a prune keeps and which it removes.
+ */
+async function leftBehind(
+  root: string,
+): Promise<{ kept: string[]; pruned: string[]; runner: Deno.ChildProcess }> {
+  const copy = async (name: string, link: boolean) => {
+    const dir = `.containerd-shim-wasmtime-${name}.Abc123`;
+    await Deno.mkdir(`${root}/${dir}/top/app`, { recursive: true });
+    if (link) await Deno.symlink(`${dir}/top/app`, `${root}/containerd-shim-wasmtime-${name}`);
+    return dir;
+  };
+  const old = await copy("0.0.1-aaaaaaaaaaaa", true);
+  const running = await copy("0.0.2-bbbbbbbbbbbb", true);
+  const killed = await copy("0.0.3-cccccccccccc", false);
+  const unpacking = await copy("0.0.4-dddddddddddd", false);
+  await Deno.copyFile("/bin/sleep", `${root}/${running}/top/app/sleep`);
+  await Deno.chmod(`${root}/${running}/top/app/sleep`, 0o755);
+  const runner = new Deno.Command(`${root}/${running}/top/app/sleep`, { args: ["300"] }).spawn();
+  const links = [
+    "containerd-shim-wasmtime-0.0.1-aaaaaaaaaaaa",
+    "containerd-shim-wasmtime-0.0.2-bbbbbbbbbbbb",
+  ];
+  // Symlinks' own times (-h): Deno.utime follows them.
+  const touched = await new Deno.Command("touch", {
+    args: ["-h", "-d", "2 hours ago", ...[old, killed, ...links].map((p) => `${root}/${p}`)],
+  }).output();
+  assert.ok(touched.success, decoder.decode(touched.stderr));
+  return {
+    kept: [running, links[1], unpacking],
+    pruned: [old, links[0], killed],
+    runner,
+  };
+}
+
 async function entries(dir: string): Promise<string[]> {
   const names = [];
   for await (const e of Deno.readDir(dir)) names.push(e.name);
@@ -255,6 +304,9 @@ Deno.test({
     await Deno.chmod(`${bin}/${SHIM}`, 0o755);
     const appRoot = `${tmp}/onefile/app`;
     const env = { ...(await offlineEnv()), WASMTIME_SHIM_APP_ROOT: appRoot };
+    // What earlier releases and killed first starts left: pruned by the first start
+    // that publishes, except a copy a process still runs from and recent ones.
+    const left = await leftBehind(appRoot);
     const starts = await Promise.all(
       Array.from(
         { length: 8 },
@@ -274,9 +326,13 @@ Deno.test({
       assert.match(decoder.decode(s.stdout), /Version: /);
     }
     // One published copy; the losers removed theirs.
-    const names = await entries(appRoot);
+    const names = (await entries(appRoot)).filter((n) => !left.kept.includes(n));
     assert.equal(names.length, 2, names.join(" "));
     assert.ok((await Deno.lstat(`${appRoot}/${names[1]}`)).isSymlink);
+    for (const n of left.kept) assert.ok(await exists(`${appRoot}/${n}`), `${n} was pruned`);
+    for (const n of left.pruned) assert.ok(!(await exists(`${appRoot}/${n}`)), `${n} is left`);
+    left.runner.kill();
+    await left.runner.status;
     assert.equal(
       await runContainer(bin, { WASMTIME_SHIM_APP_ROOT: appRoot }),
       "hello from wasm\n",

@@ -546,12 +546,15 @@ unconfigure_containerd() {
   config_tmp
   tmp="$CFG_TMP"
   strip_block "$CFG" >"$tmp"
-  if [[ "$(cat "$tmp")" == "$CREATED_HEADER" || "$(head -n 1 "$tmp")" == "$TMPL_HEADER" ]]; then
+  if [[ "$(cat "$tmp")" == "$CREATED_HEADER" ]] || template_unedited "$tmp"; then
     # install.sh created this file and nothing else was added to it: remove it.
     rm -f "$tmp" "$CFG"
     CONFIG_CHANGED=1
     say "removed $CFG, which install.sh had created"
     return 0
+  fi
+  if [[ "$(head -n 1 "$tmp")" == "$TMPL_HEADER"* ]]; then
+    say "keeping $CFG: install.sh created it from config.toml, but it was edited since; only the runtime is removed (delete the file yourself if the edits are no longer wanted)"
   fi
   BACKUP="$(new_backup_path)"
   cp -p "$CFG" "$BACKUP" || die "cannot back up $CFG to $BACKUP"
@@ -722,15 +725,28 @@ unconfigure_dropin() {
 }
 
 # k3s/RKE2 regenerate config.toml at each start: the template is what lasts. A
-# missing one starts as a copy of the generated file, headed so --uninstall knows.
+# missing one starts as a copy of the generated file, headed so --uninstall knows,
+# with the copy's SHA-256 so that --uninstall removes it only while nobody edited it.
 make_template() {
+  local sum
   [[ -n "$TMPL_FROM" && ! -e "$CFG" ]] || return 0
   [[ -f "$TMPL_FROM" ]] || die "neither $CFG nor $TMPL_FROM exists: start $PRESET once so that it writes its containerd config, then re-run"
-  { printf '%s\n' "$TMPL_HEADER"; cat "$TMPL_FROM"; } >"$CFG.tmp" && mv "$CFG.tmp" "$CFG" \
-    || die "cannot create $CFG from $TMPL_FROM"
+  sum="$(sha256sum <"$TMPL_FROM")" || die "cannot read $TMPL_FROM"
+  { printf '%s (sha256 %s)\n' "$TMPL_HEADER" "${sum%% *}"; cat "$TMPL_FROM"; } >"$CFG.tmp" &&
+    mv "$CFG.tmp" "$CFG" || die "cannot create $CFG from $TMPL_FROM"
   TMPL_CREATED=1
   CONFIG_CHANGED=1
   say "created $CFG from $TMPL_FROM"
+}
+
+# template_unedited FILE: FILE (a template with our runtime stripped) is still the copy
+# make_template made: its header's SHA-256 matches the rest.
+template_unedited() {
+  local head sum
+  head="$(head -n 1 "$1")"
+  [[ "$head" =~ ^"$TMPL_HEADER"\ \(sha256\ ([0-9a-f]{64})\)$ ]] || return 1
+  sum="$(tail -n +2 "$1" | sha256sum)" || return 1
+  [[ "${sum%% *}" == "${BASH_REMATCH[1]}" ]]
 }
 
 # --- installing ------------------------------------------------------------------

@@ -252,6 +252,33 @@ for (const [name, layout] of Object.entries(LAYOUTS)) {
   });
 }
 
+Deno.test("preset k3s: --uninstall keeps a template edited since install.sh created it, minus the runtime", async () => {
+  const from = await tarball();
+  const layout = LAYOUTS.k3s;
+  const node = `${tmp}/k3s-edited`;
+  for (const [rel, text] of Object.entries(layout.files)) {
+    await Deno.mkdir(`${node}/${rel.slice(0, rel.lastIndexOf("/"))}`, { recursive: true });
+    await Deno.writeTextFile(`${node}/${rel}`, text);
+  }
+  await Deno.mkdir(`${node}/fake`);
+  const sys = await fakeSystemctl(`${node}/fake`, layout.units);
+  const installed = await installSh(node, sys.cmd, ["--from", from, "--configure-containerd"]);
+  assert.equal(installed.code, 0, installed.output);
+  const template = `${node}/${layout.config}`;
+  const edit =
+    '\n[plugins."io.containerd.grpc.v1.cri".registry]\n  config_path = "/etc/registries"\n';
+  await Deno.writeTextFile(template, edit, { append: true });
+  const gone = await installSh(node, sys.cmd, ["--uninstall", "--configure-containerd"]);
+  assert.equal(gone.code, 0, gone.output);
+  assert.match(
+    gone.output,
+    /keeping .*config\.toml\.tmpl: install\.sh created it from config\.toml, but it was edited/,
+  );
+  const kept = await Deno.readTextFile(template);
+  assert.ok(kept.includes(edit), kept);
+  assert.ok(!kept.includes(RUNTIME_TYPE), kept);
+});
+
 Deno.test("an unknown node layout is refused, naming what was looked for and --preset", async () => {
   const node = `${tmp}/unknown`;
   await Deno.mkdir(`${node}/fake`, { recursive: true });

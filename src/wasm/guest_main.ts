@@ -42,6 +42,7 @@ import {
 } from "./runner_protocol.ts";
 import type { GuestInit } from "./guest_init.ts";
 import { becomeGuestUser, mountContainer } from "./container_setup.ts";
+import { installGuestRunnerFilter } from "../sys/seccomp.ts";
 
 export { WASI_PREVIEW1 };
 
@@ -328,7 +329,10 @@ export async function runGuestMain(args: readonly string[] = []): Promise<number
     init = parseInit(line);
     if (init.container) mountContainer(init.rootfs, init.container);
     run = await prepare(init);
-    if (init.container) becomeGuestUser(init.rootfs, init.container);
+    if (init.container) {
+      becomeGuestUser(init.rootfs, init.container);
+      installGuestRunnerFilter();
+    }
   } catch (err) {
     answer({ error: describeError(err), kind: kindOf(err) });
     return EXIT_NOT_READY;

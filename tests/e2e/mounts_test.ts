@@ -236,6 +236,15 @@ Deno.test({
         await Deno.readTextFile(`/proc/${pid}/root/etc/hosts`),
         "10.9.8.7 backend.test\n",
       );
+      // Every thread of the runner (not only the guest's) runs under no_new_privs and
+      // the seccomp filter: the setup's capabilities are of no use to any of them.
+      const threads = [...Deno.readDirSync(`/proc/${pid}/task`)].map((t) => t.name);
+      assert.ok(threads.length > 1, `threads of ${pid}: ${threads}`);
+      for (const t of threads) {
+        const status = await Deno.readTextFile(`/proc/${pid}/task/${t}/status`);
+        assert.match(status, /^NoNewPrivs:\s+1$/m, `thread ${t}`);
+        assert.match(status, /^Seccomp:\s+2$/m, `thread ${t}`);
+      }
     } finally {
       await cd.ctr(["task", "kill", "-s", "SIGKILL", id]);
       await cd.ctr(["task", "delete", "-f", id]);

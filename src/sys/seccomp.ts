@@ -1,0 +1,197 @@
+/**
+ * A seccomp filter for guest runners, installed on every thread of the process at once
+ * (`SECCOMP_FILTER_FLAG_TSYNC`) once the container setup is done.
+ *
+ * Why: capabilities are per thread. A runner starts with CAP_SYS_ADMIN and
+ * CAP_SYS_PTRACE for its setup (mounts, `pidfd_getfd`); a guest of uid 0 keeps only
+ * runc's default set on the thread that set it, but Deno's other threads (V8's
+ * platform workers, the async runtime's pool) keep what they started with, and no
+ * capability call reaches them. A filter does: with it no thread can mount, enter or
+ * make namespaces, trace or read other processes, load kernel code, or reach the
+ * kernel interfaces container runtimes keep from containers (Docker's default profile
+ * refuses the same calls to a container without extra capabilities). Everything else
+ * is allowed: the list names what a runner never needs after its setup.
+ *
+ * A denied call fails with EPERM (`clone3` with ENOSYS, so that glibc falls back to
+ * `clone`, whose namespace flags the filter can see); a call of another ABI (32-bit
+ * or x32 on x86-64) fails with EPERM.
+ *
+ * @module
+ */
+
+import { seccompFilterAllThreads } from "./libc.ts";
+
+/** The architectures a filter can be built for, as `Deno.build.arch` names them. */
+export type FilterArch = "x86_64" | "aarch64";
+
+/** `AUDIT_ARCH_*` of each architecture: what `seccomp_data.arch` holds. */
+const AUDIT_ARCH: Record<FilterArch, number> = {
+  x86_64: 0xc000003e,
+  aarch64: 0xc00000b7,
+};
+
+/**
+ * The calls refused after the setup, with their numbers on x86-64 and arm64 (from
+ * the kernel's `unistd_64.h` and `asm-generic/unistd.h`; null: no such call there).
+ */
+export const DENIED_SYSCALLS: Readonly<Record<string, readonly [number | null, number | null]>> = {
+  // Mounts and the root: the container's view of files is fixed by the setup.
+  mount: [165, 40],
+  umount2: [166, 39],
+  pivot_root: [155, 41],
+  chroot: [161, 51],
+  open_tree: [428, 428],
+  move_mount: [429, 429],
+  fsopen: [430, 430],
+  fsconfig: [431, 431],
+  fsmount: [432, 432],
+  fspick: [433, 433],
+  mount_setattr: [442, 442],
+  // Namespaces (clone's namespace flags: see the filter).
+  unshare: [272, 97],
+  setns: [308, 268],
+  // Other processes' memory and descriptors.
+  ptrace: [101, 117],
+  process_vm_readv: [310, 270],
+  process_vm_writev: [311, 271],
+  pidfd_getfd: [438, 438],
+  kcmp: [312, 272],
+  // Kernel code, kernel state and the node's identity and clock.
+  kexec_load: [246, 104],
+  kexec_file_load: [320, 294],
+  init_module: [175, 105],
+  finit_module: [313, 273],
+  delete_module: [176, 106],
+  bpf: [321, 280],
+  perf_event_open: [298, 241],
+  userfaultfd: [323, 282],
+  keyctl: [250, 219],
+  add_key: [248, 217],
+  request_key: [249, 218],
+  acct: [163, 89],
+  swapon: [167, 224],
+  swapoff: [168, 225],
+  reboot: [169, 142],
+  settimeofday: [164, 170],
+  clock_settime: [227, 112],
+  clock_adjtime: [305, 266],
+  adjtimex: [159, 171],
+  syslog: [103, 116],
+  quotactl: [179, 60],
+  quotactl_fd: [443, 443],
+  lookup_dcookie: [212, 18],
+  name_to_handle_at: [303, 264],
+  open_by_handle_at: [304, 265],
+  fanotify_init: [300, 262],
+  sethostname: [170, 161],
+  setdomainname: [171, 162],
+  vhangup: [153, 58],
+  iopl: [172, null],
+  ioperm: [173, null],
+  uselib: [134, null],
+  mknod: [133, null],
+  mknodat: [259, 33],
+  // A large kernel surface the runner does not use.
+  io_uring_setup: [425, 425],
+  io_uring_enter: [426, 426],
+  io_uring_register: [427, 427],
+};
+
+/** clone(2) and clone3(2). */
+const CLONE: Record<FilterArch, number> = { x86_64: 56, aarch64: 220 };
+const CLONE3 = 435;
+
+/** clone(2) flags that make namespaces (CLONE_NEWTIME, 0x80, is clone3/unshare only). */
+const CLONE_NAMESPACE_FLAGS = 0x7e020000;
+/** x86-64 numbers at and above this bit are the x32 ABI's. */
+const X32_SYSCALL_BIT = 0x40000000;
+
+// Classic BPF as seccomp reads it (linux/filter.h, linux/seccomp.h).
+const BPF_LD_W_ABS = 0x20;
+const BPF_JEQ_K = 0x15;
+const BPF_JGE_K = 0x35;
+const BPF_JSET_K = 0x45;
+const BPF_RET_K = 0x06;
+const SECCOMP_RET_ALLOW = 0x7fff0000;
+const SECCOMP_RET_ERRNO = 0x00050000;
+const EPERM = 1;
+const ENOSYS = 38;
+/** Offsets in `struct seccomp_data`: nr, arch, args[0] (its low half, little-endian). */
+const DATA_NR = 0;
+const DATA_ARCH = 4;
+const DATA_ARG0 = 16;
+
+/** One `struct sock_filter`; jumps name a label resolved by {@linkcode assemble}. */
+type Insn =
+  | { code: number; k: number }
+  | { code: number; k: number; jt: string | 0; jf: string | 0 }
+  | { label: string };
+
+/** Encodes instructions as `struct sock_filter[]` (8 bytes each), resolving labels. */
+function assemble(program: Insn[]): Uint8Array<ArrayBuffer> {
+  const at = new Map<string, number>();
+  const insns: Exclude<Insn, { label: string }>[] = [];
+  for (const i of program) {
+    if ("label" in i) at.set(i.label, insns.length);
+    else insns.push(i);
+  }
+  const out = new Uint8Array(insns.length * 8);
+  const view = new DataView(out.buffer);
+  insns.forEach((insn, pc) => {
+    const jump = (to: string | 0 | undefined) => {
+      if (to === undefined || to === 0) return 0;
+      const target = at.get(to);
+      if (target === undefined) throw new Error(`seccomp: no label ${to}`);
+      const offset = target - pc - 1;
+      if (offset < 0 || offset > 255) throw new Error(`seccomp: jump to ${to} out of range`);
+      return offset;
+    };
+    view.setUint16(pc * 8, insn.code, true);
+    view.setUint8(pc * 8 + 2, jump("jt" in insn ? insn.jt : 0));
+    view.setUint8(pc * 8 + 3, jump("jf" in insn ? insn.jf : 0));
+    view.setUint32(pc * 8 + 4, insn.k >>> 0, true);
+  });
+  return out;
+}
+
+/** The guest runner's filter for `arch`, as `struct sock_filter[]`. */
+export function guestRunnerFilter(arch: FilterArch): Uint8Array<ArrayBuffer> {
+  const column = arch === "x86_64" ? 0 : 1;
+  const denied = Object.values(DENIED_SYSCALLS)
+    .map((numbers) => numbers[column])
+    .filter((n): n is number => n !== null);
+  const program: Insn[] = [
+    { code: BPF_LD_W_ABS, k: DATA_ARCH },
+    { code: BPF_JEQ_K, k: AUDIT_ARCH[arch], jt: 0, jf: "eperm" },
+    { code: BPF_LD_W_ABS, k: DATA_NR },
+  ];
+  if (arch === "x86_64") {
+    program.push({ code: BPF_JGE_K, k: X32_SYSCALL_BIT, jt: "eperm", jf: 0 });
+  }
+  for (const nr of denied) program.push({ code: BPF_JEQ_K, k: nr, jt: "eperm", jf: 0 });
+  program.push(
+    { code: BPF_JEQ_K, k: CLONE3, jt: "enosys", jf: 0 },
+    { code: BPF_JEQ_K, k: CLONE[arch], jt: 0, jf: "allow" },
+    { code: BPF_LD_W_ABS, k: DATA_ARG0 },
+    { code: BPF_JSET_K, k: CLONE_NAMESPACE_FLAGS, jt: "eperm", jf: 0 },
+    { label: "allow" },
+    { code: BPF_RET_K, k: SECCOMP_RET_ALLOW },
+    { label: "eperm" },
+    { code: BPF_RET_K, k: SECCOMP_RET_ERRNO | EPERM },
+    { label: "enosys" },
+    { code: BPF_RET_K, k: SECCOMP_RET_ERRNO | ENOSYS },
+  );
+  return assemble(program);
+}
+
+/**
+ * Installs {@linkcode guestRunnerFilter} on every thread of this process (see the
+ * module documentation), with `no_new_privs`.
+ */
+export function installGuestRunnerFilter(): void {
+  const arch = Deno.build.arch;
+  if (arch !== "x86_64" && arch !== "aarch64") {
+    throw new Error(`seccomp: no guest runner filter for ${arch}`);
+  }
+  seccompFilterAllThreads(guestRunnerFilter(arch));
+}

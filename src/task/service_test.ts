@@ -38,6 +38,7 @@ function setup(opts: { failGuest?: string; deps?: Partial<TaskDeps> } = {}) {
         process: { args: ["/app.wasm"], env: ["A=1"], cwd: "/", terminal: false },
         root: { path: "rootfs", readonly: false },
         annotations: {},
+        network: "new",
       }),
     mountRootfs: (_m, target) => void mounts.push(`mount ${target}`),
     unmountRootfs: (target) => void mounts.push(`umount ${target}`),

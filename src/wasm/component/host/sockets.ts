@@ -30,7 +30,7 @@
  * @module
  */
 
-import { getaddrinfo, ResolveError, EaiCode } from "../../../sys/getaddrinfo.ts";
+import { EaiCode, getaddrinfo, ResolveError } from "../../../sys/getaddrinfo.ts";
 import {
   type ByteSink,
   type ByteSource,
@@ -1091,7 +1091,8 @@ export class UdpSocket implements Closeable {
 // ---- name lookup ----
 
 /** A host name as DNS and /etc/hosts know them (RFC 1123 labels). */
-const HOST_NAME = /^(?=.{1,253}\.?$)([A-Za-z0-9_]([A-Za-z0-9_-]{0,61}[A-Za-z0-9_])?\.)*[A-Za-z0-9_]([A-Za-z0-9_-]{0,61}[A-Za-z0-9_])?\.?$/;
+const HOST_NAME =
+  /^(?=.{1,253}\.?$)([A-Za-z0-9_]([A-Za-z0-9_-]{0,61}[A-Za-z0-9_])?\.)*[A-Za-z0-9_]([A-Za-z0-9_-]{0,61}[A-Za-z0-9_])?\.?$/;
 
 /** Maps a getaddrinfo failure to a WASI `error-code`. */
 function lookupErrorCode(err: unknown): ErrorCode {

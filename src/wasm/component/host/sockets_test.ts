@@ -10,6 +10,7 @@ import {
   parseIpAddress,
   socketsHost,
   type TcpSocket,
+  type UdpSocket,
 } from "./sockets.ts";
 
 /** The C guest of `tests/fixtures/src/sockets.c` (see its header for the modes). */
@@ -340,4 +341,49 @@ Deno.test("without network access, outgoing HTTP is HTTP-request-denied", () => 
   ) => unknown;
   assert.throws(() => create("ipv4"), (e) => e === "access-denied");
   host.dispose();
+});
+
+Deno.test("udp-socket: a stream with a remote address sends there and hears only from it", async () => {
+  const sockets = socketsHost(true);
+  const net = (sockets.imports["wasi:sockets/instance-network"].instanceNetwork as () => Network)();
+  const create = sockets.imports["wasi:sockets/udp-create-socket"].createUdpSocket as (
+    f: string,
+  ) => UdpSocket;
+  const peer = Deno.listenDatagram({ hostname: "127.0.0.1", port: 0, transport: "udp" });
+  const other = Deno.listenDatagram({ hostname: "127.0.0.1", port: 0, transport: "udp" });
+  const peerPort = (peer.addr as Deno.NetAddr).port;
+  try {
+    const s = create("ipv4");
+    assert.throws(() => s.stream(), (e) => e === "invalid-state", "not bound yet");
+    s.startBind(net, V4(0, [127, 0, 0, 1]));
+    s.finishBind();
+    const local = s.localAddress();
+    const [incoming, outgoing] = s.stream(V4(peerPort, [127, 0, 0, 1]));
+    assert.deepEqual(s.remoteAddress(), V4(peerPort, [127, 0, 0, 1]));
+    assert.equal(outgoing.checkSend() > 0n, true);
+    assert.throws(
+      () => outgoing.send([{ data: new Uint8Array(1), remoteAddress: V4(9, [127, 0, 0, 1]) }]),
+      (e) => e === "invalid-argument",
+      "a connected stream sends to its remote only",
+    );
+    outgoing.checkSend();
+    assert.equal(outgoing.send([{ data: new TextEncoder().encode("hi") }]), 1n);
+    const [got, from] = await peer.receive();
+    assert.equal(new TextDecoder().decode(got), "hi");
+    assert.equal((from as Deno.NetAddr).port, local.val.port);
+    const to = { transport: "udp" as const, hostname: "127.0.0.1", port: local.val.port };
+    await other.send(new TextEncoder().encode("stranger"), to);
+    await peer.send(new TextEncoder().encode("peer"), to);
+    await incoming.subscribe().block();
+    const received = incoming.receive(10n);
+    assert.deepEqual(received.map((d) => new TextDecoder().decode(d.data)), ["peer"]);
+    assert.deepEqual(received[0].remoteAddress, V4(peerPort, [127, 0, 0, 1]));
+    assert.deepEqual(incoming.receive(10n), [], "nothing more: receive never blocks");
+    s[Symbol.dispose]();
+    assert.throws(() => incoming.receive(1n), (e) => e === "invalid-state");
+  } finally {
+    peer.close();
+    other.close();
+    sockets.dispose();
+  }
 });

@@ -12,7 +12,7 @@ import { CLOCKS_RANDOM, clocksRandomImports, insecureSeedImport } from "./clocks
 import { createFilesystem, type FilesystemHost } from "./filesystem.ts";
 import { httpImports } from "./http.ts";
 import { InputStream, IoError, OutputStream, Pollable, Poller } from "./io.ts";
-import { socketsHost } from "./sockets.ts";
+import { DENIED_SOCKETS, type SocketsHost, socketsHost } from "./sockets.ts";
 
 /** What one instance's host gives the guest. */
 export interface HostConfig extends CliConfig {
@@ -77,6 +77,10 @@ export interface Host {
   dispose(): void;
 }
 
+/** Where an instance's import object keeps its sockets (see {@linkcode hostFactory}). */
+const SOCKETS = Symbol("wasi:sockets of the instance");
+type InstanceImports = Imports & { [SOCKETS]?: SocketsHost };
+
 /**
  * Builds the hosts of many instances that differ only in their environment (a proxy's
  * instances: `REQUEST_ID`). What holds no state is built once and shared, through the
@@ -98,10 +102,22 @@ export function hostFactory(
     "wasi:io/error": { Error: IoError },
     "wasi:io/streams": { InputStream, OutputStream },
   };
-  const network = config.network === true;
+  if (config.network) {
+    // Made on an instance's first use of them (most requests open no socket): a getter
+    // on the shared prototype, called with the instance's import object as `this`.
+    for (const key of Object.keys(DENIED_SOCKETS.imports)) {
+      Object.defineProperty(shared, key, {
+        enumerable: true,
+        get(this: InstanceImports) {
+          return (this[SOCKETS] ??= socketsHost(true)).imports[key];
+        },
+      });
+    }
+  } else {
+    Object.assign(shared, DENIED_SOCKETS.imports);
+  }
   return (env) => {
     let filesystem: FilesystemHost | null = null;
-    const sockets = socketsHost(network);
     const fs = () => filesystem ??= createFilesystem(config.root);
     const imports = Object.create(shared) as Imports;
     imports["wasi:cli/environment"] = environmentImport(config.args, env, config.cwd);
@@ -111,11 +127,10 @@ export function hostFactory(
       getDirectories: () =>
         (fs().imports["wasi:filesystem/preopens"].getDirectories as () => unknown)(),
     };
-    Object.assign(imports, sockets.imports);
     return {
       imports,
       dispose: () => {
-        sockets.dispose();
+        (imports as InstanceImports)[SOCKETS]?.dispose();
         filesystem?.close();
       },
     };

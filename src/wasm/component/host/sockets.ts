@@ -1197,9 +1197,15 @@ const SHARED = {
 
 /**
  * The `wasi:sockets/*` imports of one instance. Sockets exist only if `allowed` (the
- * container may reach the network); otherwise every socket and lookup is `access-denied`.
+ * container may reach the network); otherwise every socket and lookup is `access-denied`
+ * (and the imports hold no state: see {@linkcode DENIED_SOCKETS}).
  */
 export function socketsHost(allowed: boolean): SocketsHost {
+  if (!allowed) return DENIED_SOCKETS;
+  return instanceSockets(true);
+}
+
+function instanceSockets(allowed: boolean): SocketsHost {
   let table: SocketTable | null = null;
   const own = () => table ??= new SocketTable(allowed);
   const instanceNetwork = () => new Network(own());
@@ -1225,3 +1231,10 @@ export function socketsHost(allowed: boolean): SocketsHost {
     dispose: () => table?.dispose(),
   };
 }
+
+/**
+ * The sockets of every instance without network access: each call that would make a
+ * socket or a lookup fails with `access-denied` before anything is kept, so one set of
+ * imports serves them all.
+ */
+export const DENIED_SOCKETS: SocketsHost = instanceSockets(false);

@@ -1,8 +1,10 @@
 import assert from "node:assert/strict";
+import { findExportedFunction, runToEnd } from "../command.ts";
 import { prepare } from "../mod.ts";
+import { compileCores, jcoTranspile, loadGlue } from "../transpile.ts";
 import { guestInit, type GuestOptions } from "../test_util.ts";
-import { hostFactory } from "./mod.ts";
-import { discardSink, EMPTY_SOURCE } from "./io.ts";
+import { createHost, hostFactory } from "./mod.ts";
+import { type ByteSink, discardSink, EMPTY_SOURCE } from "./io.ts";
 import {
   type IpSocketAddress,
   ipv6Text,
@@ -385,5 +387,35 @@ Deno.test("udp-socket: a stream with a remote address sends there and hears only
     peer.close();
     other.close();
     sockets.dispose();
+  }
+});
+
+Deno.test("sockets guest under jco's glue (components the lean glue does not take)", async () => {
+  const bytes = Deno.readFileSync(SOCKETS_WASM);
+  const t = await jcoTranspile(bytes);
+  const instantiate = await loadGlue(t.glue);
+  const modules = await compileCores(t.cores);
+  const chunks: Uint8Array[] = [];
+  const stdout: ByteSink = { ...discardSink(), write: (b) => void chunks.push(b.slice()) };
+  const host = createHost({
+    args: ["/sockets.wasm", "serve"],
+    env: [],
+    cwd: "/",
+    root: null,
+    stdin: EMPTY_SOURCE,
+    stdout,
+    stderr: discardSink(),
+    network: true,
+  });
+  try {
+    const exports = instantiate((n) => modules.get(n)!, host.imports);
+    const end = await runToEnd(
+      findExportedFunction(exports, "wasi:cli/run@0.2.12#run", "/sockets.wasm"),
+    );
+    const text = new TextDecoder().decode(new Uint8Array(chunks.flatMap((c) => [...c])));
+    assert.deepEqual(end, { kind: "exit", code: 0 }, text);
+    assert.match(text, /server got ping\nclient got pong:ping\n$/);
+  } finally {
+    host.dispose();
   }
 });

@@ -20,6 +20,13 @@ export interface OciSpec {
   annotations: Record<string, string>;
   /** `linux.namespaces[type=network].path`, if the spec names one. */
   netns?: string;
+  /**
+   * The container's network as runc would make it: `join` the namespace at `netns` (a
+   * pod's), `host` (no network namespace in the spec: the node's network, as `ctr run
+   * --net-host` and `hostNetwork` pods ask), or `new` (a namespace of its own, which
+   * runc would create with only a loopback device).
+   */
+  network: "join" | "host" | "new";
   /** `linux.cgroupsPath`, if any. */
   cgroupsPath?: string;
   /** `linux.resources`: the limits the shim applies to the task's cgroup. */
@@ -197,6 +204,32 @@ function isStringArray(v: unknown): v is string[] {
   return Array.isArray(v) && v.every((s) => typeof s === "string");
 }
 
+/**
+ * The shim's environment variable (set in containerd's environment) with which the
+ * operator lets guests reach the network where their spec alone would not (`1`).
+ */
+export const GUEST_NETWORK_ENV = "WASMTIME_SHIM_GUEST_NETWORK";
+
+/**
+ * Whether a container's wasm guest may reach the network (`wasi:sockets`, outgoing
+ * `wasi:http` requests): where its spec gives it a network to use — a namespace to join
+ * (a pod's) or the node's own (no network namespace) — or where the operator allowed it
+ * ({@linkcode GUEST_NETWORK_ENV}). A spec asking for a namespace of its own (plain `ctr
+ * run`) would get an empty one from runc; the shim creates none (its guest runs in the
+ * shim's, the node's), so the guest gets no network there unless the operator says so.
+ */
+export function guestNetworkAllowed(spec: Pick<OciSpec, "network">, operator: boolean): boolean {
+  return spec.network !== "new" || operator;
+}
+
+/** Parses {@linkcode GUEST_NETWORK_ENV}: `1`/`true` allow, unset, empty, `0`/`false` do not. */
+export function parseGuestNetworkEnv(value: string | undefined): boolean {
+  const v = (value ?? "").trim().toLowerCase();
+  if (v === "" || v === "0" || v === "false") return false;
+  if (v === "1" || v === "true") return true;
+  throw new Error(`${GUEST_NETWORK_ENV}="${value}" must be 1 or 0 (true or false)`);
+}
+
 /** Validates a parsed config.json. `where` names the file in errors. */
 export function parseSpec(raw: unknown, where: string): OciSpec {
   if (typeof raw !== "object" || raw === null) {
@@ -235,6 +268,7 @@ export function parseSpec(raw: unknown, where: string): OciSpec {
     },
     annotations: typeof annotations === "object" && annotations !== null ? annotations : {},
     netns: net?.path || undefined,
+    network: net === undefined ? "host" : net.path ? "join" : "new",
     cgroupsPath: typeof linux.cgroupsPath === "string" ? linux.cgroupsPath : undefined,
     resources: linux.resources === undefined
       ? undefined

@@ -1,5 +1,11 @@
 import assert from "node:assert/strict";
-import { parseLinuxResources, parseSpec, readSpec } from "./spec.ts";
+import {
+  guestNetworkAllowed,
+  parseGuestNetworkEnv,
+  parseLinuxResources,
+  parseSpec,
+  readSpec,
+} from "./spec.ts";
 
 Deno.test("parseSpec reads process, root, annotations and the network namespace", () => {
   const spec = parseSpec({
@@ -15,16 +21,32 @@ Deno.test("parseSpec reads process, root, annotations and the network namespace"
     terminal: false,
   });
   assert.equal(spec.netns, "/var/run/netns/n1");
+  assert.equal(spec.network, "join");
   assert.equal(spec.annotations["io.kubernetes.cri.sandbox-id"], "pod");
 });
 
-Deno.test("parseSpec: a network namespace without a path means the host's", () => {
+Deno.test("parseSpec: a network namespace without a path is a new one, none is the host's", () => {
   const spec = parseSpec(
     { process: { args: ["a"] }, linux: { namespaces: [{ type: "network" }] } },
     "t",
   );
   assert.equal(spec.netns, undefined);
+  assert.equal(spec.network, "new");
   assert.equal(spec.process.cwd, "/");
+  const host = parseSpec({ process: { args: ["a"] }, linux: { namespaces: [] } }, "t");
+  assert.equal(host.network, "host");
+});
+
+Deno.test("guestNetworkAllowed: a pod's or the host's network, or the operator's opt-in", () => {
+  assert.equal(guestNetworkAllowed({ network: "join" }, false), true);
+  assert.equal(guestNetworkAllowed({ network: "host" }, false), true);
+  assert.equal(guestNetworkAllowed({ network: "new" }, false), false);
+  assert.equal(guestNetworkAllowed({ network: "new" }, true), true);
+  assert.equal(parseGuestNetworkEnv(undefined), false);
+  assert.equal(parseGuestNetworkEnv("0"), false);
+  assert.equal(parseGuestNetworkEnv(" 1 "), true);
+  assert.equal(parseGuestNetworkEnv("TRUE"), true);
+  assert.throws(() => parseGuestNetworkEnv("yes"), /WASMTIME_SHIM_GUEST_NETWORK="yes" must be/);
 });
 
 Deno.test("parseSpec rejects bad specs precisely", () => {

@@ -352,11 +352,17 @@ export async function createRunnerGuest(
   options: RunnerGuestOptions = {},
 ): Promise<RunnerGuest> {
   let net = options.net;
+  let ownRunner = Boolean(net);
   if (kind === "component" && !net && await isHttpProxy(entry.hostPath)) {
-    // A wasi:http/proxy serves on its listen address and may make outgoing requests.
+    // A wasi:http/proxy serves on its listen address (its outgoing requests and sockets
+    // are the host's to allow: cfg.network).
+    net = true;
+    ownRunner = true;
+  } else if (kind === "component" && !net && cfg.network) {
+    // wasi:sockets and outgoing wasi:http, where the container may reach the network.
     net = true;
   }
-  const pooled = options.pool?.take(cfg, net, kind);
+  const pooled = ownRunner ? undefined : options.pool?.take(cfg, net, kind);
   let runner = pooled?.runner;
   // A pooled runner sees the container through its slot (see pool.ts).
   const paths = pooled === undefined

@@ -159,6 +159,9 @@ export class RunnerPool {
         "--allow-env",
         "--allow-ffi", // the container setup (src/wasm/container_setup.ts)
       ];
+      // Every guest of a network namespace it joins (a pod's) may reach the network
+      // (guestNetworkAllowed in src/oci/spec.ts): its runner may have it ahead.
+      if (netns !== undefined) flags.push("--allow-net");
       const runner = spawnRunner(
         `${SLOT_PREFIX}${name}`,
         flags,
@@ -183,15 +186,16 @@ export class RunnerPool {
 
   /**
    * Hands a warm runner to the guest `cfg` if one fits (same network namespace; a
-   * guest that needs the network gets a runner of its own, as does one without a
-   * rootfs descriptor), linking its stdio into the slot, and starts a replacement (which loads the
+   * guest that needs the network gets a runner of its own unless it joins a network
+   * namespace, whose runners have it; so does one without a rootfs descriptor), linking its stdio into the slot, and starts a replacement (which loads the
    * component host ahead if `kind` is "component"). Returns undefined when none fits
    * or the slot cannot be prepared.
    */
   take(cfg: GuestConfig, net: unknown, kind?: WasmKind): PooledRunner | undefined {
     // The runner's mount namespace is its own (since before this container existed):
     // it attaches a detached copy of the rootfs the server made (container_setup.ts).
-    if (this.#closed || net || cfg.container?.rootfsFd === undefined) return undefined;
+    if (this.#closed || cfg.container?.rootfsFd === undefined) return undefined;
+    if (net && cfg.netns === undefined) return undefined;
     if (kind !== undefined) this.#preloadComponent = kind === "component";
     const list = this.#idle.get(cfg.netns ?? "");
     const idle = list?.shift();

@@ -15,7 +15,7 @@ import { TtrpcServer } from "../ttrpc/server.ts";
 import { CgroupManager, joinCgroup } from "../cgroup/cgroup.ts";
 import { mountAll, unmountAll } from "../sys/mount.ts";
 import { TaskService } from "../task/service.ts";
-import { readSpec } from "../oci/spec.ts";
+import { GUEST_NETWORK_ENV, parseGuestNetworkEnv, readSpec } from "../oci/spec.ts";
 import { TASK_SERVICES, taskHandlers } from "../task/task_api.ts";
 import { createGuest } from "../task/guest_factory.ts";
 import { RunnerPool } from "../runner/pool.ts";
@@ -124,6 +124,13 @@ export async function runServer(flags: ShimFlags): Promise<number> {
   }
 
   const cacheDir = Deno.env.get("WASMTIME_SHIM_CACHE_DIR") || DEFAULT_CACHE_DIR;
+  let guestNetwork = false;
+  try {
+    guestNetwork = parseGuestNetworkEnv(Deno.env.get(GUEST_NETWORK_ENV));
+  } catch (err) {
+    // A typo must not open the network: the guests stay without it, and the log says why.
+    log.warn(`${(err as Error).message}; guests get no network beyond what their spec gives`);
+  }
   const slotRoot = Deno.env.get("WASMTIME_SHIM_SLOT_DIR") || DEFAULT_SLOT_ROOT;
   RunnerPool.sweep(slotRoot);
   const pool = new RunnerPool({ slotRoot, cacheDir, log: (line) => log.info(line) });
@@ -185,6 +192,7 @@ export async function runServer(flags: ShimFlags): Promise<number> {
     writeFile: (path, text) => Deno.writeTextFile(path, text),
     shimPid: Deno.pid,
     cacheDir,
+    guestNetwork,
     log: (line) => log.info(line),
     cleanedUp: (id, bundle, pid) => {
       try {

@@ -19,7 +19,7 @@ import {
   unimplemented,
 } from "../errdefs/errors.ts";
 import type { Guest, GuestConfig } from "./guest.ts";
-import type { LinuxResources, OciSpec } from "../oci/spec.ts";
+import { guestNetworkAllowed, type LinuxResources, type OciSpec } from "../oci/spec.ts";
 import { BundleFile, bundlePath } from "../oci/bundle.ts";
 import type { MountSpec } from "../sys/mount.ts";
 import { Status, type TaskStatus, transition } from "./state.ts";
@@ -84,6 +84,11 @@ export interface TaskDeps {
   shimPid: number;
   /** Directory for the guests' caches. */
   cacheDir?: string;
+  /**
+   * The operator's opt-in (`WASMTIME_SHIM_GUEST_NETWORK`): guests whose spec asks for a
+   * network namespace of their own reach the network too (see `guestNetworkAllowed`).
+   */
+  guestNetwork?: boolean;
   /** Writes a line to the shim's log. */
   log(line: string): void;
   /** Told when a task joins (Create succeeded) or leaves (Delete) the registry. */
@@ -264,6 +269,7 @@ export class TaskService {
           stdout: req.stdout,
           stderr: req.stderr,
           netns: spec.netns,
+          network: guestNetworkAllowed(spec, this.#deps.guestNetwork === true),
           mounts: spec.mounts,
           user: spec.user,
           readonlyRoot: spec.root.readonly,

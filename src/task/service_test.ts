@@ -38,6 +38,7 @@ function setup(opts: { failGuest?: string; deps?: Partial<TaskDeps> } = {}) {
         process: { args: ["/app.wasm"], env: ["A=1"], cwd: "/", terminal: false },
         root: { path: "rootfs", readonly: false },
         annotations: {},
+        network: "new",
       }),
     mountRootfs: (_m, target) => void mounts.push(`mount ${target}`),
     unmountRootfs: (target) => void mounts.push(`umount ${target}`),
@@ -551,4 +552,28 @@ Deno.test("without a cgroup the guest config has no onPid", async () => {
   const { service, configs } = setup();
   await service.create(create("t1"));
   assert.equal(configs[0].onPid, undefined);
+});
+
+Deno.test("a guest gets the network where its spec gives one, or where the operator allows it", async () => {
+  const { service, configs } = setup();
+  await service.create(create("own-netns"));
+  assert.equal(configs[0].network, false, "a network namespace of its own: none");
+  const allowed = setup({ deps: { guestNetwork: true } });
+  await allowed.service.create(create("opted-in"));
+  assert.equal(allowed.configs[0].network, true, "the operator's WASMTIME_SHIM_GUEST_NETWORK=1");
+  const pod = setup({
+    deps: {
+      readSpec: () =>
+        Promise.resolve({
+          process: { args: ["/app.wasm"], env: [], cwd: "/", terminal: false },
+          root: { path: "rootfs", readonly: false },
+          annotations: {},
+          netns: "/var/run/netns/pod",
+          network: "join",
+        }),
+    },
+  });
+  await pod.service.create(create("in-pod"));
+  assert.equal(pod.configs[0].network, true);
+  assert.equal(pod.configs[0].netns, "/var/run/netns/pod");
 });

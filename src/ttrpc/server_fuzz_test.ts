@@ -159,6 +159,7 @@ function startServer(rng: Rng, dir: string) {
         process: { args: ["/app.wasm"], env: [], cwd: "/", terminal: false },
         root: { path: "rootfs", readonly: false },
         annotations: {},
+        network: "new",
       }),
     mountRootfs: () => {},
     unmountRootfs: () => {},

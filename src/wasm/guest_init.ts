@@ -32,6 +32,11 @@ export interface GuestConfig {
   stderr: string;
   /** Path of a network namespace to run in (from `linux.namespaces`), if any. */
   netns?: string;
+  /**
+   * Whether the guest may reach the network (`wasi:sockets`, outgoing `wasi:http`): see
+   * `guestNetworkAllowed` in `src/oci/spec.ts`. Absent: no.
+   */
+  network?: boolean;
   /** The spec's `mounts` (planned for a wasm guest into {@linkcode container}). */
   mounts?: SpecMount[];
   /** The spec's `process.user`. */

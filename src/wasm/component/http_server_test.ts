@@ -80,10 +80,11 @@ interface Proxy {
   close(): Promise<number>;
 }
 
-async function startProxy(name: string, env: string[] = []): Promise<Proxy> {
+async function startProxy(name: string, env: string[] = [], network = false): Promise<Proxy> {
   const port = freePort();
   const guest = guestInit(name, {
     env: [`${ENV.addr}=127.0.0.1:${port}`, "GREETING=hi", ...env],
+    network,
   });
   const prepared = await prepare(guest.init, fixture(name));
   assert.equal(prepared.kind, "http");
@@ -249,21 +250,32 @@ Deno.test({
   name: "proxy (JS): outgoing requests go through wasi:http/outgoing-handler",
   ...COMPONENT_TEST,
   fn: async () => {
+    let requests = 0;
     const upstream = Deno.serve(
       { hostname: "127.0.0.1", port: 0, onListen: () => {} },
-      (req) => new Response(`upstream saw ${new URL(req.url).pathname}`, { status: 201 }),
+      (req) => {
+        requests++;
+        return new Response(`upstream saw ${new URL(req.url).pathname}`, { status: 201 });
+      },
     );
-    const proxy = await startProxy(FIXTURES.httpApp);
+    const target = `http://127.0.0.1:${upstream.addr.port}/hello`;
+    const proxy = await startProxy(FIXTURES.httpApp, [], true);
+    // Without network access (a spec asking for a network namespace of its own), the
+    // guest's fetch fails with HTTP-request-denied: it answers 500, upstream sees nothing.
+    const denied = await startProxy(FIXTURES.httpApp);
     try {
-      const target = `http://127.0.0.1:${upstream.addr.port}/hello`;
       assert.deepEqual(await get(`${proxy.url}/fetch?url=${encodeURIComponent(target)}`), {
         status: 200,
         text: "201 upstream saw /hello",
       });
+      const refused = await get(`${denied.url}/fetch?url=${encodeURIComponent(target)}`);
+      assert.equal(refused.status, 500);
     } finally {
       await proxy.close();
+      await denied.close();
       await upstream.shutdown();
     }
+    assert.equal(requests, 1, "the denied guest's request never left");
   },
 });
 

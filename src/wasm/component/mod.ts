@@ -174,7 +174,7 @@ export async function prepare(init: GuestInit, bytes: Uint8Array): Promise<Prepa
       ` (cache ${t.cacheMs.toFixed(0)} ms, transpile ${t.transpileMs.toFixed(0)} ms, ` +
       `glue ${t.glueMs.toFixed(0)} ms, compile ${t.compileMs.toFixed(0)} ms)`,
   );
-  const base = { args: init.args, env, cwd: init.cwd || "/", root };
+  const base = { args: init.args, env, cwd: init.cwd || "/", root, network: init.network === true };
   if (kind.kind === "http") {
     return await prepareProxy(component, kind.export, base, httpConfig!, init, path);
   }

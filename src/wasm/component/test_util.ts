@@ -45,6 +45,10 @@ export interface GuestOptions {
   env?: string[];
   func?: string;
   cacheDir?: string;
+  /** May the guest reach the network (`GuestInit.network`)? Default: no. */
+  network?: boolean;
+  /** The component's file, when it is not in `testdata/` (`name` then only names it). */
+  hostPath?: string;
 }
 
 /** A guest whose stdio are files in a fresh temporary root. */
@@ -66,7 +70,7 @@ export function guestInit(name: string, options: GuestOptions = {}): TestGuest {
   const err = `${stdio}/stderr`;
   Deno.writeTextFileSync(out, "");
   Deno.writeTextFileSync(err, "");
-  const hostPath = new URL(name, TESTDATA).pathname;
+  const hostPath = options.hostPath ?? new URL(name, TESTDATA).pathname;
   return {
     init: {
       id: `test-${name}`,
@@ -78,6 +82,7 @@ export function guestInit(name: string, options: GuestOptions = {}): TestGuest {
       stdout: out,
       stderr: err,
       cacheDir: options.cacheDir ?? sharedCacheDir,
+      network: options.network,
       hostPath,
       guestPath: `/${name}`,
       func: options.func ?? "_start",

@@ -12,13 +12,26 @@ import { CLOCKS_RANDOM, clocksRandomImports, insecureSeedImport } from "./clocks
 import { createFilesystem, type FilesystemHost } from "./filesystem.ts";
 import { httpImports } from "./http.ts";
 import { InputStream, IoError, OutputStream, Pollable, Poller } from "./io.ts";
-import { socketsImports } from "./sockets.ts";
+import { DENIED_SOCKETS, type SocketsHost, socketsHost } from "./sockets.ts";
 
 /** What one instance's host gives the guest. */
 export interface HostConfig extends CliConfig {
   /** Host directory preopened as the guest's `/`, or null for no filesystem. */
   root: string | null;
+  /**
+   * Whether the guest may reach the network: `wasi:sockets` and outgoing `wasi:http`
+   * requests. The runner decides nothing here: it is told (`GuestInit.network`, from the
+   * container's spec and the operator). Default: no.
+   */
+  network?: boolean;
 }
+
+/** `wasi:http/outgoing-handler` for a guest without network access. */
+const DENIED_OUTGOING_HANDLER = {
+  handle: (): never => {
+    throw { tag: "HTTP-request-denied" };
+  },
+};
 
 /** The interfaces this host implements (without versions). */
 export const SUPPORTED_INTERFACES: readonly string[] = [
@@ -60,9 +73,13 @@ export type Imports = Record<string, Record<string, unknown>>;
 export interface Host {
   /** What jco's `instantiate` takes as imports. */
   imports: Imports;
-  /** Releases what the instance still holds (open files). */
+  /** Releases what the instance still holds (open files, sockets). */
   dispose(): void;
 }
+
+/** Where an instance's import object keeps its sockets (see {@linkcode hostFactory}). */
+const SOCKETS = Symbol("wasi:sockets of the instance");
+type InstanceImports = Imports & { [SOCKETS]?: SocketsHost };
 
 /**
  * Builds the hosts of many instances that differ only in their environment (a proxy's
@@ -81,10 +98,24 @@ export function hostFactory(
     // The filesystem's types interface is classes and a function, no state.
     "wasi:filesystem/types": createFilesystem(null).imports["wasi:filesystem/types"],
     ...httpImports,
-    ...socketsImports,
+    ...(config.network ? {} : { "wasi:http/outgoing-handler": DENIED_OUTGOING_HANDLER }),
     "wasi:io/error": { Error: IoError },
     "wasi:io/streams": { InputStream, OutputStream },
   };
+  if (config.network) {
+    // Made on an instance's first use of them (most requests open no socket): a getter
+    // on the shared prototype, called with the instance's import object as `this`.
+    for (const key of Object.keys(DENIED_SOCKETS.imports)) {
+      Object.defineProperty(shared, key, {
+        enumerable: true,
+        get(this: InstanceImports) {
+          return (this[SOCKETS] ??= socketsHost(true)).imports[key];
+        },
+      });
+    }
+  } else {
+    Object.assign(shared, DENIED_SOCKETS.imports);
+  }
   return (env) => {
     let filesystem: FilesystemHost | null = null;
     const fs = () => filesystem ??= createFilesystem(config.root);
@@ -96,24 +127,35 @@ export function hostFactory(
       getDirectories: () =>
         (fs().imports["wasi:filesystem/preopens"].getDirectories as () => unknown)(),
     };
-    return { imports, dispose: () => filesystem?.close() };
+    return {
+      imports,
+      dispose: () => {
+        (imports as InstanceImports)[SOCKETS]?.dispose();
+        filesystem?.close();
+      },
+    };
   };
 }
 
 /** Builds the host of one fresh instance. */
 export function createHost(config: HostConfig): Host {
   const filesystem = createFilesystem(config.root);
+  const sockets = socketsHost(config.network === true);
   return {
     imports: {
       ...cliImports(config),
       ...clocksRandomImports(),
       ...filesystem.imports,
       ...httpImports,
-      ...socketsImports,
+      ...(config.network ? {} : { "wasi:http/outgoing-handler": DENIED_OUTGOING_HANDLER }),
+      ...sockets.imports,
       "wasi:io/error": { Error: IoError },
       "wasi:io/poll": { Pollable, poll: new Poller().poll },
       "wasi:io/streams": { InputStream, OutputStream },
     },
-    dispose: () => filesystem.close(),
+    dispose: () => {
+      sockets.dispose();
+      filesystem.close();
+    },
   };
 }

@@ -203,7 +203,9 @@ export class QueueSink implements ByteSink {
         this.#changed.wake();
       }
     } catch (err) {
-      this.#error = new IoError(err instanceof Error ? err.message : String(err));
+      this.#error = err instanceof IoError
+        ? err
+        : new IoError(err instanceof Error ? err.message : String(err));
       this.#queue = [];
       this.#queued = 0;
       this.#flushing = false;

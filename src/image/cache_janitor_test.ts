@@ -123,14 +123,17 @@ Deno.test("CacheJanitor.sweep: blobs no namespace has go, with their components;
     );
     assert.deepEqual(r.held, [busy.ref.digest]);
     const left = (await listFiles(dir)).map((f) => f.path.slice(dir.length + 1)).sort();
-    assert.deepEqual(left, [
-      `blobs/sha256/${busy.hex}`,
-      `blobs/sha256/${kept.hex}`,
-      `components/${kept.hex}-0123456789abcdef${CACHE_SUFFIX}`,
-      `components/${"f".repeat(64)}-0123456789abcdef${CACHE_SUFFIX}`,
-      "janitor.lock",
-      "sweep.stamp",
-    ].sort());
+    assert.deepEqual(
+      left,
+      [
+        `blobs/sha256/${busy.hex}`,
+        `blobs/sha256/${kept.hex}`,
+        `components/${kept.hex}-0123456789abcdef${CACHE_SUFFIX}`,
+        `components/${"f".repeat(64)}-0123456789abcdef${CACHE_SUFFIX}`,
+        "janitor.lock",
+        "sweep.stamp",
+      ].sort(),
+    );
   } finally {
     await Deno.remove(dir, { recursive: true });
   }
@@ -258,7 +261,7 @@ Deno.test("CacheJanitor: a read-only cache directory only costs the cache", asyn
     using hold = await blobs.hold(a.ref.digest);
     assert.ok(hold);
     assert.equal((await Deno.stat(a.path)).mtime!.getTime(), mtime);
-    assert.equal((await new TranspileCache(`${ro}/components`).put("k", ENTRY)), false);
+    assert.equal(await new TranspileCache(`${ro}/components`).put("k", ENTRY), false);
   } finally {
     await new Deno.Command("umount", { args: [ro] }).output();
     await Deno.remove(dir, { recursive: true });

@@ -197,15 +197,7 @@ export class CacheJanitor {
             (evicted.held.length > 0 ? `; ${evicted.held.length} in use kept` : ""),
         );
       }
-      if (await this.#sweepDue()) {
-        const swept = await this.sweep();
-        if (swept && swept.removed.length > 0) {
-          this.#opts.log(
-            `cache: sweep removed ${swept.removed.length} entries of ${swept.checked} blobs ` +
-              `containerd no longer has (${swept.ms.toFixed(0)} ms)`,
-          );
-        }
-      }
+      if (await this.#sweepDue()) await this.#sweepLogged();
     } catch (err) {
       if (!this.#warned) {
         this.#warned = true;
@@ -214,6 +206,21 @@ export class CacheJanitor {
             `(the cache may grow past ${MAX_BYTES_ENV}; containers are not affected)`,
         );
       }
+    }
+  }
+
+  async #sweepLogged(): Promise<void> {
+    try {
+      const swept = await this.sweep();
+      if (swept && swept.removed.length > 0) {
+        this.#opts.log(
+          `cache: sweep removed ${swept.removed.length} entries of ${swept.checked} blobs ` +
+            `containerd no longer has (${swept.ms.toFixed(0)} ms)`,
+        );
+      }
+    } catch (err) {
+      // containerd restarting, say: the next sweep tries again; entries stay meanwhile.
+      this.#opts.log(`cache: sweep failed, entries kept: ${(err as Error).message}`);
     }
   }
 

@@ -267,3 +267,25 @@ Deno.test("CacheJanitor: a read-only cache directory only costs the cache", asyn
     await Deno.remove(dir, { recursive: true });
   }
 });
+
+Deno.test("CacheJanitor: a containerd that cannot be reached costs one log line; entries stay", async () => {
+  const dir = await Deno.makeTempDir();
+  try {
+    const blobs = new BlobCache(dir);
+    const a = await blob(blobs, "layer");
+    const lines: string[] = [];
+    const janitor = new CacheJanitor({
+      cacheDir: dir,
+      maxBytes: DEFAULT_MAX_BYTES,
+      sweepIntervalMs: 0,
+      containerd: { address: "/nowhere/containerd.sock", namespace: "ns1" },
+      connect: () => Promise.reject(new ShimError(Kind.UNAVAILABLE, "connection refused")),
+      log: (l) => lines.push(l),
+    });
+    await janitor.runOnce();
+    assert.deepEqual(lines, ["cache: sweep failed, entries kept: connection refused"]);
+    assert.notEqual(await blobs.get(a.ref), null);
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});

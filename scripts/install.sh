@@ -137,6 +137,14 @@ Environment:
                       "nsenter -t 1 -m -u -i -n -p -- systemctl" in a pod)
   WASMTIME_SHIM_PRESET  the default of --preset
   HOST_ROOT           where the node's / is (default /): the presets' paths are under it
+
+The installed shim reads its settings from containerd's environment (for systemd, a
+drop-in with Environment= lines for containerd.service); its on-disk caches:
+  WASMTIME_SHIM_CACHE_DIR        transpiled components and Wasm layers
+                                 (default /var/lib/containerd-shim-wasmtime/cache)
+  WASMTIME_SHIM_CACHE_MAX_BYTES  their cap, least recently used evicted first, never
+                                 one in use (default 1Gi: the last ~40 large or
+                                 thousands of small applications; e.g. 512Mi, 4G)
 EOF
 }
 

@@ -8,12 +8,15 @@
  *   reported as a miss, never used.
  * - Written to a unique temporary file in the same directory and renamed: readers see
  *   a whole entry or none, and two containers of one image may fill it at once.
- * - Entries are never evicted (as the component transpile cache beside it).
+ * - Bounded with the component transpile cache beside it (`src/sys/cache_files.ts`,
+ *   `cache_janitor.ts`): a hit marks the entry used, and a layer a runner still has to
+ *   read is held ({@linkcode BlobCache.hold}) so that eviction skips it.
  *
  * @module
  */
 
 import { checkBlob, parseDigest } from "../oci/digest.ts";
+import { type FileHold, holdFile, touch } from "../sys/cache_files.ts";
 
 /** Directory of the blob cache inside the shim's cache directory. */
 export const BLOB_CACHE_SUBDIR = "blobs";
@@ -64,7 +67,16 @@ export class BlobCache {
       await Deno.remove(path).catch(() => {});
       return null;
     }
+    await touch(path);
     return bytes;
+  }
+
+  /**
+   * Holds `digest`'s entry against eviction until released (see
+   * `src/sys/cache_files.ts`); null when there is no entry (any more).
+   */
+  hold(digest: string): Promise<FileHold | null> {
+    return holdFile(this.path(digest));
   }
 
   /**

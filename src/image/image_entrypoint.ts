@@ -15,6 +15,7 @@ import { Kind, ShimError } from "../errdefs/errors.ts";
 import type { ContainerdAddress } from "./containerd/client.ts";
 import { type Entrypoint, resolveEntrypoint } from "../wasm/entrypoint.ts";
 import type { GuestConfig } from "../wasm/guest_init.ts";
+import type { FileHold } from "../sys/cache_files.ts";
 
 /** What {@linkcode resolveGuestEntrypoint} needs beyond the guest's config. */
 export interface ImageEntrypointOptions {
@@ -22,6 +23,12 @@ export interface ImageEntrypointOptions {
   containerd?: ContainerdAddress;
   /** Receives one line per resolution from an image (for the shim's log). */
   log?: (line: string) => void;
+  /**
+   * Receives the hold on a Wasm layer's cache entry (see `blob_cache.ts`): the caller
+   * releases it once the guest's runner has read the layer. Without it the hold is
+   * released at once, and eviction may take the file before anyone reads it.
+   */
+  keep?: (hold: FileHold) => void;
 }
 
 /**
@@ -44,7 +51,12 @@ export async function resolveGuestEntrypoint(
     if (!(err instanceof ShimError) || err.kind !== Kind.NOT_FOUND || !options.containerd) {
       throw err;
     }
-    const found = await resolveImageEntrypoint(cfg, options.containerd, options.log);
+    const found = await resolveImageEntrypoint(
+      cfg,
+      options.containerd,
+      options.log,
+      options.keep,
+    );
     if ("none" in found) {
       options.log?.(`guest ${cfg.id}: no Wasm layers to run instead: ${found.none}`);
       throw err;
@@ -57,12 +69,15 @@ export async function resolveGuestEntrypoint(
  * Resolves the entrypoint from the container's image only (see
  * {@linkcode resolveGuestEntrypoint}).
  *
+ * @param keep receives the hold on the layer's cache entry (see
+ *   {@linkcode ImageEntrypointOptions.keep})
  * @returns the entrypoint, or why the container has none in its image
  */
 export async function resolveImageEntrypoint(
   cfg: GuestConfig,
   containerd: ContainerdAddress,
   log: (line: string) => void = () => {},
+  keep: (hold: FileHold) => void = (hold) => hold.release(),
 ): Promise<Entrypoint | { none: string }> {
   const started = performance.now();
   const [{ resolveArtifact, layerLabel, MAX_LAYER_BYTES }, { BlobCache }, { ContainerdClient }, {
@@ -100,11 +115,13 @@ export async function resolveImageEntrypoint(
     const label = layerLabel(choice.layer);
     const { digest } = choice.layer.descriptor;
     const title = choice.layer.title ? ` (${choice.layer.title})` : "";
-    const hostPath = await source.file(
+    const held = await source.file(
       choice.layer.descriptor,
       MAX_LAYER_BYTES,
       `image "${image}" Wasm layer ${digest}${title}`,
     );
+    keep(held);
+    const hostPath = held.path;
     const { cached, read, bytesRead } = source.stats;
     log(
       `guest ${cfg.id}: image "${image}": running ${label} (${choice.why}); blobs: ${cached} ` +

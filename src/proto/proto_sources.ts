@@ -448,6 +448,29 @@ message GetImageResponse {
 }
 `;
 
+/** The text of `proto/namespaces.proto`. */
+export const NAMESPACES_PROTO: string =
+  `// The parts of containerd's gRPC namespaces service (containerd.services.namespaces.v1,
+// api/services/namespaces/v1/namespace.proto) that the shim calls: the cache sweep
+// asks every namespace whether it still has a blob.
+syntax = "proto3";
+
+package containerd.services.namespaces.v1;
+
+message Namespace {
+  string name = 1;
+  map<string, string> labels = 2;
+}
+
+message ListNamespacesRequest {
+  string filter = 1;
+}
+
+message ListNamespacesResponse {
+  repeated Namespace namespaces = 1;
+}
+`;
+
 /** The text of `proto/snapshots.proto`. */
 export const SNAPSHOTS_PROTO: string =
   `// The parts of containerd's gRPC snapshots service (containerd.services.snapshots.v1,
@@ -819,6 +842,7 @@ export const PROTO_SOURCES: Readonly<Record<string, string>> = {
   "events.proto": EVENTS_PROTO,
   "events_service.proto": EVENTS_SERVICE_PROTO,
   "images.proto": IMAGES_PROTO,
+  "namespaces.proto": NAMESPACES_PROTO,
   "snapshots.proto": SNAPSHOTS_PROTO,
   "status.proto": STATUS_PROTO,
   "task.proto": TASK_PROTO,

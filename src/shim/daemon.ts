@@ -42,6 +42,13 @@ import { Code, RpcError } from "../ttrpc/status.ts";
 import { ReadyLine } from "./ready.ts";
 import { VERSION } from "./version.ts";
 import { BundleFile, bundlePath } from "../oci/bundle.ts";
+import {
+  CacheJanitor,
+  MAX_BYTES_ENV,
+  maxBytesFromEnv,
+  SWEEP_INTERVAL_ENV,
+  sweepIntervalFromEnv,
+} from "../image/cache_janitor.ts";
 
 /** Where transpiled components and other caches live, unless overridden. */
 export const DEFAULT_CACHE_DIR = "/var/lib/containerd-shim-wasmtime/cache";
@@ -90,7 +97,11 @@ export async function runServer(flags: ShimFlags): Promise<number> {
   let spec;
   let idleTimeoutMs;
   let group;
+  let cacheMaxBytes;
+  let sweepIntervalMs;
   try {
+    cacheMaxBytes = maxBytesFromEnv(Deno.env.get(MAX_BYTES_ENV));
+    sweepIntervalMs = sweepIntervalFromEnv(Deno.env.get(SWEEP_INTERVAL_ENV));
     spec = await readSpec(bundle).catch(() => undefined);
     const grouping = groupingFromEnv(Deno.env.get("WASMTIME_SHIM_GROUPING"));
     group = groupOf(flags.id, spec?.annotations, grouping, SANDBOX_ID_ANNOTATION);
@@ -136,6 +147,15 @@ export async function runServer(flags: ShimFlags): Promise<number> {
   const pool = new RunnerPool({ slotRoot, cacheDir, log: (line) => log.info(line) });
   // The first container's runner starts now, while containerd sends Create.
   pool.warm(spec?.netns);
+  // Eviction and the sweep run after each Create has answered (see cache_janitor.ts).
+  const janitor = new CacheJanitor({
+    cacheDir,
+    maxBytes: cacheMaxBytes,
+    sweepIntervalMs,
+    containerd: { address: flags.address, namespace: flags.namespace },
+    log: (line) => log.info(line),
+  });
+  janitor.start();
 
   let closing = false;
   let stop: (code: number) => Promise<void> = () => Promise.resolve();
@@ -169,7 +189,7 @@ export async function runServer(flags: ShimFlags): Promise<number> {
         containerd: { address: flags.address, namespace: flags.namespace },
         // Native executables (the pause container, sidecars) run with runc.
         native: { root: runcRoot(flags.namespace) },
-      });
+      }).finally(() => janitor.schedule());
     },
     createCgroup: async (id, taskSpec) => {
       const cgroup = await cgroups.create(taskSpec.cgroupsPath, id, taskSpec.resources);
@@ -223,6 +243,7 @@ export async function runServer(flags: ShimFlags): Promise<number> {
       await Deno.remove(flags.socket).catch(() => {});
       service.killAll();
       await pool.close();
+      await janitor.close();
       await events.flush();
       events.close();
       await server.close();

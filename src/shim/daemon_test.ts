@@ -181,3 +181,47 @@ Deno.test({
     }
   },
 });
+
+Deno.test({
+  name: "server: a cache cap that is not a number fails start naming the variable; nothing is left",
+  ...opts,
+  async fn() {
+    const bundle = await Deno.makeTempDir({ prefix: "shim-bundle-" });
+    const socketDir = await Deno.makeTempDir({ prefix: "shim-sock-" });
+    try {
+      for (const bad of ["-1", "a lot"]) {
+        const { cmd, args } = selfCommand([
+          ...["-namespace", "test", "-address", `${socketDir}/containerd.sock`],
+          ...["-id", "t1", "-socket", `${socketDir}/s`, "start"],
+        ]);
+        const out = await new Deno.Command(cmd, {
+          args,
+          cwd: bundle,
+          env: {
+            TTRPC_ADDRESS: "",
+            WASMTIME_SHIM_SLOT_DIR: `${socketDir}/slots`,
+            WASMTIME_SHIM_CACHE_DIR: `${socketDir}/cache`,
+            WASMTIME_SHIM_CACHE_MAX_BYTES: bad,
+          },
+          stdout: "piped",
+          stderr: "piped",
+        }).output();
+        const said = new TextDecoder().decode(out.stdout);
+        assert.equal(out.code, 1, said);
+        assert.match(
+          said,
+          new RegExp(
+            `shim server failed to start: WASMTIME_SHIM_CACHE_MAX_BYTES=${
+              JSON.stringify(bad)
+            } is not valid: give a whole number of bytes`,
+          ),
+        );
+        // No socket, no slot, no cache directory: the server stopped before any of them.
+        assert.deepEqual([...Deno.readDirSync(socketDir)].map((e) => e.name), []);
+      }
+    } finally {
+      await Deno.remove(bundle, { recursive: true });
+      await Deno.remove(socketDir, { recursive: true });
+    }
+  },
+});

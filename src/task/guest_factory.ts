@@ -16,6 +16,7 @@ import type { Guest, GuestConfig } from "./guest.ts";
 import { type ContainerSetup, planMounts } from "../oci/mounts.ts";
 import { close, openTree } from "../sys/libc.ts";
 import { invalidArgument } from "../errdefs/errors.ts";
+import type { FileHold } from "../sys/cache_files.ts";
 
 /** Options of {@linkcode createGuest}. */
 export interface CreateGuestOptions extends RunnerGuestOptions {
@@ -56,7 +57,21 @@ export async function createGuest(
   cfg: GuestConfig,
   options: CreateGuestOptions = {},
 ): Promise<Guest> {
-  const entry = await resolveGuestEntrypoint(cfg, options);
+  // A Wasm layer's cache entry is held until its runner has read it (see blob_cache.ts).
+  const holds: FileHold[] = [];
+  try {
+    return await createGuestHolding(cfg, options, holds);
+  } finally {
+    for (const hold of holds) hold.release();
+  }
+}
+
+async function createGuestHolding(
+  cfg: GuestConfig,
+  options: CreateGuestOptions,
+  holds: FileHold[],
+): Promise<Guest> {
+  const entry = await resolveGuestEntrypoint(cfg, { ...options, keep: (h) => holds.push(h) });
   const header = await readHeader(entry.hostPath);
   // A native executable of the rootfs (the pause container, a sidecar) runs with runc;
   // without `options.native` it is refused below as "not a WebAssembly module".

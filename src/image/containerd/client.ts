@@ -6,7 +6,8 @@
  * Transport: `npm:@grpc/grpc-js` (pure JS, over `node:http2`), which runs in Deno
  * 2.9 against a real containerd over a unix socket. Messages: protobufjs, from the
  * `.proto` sources embedded by `scripts/gen_proto.ts` (`proto/containers.proto`,
- * `images.proto`, `content.proto`, `snapshots.proto`, `descriptor.proto`).
+ * `images.proto`, `content.proto`, `namespaces.proto`, `snapshots.proto`,
+ * `descriptor.proto`).
  *
  * Both are imported when {@linkcode ContainerdClient.connect} is first called, never
  * when this module is imported, so that a shim server that never needs containerd's
@@ -79,6 +80,11 @@ export const Method = {
     path: "/containerd.services.content.v1.Content/Read",
     request: "containerd.services.content.v1.ReadContentRequest",
     response: "containerd.services.content.v1.ReadContentResponse",
+  },
+  listNamespaces: {
+    path: "/containerd.services.namespaces.v1.Namespaces/List",
+    request: "containerd.services.namespaces.v1.ListNamespacesRequest",
+    response: "containerd.services.namespaces.v1.ListNamespacesResponse",
   },
   prepareSnapshot: {
     path: "/containerd.services.snapshots.v1.Snapshots/Prepare",
@@ -270,9 +276,9 @@ export class ContainerdClient {
     return new ContainerdClient(await load(), options);
   }
 
-  #metadata(): GrpcJs.Metadata {
+  #metadata(namespace = this.namespace): GrpcJs.Metadata {
     const md = new this.#loaded.grpc.Metadata();
-    md.set(NAMESPACE_HEADER, this.namespace);
+    md.set(NAMESPACE_HEADER, namespace);
     return md;
   }
 
@@ -290,11 +296,16 @@ export class ContainerdClient {
   }
 
   /**
-   * Makes one unary call.
+   * Makes one unary call (in the client's namespace unless `namespace` is given).
    *
    * @throws {ShimError} with containerd's status code, naming the method
    */
-  unary<T>(method: MethodInfo, request: object, timeoutMs = this.#callTimeoutMs): Promise<T> {
+  unary<T>(
+    method: MethodInfo,
+    request: object,
+    timeoutMs = this.#callTimeoutMs,
+    namespace = this.namespace,
+  ): Promise<T> {
     return new Promise<T>((resolve, reject) => {
       try {
         this.#client.makeUnaryRequest<object, T>(
@@ -302,7 +313,7 @@ export class ContainerdClient {
           this.#serialize(method.request),
           this.#deserialize<T>(method.response),
           request,
-          this.#metadata(),
+          this.#metadata(namespace),
           { deadline: Date.now() + timeoutMs },
           (err, value) => {
             if (err) reject(callError(method, err, this.address));
@@ -378,9 +389,18 @@ export class ContainerdClient {
     return res.image;
   }
 
-  /** `Content/Info`. @throws {ShimError} NOT_FOUND for a blob the store lacks */
-  async contentInfo(digest: string): Promise<ContentInfo> {
-    const res = await this.unary<{ info?: ContentInfo }>(Method.contentInfo, { digest });
+  /**
+   * `Content/Info`, in the client's namespace unless `namespace` is given.
+   *
+   * @throws {ShimError} NOT_FOUND for a blob the store lacks
+   */
+  async contentInfo(digest: string, namespace = this.namespace): Promise<ContentInfo> {
+    const res = await this.unary<{ info?: ContentInfo }>(
+      Method.contentInfo,
+      { digest },
+      this.#callTimeoutMs,
+      namespace,
+    );
     if (!res.info) throw new ShimError(Kind.INTERNAL, `containerd returned no info for ${digest}`);
     return res.info;
   }
@@ -398,6 +418,12 @@ export class ContainerdClient {
       { digest, offset: options.offset ?? 0, size: options.size ?? 0 },
       options.timeoutMs,
     );
+  }
+
+  /** `Namespaces/List`: the names of containerd's namespaces. */
+  async listNamespaces(): Promise<string[]> {
+    const res = await this.unary<{ namespaces?: { name: string }[] }>(Method.listNamespaces, {});
+    return (res.namespaces ?? []).map((n) => n.name);
   }
 
   /** `Snapshots/Prepare`: an active snapshot `key` on `parent` ("" for an empty one). */

@@ -10,6 +10,7 @@
 import { Kind, ShimError } from "../../errdefs/errors.ts";
 import type { ImageSource, OciDescriptor } from "../artifact.ts";
 import type { BlobCache } from "../blob_cache.ts";
+import type { FileHold } from "../../sys/cache_files.ts";
 import { checkBlob } from "../../oci/digest.ts";
 import type { ContainerdClient } from "./client.ts";
 
@@ -77,6 +78,9 @@ export async function readBlob(
   return out;
 }
 
+/** How often {@linkcode ContainerdImageSource.file} stores a blob that eviction takes. */
+const MAX_HOLD_ATTEMPTS = 3;
+
 /** Where the blobs of one resolution came from. */
 export interface ReadStats {
   /** Blobs answered by the cache. */
@@ -132,15 +136,25 @@ export class ContainerdImageSource implements ImageSource {
   }
 
   /**
-   * Makes sure a blob is in the cache and returns its file, for a guest runner to
-   * read.
+   * Makes sure a blob is in the cache and holds its file against eviction, for a
+   * guest runner to read; release the hold once the runner has read it.
    *
-   * @throws {ShimError} as {@linkcode readBlob}, or FAILED_PRECONDITION when the cache
-   *   directory cannot hold it
+   * @throws {ShimError} as {@linkcode readBlob}, FAILED_PRECONDITION when the cache
+   *   directory cannot hold it, UNAVAILABLE when it is evicted as fast as it is stored
    */
-  async file(descriptor: OciDescriptor, maxBytes: number, what: string): Promise<string> {
-    const { stored } = await this.#fetch(descriptor, maxBytes, what, true);
-    return stored!;
+  async file(descriptor: OciDescriptor, maxBytes: number, what: string): Promise<FileHold> {
+    // Between storing and holding, another process's eviction may take the entry
+    // (a cap smaller than what runs at once): fetch it again, a few times.
+    for (let attempt = 1; attempt <= MAX_HOLD_ATTEMPTS; attempt++) {
+      await this.#fetch(descriptor, maxBytes, what, true);
+      const hold = await this.#cache.hold(descriptor.digest);
+      if (hold !== null) return hold;
+    }
+    throw new ShimError(
+      Kind.UNAVAILABLE,
+      `${what}: evicted from the shim's cache ${MAX_HOLD_ATTEMPTS} times before it could be ` +
+        `used (raise WASMTIME_SHIM_CACHE_MAX_BYTES)`,
+    );
   }
 
   async #fetch(

@@ -107,10 +107,12 @@ Deno.test("ContainerdImageSource: reads once, then answers from the cache", asyn
       size: 1,
       annotations: {},
     });
-    const path = await source.file(d, 100, "layer");
-    assert.equal(await Deno.readTextFile(path), "wasm!");
+    const held = await source.file(d, 100, "layer");
+    assert.equal(await Deno.readTextFile(held.path), "wasm!");
     assert.equal(new TextDecoder().decode(await source.read(d, 100, "layer")), "wasm!");
-    assert.equal(await source.file(d, 100, "layer"), path);
+    using again = await source.file(d, 100, "layer");
+    assert.equal(again.path, held.path);
+    held.release();
     assert.deepEqual(calls, [d.digest]);
     assert.deepEqual(source.stats, { cached: 2, read: 1, bytesRead: 5 });
   } finally {

@@ -10,6 +10,9 @@
  *   containers of one image starting together) each rename a complete file.
  * - Every read checks the magic, the key, the total length and every file's SHA-256;
  *   an entry that fails is deleted and rebuilt, never used.
+ * - A hit marks the entry used (its mtime), for the shim's least-recently-used
+ *   eviction (`src/sys/cache_files.ts`); a reader needs no hold, since it reads the
+ *   whole file through one descriptor.
  * - A directory that cannot be created or written only costs the cache: the caller
  *   transpiles in memory and runs anyway (and the failure is logged once).
  *
@@ -17,7 +20,10 @@
  */
 
 import { digestOf, parseDigest } from "../../oci/digest.ts";
+import { touch } from "../../sys/cache_files.ts";
 
+/** Subdirectory of the cache directory that holds transpiled components. */
+export const CACHE_SUBDIR = "components";
 /** Magic string at the start of every entry (bumped on format changes). */
 export const CACHE_MAGIC = "CSWJCO01";
 /** Suffix of entry files. */
@@ -184,7 +190,9 @@ export class TranspileCache {
       return { entry: null, outcome: "miss" };
     }
     try {
-      return { entry: await decodeEntry(key, data), outcome: "hit" };
+      const entry = await decodeEntry(key, data);
+      await touch(path);
+      return { entry, outcome: "hit" };
     } catch (err) {
       if (!(err instanceof CorruptEntry)) throw err;
       this.#log(`component cache: discarding ${path}: ${err.message}`);

@@ -7,7 +7,13 @@
  */
 
 import { invalidArgument } from "../../errdefs/errors.ts";
-import { type CacheEntry, cacheKey, type CacheOutcome, TranspileCache } from "./cache.ts";
+import {
+  CACHE_SUBDIR,
+  type CacheEntry,
+  cacheKey,
+  type CacheOutcome,
+  TranspileCache,
+} from "./cache.ts";
 import type { Imports } from "./host/mod.ts";
 import {
   compileCores,
@@ -20,8 +26,7 @@ import {
 
 /** Default cache directory when the runner is given none (see the README). */
 export const DEFAULT_CACHE_DIR = "/var/lib/containerd-shim-wasmtime/cache";
-/** Subdirectory of the cache directory that holds transpiled components. */
-export const CACHE_SUBDIR = "components";
+export { CACHE_SUBDIR };
 
 /** Where the time of a load went, in milliseconds. */
 export interface LoadTimings {

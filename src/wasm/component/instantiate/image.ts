@@ -186,7 +186,6 @@ export function readImage(module: WebAssembly.Module): ImageRun[] {
 /**
  * Rewrites `module` for memory images and recycling (see the module documentation),
  * or says why it keeps today's path. Never throws for a module that validates.
- *
  */
 export function prepareImage(module: Uint8Array, options: PrepareOptions = {}): Prepared {
   try {

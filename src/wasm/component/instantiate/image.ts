@@ -25,7 +25,7 @@
  */
 
 import { BinaryReader } from "../binary.ts";
-import { scanWrites } from "./code_scan.ts";
+import { type CodeWrites, scanWrites } from "./code_scan.ts";
 import { encodeName, encodeU32, readSigned } from "../leb128.ts";
 import { MEMORY_IMPORT } from "./memory.ts";
 
@@ -71,6 +71,8 @@ export interface PrepareOptions {
    * exports may be written by it, and is set back. Default true for both.
    */
   writtenElsewhere?: { tables: boolean; globals: boolean };
+  /** What its code writes, if already scanned (`scanWrites` of the same code). */
+  writes?: CodeWrites;
 }
 
 /** A construct this rewrite does not take (the module keeps today's path). */
@@ -193,6 +195,7 @@ export function prepareImage(module: Uint8Array, options: PrepareOptions = {}): 
       module,
       options.maxImageBytes ?? MAX_IMAGE_BYTES,
       options.writtenElsewhere ?? { tables: true, globals: true },
+      options.writes,
     );
   } catch (err) {
     if (err instanceof Refused) return { kind: "fallback", reason: err.message };
@@ -211,6 +214,7 @@ function prepareOrRefuse(
   module: Uint8Array,
   maxImageBytes: number,
   elsewhere: { tables: boolean; globals: boolean },
+  scanned: CodeWrites | undefined,
 ): Prepared {
   if (!WebAssembly.validate(module as BufferSource)) refuse("the module does not validate");
   const top = new BinaryReader(module, 8, module.length);
@@ -329,7 +333,7 @@ function prepareOrRefuse(
 
   // What can change after instantiation: what code writes, and what the module
   // exports if another module's code writes what it imports.
-  const writes = scanWrites(module);
+  const writes = scanned ?? scanWrites(module);
   const exported = { tables: new Set<number>(), globals: new Set<number>() };
   const expSec = find(7);
   if (expSec) {

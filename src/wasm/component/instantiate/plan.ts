@@ -1049,8 +1049,8 @@ export function readComponent(bytes: Uint8Array, options: ReadOptions = {}): Rea
   // Whether any module's code writes tables or sets globals it imports: then what the
   // others export can change after instantiation too (see code_scan.ts).
   const elsewhere = { tables: false, globals: false };
-  for (const bytes of cores.values()) {
-    const writes = scanWrites(bytes);
+  const scans = new Map([...cores].map(([name, bytes]) => [name, scanWrites(bytes)]));
+  for (const writes of scans.values()) {
     elsewhere.tables ||= writes.importedTables;
     elsewhere.globals ||= writes.importedGlobals;
   }
@@ -1073,7 +1073,7 @@ export function readComponent(bytes: Uint8Array, options: ReadOptions = {}): Rea
     // Its data into an image, its globals and tables exported (see image.ts).
     const prepared = options.images === false
       ? { kind: "fallback" as const, reason: "memory images are off" }
-      : prepareImage(cores.get(name)!, { writtenElsewhere: elsewhere });
+      : prepareImage(cores.get(name)!, { writtenElsewhere: elsewhere, writes: scans.get(name) });
     if (prepared.kind === "prepared") cores.set(name, prepared.bytes);
     for (const s of steps) {
       if (s.op !== "instantiate") continue;

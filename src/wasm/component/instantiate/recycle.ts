@@ -6,8 +6,9 @@
  * Why: a new instance costs V8 work that grows with the guest (data segments copied
  * into every new memory, per-instance tables and dispatch for every function, garbage
  * that drives full GCs): milliseconds for a componentize-js guest. A recycled
- * instance costs its reset: one `madvise` per memory (then a page fault per page the
- * next request touches), its mutable globals and its tables set back.
+ * instance costs its reset: per memory, the image copied back over the pages written
+ * (or one `madvise`, then a page fault per page the next request writes; see
+ * `sys/memory_image.ts`), and the mutable globals and tables code can write set back.
  *
  * Why that keeps a request from seeing what another left: after the reset every
  * piece of state a core instance has is what a new instance would have — its memory

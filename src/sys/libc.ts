@@ -26,6 +26,7 @@ const SYMBOLS = {
   pread: { parameters: ["i32", "buffer", "usize", "i64"], result: "isize" },
   mmap: { parameters: ["pointer", "usize", "i32", "i32", "i32", "i64"], result: "pointer" },
   madvise: { parameters: ["pointer", "usize", "i32"], result: "i32" },
+  munmap: { parameters: ["pointer", "usize"], result: "i32" },
   __errno_location: { parameters: [], result: "pointer" },
   mkdir: { parameters: ["buffer", "u32"], result: "i32" },
   statx: { parameters: ["i32", "buffer", "i32", "u32", "buffer"], result: "i32" },
@@ -390,8 +391,7 @@ const MAP_FAILED = 0xffff_ffff_ffff_ffffn;
 
 /**
  * mmap(2) of `length` bytes of `fd` (from offset 0), read-only and shared, wherever
- * the kernel puts it. Never unmapped: for files that live as long as the process.
- * @throws {SyscallError}
+ * the kernel puts it. @throws {SyscallError}
  */
 export function mmapSharedReadOnly(length: number, fd: number): Deno.PointerObject {
   const got = libc().mmap(null, BigInt(length), PROT_READ, MAP_SHARED, fd, 0n);
@@ -422,4 +422,9 @@ export function madviseDontNeed(address: Deno.PointerObject, length: number): vo
   if (libc().madvise(address, BigInt(length), MADV_DONTNEED) !== 0) {
     throw new SyscallError("madvise(MADV_DONTNEED)", errno(), `${length} bytes`);
   }
+}
+
+/** munmap(2); errors are ignored (nothing is mapped there either way). */
+export function munmap(address: Deno.PointerObject, length: number): void {
+  libc().munmap(address, BigInt(length));
 }

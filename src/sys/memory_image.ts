@@ -33,6 +33,7 @@ import {
   memfdCreate,
   mmapPrivateFixed,
   mmapSharedReadOnly,
+  munmap,
   open,
   OpenFlag,
   pread,
@@ -104,6 +105,7 @@ export class MemoryImage {
   #byteLength: number;
   /** The image, mapped read-only (what private pages are copied back from), once needed. */
   #pristine: Uint8Array | null = null;
+  #pristineAt: Deno.PointerObject | null = null;
   /** A buffer for the memory's page-table entries (two 32-bit words each). */
   #entries: Uint32Array<ArrayBuffer> | null = null;
   /** Private pages the last page-table reset copied back (NaN before the first). */
@@ -194,12 +196,12 @@ export class MemoryImage {
     const at = Number(BigInt(Deno.UnsafePointer.value(base)) / BigInt(OS_PAGE)) * 8;
     try {
       if (pread(fd, new Uint8Array(entries.buffer), at) !== entries.byteLength) return false;
-      this.#pristine ??= new Uint8Array(
-        Deno.UnsafePointerView.getArrayBuffer(
-          mmapSharedReadOnly(this.#byteLength, this.#fd),
-          this.#byteLength,
-        ),
-      );
+      if (this.#pristine === null) {
+        this.#pristineAt = mmapSharedReadOnly(this.#byteLength, this.#fd);
+        this.#pristine = new Uint8Array(
+          Deno.UnsafePointerView.getArrayBuffer(this.#pristineAt, this.#byteLength),
+        );
+      }
     } catch {
       return false;
     }
@@ -222,11 +224,13 @@ export class MemoryImage {
     return true;
   }
 
-  /** Closes the memfd (mappings already made stay valid). */
+  /** Closes the memfd (mappings over memories stay valid; resets then use madvise). */
   close(): void {
     if (this.#fd < 0) return;
     close(this.#fd);
     this.#fd = -1;
+    if (this.#pristineAt !== null) munmap(this.#pristineAt, this.#byteLength);
+    this.#pristine = this.#pristineAt = null;
   }
 }
 

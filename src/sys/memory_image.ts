@@ -164,9 +164,12 @@ export class MemoryImage {
    * Resets a buffer the image was mapped onto and that has not grown since: it reads
    * as the image again.
    *
+   * @param keepResident whether pages written may stay resident (the image copied back
+   *   over them) where that is cheaper; false gives them back to the OS (`madvise`),
+   *   for a memory that may wait long before it is used again
    * @throws {NotMappable} if it grew (its size differs from the image's)
    */
-  reset(buffer: ArrayBufferLike): void {
+  reset(buffer: ArrayBufferLike, keepResident = true): void {
     if (buffer.byteLength !== this.#byteLength) {
       throw new NotMappable(`the memory grew to ${buffer.byteLength} bytes: it cannot be reset`);
     }
@@ -174,7 +177,8 @@ export class MemoryImage {
     const pages = this.#byteLength / OS_PAGE;
     const learn = Number.isNaN(this.#dirty) || ++this.#sinceLearned >= RELEARN_EVERY;
     if (
-      (learn || residentWins(pages, this.#dirty)) && this.#copyBack(buffer as ArrayBuffer, base)
+      keepResident && (learn || residentWins(pages, this.#dirty)) &&
+      this.#copyBack(buffer as ArrayBuffer, base)
     ) {
       this.#sinceLearned = 0;
       return;

@@ -1014,7 +1014,7 @@ command -v npm >/dev/null 2>&1 || die "npm is needed to install the npm dependen
 
 if [[ "${WASMTIME_SHIM_FORM:-auto}" != "launcher" ]]; then
   # --v8-flags: DEFAULT_RUNNER_V8_FLAGS of src/runner/spawn.ts, fixed at build time here.
-  if (cd "$build" && NO_COLOR=1 "$DENO_BIN" compile --quiet -A --unstable-net --no-check --v8-flags=--single-threaded-gc,--max-semi-space-size=8 --include build_info.json --include src/wasm/component/http_worker.ts --include src/wasm/component/mod.ts \
+  if (cd "$build" && NO_COLOR=1 "$DENO_BIN" compile --quiet -A --unstable-net --no-check --v8-flags=--single-threaded-gc,--max-semi-space-size=8,--heap-growing-percent=20 --include build_info.json --include src/wasm/component/http_worker.ts --include src/wasm/component/mod.ts \
         -o "$staging/$SHIM" main.ts) >"$staging/compile.log" 2>&1; then
     activate_compiled "$staging/$SHIM"
     say "installed compiled $BIN_DIR/$SHIM (revision $revision)"

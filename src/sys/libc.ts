@@ -23,8 +23,10 @@ const SYMBOLS = {
   memfd_create: { parameters: ["buffer", "u32"], result: "i32" },
   ftruncate: { parameters: ["i32", "i64"], result: "i32" },
   pwrite: { parameters: ["i32", "buffer", "usize", "i64"], result: "isize" },
+  pread: { parameters: ["i32", "buffer", "usize", "i64"], result: "isize" },
   mmap: { parameters: ["pointer", "usize", "i32", "i32", "i32", "i64"], result: "pointer" },
   madvise: { parameters: ["pointer", "usize", "i32"], result: "i32" },
+  munmap: { parameters: ["pointer", "usize"], result: "i32" },
   __errno_location: { parameters: [], result: "pointer" },
   mkdir: { parameters: ["buffer", "u32"], result: "i32" },
   statx: { parameters: ["i32", "buffer", "i32", "u32", "buffer"], result: "i32" },
@@ -401,8 +403,31 @@ export function pwriteAll(fd: number, bytes: Uint8Array, offset: number): void {
   }
 }
 
+/** pread(2) into `buf` at `offset`; returns the count (short at end of file). @throws {SyscallError} */
+export function pread(fd: number, buf: Uint8Array<ArrayBuffer>, offset: number): number {
+  const n = Number(libc().pread(fd, buf, BigInt(buf.length), BigInt(offset)));
+  if (n < 0) throw new SyscallError("pread", errno(), `fd ${fd} at ${offset}`);
+  return n;
+}
+
+const PROT_READ = 0x1;
 const PROT_READ_WRITE = 0x1 | 0x2;
+const MAP_SHARED = 0x01;
 const MAP_PRIVATE_FIXED = 0x02 | 0x10;
+/** `(void *) -1`, what mmap returns on failure. */
+const MAP_FAILED = 0xffff_ffff_ffff_ffffn;
+
+/**
+ * mmap(2) of `length` bytes of `fd` (from offset 0), read-only and shared, wherever
+ * the kernel puts it. @throws {SyscallError}
+ */
+export function mmapSharedReadOnly(length: number, fd: number): Deno.PointerObject {
+  const got = libc().mmap(null, BigInt(length), PROT_READ, MAP_SHARED, fd, 0n);
+  if (got === null || BigInt(Deno.UnsafePointer.value(got)) === MAP_FAILED) {
+    throw new SyscallError("mmap", errno(), `fd ${fd}, ${length} bytes read-only`);
+  }
+  return got;
+}
 const MADV_DONTNEED = 4;
 
 /**
@@ -425,4 +450,9 @@ export function madviseDontNeed(address: Deno.PointerObject, length: number): vo
   if (libc().madvise(address, BigInt(length), MADV_DONTNEED) !== 0) {
     throw new SyscallError("madvise(MADV_DONTNEED)", errno(), `${length} bytes`);
   }
+}
+
+/** munmap(2); errors are ignored (nothing is mapped there either way). */
+export function munmap(address: Deno.PointerObject, length: number): void {
+  libc().munmap(address, BigInt(length));
 }

@@ -65,7 +65,15 @@ async function respond(outparam: unknown, status: number, text: string): Promise
   OutgoingBody.finish(body);
 }
 
+/** Held open by `/hold` requests until {@linkcode releaseHeld}. */
+let held = Promise.withResolvers<void>();
+function releaseHeld(): void {
+  held.resolve();
+  held = Promise.withResolvers<void>();
+}
+
 /**
+ * `/hold`: answers once {@linkcode releaseHeld} is called.
  * `/read`: reads the whole body, then answers how many bytes (or the error it got).
  * `/echo`: answers at once and streams the body back as it reads it.
  * Anything else: `hello`.
@@ -74,6 +82,10 @@ const handler: IncomingHandler = {
   async handle(request, outparam) {
     const req = request as IncomingRequest;
     const path = req.pathWithQuery();
+    if (path === "/hold") {
+      await held.promise;
+      return await respond(outparam, 200, "held");
+    }
     if (path === "/read") {
       const read = await readAll(req.consume().stream());
       reads.push(read);
@@ -601,5 +613,47 @@ Deno.test({
         guest.cleanup();
       }
     }
+  },
+});
+
+Deno.test({
+  name:
+    "proxy: instances in flight are capped; past the cap requests wait, past the queue or the request timeout they get 503",
+  ...COMPONENT_TEST,
+  fn: async () => {
+    const env = { [ENV.maxInstances]: "2", [ENV.maxQueued]: "1", [ENV.timeout]: "400ms" };
+    await withServer(env, async (port, counts) => {
+      const url = `http://127.0.0.1:${port}`;
+      const hold = () => fetch(`${url}/hold`).then(async (r) => [r.status, await r.text()]);
+      const a = hold();
+      const b = hold();
+      while (counts.instances < 2) await delay(5);
+      const c = hold(); // waits for an instance
+      await delay(50);
+      const d = await fetch(`${url}/hold`); // the queue is full
+      assert.equal(d.status, 503);
+      assert.equal(d.headers.get("retry-after"), "1");
+      await d.body?.cancel();
+      assert.match(counts.log.at(-1)!, /2 instances in flight .*and 1 requests waiting/);
+      // The two in flight time out (504) but stay in flight until they end: the
+      // waiting request gets no instance within the timeout.
+      assert.deepEqual(await c, [503, "Service Unavailable\n"]);
+      assert.match(counts.log.at(-1)!, /none free within the request timeout of 400 ms/);
+      assert.equal(counts.instances, 2, "no instance for the refused requests");
+      releaseHeld();
+      assert.deepEqual((await Promise.all([a, b])).map(([s]) => s), [504, 504]);
+      // Once they end, waiting requests are served in order.
+      const [e, f, g] = [hold(), hold(), hold()];
+      while (counts.instances < 4) await delay(5);
+      await delay(20);
+      assert.equal(counts.instances, 4, "the third waits");
+      releaseHeld();
+      while (counts.instances < 5) await delay(5);
+      releaseHeld();
+      assert.deepEqual(await Promise.all([e, f, g]), [[200, "held"], [200, "held"], [
+        200,
+        "held",
+      ]]);
+    });
   },
 });

@@ -5,6 +5,11 @@
  * - Instances are created ahead of requests into a small pool (each is still used for
  *   exactly one request), refilled one per event-loop turn, so instantiation is mostly
  *   off the request's path.
+ * - Instances in flight are capped per thread (each holds its memory's dirty pages
+ *   until it ends): past the cap a request waits in a queue, and past the queue's
+ *   limit, or once it has waited the request timeout, it is answered 503 with
+ *   `retry-after` and one line on stderr. Memory then stays bounded under any load
+ *   instead of growing with the number of connections.
  * - The response streams what the guest writes, with backpressure both ways (see
  *   `host/pipes.ts`). A trap, an error code or a missing response answers 500 for that
  *   request only; a request that runs longer than the timeout answers 504 (or, if the
@@ -50,6 +55,17 @@ export const DEFAULT_REQUEST_TIMEOUT_MS = 60_000;
 export const DEFAULT_POOL_SIZE = 4;
 /** Largest pool accepted. */
 const MAX_POOL_SIZE = 1024;
+/**
+ * Default most instances in flight per thread (more requests wait). Not lower: a
+ * request whose client sends its body slowly holds its instance while the guest reads
+ * (up to the body timeout between bytes), so a small cap would let a few slow clients
+ * stall everyone else; set it from the memory a node can give each instance.
+ */
+export const DEFAULT_MAX_INSTANCES = 128;
+/** Default most requests waiting for an instance per thread (more: 503). */
+export const DEFAULT_MAX_QUEUED = 1024;
+/** Seconds a client is told to wait after a 503 (`retry-after`). */
+export const RETRY_AFTER_SECONDS = 1;
 /** How long in-flight requests get to finish after SIGTERM. */
 export const SIGTERM_GRACE_MS = 10_000;
 /** Exit status after SIGTERM (128 + 15). */
@@ -73,6 +89,8 @@ export const ENV = {
   timeout: "WASMTIME_HTTP_PROXY_REQUEST_TIMEOUT",
   pool: "WASMTIME_HTTP_PROXY_PREINSTANTIATE",
   workers: "WASMTIME_HTTP_PROXY_WORKERS",
+  maxInstances: "WASMTIME_HTTP_PROXY_MAX_INSTANCES",
+  maxQueued: "WASMTIME_HTTP_PROXY_MAX_QUEUED",
   maxHeaderBytes: "WASMTIME_HTTP_MAX_HEADER_BYTES",
   maxBodyBytes: "WASMTIME_HTTP_MAX_BODY_BYTES",
   bodyTimeout: "WASMTIME_HTTP_BODY_TIMEOUT_MS",
@@ -95,6 +113,10 @@ export interface HttpConfig {
   poolSize: number;
   /** Worker threads serving requests; 0 serves on the runner's main thread. */
   workers: number;
+  /** Most instances in flight per thread; more requests wait (see the module doc). */
+  maxInstances: number;
+  /** Most requests waiting for an instance per thread; more answer 503. */
+  maxQueued: number;
   /** Most bytes of request header names and values (more: 431). */
   maxHeaderBytes: number;
   /** Most request body bytes (more: 413); 0: no limit. */
@@ -172,6 +194,12 @@ export function httpConfigFromEnv(env: ReadonlyMap<string, string>): HttpConfig 
     workers: env.has(ENV.workers)
       ? parseCount(ENV.workers, env.get(ENV.workers)!, 0, MAX_WORKERS)
       : Math.max(1, Math.min(navigator.hardwareConcurrency || 1, MAX_DEFAULT_WORKERS)),
+    maxInstances: env.has(ENV.maxInstances)
+      ? parseCount(ENV.maxInstances, env.get(ENV.maxInstances)!, 1, MAX_POOL_SIZE)
+      : DEFAULT_MAX_INSTANCES,
+    maxQueued: env.has(ENV.maxQueued)
+      ? parseCount(ENV.maxQueued, env.get(ENV.maxQueued)!, 0, Number.MAX_SAFE_INTEGER)
+      : DEFAULT_MAX_QUEUED,
     maxHeaderBytes: env.has(ENV.maxHeaderBytes)
       ? parseHeaderLimit(env.get(ENV.maxHeaderBytes)!)
       : DEFAULT_MAX_HEADER_BYTES,
@@ -240,14 +268,14 @@ const STATUS_TEXT: Record<number, string> = {
   413: "Content Too Large",
   431: "Request Header Fields Too Large",
   500: "Internal Server Error",
+  503: "Service Unavailable",
   504: "Gateway Timeout",
 };
 
 function plain(status: number, text: string): Response {
-  return new Response(`${text}\n`, {
-    status,
-    headers: { "content-type": "text/plain; charset=utf-8" },
-  });
+  const headers: Record<string, string> = { "content-type": "text/plain; charset=utf-8" };
+  if (status === 503) headers["retry-after"] = String(RETRY_AFTER_SECONDS);
+  return new Response(`${text}\n`, { status, headers });
 }
 
 /** A running `Deno.serve` for one proxy component. */
@@ -269,6 +297,11 @@ export class ProxyServer {
   #stopped = Promise.withResolvers<number>();
   /** The request timeouts (one timer for all), unless there is no timeout. */
   #deadlines: Deadlines<Outcome> | undefined;
+  /** Instances taken and not yet ended. */
+  #inFlight = 0;
+  /** Requests waiting for an instance, first come first served. */
+  #queue: { admit: () => void }[] = [];
+  #rejected = 0;
 
   /**
    * @param factory creates fresh instances
@@ -293,9 +326,24 @@ export class ProxyServer {
     this.#nextId = options.nextId ?? (() => ++id);
   }
 
-  /** Requests answered, and how many of them failed. */
-  get stats(): { served: number; failed: number } {
-    return { served: this.#served, failed: this.#failures };
+  /**
+   * Requests answered, how many of them failed (of those, how many were refused for
+   * want of an instance: 503), instances in flight and requests waiting for one.
+   */
+  get stats(): {
+    served: number;
+    failed: number;
+    rejected: number;
+    inFlight: number;
+    queued: number;
+  } {
+    return {
+      served: this.#served,
+      failed: this.#failures,
+      rejected: this.#rejected,
+      inFlight: this.#inFlight,
+      queued: this.#queue.length,
+    };
   }
 
   /**
@@ -388,15 +436,66 @@ export class ProxyServer {
     return instance;
   }
 
+  /**
+   * Waits for an instance to be free under the cap (see the module documentation):
+   * null once the request may take one, else why it is refused (503).
+   */
+  #admit(): Promise<string | null> | null {
+    if (this.#inFlight < this.#config.maxInstances && this.#queue.length === 0) {
+      this.#inFlight++;
+      return null;
+    }
+    const { maxInstances, maxQueued, requestTimeoutMs } = this.#config;
+    const busy = `${maxInstances} instances in flight (${ENV.maxInstances})`;
+    if (this.#queue.length >= maxQueued) {
+      return Promise.resolve(
+        `${busy} and ${this.#queue.length} requests waiting (${ENV.maxQueued})`,
+      );
+    }
+    return new Promise((resolve) => {
+      let timer: ReturnType<typeof setTimeout> | undefined;
+      const waiter = {
+        admit: () => {
+          clearTimeout(timer);
+          this.#inFlight++;
+          resolve(null);
+        },
+      };
+      this.#queue.push(waiter);
+      if (requestTimeoutMs > 0) {
+        timer = setTimeout(() => {
+          const at = this.#queue.indexOf(waiter);
+          if (at >= 0) this.#queue.splice(at, 1);
+          resolve(`${busy}: none free within the request timeout of ${requestTimeoutMs} ms`);
+        }, requestTimeoutMs);
+      }
+    });
+  }
+
+  /** An instance in flight ended: the next waiting request may take one. */
+  #leave(): void {
+    this.#inFlight--;
+    this.#queue.shift()?.admit();
+  }
+
   async #serve(req: Request): Promise<Response> {
     await this.#startedPromise;
     this.#served++;
     const refusal = this.#refuse(req);
     if (refusal) return refusal;
+    const waiting = this.#admit();
+    if (waiting !== null) {
+      const why = await waiting;
+      if (why !== null) {
+        this.#rejected++;
+        return this.#fail(req, 0, 503, why);
+      }
+    }
     let instance: ProxyInstance;
     try {
       instance = this.#take();
     } catch (err) {
+      this.#leave();
       return this.#fail(req, 0, 500, `cannot create an instance: ${describeGuestError(err)}`);
     }
     const id = instance.requestId;
@@ -526,10 +625,16 @@ export class ProxyServer {
           `after the response: ${describeGuestError(last.error)}`,
         );
       }
-      if (last.kind !== "timeout") instance.host.dispose();
-      else {
+      if (last.kind !== "timeout") {
+        instance.host.dispose();
+        this.#leave();
+      } else {
         instance.discard?.();
-        ended.then(() => instance.host.dispose());
+        // It counts as in flight until it really ends.
+        ended.then(() => {
+          instance.host.dispose();
+          this.#leave();
+        });
       }
     })();
     this.#inflight.add(done);

@@ -10,8 +10,10 @@
  *   bytes go, as `(offset, bytes)` runs, into a custom section of the same module
  *   ({@linkcode IMAGE_SECTION}), so the transpile cache and worker threads carry the
  *   image with the module, and the memory is filled from it (mapped or copied);
- * - every mutable global and every table it defines is exported under a reserved name
- *   ({@linkcode RESET_EXPORT_PREFIX}), so a recycled instance can be set back.
+ * - every mutable global and every table it defines that code can write after
+ *   instantiation (`code_scan.ts`) is exported under a reserved name
+ *   ({@linkcode RESET_EXPORT_PREFIX}), so a recycled instance can be set back; one no
+ *   code writes keeps what instantiation gave it, and is not set back.
  *
  * A module this does not understand, or whose state could not be set back exactly,
  * gets a reason instead and keeps today's path (a fresh instance per request, V8
@@ -23,6 +25,7 @@
  */
 
 import { BinaryReader } from "../binary.ts";
+import { type CodeWrites, scanWrites } from "./code_scan.ts";
 import { encodeName, encodeU32, readSigned } from "../leb128.ts";
 import { MEMORY_IMPORT } from "./memory.ts";
 
@@ -37,9 +40,9 @@ const PAGE = 65536;
 
 /** What a rewritten module's instances need to be set back to where they started. */
 export interface ResetPlan {
-  /** Export names of its mutable globals. */
+  /** Export names of its mutable globals that code can set. */
   globals: string[];
-  /** Export names of its tables (funcref). */
+  /** Export names of its tables (funcref) that code can write. */
   tables: string[];
   /** Its active data moved to {@linkcode IMAGE_SECTION} (it owns a memory). */
   image: boolean;
@@ -57,6 +60,20 @@ export interface ImageRun {
 export type Prepared =
   | { kind: "prepared"; bytes: Uint8Array; reset: ResetPlan; imageBytes: number }
   | { kind: "fallback"; reason: string };
+
+/** Options of {@linkcode prepareImage}. */
+export interface PrepareOptions {
+  /** Most active data bytes taken into an image; default {@linkcode MAX_IMAGE_BYTES}. */
+  maxImageBytes?: number;
+  /**
+   * Whether the code of another module of the component writes tables (or sets
+   * globals) it imports (see `code_scan.ts`): then every table (global) this module
+   * exports may be written by it, and is set back. Default true for both.
+   */
+  writtenElsewhere?: { tables: boolean; globals: boolean };
+  /** What its code writes, if already scanned (`scanWrites` of the same code). */
+  writes?: CodeWrites;
+}
 
 /** A construct this rewrite does not take (the module keeps today's path). */
 class Refused extends Error {}
@@ -171,12 +188,15 @@ export function readImage(module: WebAssembly.Module): ImageRun[] {
 /**
  * Rewrites `module` for memory images and recycling (see the module documentation),
  * or says why it keeps today's path. Never throws for a module that validates.
- *
- * @param maxImageBytes most active data bytes taken into an image
  */
-export function prepareImage(module: Uint8Array, maxImageBytes = MAX_IMAGE_BYTES): Prepared {
+export function prepareImage(module: Uint8Array, options: PrepareOptions = {}): Prepared {
   try {
-    return prepareOrRefuse(module, maxImageBytes);
+    return prepareOrRefuse(
+      module,
+      options.maxImageBytes ?? MAX_IMAGE_BYTES,
+      options.writtenElsewhere ?? { tables: true, globals: true },
+      options.writes,
+    );
   } catch (err) {
     if (err instanceof Refused) return { kind: "fallback", reason: err.message };
     return { kind: "fallback", reason: `the module could not be read: ${(err as Error).message}` };
@@ -190,7 +210,12 @@ interface Section {
   end: number;
 }
 
-function prepareOrRefuse(module: Uint8Array, maxImageBytes: number): Prepared {
+function prepareOrRefuse(
+  module: Uint8Array,
+  maxImageBytes: number,
+  elsewhere: { tables: boolean; globals: boolean },
+  scanned: CodeWrites | undefined,
+): Prepared {
   if (!WebAssembly.validate(module as BufferSource)) refuse("the module does not validate");
   const top = new BinaryReader(module, 8, module.length);
   const sections: Section[] = [];
@@ -306,6 +331,26 @@ function prepareOrRefuse(module: Uint8Array, maxImageBytes: number): Prepared {
     dataSection = section(11, body);
   }
 
+  // What can change after instantiation: what code writes, and what the module
+  // exports if another module's code writes what it imports.
+  const writes = scanned ?? scanWrites(module);
+  const exported = { tables: new Set<number>(), globals: new Set<number>() };
+  const expSec = find(7);
+  if (expSec) {
+    const s = reader(expSec);
+    for (let n = s.u32(); n > 0; n--) {
+      s.string();
+      const kind = s.byte();
+      const index = s.u32();
+      if (kind === 0x01) exported.tables.add(index);
+      else if (kind === 0x03) exported.globals.add(index);
+    }
+  }
+  const written = (kind: "tables" | "globals", index: number) => {
+    const set = writes[kind];
+    return set === "all" || set.has(index) || (elsewhere[kind] && exported[kind].has(index));
+  };
+
   const added: number[] = [];
   let addedCount = 0;
   const globals: string[] = [];
@@ -318,7 +363,7 @@ function prepareOrRefuse(module: Uint8Array, maxImageBytes: number): Prepared {
       const t = skipValType(s);
       const mutable = s.byte() === 1;
       skipConstExpr(s);
-      if (!mutable) continue;
+      if (!mutable || !written("globals", importedGlobals + i)) continue;
       if (t === 0x7b) refuse("a mutable v128 global (JavaScript cannot set it back)");
       const name = `${RESET_EXPORT_PREFIX}g${i}`;
       globals.push(name);
@@ -332,8 +377,10 @@ function prepareOrRefuse(module: Uint8Array, maxImageBytes: number): Prepared {
     const count = s.u32();
     for (let i = 0; i < count; i++) {
       if (s.peek() === 0x40) refuse("a table with an initializer expression");
-      if (skipValType(s) !== 0x70) refuse("a table of externref (only funcref is set back)");
+      const externref = skipValType(s) !== 0x70;
       skipLimits(s);
+      if (!written("tables", importedTables + i)) continue;
+      if (externref) refuse("a table of externref that code writes (only funcref is set back)");
       const name = `${RESET_EXPORT_PREFIX}t${i}`;
       tables.push(name);
       added.push(...encodeName(name), 0x01, ...encodeU32(importedTables + i));

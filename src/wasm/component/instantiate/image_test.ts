@@ -16,7 +16,7 @@ const core = (name: string) =>
 
 /** What `plan.ts` does to a core module: memory imported, then prepared. */
 function prepare(bytes: Uint8Array, maxImageBytes?: number) {
-  return prepareImage(importMemory(bytes)?.bytes ?? bytes, maxImageBytes);
+  return prepareImage(importMemory(bytes)?.bytes ?? bytes, { maxImageBytes });
 }
 
 /** `(module (memory pages) (data (i32.const offset) <length bytes of 0x42>))`, built here. */

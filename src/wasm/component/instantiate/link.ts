@@ -35,6 +35,7 @@ import { readImage } from "./image.ts";
 import { MemoryPool } from "./memory.ts";
 import {
   ImageMemories,
+  RESIDENT_IDLE,
   restoreSlot,
   type SlotSnapshot,
   snapshotSlot,
@@ -856,6 +857,10 @@ class Linked {
       // The slot stays with its core instances: its import functions find the next
       // instance that takes them.
       this.#idle.push(kept);
+      // Reused last in, first out: the one this pushes below the top few may wait
+      // long, so its written pages go back to the OS (it still reads as the image).
+      const sunk = this.#idle[this.#idle.length - 1 - RESIDENT_IDLE];
+      for (const [pool, memory] of sunk?.memories ?? []) (pool as ImageMemories).shed(memory);
       return;
     }
     this.#freeSlots.push(state.slot);

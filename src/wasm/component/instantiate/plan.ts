@@ -16,6 +16,7 @@
  * @module
  */
 
+import { scanWrites } from "./code_scan.ts";
 import { prepareImage } from "./image.ts";
 import { importMemory, MEMORY_IMPORT } from "./memory.ts";
 import { elideShims } from "./shim.ts";
@@ -55,7 +56,7 @@ export interface ReadOptions {
  * Version of the plan format and of what reading produces (part of the glue's header,
  * so of cache keys): bumped whenever either changes.
  */
-export const PLAN_FORMAT = 4;
+export const PLAN_FORMAT = 5;
 
 /** What {@linkcode readComponent} returns. */
 export interface ReadComponent {
@@ -1045,6 +1046,14 @@ export function readComponent(bytes: Uint8Array, options: ReadOptions = {}): Rea
   // Modules no instance is made of any more need not be stored or compiled.
   const used = new Set(plan.steps.flatMap((s) => s.op === "instantiate" ? [s.module] : []));
   const cores = new Map([...b.cores].filter(([name]) => used.has(plan.modules.indexOf(name))));
+  // Whether any module's code writes tables or sets globals it imports: then what the
+  // others export can change after instantiation too (see code_scan.ts).
+  const elsewhere = { tables: false, globals: false };
+  const scans = new Map([...cores].map(([name, bytes]) => [name, scanWrites(bytes)]));
+  for (const writes of scans.values()) {
+    elsewhere.tables ||= writes.importedTables;
+    elsewhere.globals ||= writes.importedGlobals;
+  }
   for (const [index, name] of plan.modules.entries()) {
     const steps = plan.steps.filter((s) => s.op === "instantiate" && s.module === index);
     if (steps.length === 0) continue;
@@ -1064,7 +1073,7 @@ export function readComponent(bytes: Uint8Array, options: ReadOptions = {}): Rea
     // Its data into an image, its globals and tables exported (see image.ts).
     const prepared = options.images === false
       ? { kind: "fallback" as const, reason: "memory images are off" }
-      : prepareImage(cores.get(name)!);
+      : prepareImage(cores.get(name)!, { writtenElsewhere: elsewhere, writes: scans.get(name) });
     if (prepared.kind === "prepared") cores.set(name, prepared.bytes);
     for (const s of steps) {
       if (s.op !== "instantiate") continue;

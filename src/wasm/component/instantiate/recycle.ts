@@ -6,8 +6,9 @@
  * Why: a new instance costs V8 work that grows with the guest (data segments copied
  * into every new memory, per-instance tables and dispatch for every function, garbage
  * that drives full GCs): milliseconds for a componentize-js guest. A recycled
- * instance costs its reset: one `madvise` per memory (then a page fault per page the
- * next request touches), its mutable globals and its tables set back.
+ * instance costs its reset: per memory, the image copied back over the pages written
+ * (or one `madvise`, then a page fault per page the next request writes; see
+ * `sys/memory_image.ts`), and the mutable globals and tables code can write set back.
  *
  * Why that keeps a request from seeing what another left: after the reset every
  * piece of state a core instance has is what a new instance would have — its memory
@@ -29,6 +30,12 @@ const PAGE = 65536;
 
 /** Most memories (not held by an idle instance) kept for reuse per memory. */
 export const MAX_LOOSE_MEMORIES = 16;
+/**
+ * Most idle instances (and, apart, loose memories) per pool whose written pages stay
+ * resident after a reset (see `sys/memory_image.ts`): both are reused last in, first
+ * out, so those below the top few wait long; their pages go back to the OS.
+ */
+export const RESIDENT_IDLE = 4;
 
 /**
  * Memories of one declared size that start from an image: mapped copy-on-write from a
@@ -114,6 +121,21 @@ export class ImageMemories {
       return;
     }
     this.#free.push(memory);
+    const sunk = this.#free[this.#free.length - 1 - RESIDENT_IDLE];
+    if (sunk !== undefined) this.shed(sunk);
+  }
+
+  /**
+   * Gives the pages a reset memory kept resident back to the OS (a memory mapped from
+   * the image): it still reads as the image.
+   */
+  shed(memory: WebAssembly.Memory): void {
+    if (this.#image === null || memory.buffer.byteLength !== this.#bytes) return;
+    try {
+      this.#image.reset(memory.buffer, false);
+    } catch {
+      // Left resident: still the image.
+    }
   }
 
   /** Gives a memory that will not be used again back to the OS now (RSS falls at once). */

@@ -93,6 +93,22 @@ for (const path of ["recycled", "fresh", "fallback"] as const) {
   });
 }
 
+Deno.test({
+  name: "the leaky guest's written table and globals are set back, its untouched ones are not",
+  ...COMPONENT_TEST,
+  fn: () => {
+    const lean = leanTranspile(fixture(FIXTURES.leaky));
+    const plan = JSON.parse(lean.glue.slice(LEAN_GLUE_HEADER.length)) as LeanPlan;
+    const resets = plan.steps.flatMap((s) => s.op === "instantiate" && s.reset ? [s.reset] : []);
+    assert.equal(resets.length, 1);
+    // Tables $t (0) and $read_only (1); globals $heap (0), $g (1), $untouched (2): the
+    // isolation tests above show both kinds hold a fresh instance's values.
+    const names = (list: string[]) => list.map((n) => n.slice(n.lastIndexOf(":") + 1));
+    assert.deepEqual(names(resets[0].tables), ["t0"]);
+    assert.deepEqual(names(resets[0].globals), ["g0", "g1"]);
+  },
+});
+
 /** Every core instance the glue makes while `fn` runs. */
 async function spyInstances<T>(fn: (made: WebAssembly.Instance[]) => Promise<T>): Promise<T> {
   const Original = WebAssembly.Instance;

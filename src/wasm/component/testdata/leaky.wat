@@ -4,6 +4,8 @@
 ;; - linear memory: over a data segment (1024), in the heap (4096), past the data (200000);
 ;; - an internal mutable global;
 ;; - its table: slot 1 replaced, slot 3 (null at start) filled;
+;; It also has a table and a mutable global that no code writes (so they are not set
+;; back when an instance is recycled); the probe checks they still hold what they did.
 ;; - host resources: a `fields` it never drops, and a second response body it writes
 ;;   "SECRET" to and never finishes (a pending body).
 ;; The response body is three characters: `@` + the bits found (1 memory, 2 global,
@@ -34,8 +36,11 @@
   (memory (export "memory") 4)
   (global $heap (mut i32) (i32.const 8192))
   (global $g (mut i32) (i32.const 7))
+  (global $untouched (mut i32) (i32.const 9))
   (table $t 4 funcref)
   (elem (i32.const 0) $one $two)
+  (table $read_only 2 funcref)
+  (elem (table $read_only) (i32.const 0) func $two $one)
   (type $ret (func (result i32)))
   (func $one (result i32) (i32.const 1))
   (func $two (result i32) (i32.const 2))
@@ -84,6 +89,10 @@
       (then (local.set $r (i32.or (local.get $r) (i32.const 2)))))
     (if (i32.ne (call_indirect (type $ret) (i32.const 1)) (i32.const 2))
       (then (local.set $r (i32.or (local.get $r) (i32.const 4)))))
+    (if (i32.ne (call_indirect $read_only (type $ret) (i32.const 0)) (i32.const 2))
+      (then (local.set $r (i32.or (local.get $r) (i32.const 4)))))
+    (if (i32.ne (global.get $untouched) (i32.const 9))
+      (then (local.set $r (i32.or (local.get $r) (i32.const 2)))))
     (if (i32.eqz (ref.is_null (table.get $t (i32.const 3))))
       (then (local.set $r (i32.or (local.get $r) (i32.const 4)))))
     (if (i32.ne (memory.size) (i32.const 4))

@@ -427,9 +427,17 @@ export class FileWriter {
    * it has come and gone, so a guest that never writes must still open its FIFOs.
    */
   open(): void {
-    // Read-write, so that opening a FIFO never waits for a reader.
-    this.#file ??= Deno.open(this.#path, { read: true, write: true, append: true });
-    this.#file.catch(() => {}); // reported by the first write
+    if (this.#file) return;
+    // Read-write, so that opening a FIFO never waits for a reader; synchronous, so that
+    // it is open before the runner leaves uid 0 (the FIFOs are root's).
+    try {
+      this.#file = Promise.resolve(
+        Deno.openSync(this.#path, { read: true, write: true, append: true }),
+      );
+    } catch (err) {
+      this.#file = Promise.reject(err);
+      this.#file.catch(() => {}); // reported by the first write
+    }
   }
 
   /** Writes some of `bytes`; resolves with how many. */

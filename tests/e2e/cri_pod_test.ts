@@ -21,6 +21,7 @@
  */
 
 import assert from "node:assert/strict";
+import { POD_NSSWITCH } from "../../src/wasm/container_setup.ts";
 import { fixture } from "./shim_install.ts";
 import type { ContainerConfig, CriMount } from "./cri_client.ts";
 import {
@@ -176,11 +177,9 @@ async function volumesPod(env: Env): Promise<void> {
     const net = await podNetwork(env, podId);
     netnsPaths.push(net.netns);
     // kubelet's /etc/hosts: the pod's own names, then the pod's hostAliases.
-    await Deno.writeTextFile(
-      v.etcHosts,
-      `127.0.0.1\tlocalhost\n${net.ip}\tvol-pod\n# Entries added by HostAliases.\n` +
-        `${gateway}\tbackend.test\n`,
-    );
+    const etcHosts = `127.0.0.1\tlocalhost\n${net.ip}\tvol-pod\n` +
+      `# Entries added by HostAliases.\n${gateway}\tbackend.test\n`;
+    await Deno.writeTextFile(v.etcHosts, etcHosts);
     responder = await step(
       "DNS responder in the pod's netns",
       () => startResponder(net.netns, { "dns-backend.test": gateway }),
@@ -279,6 +278,9 @@ async function volumesPod(env: Env): Promise<void> {
       assert.equal(field("CapEff"), "0000000000000000");
       assert.equal(field("CapPrm"), "0000000000000000");
       assert.equal(field("NoNewPrivs"), "1");
+      // It resolves names with the pod's files only (nothing of the node's name services).
+      assert.equal(await Deno.readTextFile(`/proc/${pid}/root/etc/nsswitch.conf`), POD_NSSWITCH);
+      assert.equal(await Deno.readTextFile(`/proc/${pid}/root/etc/hosts`), etcHosts);
     });
 
     await step("pod DNS: /etc/hosts and dns_config", async () => {

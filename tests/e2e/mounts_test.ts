@@ -6,6 +6,7 @@
 
 import assert from "node:assert/strict";
 import { buildImage } from "../../src/oci/image.ts";
+import { POD_NSSWITCH } from "../../src/wasm/container_setup.ts";
 import { type Containerd, containerdVersion, startContainerd } from "./harness.ts";
 import { fixture, installShim } from "./shim_install.ts";
 import { assertNothingLeft } from "./ctr_util.ts";
@@ -33,6 +34,7 @@ function setup() {
           { path: "/secret", data: "root only\n", mode: 0o600 },
           { path: "/work", type: "directory", mode: 0o777 },
           { path: "/out", type: "symlink", linkname: "../../../../../../tmp" },
+          { path: "/abs", type: "symlink", linkname: "/pinned" },
         ],
       }],
     });
@@ -262,6 +264,9 @@ Deno.test({
         await Deno.readTextFile(`/proc/${pid}/root/etc/hosts`),
         "10.9.8.7 backend.test\n",
       );
+      assert.equal(await Deno.readTextFile(`/proc/${pid}/root/etc/nsswitch.conf`), POD_NSSWITCH);
+      // The node's own is untouched.
+      assert.notEqual(await Deno.readTextFile("/etc/nsswitch.conf"), POD_NSSWITCH);
     } finally {
       await cd.ctr(["task", "kill", "-s", "SIGKILL", id]);
       await cd.ctr(["task", "delete", "-f", id]);
@@ -282,6 +287,11 @@ Deno.test({
     assert.notEqual(r.code, 0);
     assert.match(r.stderr, /bind on \/out\/escaped\): .*leads outside the container's root/);
     assert.equal(await Deno.stat("/tmp/escaped").then(() => true, () => false), false);
+    // An absolute link is the container's path: it stays inside (as runc resolves it).
+    r = await run(["cat", "/pinned/conf/app.conf"], bind(`${tmp}/conf`, "/abs/conf", "rbind:ro"));
+    assert.equal(r.code, 0, r.stderr);
+    assert.equal(r.stdout, "from the node\n");
+    assert.equal(await Deno.stat("/pinned").then(() => true, () => false), false);
     r = await run(["hello"], ["--mount", `type=ext4,src=${tmp}/conf,dst=/m`]);
     assert.notEqual(r.code, 0);
     assert.match(r.stderr, /ext4 on \/m\): mount type "ext4" is not supported/);

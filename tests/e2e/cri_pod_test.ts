@@ -272,6 +272,23 @@ async function volumesPod(env: Env): Promise<void> {
     await step("the runner of a runAsUser guest", async () => {
       const res = await env.cri.containerStatus(files, true);
       const pid = Number(JSON.parse(res.info.info ?? "{}").pid);
+      // What containerd's CRI made of the volumes: kubelet's paths (a ConfigMap key's
+      // symlinks resolved), and its own /dev/shm (the sandbox's), hostname, resolv.conf.
+      const spec = JSON.parse(res.info.info ?? "{}").runtimeSpec;
+      const specMounts = new Map<string, { source: string; options: string[] }>(
+        spec.mounts.map((m: { destination: string }) => [m.destination, m]),
+      );
+      assert.equal(specMounts.get("/dev/termination-log")?.source, v.terminationLog);
+      assert.equal(
+        specMounts.get("/etc/app/app.conf")?.source,
+        await Deno.realPath(v.configMapFile),
+      );
+      for (const [path, name] of [["/dev/shm", "shm"], ["/etc/resolv.conf", "resolv.conf"]]) {
+        assert.match(
+          specMounts.get(path)?.source ?? "",
+          new RegExp(`/sandboxes/[0-9a-f]{64}/${name}$`),
+        );
+      }
       const status = await Deno.readTextFile(`/proc/${pid}/status`);
       const field = (name: string) => new RegExp(`^${name}:\\s*(.*)$`, "m").exec(status)?.[1];
       assert.equal(field("Uid"), `${GUEST_UID}\t${GUEST_UID}\t${GUEST_UID}\t${GUEST_UID}`);

@@ -16,13 +16,16 @@
  *   only to a DNS responder the test runs in the pod's network namespace, named in the
  *   sandbox's `dns_config`); the backend is a server of the test on the node.
  *
- * While the pod runs nothing of its volumes is in the node's mount table; after the
- * pod, nothing is left (the checks of `cri_env.ts`).
+ * A container whose volume would climb out of its rootfs through a symlink of the image
+ * fails at StartContainer (the shim's Create) naming the entry, and the pod's other
+ * containers keep serving. While the pod runs nothing of its volumes is in the node's
+ * mount table; after the pod, nothing is left (the checks of `cri_env.ts`).
  */
 
 import assert from "node:assert/strict";
 import { POD_NSSWITCH } from "../../src/wasm/container_setup.ts";
 import { fixture } from "./shim_install.ts";
+import { exists } from "./ctr_util.ts";
 import type { ContainerConfig, CriMount } from "./cri_client.ts";
 import {
   assertNothingLeft,
@@ -313,6 +316,23 @@ async function volumesPod(env: Env): Promise<void> {
       }
     });
 
+    await step("a bad volume fails the container only; the pod keeps serving", async () => {
+      // `/out` is a symlink of the image that climbs out of the rootfs.
+      const config = wasmContainer("escape", "/http_probe.wasm", 8083, [
+        { container_path: "/out/escaped", host_path: v.host, readonly: true },
+      ]);
+      await Deno.mkdir(`${pod.log_directory}/escape`, { recursive: true });
+      const id = await env.cri.createContainer(podId, config, pod, 60_000);
+      await assert.rejects(
+        () => env.cri.startContainer(id, 60_000),
+        /bind on \/out\/escaped\): .*leads outside the container's root/,
+      );
+      await env.cri.removeContainer(id, 30_000);
+      assert.equal(await exists("/tmp/escaped"), false);
+      assert.equal(await get(PORTS.files, "/cat/host/node.txt"), "from the node\n");
+      assert.equal(await get(PORTS.peer, "/cat/cache/note"), "from-files");
+    });
+
     await step("nothing of the volumes on the node", async () => {
       const now = await nodeMounts();
       const ours = [...now].filter((l) => !before.has(l)).filter((l) =>
@@ -345,6 +365,7 @@ Deno.test({
       { path: "/http_probe.wasm", hostPath: PROBE },
       { path: "/http_app.wasm", hostPath: `${TESTDATA}http_app.wasm` },
       { path: "/probe.wasm", hostPath: fixture("probe.wasm") },
+      { path: "/out", type: "symlink", linkname: "../../../../../../tmp" },
     ], "/http_probe.wasm");
     try {
       await volumesPod(env);

@@ -30,6 +30,7 @@ function setup() {
       layers: [{
         files: [
           { path: "/probe.wasm", hostPath: fixture("probe.wasm") },
+          { path: "/cat.wasm", hostPath: `${TESTDATA}cat.wasm` },
           { path: "/etc/msg", data: "hello from the image\n" },
           { path: "/secret", data: "root only\n", mode: 0o600 },
           { path: "/work", type: "directory", mode: 0o777 },
@@ -53,7 +54,7 @@ function setup() {
 }
 
 let seq = 0;
-async function run(args: string[], runOpts: string[] = []) {
+async function run(args: string[], runOpts: string[] = [], stdin = "") {
   const { cd, image } = await setup();
   const id = `mnt-${++seq}`;
   return await cd.ctr(
@@ -65,10 +66,9 @@ async function run(args: string[], runOpts: string[] = []) {
       ...runOpts,
       image,
       id,
-      "/probe.wasm",
-      ...args,
+      ...(args[0]?.startsWith("/") ? args : ["/probe.wasm", ...args]),
     ],
-    { stdin: "", timeoutMs: 60_000 },
+    { stdin, timeoutMs: 60_000 },
   );
 }
 
@@ -89,6 +89,7 @@ async function runAs(
   gid: number,
   args: string[],
   mounts: { source: string; destination: string }[] = [],
+  stdin = "",
 ) {
   const { cd, tmp } = await setup();
   const root = `${tmp}/closed/rootfs`;
@@ -96,6 +97,7 @@ async function runAs(
   await Deno.chmod(`${tmp}/closed`, 0o700);
   await Deno.copyFile(fixture("probe.wasm"), `${root}/probe.wasm`);
   await Deno.copyFile(`${TESTDATA}command.wasm`, `${root}/command.wasm`);
+  await Deno.copyFile(`${TESTDATA}cat.wasm`, `${root}/cat.wasm`);
   await Deno.writeTextFile(`${root}/etc/msg`, "hello from the image\n");
   await Deno.writeTextFile(`${root}/secret`, "root only\n", { mode: 0o600 });
   const out = await new Deno.Command("ctr", { args: ["oci", "spec"] }).output();
@@ -109,7 +111,7 @@ async function runAs(
   await Deno.writeTextFile(path, JSON.stringify(spec));
   return await cd.ctr(
     ["run", "--rm", "--runtime", RUNTIME, "--config", path, `mnt-${seq}`],
-    { stdin: "", timeoutMs: 60_000 },
+    { stdin, timeoutMs: 60_000 },
   );
 }
 
@@ -221,6 +223,13 @@ Deno.test({
       assert.equal(r.code, 0, r.stderr);
       assert.equal((await Deno.stat(`${tmp}/data/by-flag`)).uid, 1000);
     }
+    // A component reading its stdin, as uid 0 and as uid 1000.
+    r = await run(["/cat.wasm"], [], "line one\nline two\n");
+    assert.equal(r.code, 0, r.stderr);
+    assert.equal(r.stdout, "line one\nline two\n");
+    r = await runAs(1000, 1000, ["/cat.wasm"], [], "as a user\n");
+    assert.equal(r.code, 0, r.stderr);
+    assert.equal(r.stdout, "as a user\n");
     // A component (wasi:cli command) as uid 1000: its output reaches ctr, its code too.
     r = await runAs(1000, 1000, ["/command.wasm", "3"]);
     assert.equal(r.code, 3, r.stderr);

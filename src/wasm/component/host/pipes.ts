@@ -385,28 +385,17 @@ export function sharedSink(sink: ByteSink): ByteSink {
 const FIFO_READ_BYTES = 64 * 1024;
 
 /**
- * The bytes of a FIFO (or file) at `path`, opened when first read, one read at a time.
- * The FIFO is opened read-only, which waits for a writer, so it is opened only if the
- * guest reads.
+ * The runner process's own stdin, read when the guest reads: what the shim server
+ * forwards of the container's stdin FIFO (after the start line), ending when the server
+ * closes it (the client's CloseIO, or the end of the guest).
  */
-export function fileReadable(path: string): ReadableStream<Uint8Array> {
-  let file: Deno.FsFile | undefined;
+export function runnerStdinReadable(): ReadableStream<Uint8Array> {
   return new ReadableStream<Uint8Array>({
     async pull(controller) {
-      file ??= await Deno.open(path, { read: true });
       const buf = new Uint8Array(FIFO_READ_BYTES);
-      const n = await file.read(buf);
-      if (n === null) {
-        controller.close();
-        file.close();
-        file = undefined;
-      } else {
-        controller.enqueue(buf.subarray(0, n));
-      }
-    },
-    cancel() {
-      file?.close();
-      file = undefined;
+      const n = await Deno.stdin.read(buf);
+      if (n === null) controller.close();
+      else controller.enqueue(buf.subarray(0, n));
     },
   }, { highWaterMark: 0 });
 }

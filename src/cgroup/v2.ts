@@ -6,7 +6,7 @@
  * @module
  */
 
-import { invalidArgument } from "../errdefs/errors.ts";
+import { invalidArgument, ShimError } from "../errdefs/errors.ts";
 import type { MemoryStat } from "../proto/gen/cgroups_v2_metrics.ts";
 import type { LinuxResources } from "../oci/spec.ts";
 import {
@@ -214,13 +214,36 @@ async function metrics(cgroup: CgroupDirs): Promise<CgroupMetrics> {
   return { typeName: MetricsType.V2, metrics: m };
 }
 
+/**
+ * {@linkcode apply}, saying which controllers the hierarchy lacks when it fails: on a
+ * hybrid host the v2 hierarchy holds none of those cgroup v1 has mounted.
+ */
+async function applyOrExplain(cgroup: CgroupDirs, r: LinuxResources): Promise<void> {
+  try {
+    await apply(cgroup, r);
+  } catch (err) {
+    if (!(err instanceof Error) || err instanceof ShimError) throw err;
+    const available = (await readControl(cgroup.root, CgroupFile.CONTROLLERS).catch(() => ""))
+      ?.trim() ?? "";
+    const have = new Set(available.split(/\s+/));
+    const lacking = V2_CONTROLLERS.filter((c) => !have.has(c));
+    if (lacking.length === 0) throw err;
+    throw new Error(
+      `${err.message}; the cgroup v2 hierarchy at ${cgroup.root} has no ${
+        lacking.join(", ")
+      } controller (its ${CgroupFile.CONTROLLERS}: "${available}"; on a host that also ` +
+        `mounts cgroup v1, v1 keeps the controllers it has)`,
+    );
+  }
+}
+
 /** cgroup v2's {@linkcode CgroupDriver}. */
 export const v2: CgroupDriver = {
   version: 2,
   locate: (root, pathIn) => new Map([["", `${root}${pathIn("")}`]]),
   dirKey: () => "",
   prepare: enableControllers,
-  apply,
+  apply: applyOrExplain,
   oomFile: CgroupFile.MEMORY_EVENTS,
   metrics,
   renamesProcesses: false,

@@ -110,3 +110,23 @@ Deno.test("v2 metrics: encoded as io.containerd.cgroups.v2.Metrics, read back by
     await Deno.remove(root, { recursive: true });
   }
 });
+
+Deno.test("v2: a hierarchy without the controllers (a hybrid host's) says which it lacks", async () => {
+  const root = await fakeRoot({
+    "cgroup.controllers": "hugetlb\n",
+    "cgroup.subtree_control": "",
+    "ns/t1/cgroup.controllers": "",
+    "ns/t1/cgroup.procs": "",
+    "ns/cgroup.controllers": "",
+    "ns/cgroup.subtree_control": "",
+  });
+  try {
+    const cgroups = new CgroupManager({ root });
+    await assert.rejects(
+      () => cgroups.create("/ns/t1", "t1", { memory: { limit: 64 << 20 } }),
+      /memory\.max: no such file .*the cgroup v2 hierarchy at .* has no cpu, memory, pids controller \(its cgroup\.controllers: "hugetlb"/,
+    );
+  } finally {
+    await Deno.remove(root, { recursive: true });
+  }
+});

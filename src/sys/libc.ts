@@ -336,13 +336,14 @@ export const OpenFlag = {
   O_RDONLY: 0,
   O_WRONLY: 1,
   O_RDWR: 2,
+  O_CREAT: 0o100,
   O_NONBLOCK: 0o4000,
   O_CLOEXEC: 0o2000000,
 } as const;
 
-/** open(2); returns the fd. @throws {SyscallError} */
-export function open(path: string, flags: number): number {
-  const fd = libc().open(cstr(path), flags, 0);
+/** open(2) (`mode`: of a file O_CREAT makes); returns the fd. @throws {SyscallError} */
+export function open(path: string, flags: number, mode = 0): number {
+  const fd = libc().open(cstr(path), flags, mode);
   if (fd < 0) throw new SyscallError("open", errno(), path);
   return fd;
 }

@@ -8,8 +8,9 @@
  *    makes the spec's mounts in spec order at their destinations resolved inside the
  *    rootfs (see {@linkcode resolveInRoot}), the default devices (the node's
  *    `/dev/null`, … bind-mounted onto files in the container's `/dev`), binds the
- *    pod's `/etc/hosts` and `/etc/resolv.conf` over the runner's own so that its
- *    outgoing requests resolve names as the pod does, and remounts the rootfs
+ *    pod's `/etc/hosts` and `/etc/resolv.conf` over the runner's own, and an
+ *    nsswitch.conf of files and DNS only, so that its outgoing requests resolve names
+ *    as the pod does, and remounts the rootfs
  *    read-only for `root.readonly`. None of it is seen on the node, and all of it
  *    goes with the runner's namespace when the runner exits.
  * 2. {@linkcode becomeGuestUser} (once the wasm is compiled and the stdio is open,
@@ -33,12 +34,16 @@ import {
   mkdir,
   mount,
   moveMount,
+  open,
+  OpenFlag,
   openTree,
   setgroups,
   setresgid,
   setresuid,
   statMode,
   takeFd,
+  umount2,
+  write,
 } from "../sys/libc.ts";
 import {
   type ContainerSetup,
@@ -144,6 +149,47 @@ function makeMount(root: string, setup: ContainerSetup, m: PlannedMount): string
 export const POD_NAME_FILES = ["/etc/hosts", "/etc/resolv.conf"] as const;
 
 /**
+ * The name service switch of a runner that resolves as its pod does: the pod's
+ * `/etc/hosts`, then DNS as the pod's `/etc/resolv.conf` says, and nothing of the
+ * node's own (nss-resolve would ask the node's systemd-resolved, nss-myhostname would
+ * answer the node's name).
+ */
+export const POD_NSSWITCH = "passwd: files\ngroup: files\nhosts: files dns\n";
+const NSSWITCH_PATH = "/etc/nsswitch.conf";
+/** A directory every node has, briefly covered in the runner's namespace (see below). */
+const SCRATCH_DIR = "/dev/shm";
+const MNT_DETACH = 2;
+
+/**
+ * Binds {@linkcode POD_NSSWITCH} over the runner's `/etc/nsswitch.conf` (if the node
+ * has one: glibc's default without it is DNS and files alike). The file is made on a
+ * tmpfs mounted on {@linkcode SCRATCH_DIR} in this namespace only, which is taken off
+ * again once the file is bound (the bind keeps its tmpfs).
+ */
+function bindPodNsswitch(): void {
+  try {
+    statMode(NSSWITCH_PATH);
+  } catch {
+    return;
+  }
+  mount("tmpfs", SCRATCH_DIR, "tmpfs", MountFlag.MS_NOSUID | MountFlag.MS_NODEV, "size=16k");
+  try {
+    // Through libc: the runner's Deno permissions do not cover these paths.
+    const file = `${SCRATCH_DIR}/nsswitch.conf`;
+    const fd = open(file, OpenFlag.O_WRONLY | OpenFlag.O_CREAT | OpenFlag.O_CLOEXEC, 0o644);
+    try {
+      const bytes = new TextEncoder().encode(POD_NSSWITCH);
+      if (write(fd, bytes) !== bytes.length) throw new Error(`short write to ${file}`);
+    } finally {
+      close(fd);
+    }
+    mount(file, NSSWITCH_PATH, null, MountFlag.MS_BIND, null);
+  } finally {
+    umount2(SCRATCH_DIR, MNT_DETACH);
+  }
+}
+
+/**
  * Step 1 (see the module documentation). Errors name the spec's entry; the runner
  * then exits, and its namespace with everything mounted so far goes with it.
  */
@@ -175,6 +221,13 @@ export function mountContainer(root: string, setup: ContainerSetup): void {
       mount(target, path, null, MountFlag.MS_BIND, null);
     } catch (err) {
       throw invalidArgument(`pod name resolution ${path}: ${(err as Error).message}`);
+    }
+  }
+  if (podFiles.size > 0) {
+    try {
+      bindPodNsswitch();
+    } catch (err) {
+      throw invalidArgument(`pod name resolution ${NSSWITCH_PATH}: ${(err as Error).message}`);
     }
   }
   if (setup.readonlyRoot) {

@@ -272,13 +272,6 @@ async function prepare(init: GuestInit): Promise<Run> {
     throw new Error(`cannot read ${path} (${init.hostPath}): ${(err as Error).message}`);
   }
   if (detectKind(bytes, path) === "component") {
-    if (init.container && init.container.user.uid !== 0) {
-      // The component host opens the stdio FIFOs (root's) by path, from its threads too.
-      throw invalidArgument(
-        `process.user uid ${init.container.user.uid}: components run as uid 0 only so far ` +
-          `(preview1 modules run as any uid)`,
-      );
-    }
     const { prepareComponent } = await loadComponentHost();
     const run = await prepareComponent(init, bytes);
     return () => run();

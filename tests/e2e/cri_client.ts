@@ -92,6 +92,17 @@ export interface LinuxContainerResources {
   oom_score_adj?: number;
 }
 
+/** `runtime.v1.Mount` (the fields the tests use): a volume as kubelet passes it. */
+export interface CriMount {
+  container_path: string;
+  host_path: string;
+  readonly?: boolean;
+  propagation?:
+    | "PROPAGATION_PRIVATE"
+    | "PROPAGATION_HOST_TO_CONTAINER"
+    | "PROPAGATION_BIDIRECTIONAL";
+}
+
 /** `runtime.v1.ContainerConfig` (the fields the tests use). */
 export interface ContainerConfig {
   metadata: { name: string; attempt?: number };
@@ -100,6 +111,7 @@ export interface ContainerConfig {
   args?: string[];
   working_dir?: string;
   envs?: { key: string; value: string }[];
+  mounts?: CriMount[];
   labels?: Record<string, string>;
   annotations?: Record<string, string>;
   /** Relative to the pod's `log_directory`. */
@@ -112,6 +124,9 @@ export interface ContainerConfig {
       privileged?: boolean;
       namespace_options?: NamespaceOption;
       run_as_user?: { value: number };
+      run_as_group?: { value: number };
+      run_as_username?: string;
+      supplemental_groups?: number[];
       readonly_rootfs?: boolean;
       no_new_privs?: boolean;
     };

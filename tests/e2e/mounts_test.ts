@@ -6,11 +6,13 @@
 
 import assert from "node:assert/strict";
 import { buildImage } from "../../src/oci/image.ts";
-import { type Containerd, startContainerd } from "./harness.ts";
+import { POD_NSSWITCH } from "../../src/wasm/container_setup.ts";
+import { type Containerd, containerdVersion, startContainerd } from "./harness.ts";
 import { fixture, installShim } from "./shim_install.ts";
 import { assertNothingLeft } from "./ctr_util.ts";
 
 const RUNTIME = "io.containerd.wasmtime.v1";
+const TESTDATA = new URL("../../src/wasm/component/testdata/", import.meta.url).pathname;
 const opts = { sanitizeOps: false, sanitizeResources: false };
 
 let env: Promise<{ cd: Containerd; image: string; tmp: string }> | undefined;
@@ -28,10 +30,12 @@ function setup() {
       layers: [{
         files: [
           { path: "/probe.wasm", hostPath: fixture("probe.wasm") },
+          { path: "/cat.wasm", hostPath: `${TESTDATA}cat.wasm` },
           { path: "/etc/msg", data: "hello from the image\n" },
           { path: "/secret", data: "root only\n", mode: 0o600 },
           { path: "/work", type: "directory", mode: 0o777 },
           { path: "/out", type: "symlink", linkname: "../../../../../../tmp" },
+          { path: "/abs", type: "symlink", linkname: "/pinned" },
         ],
       }],
     });
@@ -50,7 +54,7 @@ function setup() {
 }
 
 let seq = 0;
-async function run(args: string[], runOpts: string[] = []) {
+async function run(args: string[], runOpts: string[] = [], stdin = "") {
   const { cd, image } = await setup();
   const id = `mnt-${++seq}`;
   return await cd.ctr(
@@ -62,10 +66,9 @@ async function run(args: string[], runOpts: string[] = []) {
       ...runOpts,
       image,
       id,
-      "/probe.wasm",
-      ...args,
+      ...(args[0]?.startsWith("/") ? args : ["/probe.wasm", ...args]),
     ],
-    { stdin: "", timeoutMs: 60_000 },
+    { stdin, timeoutMs: 60_000 },
   );
 }
 
@@ -76,26 +79,30 @@ const bind = (
 ) => ["--mount", `type=bind,src=${src},dst=${dst},options=${options}`];
 
 /**
- * Runs a container from a spec of ctr's defaults with `process.user` set (ctr 1.6 has
- * no `--user`; `--config` takes a whole spec, without an image): its rootfs is a
- * directory of the node under a directory only root can search.
+ * Runs a container from a spec of ctr's defaults with `process.user` set (`args`: the
+ * probe's, or a whole command line when the first is a path; ctr 1.6 has no `--user`;
+ * `--config` takes a whole spec, without an image): its rootfs is a directory of the
+ * node under a directory only root can search.
  */
 async function runAs(
   uid: number,
   gid: number,
   args: string[],
   mounts: { source: string; destination: string }[] = [],
+  stdin = "",
 ) {
   const { cd, tmp } = await setup();
   const root = `${tmp}/closed/rootfs`;
   await Deno.mkdir(`${root}/etc`, { recursive: true });
   await Deno.chmod(`${tmp}/closed`, 0o700);
   await Deno.copyFile(fixture("probe.wasm"), `${root}/probe.wasm`);
+  await Deno.copyFile(`${TESTDATA}command.wasm`, `${root}/command.wasm`);
+  await Deno.copyFile(`${TESTDATA}cat.wasm`, `${root}/cat.wasm`);
   await Deno.writeTextFile(`${root}/etc/msg`, "hello from the image\n");
   await Deno.writeTextFile(`${root}/secret`, "root only\n", { mode: 0o600 });
   const out = await new Deno.Command("ctr", { args: ["oci", "spec"] }).output();
   const spec = JSON.parse(new TextDecoder().decode(out.stdout));
-  spec.process.args = ["/probe.wasm", ...args];
+  spec.process.args = args[0]?.startsWith("/") ? args : ["/probe.wasm", ...args];
   spec.process.user = { uid, gid, additionalGids: [gid] };
   spec.process.terminal = false;
   spec.root = { path: root };
@@ -104,7 +111,7 @@ async function runAs(
   await Deno.writeTextFile(path, JSON.stringify(spec));
   return await cd.ctr(
     ["run", "--rm", "--runtime", RUNTIME, "--config", path, `mnt-${seq}`],
-    { stdin: "", timeoutMs: 60_000 },
+    { stdin, timeoutMs: 60_000 },
   );
 }
 
@@ -192,6 +199,9 @@ Deno.test({
     assert.equal(r.stdout, "hello from the image\n");
     r = await runAs(0, 0, ["cat", "/secret"]);
     assert.equal(r.code, 0, r.stderr);
+    // A uid the image's /etc/passwd does not know runs as that uid, as under runc.
+    r = await runAs(4242, 4242, ["cat", "/etc/msg"]);
+    assert.equal(r.code, 0, r.stderr);
     r = await runAs(1000, 1000, ["write", "/data/by-user", "u"], [
       { source: `${tmp}/data`, destination: "/data" },
     ]);
@@ -199,6 +209,33 @@ Deno.test({
     const st = await Deno.stat(`${tmp}/data/by-user`);
     assert.equal(st.uid, 1000);
     assert.equal(st.gid, 1000);
+    const { major, minor } = await containerdVersion();
+    if (major > 1 || minor >= 7) {
+      // ctr's own --user (1.7 and later): a numeric uid:gid needs no /etc/passwd.
+      r = await run(["cat", "/secret"], ["--user", "1000:1000"]);
+      assert.equal(r.code, 1, r.stderr);
+      assert.match(r.stderr, /error: Permission denied/);
+      r = await run(["write", "/data/by-flag", "f"], [
+        "--user",
+        "1000:1000",
+        ...bind(`${tmp}/data`, "/data"),
+      ]);
+      assert.equal(r.code, 0, r.stderr);
+      assert.equal((await Deno.stat(`${tmp}/data/by-flag`)).uid, 1000);
+    }
+    // A component reading its stdin, as uid 0 and as uid 1000.
+    r = await run(["/cat.wasm"], [], "line one\nline two\n");
+    assert.equal(r.code, 0, r.stderr);
+    assert.equal(r.stdout, "line one\nline two\n");
+    r = await runAs(1000, 1000, ["/cat.wasm"], [], "as a user\n");
+    assert.equal(r.code, 0, r.stderr);
+    assert.equal(r.stdout, "as a user\n");
+    // A component (wasi:cli command) as uid 1000: its output reaches ctr, its code too.
+    r = await runAs(1000, 1000, ["/command.wasm", "3"]);
+    assert.equal(r.code, 3, r.stderr);
+    assert.equal(r.stdout, "hello from a wasi:cli command\n");
+    // (ctr 1.7 warns about its --config on stderr first.)
+    assert.match(r.stderr, /(^|\n)a line on stderr\n$/);
   },
 });
 
@@ -245,6 +282,9 @@ Deno.test({
         assert.match(status, /^NoNewPrivs:\s+1$/m, `thread ${t}`);
         assert.match(status, /^Seccomp:\s+2$/m, `thread ${t}`);
       }
+      assert.equal(await Deno.readTextFile(`/proc/${pid}/root/etc/nsswitch.conf`), POD_NSSWITCH);
+      // The node's own is untouched.
+      assert.notEqual(await Deno.readTextFile("/etc/nsswitch.conf"), POD_NSSWITCH);
     } finally {
       await cd.ctr(["task", "kill", "-s", "SIGKILL", id]);
       await cd.ctr(["task", "delete", "-f", id]);
@@ -265,9 +305,23 @@ Deno.test({
     assert.notEqual(r.code, 0);
     assert.match(r.stderr, /bind on \/out\/escaped\): .*leads outside the container's root/);
     assert.equal(await Deno.stat("/tmp/escaped").then(() => true, () => false), false);
+    // An absolute link is the container's path: it stays inside (as runc resolves it).
+    r = await run(["cat", "/pinned/conf/app.conf"], bind(`${tmp}/conf`, "/abs/conf", "rbind:ro"));
+    assert.equal(r.code, 0, r.stderr);
+    assert.equal(r.stdout, "from the node\n");
+    assert.equal(await Deno.stat("/pinned").then(() => true, () => false), false);
     r = await run(["hello"], ["--mount", `type=ext4,src=${tmp}/conf,dst=/m`]);
     assert.notEqual(r.code, 0);
     assert.match(r.stderr, /ext4 on \/m\): mount type "ext4" is not supported/);
+    r = await run(["hello"], bind(`${tmp}/conf`, "/"));
+    assert.notEqual(r.code, 0);
+    assert.match(r.stderr, /bind on \/\): a mount over the container's root is not allowed/);
+    r = await run(["hello"], bind(`${tmp}/conf`, "/etc/../../up"));
+    assert.notEqual(r.code, 0);
+    assert.match(r.stderr, /bind on \/etc\/\.\.\/\.\.\/up\): destination .* leads outside/);
+    r = await runAs(4294967295, 0, ["hello"]);
+    assert.notEqual(r.code, 0);
+    assert.match(r.stderr, /process\.user\.uid 4294967295 is not a valid uid/);
     r = await run(["hello"]);
     assert.equal(r.code, 0, r.stderr);
     assert.equal(r.stdout, "hello from wasm\n");

@@ -51,7 +51,7 @@ import type { GuestInit } from "../guest_init.ts";
 import { endOf, EXIT_TRAP, findExportedFunction, runToEnd } from "./command.ts";
 import { createHost, type HostConfig } from "./host/mod.ts";
 import { discardSink, EMPTY_SOURCE } from "./host/io.ts";
-import { fileReadable, StreamSource } from "./host/pipes.ts";
+import { runnerStdinReadable, StreamSource } from "./host/pipes.ts";
 import { LocalProxy, type ProxyHostConfig, WorkerProxy } from "./http_workers.ts";
 import { logLine, openStdio, tellContainer } from "./stdio.ts";
 import {
@@ -179,7 +179,10 @@ export async function prepare(init: GuestInit, bytes: Uint8Array): Promise<Prepa
     return await prepareProxy(component, kind.export, base, httpConfig!, init, path);
   }
   const stdio = openStdio(init.stdout, init.stderr);
-  const stdin = init.stdin === "" ? EMPTY_SOURCE : new StreamSource(fileReadable(init.stdin));
+  // The server forwards the container's stdin FIFO to the runner's own stdin (as for
+  // preview1 guests): reading the FIFO here too would race its pump, and by path it may
+  // be out of reach once the runner is the spec's user.
+  const stdin = init.stdin === "" ? EMPTY_SOURCE : new StreamSource(runnerStdinReadable());
   const instance = instantiateOrExplain(
     component,
     { ...base, stdin, stdout: stdio.stdout, stderr: stdio.stderr },

@@ -387,28 +387,17 @@ export function sharedSink(sink: ByteSink): ByteSink {
 const FIFO_READ_BYTES = 64 * 1024;
 
 /**
- * The bytes of a FIFO (or file) at `path`, opened when first read, one read at a time.
- * The FIFO is opened read-only, which waits for a writer, so it is opened only if the
- * guest reads.
+ * The runner process's own stdin, read when the guest reads: what the shim server
+ * forwards of the container's stdin FIFO (after the start line), ending when the server
+ * closes it (the client's CloseIO, or the end of the guest).
  */
-export function fileReadable(path: string): ReadableStream<Uint8Array> {
-  let file: Deno.FsFile | undefined;
+export function runnerStdinReadable(): ReadableStream<Uint8Array> {
   return new ReadableStream<Uint8Array>({
     async pull(controller) {
-      file ??= await Deno.open(path, { read: true });
       const buf = new Uint8Array(FIFO_READ_BYTES);
-      const n = await file.read(buf);
-      if (n === null) {
-        controller.close();
-        file.close();
-        file = undefined;
-      } else {
-        controller.enqueue(buf.subarray(0, n));
-      }
-    },
-    cancel() {
-      file?.close();
-      file = undefined;
+      const n = await Deno.stdin.read(buf);
+      if (n === null) controller.close();
+      else controller.enqueue(buf.subarray(0, n));
     },
   }, { highWaterMark: 0 });
 }
@@ -429,9 +418,17 @@ export class FileWriter {
    * it has come and gone, so a guest that never writes must still open its FIFOs.
    */
   open(): void {
-    // Read-write, so that opening a FIFO never waits for a reader.
-    this.#file ??= Deno.open(this.#path, { read: true, write: true, append: true });
-    this.#file.catch(() => {}); // reported by the first write
+    if (this.#file) return;
+    // Read-write, so that opening a FIFO never waits for a reader; synchronous, so that
+    // it is open before the runner leaves uid 0 (the FIFOs are root's).
+    try {
+      this.#file = Promise.resolve(
+        Deno.openSync(this.#path, { read: true, write: true, append: true }),
+      );
+    } catch (err) {
+      this.#file = Promise.reject(err);
+      this.#file.catch(() => {}); // reported by the first write
+    }
   }
 
   /** Writes some of `bytes`; resolves with how many. */

@@ -1,6 +1,6 @@
 // Builds the component test fixtures from their sources (run by build.sh, with Node).
 //
-//   command.wat, http_hello.wat, leaky.wat
+//   command.wat, cat.wat, http_hello.wat, leaky.wat
 //                                core modules written to the canonical ABI of a world in
 //                                wit/wat/world.wit; assembled, the world embedded, made
 //                                components with jco's wasm-tools.
@@ -60,6 +60,7 @@ const watWit = await witSource(join(here, "wit/wat/world.wit"), "0.2.12");
 for (
   const [source, world] of [
     ["command.wat", "command"],
+    ["cat.wat", "cat"],
     ["http_hello.wat", "http-hello"],
     ["leaky.wat", "http-hello"],
   ]

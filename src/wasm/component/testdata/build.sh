@@ -1,6 +1,7 @@
 #!/bin/sh
 # Rebuilds the component test fixtures in this directory from their sources:
 #   command.wasm     <- command.wat     (WASI 0.2.12 command; exit code = last argument)
+#   cat.wasm         <- cat.wat         (WASI 0.2.12 command; copies stdin to stdout)
 #   http_hello.wasm  <- http_hello.wat  (WASI 0.2.12 wasi:http proxy, tiny)
 #   abi.wasm         <- abi.wat         (glue test: every WIT value kind, both ways)
 #   http_app.wasm    <- http_app.js     (wasi:http proxy in JS, componentize-js 0.23.0)

@@ -16,6 +16,7 @@ import { IDLE_MESSAGE, type ReadyMessage, START_LINE } from "../wasm/runner_prot
 import { guestDenoFlags } from "./permissions.ts";
 import type { RunnerPool } from "./pool.ts";
 import { discardRunner, spawnRunner } from "./spawn.ts";
+import { activeSpan, failSpan, formatTraceparent, startSpan } from "../sys/telemetry.ts";
 
 /** How long a runner may take to compile and check its guest before Create fails. */
 export const DEFAULT_READY_TIMEOUT_MS = 60_000;
@@ -380,6 +381,14 @@ export async function createRunnerGuest(
   }
   const { child, stdin, stdout, stderrDone, tail } = runner;
   cfg.onPid?.(child.pid);
+  activeSpan()?.setAttributes({
+    "wasm.kind": kind,
+    "runner.pid": child.pid,
+    "runner.warm": pooled !== undefined,
+    "wasi.http.proxy": net === true,
+  });
+  // The hand-off: from the guest's config sent to the runner's answer.
+  const handOff = startSpan("runner hand-off", { "container.id": cfg.id });
 
   const release = pooled?.release ?? (() => {});
   const fail = async (error: ShimError): Promise<never> => {
@@ -392,13 +401,18 @@ export async function createRunnerGuest(
   let reply: ReadyMessage | "timeout" | undefined;
   try {
     const { onPid: _, ...config } = cfg;
-    const init: GuestInit = { ...config, ...entry, ...paths };
+    const traceparent = handOff && formatTraceparent(handOff.spanContext());
+    const init: GuestInit = { ...config, ...entry, ...paths, traceparent };
     await stdin.write(new TextEncoder().encode(JSON.stringify(init) + "\n"));
     reply = await within(nextReply(stdout), timeoutMs);
   } catch (err) {
     // A runner that died before reading its config, or answered something not JSON.
     options.log?.(`guest ${cfg.id}: talking to its runner: ${(err as Error).message}`);
   }
+  if (reply === undefined || reply === "timeout" || !("ready" in reply)) {
+    failSpan(handOff, reply === undefined || reply === "timeout" ? "no answer" : reply.error);
+  }
+  handOff?.end();
 
   if (reply === "timeout") {
     return fail(

@@ -18,6 +18,7 @@ import {
 } from "../sys/self_exec.ts";
 import { PRELOAD_COMPONENT_ARG, RUNNER_ACTION } from "../wasm/runner_protocol.ts";
 import { RUNNER_CAP_NAMES } from "../wasm/container_setup.ts";
+import { runnerTelemetryEnv, telemetryConfig } from "../sys/telemetry.ts";
 
 /**
  * V8 options of every runner, by default: the garbage collector works on the thread
@@ -153,7 +154,7 @@ export function spawnRunner(
   const child = new Deno.Command(command.cmd, {
     args: command.args,
     clearEnv: true,
-    env: denoEnv(),
+    env: { ...denoEnv(), ...runnerTelemetry() },
     cwd: "/",
     stdin: "piped",
     stdout: "piped",
@@ -177,6 +178,17 @@ export function spawnRunner(
   };
   child.status.then(() => runner.exited = true);
   return runner;
+}
+
+let telemetryEnv: Record<string, string> | undefined;
+
+/**
+ * The OTel variables of every runner, from the server's environment: runners export
+ * their own spans (a wasi:http request's, the guest's preparation) and metrics.
+ */
+function runnerTelemetry(): Record<string, string> {
+  telemetryEnv ??= runnerTelemetryEnv(telemetryConfig(Deno.env.toObject()));
+  return telemetryEnv;
 }
 
 let checkedV8Flags: string[] | undefined;

@@ -25,6 +25,7 @@ import type { MountSpec } from "../sys/mount.ts";
 import { Status, type TaskStatus, transition } from "./state.ts";
 import type * as api from "../proto/gen/task.ts";
 import type { Timestamp } from "../proto/gen/well_known.ts";
+import { withSpan } from "../sys/telemetry.ts";
 
 /** Converts a time to a Timestamp. */
 export function toTimestamp(date: Date): Timestamp {
@@ -233,13 +234,20 @@ export class TaskService {
       const rootfs = spec.root.path.startsWith("/")
         ? spec.root.path
         : `${req.bundle}/${spec.root.path}`;
-      const cgroup = await this.#createCgroup(req.id, spec);
+      const attrs = { "container.id": req.id };
+      const cgroup = await withSpan("create cgroup", attrs, () => this.#createCgroup(req.id, spec));
       const dropCgroup = () =>
         cgroup?.remove().catch((err) =>
           this.#deps.log(`task ${req.id}: removing its cgroup: ${(err as Error).message}`)
         );
       try {
-        if (req.rootfs.length > 0) this.#deps.mountRootfs(req.rootfs, rootfs);
+        if (req.rootfs.length > 0) {
+          await withSpan(
+            "mount rootfs",
+            { ...attrs, "rootfs.mounts": req.rootfs.length },
+            () => this.#deps.mountRootfs(req.rootfs, rootfs),
+          );
+        }
       } catch (err) {
         await dropCgroup();
         throw err;
@@ -253,27 +261,30 @@ export class TaskService {
         joining.catch(() => {}); // awaited below, unless Create fails first
       });
       try {
-        guest = await this.#deps.createGuest({
-          id: req.id,
-          rootfs,
-          bundle: req.bundle,
-          args: spec.process.args,
-          env: spec.process.env,
-          cwd: spec.process.cwd,
-          stdin: req.stdin,
-          stdout: req.stdout,
-          stderr: req.stderr,
-          netns: spec.netns,
-          mounts: spec.mounts,
-          user: spec.user,
-          readonlyRoot: spec.root.readonly,
-          cacheDir: this.#deps.cacheDir,
-          onPid,
-        });
+        guest = await withSpan("create guest", attrs, () =>
+          this.#deps.createGuest({
+            id: req.id,
+            rootfs,
+            bundle: req.bundle,
+            args: spec.process.args,
+            env: spec.process.env,
+            cwd: spec.process.cwd,
+            stdin: req.stdin,
+            stdout: req.stdout,
+            stderr: req.stderr,
+            netns: spec.netns,
+            mounts: spec.mounts,
+            user: spec.user,
+            readonlyRoot: spec.root.readonly,
+            cacheDir: this.#deps.cacheDir,
+            onPid,
+          }));
         if (cgroup !== undefined) {
           try {
             // runc (a native container) has put its init there already.
-            if (!guest.ownCgroup) await (joining ?? cgroup.addProcess(guest.pid));
+            if (!guest.ownCgroup) {
+              await withSpan("join cgroup", attrs, () => joining ?? cgroup.addProcess(guest.pid));
+            }
             oomBaseline = await cgroup.oomKillCount();
           } catch (err) {
             guest.kill(SIGKILL);

@@ -42,6 +42,13 @@ import {
 } from "./runner_protocol.ts";
 import type { GuestInit } from "./guest_init.ts";
 import { becomeGuestUser, mountContainer } from "./container_setup.ts";
+import {
+  gauge,
+  metricsSummary,
+  parseTraceparent,
+  type SpanContext,
+  withSpan,
+} from "../sys/telemetry.ts";
 
 export { WASI_PREVIEW1 };
 
@@ -322,13 +329,24 @@ export async function runGuestMain(args: readonly string[] = []): Promise<number
   const lines = new StdinLines();
   let init: GuestInit | undefined;
   let run: Run;
+  /** The server's span this runner's spans are children of. */
+  let parent: SpanContext | undefined;
   try {
     const line = await lines.next();
     if (line === null) throw new Error("no guest configuration on stdin");
     init = parseInit(line);
-    if (init.container) mountContainer(init.rootfs, init.container);
-    run = await prepare(init);
-    if (init.container) becomeGuestUser(init.rootfs, init.container);
+    const ready = init;
+    parent = parseTraceparent(init.traceparent);
+    const attributes = { "container.id": init.id, "wasm.path": init.guestPath };
+    run = await withSpan("prepare guest", attributes, async () => {
+      if (ready.container) {
+        const setup = ready.container;
+        await withSpan("mount container", {}, () => mountContainer(ready.rootfs, setup));
+      }
+      const prepared = await prepare(ready);
+      if (ready.container) becomeGuestUser(ready.rootfs, ready.container);
+      return prepared;
+    }, parent);
   } catch (err) {
     answer({ error: describeError(err), kind: kindOf(err) });
     return EXIT_NOT_READY;
@@ -340,10 +358,24 @@ export async function runGuestMain(args: readonly string[] = []): Promise<number
     log(`${command === null ? "stdin closed" : `unexpected "${command}"`} before start`);
     return EXIT_NOT_READY;
   }
-  try {
-    return (await run()) & 0xff;
-  } catch (err) {
-    log(describeFailure(err));
-    return EXIT_TRAP;
-  }
+  gauge(
+    "runner.memory.rss",
+    { description: "resident memory of a guest runner process", unit: "By" },
+    () => Deno.memoryUsage().rss,
+  );
+  return await withSpan("run guest", { "container.id": init.id }, async (span) => {
+    try {
+      const code = (await run()) & 0xff;
+      span?.setAttribute("process.exit.code", code);
+      return code;
+    } catch (err) {
+      log(describeFailure(err));
+      span?.setAttribute("process.exit.code", EXIT_TRAP);
+      return EXIT_TRAP;
+    } finally {
+      // The guest's numbers (a wasi:http proxy's requests…) in the shim's log.
+      const summary = metricsSummary();
+      if (summary !== "") log(`metrics: ${summary}`);
+    }
+  }, parent);
 }

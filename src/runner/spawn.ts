@@ -18,7 +18,7 @@ import {
 } from "../sys/self_exec.ts";
 import { PRELOAD_COMPONENT_ARG, RUNNER_ACTION } from "../wasm/runner_protocol.ts";
 import { RUNNER_CAP_NAMES } from "../wasm/container_setup.ts";
-import { runnerTelemetryEnv, telemetryConfig } from "../sys/telemetry.ts";
+import { OtelEnv, runnerTelemetryEnv, telemetryConfig, withInstanceId } from "../sys/telemetry.ts";
 
 /**
  * V8 options of every runner, by default: the garbage collector works on the thread
@@ -188,7 +188,8 @@ let telemetryEnv: Record<string, string> | undefined;
  */
 function runnerTelemetry(): Record<string, string> {
   telemetryEnv ??= runnerTelemetryEnv(telemetryConfig(Deno.env.toObject()));
-  return telemetryEnv;
+  // Each runner a series of its own (a new service.instance.id).
+  return telemetryEnv[OtelEnv.DENO] ? withInstanceId(telemetryEnv) : telemetryEnv;
 }
 
 let checkedV8Flags: string[] | undefined;

@@ -26,6 +26,7 @@ export const OtelEnv = {
   TIMEOUT: "OTEL_EXPORTER_OTLP_TIMEOUT",
   SDK_DISABLED: "OTEL_SDK_DISABLED",
   SERVICE_NAME: "OTEL_SERVICE_NAME",
+  RESOURCE_ATTRIBUTES: "OTEL_RESOURCE_ATTRIBUTES",
   /** Deno's switch: its exporter starts only when this is `true` at process start. */
   DENO: "OTEL_DENO",
   /** Deno's choice for `console`: `capture` (print and export) or `replace` (export only). */
@@ -92,17 +93,29 @@ export function telemetryConfig(env: Record<string, string | undefined>): Teleme
 }
 
 /**
+ * `env` with a `service.instance.id` of its own added to `OTEL_RESOURCE_ATTRIBUTES`:
+ * every process (the server, each runner) exports metrics of the same names, and a
+ * backend adds them up only if each process is a series of its own.
+ */
+export function withInstanceId(env: Record<string, string>): Record<string, string> {
+  const own = `service.instance.id=${crypto.randomUUID()}`;
+  const given = env[OtelEnv.RESOURCE_ATTRIBUTES];
+  return { ...env, [OtelEnv.RESOURCE_ATTRIBUTES]: given ? `${given},${own}` : own };
+}
+
+/**
  * The variables of a server that exports: `config.env`, with its `console` lines
  * exported only (its stdout is closed once it is ready; its log is the FIFO's).
  */
 export function serverTelemetryEnv(config: TelemetryConfig): Record<string, string> {
   if (!config.enabled) return {};
-  return { ...config.env, [OtelEnv.DENO_CONSOLE]: "replace" };
+  return withInstanceId({ ...config.env, [OtelEnv.DENO_CONSOLE]: "replace" });
 }
 
 /**
  * The variables of a runner that exports: `config.env` with the export timeout
- * capped at {@linkcode RUNNER_EXPORT_TIMEOUT_MS}.
+ * capped at {@linkcode RUNNER_EXPORT_TIMEOUT_MS} (each runner then adds its
+ * {@linkcode withInstanceId}).
  */
 export function runnerTelemetryEnv(config: TelemetryConfig): Record<string, string> {
   if (!config.enabled) return {};

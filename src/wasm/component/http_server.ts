@@ -267,6 +267,12 @@ const inFlight = counter("wasi_http.requests.in_flight", {
   description: "wasi:http requests being served (one instance each)",
 }, true);
 
+/**
+ * The thread serving (a worker's name, see `http_workers.ts`, or `main`): every thread
+ * exports its own counts, which must be series of their own to add up.
+ */
+const THREAD = (globalThis as { name?: string }).name || "main";
+
 /** What one request's span and metrics learn while it is served. */
 interface RequestTimes {
   /** Waiting for the container's Start (requests that come before it wait). */
@@ -400,7 +406,7 @@ export class ProxyServer {
       try {
         const started = performance.now();
         this.#pool.push(this.#factory(this.#nextId()));
-        instantiation.record(performance.now() - started, { pooled: true });
+        instantiation.record(performance.now() - started, { pooled: true, thread: THREAD });
       } catch (err) {
         this.#log(`wasi:http: cannot create an instance ahead of time: ${describeGuestError(err)}`);
         return;
@@ -414,7 +420,7 @@ export class ProxyServer {
     if (instance === undefined) {
       const started = performance.now();
       instance = this.#factory(this.#nextId());
-      instantiation.record(performance.now() - started, { pooled: false });
+      instantiation.record(performance.now() - started, { pooled: false, thread: THREAD });
       if (times) times.fresh = true;
     }
     this.#refill();
@@ -428,16 +434,20 @@ export class ProxyServer {
   async #observe(req: Request): Promise<Response> {
     const started = performance.now();
     const times: RequestTimes = { queueMs: 0, fresh: false };
-    inFlight.add(1);
+    inFlight.add(1, { thread: THREAD });
     let status = 500;
     try {
       const response = await this.#serve(req, times);
       status = response.status;
       return response;
     } finally {
-      inFlight.add(-1);
+      inFlight.add(-1, { thread: THREAD });
       const ms = performance.now() - started;
-      const labels = { "http.request.method": req.method, "http.response.status_code": status };
+      const labels = {
+        "http.request.method": req.method,
+        "http.response.status_code": status,
+        thread: THREAD,
+      };
       requests.add(1, labels);
       requestDuration.record(ms, labels);
       if (status >= 500) requestErrors.add(1, labels);

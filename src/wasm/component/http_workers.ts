@@ -183,8 +183,14 @@ export class WorkerProxy {
     });
   }
 
+  #spawned = 0;
+
   async #spawn(spec: WorkerSpec): Promise<{ worker: Worker; addr: Deno.NetAddr }> {
-    const worker = new Worker(new URL("./http_worker.ts", import.meta.url), { type: "module" });
+    // Named, so that each thread's metrics are a series of their own (see http_server.ts).
+    const worker = new Worker(new URL("./http_worker.ts", import.meta.url), {
+      type: "module",
+      name: `wasi-http-${++this.#spawned}`,
+    });
     worker.onmessage = (e: MessageEvent<FromWorker>) => {
       const handler = this.#messages.get(worker);
       this.#messages.delete(worker);

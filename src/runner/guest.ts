@@ -12,7 +12,13 @@ import { drainedBy, holdReaders, holdReadersNow, NonBlockingFifo } from "../sys/
 import type { Entrypoint } from "../wasm/entrypoint.ts";
 import type { WasmKind } from "../wasm/detect.ts";
 import type { GuestConfig, GuestInit } from "../wasm/guest_init.ts";
-import { IDLE_MESSAGE, type ReadyMessage, START_LINE } from "../wasm/runner_protocol.ts";
+import {
+  EXIT_FLUSH_GRACE_MS,
+  IDLE_MESSAGE,
+  parseExitMessage,
+  type ReadyMessage,
+  START_LINE,
+} from "../wasm/runner_protocol.ts";
 import { guestDenoFlags } from "./permissions.ts";
 import type { RunnerPool } from "./pool.ts";
 import { discardRunner, spawnRunner } from "./spawn.ts";
@@ -38,6 +44,29 @@ async function within<T>(promise: Promise<T>, ms: number): Promise<T | "timeout"
   } finally {
     clearTimeout(timer);
   }
+}
+
+/**
+ * The guest's exit code once its runner is gone: from the process's status, or, when
+ * the runner said how its guest ended, that code — a runner still exiting
+ * {@linkcode EXIT_FLUSH_GRACE_MS} after it said so (Deno sends its last telemetry at
+ * exit) is killed rather than let the exit wait for a collector.
+ */
+async function runnerGone(child: Deno.ChildProcess, reported: Promise<number>): Promise<number> {
+  const first = await Promise.race([
+    child.status,
+    reported.then((code) => ({ reported: code })),
+  ]);
+  if (!("reported" in first)) return exitStatus(first);
+  const status = await within(child.status, EXIT_FLUSH_GRACE_MS);
+  if (status !== "timeout") return exitStatus(status);
+  try {
+    child.kill("SIGKILL");
+  } catch {
+    // exited meanwhile
+  }
+  await child.status;
+  return first.reported;
 }
 
 /** Index of `needle` in `haystack`, or -1. */
@@ -117,6 +146,8 @@ export class RunnerGuest {
   /**
    * @param drained settles when the runner's stdout and stderr are read to the end;
    *   `exited` waits for it (briefly), so that the runner's last log lines come first
+   * @param reported resolves with the exit code the runner said its guest ended with
+   *   (see `ExitMessage`); never settles if it said none
    */
   constructor(
     id: string,
@@ -125,6 +156,7 @@ export class RunnerGuest {
     drained: Promise<unknown>,
     stdio: { stdin: string; stdout: string; stderr: string },
     onExit: () => void = () => {},
+    reported: Promise<number> = new Promise(() => {}),
   ) {
     this.#id = id;
     this.#stdinPath = stdio.stdin;
@@ -136,7 +168,7 @@ export class RunnerGuest {
     this.#child = child;
     this.#stdin = stdin;
     this.pid = child.pid;
-    this.exited = child.status.then(async (status) => {
+    this.exited = runnerGone(child, reported).then(async (code) => {
       this.#done = true;
       try {
         onExit();
@@ -154,7 +186,7 @@ export class RunnerGuest {
         drainedBy(this.#held, OUTPUT_DRAIN_MS),
       ]);
       for (const end of this.#held.splice(0)) end.close();
-      return exitStatus(status);
+      return code;
     });
   }
 
@@ -443,8 +475,14 @@ export async function createRunnerGuest(
     );
   }
   // Drain the runner's stdout: nothing more is expected, but a full pipe would block it.
+  // …but for the line saying how the guest ended.
+  const reported = Promise.withResolvers<number>();
   const stdoutDone = (async () => {
-    for await (const line of stdout) options.log?.(`guest ${cfg.id} (stdout): ${line}`);
+    for await (const line of stdout) {
+      const code = parseExitMessage(line);
+      if (code !== undefined) reported.resolve(code);
+      else options.log?.(`guest ${cfg.id} (stdout): ${line}`);
+    }
   })().catch(() => {});
   return new RunnerGuest(
     cfg.id,
@@ -453,5 +491,6 @@ export async function createRunnerGuest(
     Promise.all([stdoutDone, stderrDone]),
     { stdin: cfg.stdin, stdout: cfg.stdout, stderr: cfg.stderr },
     release,
+    reported.promise,
   );
 }

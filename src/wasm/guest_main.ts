@@ -35,6 +35,7 @@ import {
   DEV_NULL,
   EXIT_NOT_READY,
   EXIT_TRAP,
+  type ExitMessage,
   IDLE_MESSAGE,
   PRELOAD_COMPONENT_ARG,
   type ReadyMessage,
@@ -363,7 +364,7 @@ export async function runGuestMain(args: readonly string[] = []): Promise<number
     { description: "resident memory of a guest runner process", unit: "By" },
     () => Deno.memoryUsage().rss,
   );
-  return await withSpan("run guest", { "container.id": init.id }, async (span) => {
+  const code = await withSpan("run guest", { "container.id": init.id }, async (span) => {
     try {
       const code = (await run()) & 0xff;
       span?.setAttribute("process.exit.code", code);
@@ -378,4 +379,7 @@ export async function runGuestMain(args: readonly string[] = []): Promise<number
       if (summary !== "") log(`metrics: ${summary}`);
     }
   }, parent);
+  const exit: ExitMessage = { exit: code };
+  writeAllSync(Deno.stdout, encoder.encode(JSON.stringify(exit) + "\n"));
+  return code;
 }

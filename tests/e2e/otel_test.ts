@@ -28,6 +28,7 @@ const ADDR = `127.0.0.1:${PORT}`;
 const OTLP_DEFAULT_PORT = 4318;
 /** OTLP span kinds. */
 const SERVER = 2;
+const CLIENT = 3;
 const opts = { sanitizeOps: false, sanitizeResources: false };
 
 /** Short export intervals, so that the test waits for tenths of seconds, not seconds. */
@@ -195,6 +196,19 @@ Deno.test({
     });
     assert.equal(trap.status, 500);
     await trap.text().catch(() => {});
+    // An outgoing request of the guest carries the trace on, from a span of its own.
+    const upstreamSeen: (string | null)[] = [];
+    const upstream = Deno.serve({ hostname: "127.0.0.1", port: 0, onListen: () => {} }, (req) => {
+      upstreamSeen.push(req.headers.get("traceparent"));
+      return new Response("upstream");
+    });
+    const out = await fetch(
+      `http://${ADDR}/fetch?url=http://127.0.0.1:${upstream.addr.port}/`,
+      { headers: { traceparent: `00-${traceId}-00000000000000a3-01` } },
+    );
+    assert.equal(out.status, 200);
+    assert.match(await out.text(), /upstream/);
+    await upstream.shutdown();
     // The runner's gauges are read at each export while it runs: wait for one first.
     const points = await eventually(
       "the wasi:http metrics and the runner's memory",
@@ -208,9 +222,9 @@ Deno.test({
     assert.equal((await cd.ctr(["task", "kill", "-s", "SIGINT", "otel-http"])).code, 0);
     assert.equal((await running).code, 0);
 
-    const served = await eventually("both request spans", 10_000, () => {
+    const served = await eventually("the request spans and the outgoing one", 10_000, () => {
       const s = receiver.spans.filter((s) => s.traceId === traceId);
-      return s.length >= 2 ? s : undefined;
+      return s.length >= 4 ? s : undefined;
     });
     const okSpan = served.find((s) => s.parentSpanId === "00000000000000a1")!;
     const trapSpan = served.find((s) => s.parentSpanId === "00000000000000a2")!;
@@ -221,6 +235,13 @@ Deno.test({
     assert.equal(typeof okSpan.attributes["wasi_http.queue_ms"], "number");
     assert.equal(typeof okSpan.attributes["wasi_http.instance_ms"], "number");
     assert.equal(typeof okSpan.attributes["wasi_http.instance.fresh"], "boolean");
+    const fetchSpan = served.find((s) => s.parentSpanId === "00000000000000a3")!;
+    const outgoing = served.find((s) => s.parentSpanId === fetchSpan?.spanId);
+    assert.ok(outgoing, `a child span of the request: ${JSON.stringify(served)}`);
+    assert.equal(outgoing.kind, CLIENT);
+    assert.equal(upstreamSeen.length, 1);
+    assert.equal(upstreamSeen[0], `00-${traceId}-${outgoing.spanId}-01`);
+    if (Deno.env.get("OTEL_TEST_DUMP")) console.log(JSON.stringify(served));
 
     assert.ok(largest(points, "wasi_http.requests", { "http.response.status_code": 200 })! >= 2);
     assert.ok(largest(points, "wasi_http.errors")! >= 1);

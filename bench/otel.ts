@@ -1,7 +1,8 @@
 /**
  * What telemetry costs: the same figures under two private containerds, one with
- * `OTEL_EXPORTER_OTLP_ENDPOINT` (a test OTLP receiver in this process, default export
- * intervals) and one without: cold start of the preview1 hello (alternating, median),
+ * `OTEL_EXPORTER_OTLP_ENDPOINT` (a test OTLP receiver in this process that only counts
+ * what it gets, default export intervals; `BENCH_OTEL_ENV`, a JSON object, adds
+ * variables) and one without: cold start of the preview1 hello (alternating, median),
  * and wasi:http hello under wrk.
  *
  * @module
@@ -66,12 +67,14 @@ const text = (r: WrkResult) => `${r.rps.toFixed(0)} req/s, p50 ${r.p50}, p99 ${r
 
 /** Cold start and wasi:http with telemetry on (ours) against off (baseline). */
 export async function otelFigures(off: Containerd, tmp: string, runs: number): Promise<Row[]> {
-  const receiver = startReceiver();
+  const receiver = startReceiver(0, false);
+  // More variables for the exporting containerd, e.g. a sampler: BENCH_OTEL_ENV='{"OTEL_TRACES_SAMPLER":"traceidratio","OTEL_TRACES_SAMPLER_ARG":"0.01"}'
+  const extra = JSON.parse(Deno.env.get("BENCH_OTEL_ENV") ?? "{}") as Record<string, string>;
   const { binDir } = await installShim();
   const on = await startContainerd({
     shimBinDir: binDir,
     logLevel: "info",
-    env: { OTEL_EXPORTER_OTLP_ENDPOINT: receiver.endpoint },
+    env: { OTEL_EXPORTER_OTLP_ENDPOINT: receiver.endpoint, ...extra },
   });
   try {
     const probe = await buildImage({
@@ -109,8 +112,11 @@ export async function otelFigures(off: Containerd, tmp: string, runs: number): P
       ratio: (o / b).toFixed(2),
       target: "report",
     }, {
-      figure:
-        `telemetry on vs off: wasi:http hello, wrk -t2 -c50 ${SECONDS}s (spans received: ${receiver.spans.length})`,
+      figure: `telemetry on vs off: wasi:http hello, wrk -t2 -c50 ${SECONDS}s (${
+        receiver.requests.get("/v1/traces") ?? 0
+      } trace exports received)${
+        Object.keys(extra).length ? ` with ${JSON.stringify(extra)}` : ""
+      }`,
       ours: `${text(httpOn)} (on)`,
       baseline: `${text(httpOff)} (off)`,
       ratio: (httpOn.rps / httpOff.rps).toFixed(2),

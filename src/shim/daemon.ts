@@ -58,8 +58,12 @@ export const DEFAULT_CACHE_DIR = "/var/lib/containerd-shim-wasmtime/cache";
 /** How often a server with `-debug` logs its metrics (see `metricsSummary`). */
 export const METRICS_LOG_INTERVAL_MS = 60_000;
 
-/** The task a server log line is about: lines from the task layer start `task <id>:`. */
-const TASK_LINE = /^(?:task|guest) ([^\s:()]+)/;
+/**
+ * The task a server log line is about: lines from the task and runner layers start
+ * `task <id>:` or `guest <id>` (a warm runner's, `guest slot-…`, until it is given a
+ * container, is about none).
+ */
+const TASK_LINE = /^(?:task|guest) (?!slot-)([^\s:()]+)/;
 
 function tell(line: string): void {
   try {
@@ -217,6 +221,7 @@ export async function runServer(flags: ShimFlags): Promise<number> {
     shimPid: Deno.pid,
     cacheDir,
     log: (line) => logLine(line),
+    debug: (line) => logLine(line, "debug"),
     cleanedUp: (id, bundle, pid) => {
       try {
         Deno.writeFileSync(bundlePath(bundle, BundleFile.CLEANED), deleteAnswer(pid));

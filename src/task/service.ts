@@ -87,6 +87,8 @@ export interface TaskDeps {
   cacheDir?: string;
   /** Writes a line to the shim's log. */
   log(line: string): void;
+  /** Writes a debug line (the server's `-debug`); default: none. */
+  debug?(line: string): void;
   /** Told when a task joins (Create succeeded) or leaves (Delete) the registry. */
   tasksChanged?(change: "added" | "removed", id: string, bundle: string): void;
   /**
@@ -235,6 +237,11 @@ export class TaskService {
         ? spec.root.path
         : `${req.bundle}/${spec.root.path}`;
       const attrs = { "container.id": req.id };
+      this.#deps.debug?.(
+        `task ${req.id}: create: args ${JSON.stringify(spec.process.args)}, ` +
+          `${req.rootfs.length} rootfs mount(s) onto ${rootfs}, ` +
+          `cgroup ${spec.cgroupsPath || "none"}, netns ${spec.netns ?? "the node's"}`,
+      );
       const cgroup = await withSpan("create cgroup", attrs, () => this.#createCgroup(req.id, spec));
       const dropCgroup = () =>
         cgroup?.remove().catch((err) =>
@@ -423,6 +430,7 @@ export class TaskService {
     if (task.status === Status.STOPPED) {
       throw notFound(`task ${task.id}: process already finished`);
     }
+    this.#deps.debug?.(`task ${task.id}: kill: signal ${req.signal}${req.all ? ", all" : ""}`);
     // A guest without killAll is one process: signalling it reaches all of it.
     if (req.all && task.guest.killAll) await task.guest.killAll(req.signal);
     else task.guest.kill(req.signal);
@@ -458,6 +466,10 @@ export class TaskService {
       exited_at: info.exited_at,
       id: "",
     });
+    this.#deps.debug?.(
+      `task ${task.id}: deleted (exit status ${info.exit_status}); ` +
+        (clean ? "everything freed" : "something could not be freed (logged above)"),
+    );
     if (clean) this.#deps.cleanedUp?.(task.id, task.bundle, info.pid);
     this.#deps.tasksChanged?.("removed", task.id, task.bundle);
     if (this.size === 0) this.#emptied?.();

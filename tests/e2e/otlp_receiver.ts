@@ -131,11 +131,13 @@ export interface OtlpReceiver {
 }
 
 /**
- * Starts a receiver on 127.0.0.1 (`port` 0: any free port).
+ * Starts a receiver on 127.0.0.1 (`port` 0: any free port). With `decode` false it
+ * only counts requests (a benchmark's receiver, which must not take the CPU the
+ * measured processes need).
  *
  * @throws {Deno.errors.AddrInUse} if `port` is taken
  */
-export function startReceiver(port = 0): OtlpReceiver {
+export function startReceiver(port = 0, decode = true): OtlpReceiver {
   const types = otlpRoot();
   const released = Promise.withResolvers<void>();
   const receiver: OtlpReceiver = {
@@ -162,6 +164,7 @@ export function startReceiver(port = 0): OtlpReceiver {
     }
     const typeName = REQUEST_TYPE[path];
     if (typeName === undefined) return new Response(null, { status: 404 });
+    if (!decode) return new Response(new Uint8Array(0));
     try {
       const message = types.lookupType(typeName).toObject(
         types.lookupType(typeName).decode(bytes),

@@ -257,7 +257,7 @@ Deno.test({
 });
 
 Deno.test({
-  name: "otel: the server's log lines are log records, with the container id",
+  name: "otel: the server's log lines are log records; -debug lines carry the container id",
   ...opts,
   async fn() {
     const { receiver } = await setup();
@@ -269,6 +269,15 @@ Deno.test({
     );
     assert.match(String(line.body), /namespace="[^"]+"/);
     assert.deepEqual(receiver.errors, [], "every payload decoded");
+    // containerd runs the shim with -debug at its debug level (the harness's): the debug
+    // lines about a task reach containerd's log with the task's fields.
+    const { cd } = await setup();
+    const log = await Deno.readTextFile(`${cd.dir}/containerd.log`);
+    for (
+      const what of ["create: args", "Create ok in", "Start ok in", "deleted \\(exit status 0\\)"]
+    ) {
+      assert.match(log, new RegExp(`level=debug msg="task otel-p1: ${what}.*id="otel-p1"`), what);
+    }
   },
 });
 

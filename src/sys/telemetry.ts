@@ -40,7 +40,7 @@ export const OtelEnv = {
  */
 export const TRACECONTEXT_ENV = "TRACECONTEXT";
 
-/** The service name spans carry unless the operator sets {@linkcode OtelEnv.SERVICE_NAME}. */
+/** The service name of everything the shim exports. */
 export const DEFAULT_SERVICE_NAME = "containerd-shim-wasmtime-v1";
 
 /**
@@ -69,7 +69,7 @@ export interface TelemetryConfig {
  * Reads the standard variables from `env` (the shim's environment): telemetry is on
  * when an OTLP endpoint is set (all signals, or traces, metrics or logs alone) and
  * `OTEL_SDK_DISABLED` is not `true`. When it is on, every `OTEL_*` variable is passed
- * on, with `OTEL_DENO=true` and a default service name.
+ * on, with `OTEL_DENO=true` and the shim's service name.
  */
 export function telemetryConfig(env: Record<string, string | undefined>): TelemetryConfig {
   const off = (reason: string): TelemetryConfig => ({ enabled: false, reason, env: {} });
@@ -88,7 +88,9 @@ export function telemetryConfig(env: Record<string, string | undefined>): Teleme
     if (name.startsWith(OTEL_PREFIX) && value !== undefined) out[name] = value;
   }
   out[OtelEnv.DENO] = "true";
-  out[OtelEnv.SERVICE_NAME] ||= DEFAULT_SERVICE_NAME;
+  // The shim's own name, always: an inherited OTEL_SERVICE_NAME names containerd
+  // (containerd 2.x sets it to "containerd" in its own environment).
+  out[OtelEnv.SERVICE_NAME] = DEFAULT_SERVICE_NAME;
   return { enabled: true, reason: "", env: out };
 }
 

@@ -35,7 +35,7 @@ Deno.test("telemetryConfig: off unless an endpoint is set; OTEL_SDK_DISABLED=tru
   }
 });
 
-Deno.test("telemetryConfig: passes every OTEL_ variable on, with OTEL_DENO and a service name", () => {
+Deno.test("telemetryConfig: passes every OTEL_ variable on, with OTEL_DENO and the shim's name", () => {
   const on = telemetryConfig({
     [OtelEnv.TRACES_ENDPOINT]: "http://c:4318/v1/traces",
     [OtelEnv.TRACES_PROTOCOL]: "http/protobuf",
@@ -50,8 +50,9 @@ Deno.test("telemetryConfig: passes every OTEL_ variable on, with OTEL_DENO and a
     [OtelEnv.DENO]: "true",
     [OtelEnv.SERVICE_NAME]: "containerd-shim-wasmtime-v1",
   });
-  const named = telemetryConfig({ [OtelEnv.ENDPOINT]: "x", [OtelEnv.SERVICE_NAME]: "mine" });
-  assert.equal(named.env[OtelEnv.SERVICE_NAME], "mine");
+  // containerd 2.x has OTEL_SERVICE_NAME=containerd in its environment: not the shim's.
+  const named = telemetryConfig({ [OtelEnv.ENDPOINT]: "x", [OtelEnv.SERVICE_NAME]: "containerd" });
+  assert.equal(named.env[OtelEnv.SERVICE_NAME], "containerd-shim-wasmtime-v1");
 });
 
 Deno.test("runnerTelemetryEnv caps the export timeout; serverTelemetryEnv exports console only", () => {

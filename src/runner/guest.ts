@@ -411,6 +411,8 @@ export async function createRunnerGuest(
     });
     runner = spawnRunner(cfg.id, flags, cfg.netns, options.log);
   }
+  // A warm runner's lines name its container from now on.
+  runner.name = cfg.id;
   const { child, stdin, stdout, stderrDone, tail } = runner;
   cfg.onPid?.(child.pid);
   activeSpan()?.setAttributes({

@@ -126,6 +126,11 @@ async function* lines(stream: ReadableStream<Uint8Array>): AsyncGenerator<string
 
 /** A started runner process, before it has been given its guest. */
 export interface Runner {
+  /**
+   * What its log lines name it by: `guest <name> (runner pid …)`: the container's id, or
+   * a warm runner's slot until the pool gives it a container (which sets this).
+   */
+  name: string;
   child: Deno.ChildProcess;
   /** True once the process has exited. */
   exited: boolean;
@@ -161,21 +166,22 @@ export function spawnRunner(
     stderr: "piped",
   }).spawn();
   const tail: string[] = [];
-  const stderrDone = (async () => {
-    for await (const line of lines(child.stderr)) {
-      tail.push(line);
-      if (tail.length > STDERR_TAIL_LINES) tail.shift();
-      log?.(`guest ${id} (runner pid ${child.pid}): ${line}`);
-    }
-  })().catch(() => {});
   const runner: Runner = {
+    name: id,
     child,
     exited: false,
     stdin: child.stdin.getWriter(),
     stdout: lines(child.stdout),
-    stderrDone,
+    stderrDone: Promise.resolve(),
     tail,
   };
+  runner.stderrDone = (async () => {
+    for await (const line of lines(child.stderr)) {
+      tail.push(line);
+      if (tail.length > STDERR_TAIL_LINES) tail.shift();
+      log?.(`guest ${runner.name} (runner pid ${child.pid}): ${line}`);
+    }
+  })().catch(() => {});
   child.status.then(() => runner.exited = true);
   return runner;
 }

@@ -291,6 +291,12 @@ Deno.test({
     ) {
       assert.match(log, new RegExp(`level=debug msg="task otel-p1: ${what}.*id="otel-p1"`), what);
     }
+    // Without a collector, the counts are in the log too: each wasi:http thread's at its
+    // stop, under the container's id (its runner was a warm one: named by it from Create).
+    assert.match(
+      log,
+      /msg="guest otel-http \(runner pid \d+\): wasi:http thread \d+: metrics: [^"]*wasi_http\.requests=\d+[^"]*" .*id="otel-http"/,
+    );
   },
 });
 

@@ -141,7 +141,12 @@ export interface WorkerSpec {
 export type FromWorker =
   | { type: "listening"; hostname: string; port: number }
   | { type: "failed"; message: string }
-  | { type: "stopped"; drained: boolean };
+  | {
+    type: "stopped";
+    drained: boolean;
+    /** The thread's counts (`metricsSummary`), for the runner's log. */
+    metrics?: string;
+  };
 
 /** Messages to a worker. */
 export type ToWorker =
@@ -268,6 +273,12 @@ export class WorkerProxy {
       }
       const results = await Promise.all(replies.map((r) => r.catch(() => null)));
       for (const w of this.#workers) w.terminate();
+      // Each thread counted its own requests: their totals, where an operator looks.
+      results.forEach((r, i) => {
+        if (r?.type === "stopped" && r.metrics) {
+          this.#log(`wasi:http thread ${i + 1}: metrics: ${r.metrics}`);
+        }
+      });
       this.#stopped.resolve(graceMs === Infinity ? 0 : EXIT_SIGTERM);
       return results.every((r) => r?.type === "stopped" && r.drained);
     })();

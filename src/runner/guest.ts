@@ -52,7 +52,11 @@ async function within<T>(promise: Promise<T>, ms: number): Promise<T | "timeout"
  * {@linkcode EXIT_FLUSH_GRACE_MS} after it said so (Deno sends its last telemetry at
  * exit) is killed rather than let the exit wait for a collector.
  */
-async function runnerGone(child: Deno.ChildProcess, reported: Promise<number>): Promise<number> {
+async function runnerGone(
+  child: Deno.ChildProcess,
+  reported: Promise<number>,
+  log: (line: string) => void,
+): Promise<number> {
   const first = await Promise.race([
     child.status,
     reported.then((code) => ({ reported: code })),
@@ -60,6 +64,10 @@ async function runnerGone(child: Deno.ChildProcess, reported: Promise<number>): 
   if (!("reported" in first)) return exitStatus(first);
   const status = await within(child.status, EXIT_FLUSH_GRACE_MS);
   if (status !== "timeout") return exitStatus(status);
+  log(
+    `its runner (pid ${child.pid}) was still exiting ${EXIT_FLUSH_GRACE_MS} ms after its ` +
+      `guest ended with ${first.reported}: killed`,
+  );
   try {
     child.kill("SIGKILL");
   } catch {
@@ -148,6 +156,7 @@ export class RunnerGuest {
    *   `exited` waits for it (briefly), so that the runner's last log lines come first
    * @param reported resolves with the exit code the runner said its guest ended with
    *   (see `ExitMessage`); never settles if it said none
+   * @param log where a runner killed after its guest ended is logged
    */
   constructor(
     id: string,
@@ -157,6 +166,7 @@ export class RunnerGuest {
     stdio: { stdin: string; stdout: string; stderr: string },
     onExit: () => void = () => {},
     reported: Promise<number> = new Promise(() => {}),
+    log: (line: string) => void = () => {},
   ) {
     this.#id = id;
     this.#stdinPath = stdio.stdin;
@@ -168,26 +178,28 @@ export class RunnerGuest {
     this.#child = child;
     this.#stdin = stdin;
     this.pid = child.pid;
-    this.exited = runnerGone(child, reported).then(async (code) => {
-      this.#done = true;
-      try {
-        onExit();
-      } catch {
-        // cleanup problems are logged by onExit itself
-      }
-      // Frees the pipe of a guest that never started, and ends the stdin pump.
-      this.#abandonStdin();
-      // The exit is reported once the readers have taken the guest's output: ctr, told
-      // of the exit, gives up a FIFO open its runtime has not finished yet (it can lag
-      // under load), and a fast guest's output went with it. Bounded, for readers that
-      // do not read.
-      await Promise.all([
-        within(drained, EXIT_GRACE_MS),
-        drainedBy(this.#held, OUTPUT_DRAIN_MS),
-      ]);
-      for (const end of this.#held.splice(0)) end.close();
-      return code;
-    });
+    this.exited = runnerGone(child, reported, (line) => log(`guest ${id}: ${line}`)).then(
+      async (code) => {
+        this.#done = true;
+        try {
+          onExit();
+        } catch {
+          // cleanup problems are logged by onExit itself
+        }
+        // Frees the pipe of a guest that never started, and ends the stdin pump.
+        this.#abandonStdin();
+        // The exit is reported once the readers have taken the guest's output: ctr, told
+        // of the exit, gives up a FIFO open its runtime has not finished yet (it can lag
+        // under load), and a fast guest's output went with it. Bounded, for readers that
+        // do not read.
+        await Promise.all([
+          within(drained, EXIT_GRACE_MS),
+          drainedBy(this.#held, OUTPUT_DRAIN_MS),
+        ]);
+        for (const end of this.#held.splice(0)) end.close();
+        return code;
+      },
+    );
   }
 
   async start(): Promise<void> {
@@ -494,5 +506,6 @@ export async function createRunnerGuest(
     { stdin: cfg.stdin, stdout: cfg.stdout, stderr: cfg.stderr },
     release,
     reported.promise,
+    options.log,
   );
 }

@@ -44,6 +44,7 @@ import { VERSION } from "./version.ts";
 import { BundleFile, bundlePath } from "../oci/bundle.ts";
 import { RpcSpans } from "../task/rpc_spans.ts";
 import {
+  exitWatchdog,
   gauge,
   metricsSummary,
   telemetryConfig,
@@ -54,6 +55,9 @@ import {
 
 /** Where transpiled components and other caches live, unless overridden. */
 export const DEFAULT_CACHE_DIR = "/var/lib/containerd-shim-wasmtime/cache";
+
+/** How long an exiting server may take to send its last telemetry before it is killed. */
+export const SERVER_EXIT_FLUSH_MS = 3_000;
 
 /** How often a server with `-debug` logs its metrics (see `metricsSummary`). */
 export const METRICS_LOG_INTERVAL_MS = 60_000;
@@ -324,5 +328,7 @@ export async function runServer(flags: ShimFlags): Promise<number> {
   Deno.removeSignalListener("SIGTERM", onSignal);
   Deno.removeSignalListener("SIGINT", onSignal);
   logs.close();
+  // Its sockets and tasks are gone: only the exporter's last flush is left.
+  exitWatchdog(SERVER_EXIT_FLUSH_MS);
   return exitCode;
 }

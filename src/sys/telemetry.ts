@@ -128,6 +128,28 @@ export function runnerTelemetryEnv(config: TelemetryConfig): Record<string, stri
   return { ...config.env, [OtelEnv.TIMEOUT]: String(timeout) };
 }
 
+/**
+ * The code of {@linkcode exitWatchdog}'s thread: a timer on a thread of its own, which
+ * runs while the main thread is blocked in Deno's exit-time flush.
+ */
+const WATCHDOG_SOURCE =
+  `self.onmessage = (e) => setTimeout(() => Deno.kill(e.data.pid, "SIGKILL"), e.data.ms);`;
+
+/**
+ * When this process exports, makes sure that it is gone `ms` from now: Deno sends what
+ * is left at exit, and waits for a collector that stalls (10 s per signal by default)
+ * or, rarely, does not come back at all. Call it right before exiting.
+ */
+export function exitWatchdog(ms: number): void {
+  if (!telemetryOn()) return;
+  try {
+    const url = URL.createObjectURL(new Blob([WATCHDOG_SOURCE], { type: "text/javascript" }));
+    new Worker(url, { type: "module" }).postMessage({ pid: Deno.pid, ms });
+  } catch {
+    // No worker: the exit then takes as long as the flush does.
+  }
+}
+
 /** A W3C trace context: which trace and span a span's parent is. */
 export interface SpanContext {
   /** 32 lower-case hex digits. */

@@ -177,3 +177,32 @@ Deno.test("with telemetry on, spans nest (across awaits) under a remote parent; 
     await Deno.remove(dir, { recursive: true });
   }
 });
+
+Deno.test("exitWatchdog ends a process whose exit waits for a stalled collector", async () => {
+  const receiver = startReceiver();
+  receiver.stalled = true;
+  const dir = await Deno.makeTempDir();
+  try {
+    const module = new URL("./telemetry.ts", import.meta.url).href;
+    await Deno.writeTextFile(
+      `${dir}/child.ts`,
+      `import { exitWatchdog, startSpan } from "${module}";
+      startSpan("left for the exit")!.end();
+      exitWatchdog(300);
+      Deno.exit(0);`,
+    );
+    const started = performance.now();
+    const out = await new Deno.Command(Deno.execPath(), {
+      args: ["run", "-A", "--no-check", `${dir}/child.ts`],
+      env: { OTEL_DENO: "true", OTEL_EXPORTER_OTLP_ENDPOINT: receiver.endpoint },
+      stdout: "null",
+      stderr: "piped",
+    }).output();
+    const ms = performance.now() - started;
+    assert.equal(out.signal, "SIGKILL", new TextDecoder().decode(out.stderr));
+    assert.ok(ms < 5_000, `gone after ${ms.toFixed(0)} ms (10 s per signal without it)`);
+  } finally {
+    await receiver.close();
+    await Deno.remove(dir, { recursive: true });
+  }
+});

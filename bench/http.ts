@@ -117,8 +117,9 @@ async function jcoPeer(): Promise<WrkResult | string> {
   }
 }
 
-const HTTP_FIXTURE = new URL("../src/wasm/component/testdata/http_hello.wasm", import.meta.url)
-  .pathname;
+export const HTTP_FIXTURE =
+  new URL("../src/wasm/component/testdata/http_hello.wasm", import.meta.url)
+    .pathname;
 const ADDR = "127.0.0.1:18181";
 
 /** Peak RSS (kB) over the processes whose cmdline contains `word`. */

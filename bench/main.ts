@@ -10,7 +10,7 @@
  * (lifecycle containers, default 200), BENCH_IDLE (idle containers for memory,
  * default 50), BENCH_HTTP_SECONDS (wrk duration, default 10), BENCH_HTTP_WARMUP (an
  * unrecorded wrk run before each measured one, default 2 s), BENCH_ONLY (comma
- * list of figure keys: cold,solo,warm,lifecycle,artifact,http,memory,guests),
+ * list of figure keys: cold,solo,warm,lifecycle,artifact,http,memory,guests,otel),
  * BENCH_GUESTS (a directory: each `*.wasm` wasi:http proxy in it is measured with the
  * guests, see bench/guests.ts).
  *
@@ -24,12 +24,14 @@ import { artifactFigures } from "./artifact.ts";
 import { guestFigures } from "./guests.ts";
 import { httpFigures } from "./http.ts";
 import { idleMemory } from "./memory.ts";
+import { otelFigures } from "./otel.ts";
 
 const WASM_RUNTIME = "io.containerd.wasmtime.v1";
 const RUNC_RUNTIME = "io.containerd.runc.v2";
 const RUNS = Number(Deno.env.get("BENCH_RUNS") ?? 10);
 const TASKS = Number(Deno.env.get("BENCH_TASKS") ?? 200);
-const ONLY = (Deno.env.get("BENCH_ONLY") ?? "cold,solo,warm,lifecycle,artifact,http,memory,guests")
+const ONLY = (Deno.env.get("BENCH_ONLY") ??
+  "cold,solo,warm,lifecycle,artifact,http,memory,guests,otel")
   .split(",");
 
 /** One row of the results table. */
@@ -272,6 +274,7 @@ if (import.meta.main) {
       ["memory", () => idleMemory(cd, img)],
       ["http", () => httpFigures(cd, tmp)],
       ["guests", () => guestFigures(cd, tmp)],
+      ["otel", () => otelFigures(cd, tmp, RUNS)],
     ];
     for (const [key, fn] of figures) {
       if (!ONLY.includes(key)) continue;

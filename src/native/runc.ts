@@ -14,6 +14,7 @@
 
 import { failedPrecondition } from "../errdefs/errors.ts";
 import { BundleFile, bundlePath } from "../oci/bundle.ts";
+import { SpanStatus, withSpan } from "../sys/telemetry.ts";
 
 /** Environment variable naming the runc binary (a path, or a name looked up on PATH). */
 export const RUNC_ENV = "WASMTIME_SHIM_RUNC";
@@ -189,16 +190,27 @@ export class Runc {
     }
   }
 
+  /** Runs `exec` (a runc command) in a span `runc <command>` that records its exit code. */
+  #traced<T extends { code: number }>(command: string, exec: () => Promise<T>): Promise<T> {
+    return withSpan(`runc ${command}`, { "runc.command": command }, async (span) => {
+      const out = await exec();
+      span?.setAttribute("process.exit.code", out.code);
+      if (out.code !== 0) span?.setStatus({ code: SpanStatus.ERROR });
+      return out;
+    });
+  }
+
   /** Runs `runc <global flags> <args>`; its stdout. @throws {RuncError} */
   async #run(args: string[]): Promise<string> {
-    const out = await this.#exec(
-      new Deno.Command(this.binary, {
-        args: [...this.#global(), ...args],
-        stdin: "null",
-        stdout: "piped",
-        stderr: "piped",
-      }),
-    );
+    const out = await this.#traced(args[0], () =>
+      this.#exec(
+        new Deno.Command(this.binary, {
+          args: [...this.#global(), ...args],
+          stdin: "null",
+          stdout: "piped",
+          stderr: "piped",
+        }),
+      ));
     if (out.code === 0 && !out.timedOut) return out.stdout;
     const detail = out.timedOut
       ? `killed after ${this.#timeoutMs} ms`
@@ -234,24 +246,25 @@ export class Runc {
       opts.pidFile,
       id,
     ];
-    const out = await this.#exec(
-      new Deno.Command(SH, {
-        args: [
-          "-c",
-          STDIO_SCRIPT,
-          "runc-stdio",
-          stdin || DEV_NULL,
-          stdout || DEV_NULL,
-          stderr || DEV_NULL,
-          ...runc,
-        ],
-        stdin: "null",
-        // Only the shell's own complaints (a FIFO it cannot open) come through these:
-        // runc's stdio is the container's.
-        stdout: "piped",
-        stderr: "piped",
-      }),
-    );
+    const out = await this.#traced("create", () =>
+      this.#exec(
+        new Deno.Command(SH, {
+          args: [
+            "-c",
+            STDIO_SCRIPT,
+            "runc-stdio",
+            stdin || DEV_NULL,
+            stdout || DEV_NULL,
+            stderr || DEV_NULL,
+            ...runc,
+          ],
+          stdin: "null",
+          // Only the shell's own complaints (a FIFO it cannot open) come through these:
+          // runc's stdio is the container's.
+          stdout: "piped",
+          stderr: "piped",
+        }),
+      ));
     if (out.code === 0 && !out.timedOut) return;
     const log = await Deno.readTextFile(opts.logFile).catch(() => "");
     const detail = out.timedOut

@@ -12,10 +12,17 @@ import { drainedBy, holdReaders, holdReadersNow, NonBlockingFifo } from "../sys/
 import type { Entrypoint } from "../wasm/entrypoint.ts";
 import type { WasmKind } from "../wasm/detect.ts";
 import type { GuestConfig, GuestInit } from "../wasm/guest_init.ts";
-import { IDLE_MESSAGE, type ReadyMessage, START_LINE } from "../wasm/runner_protocol.ts";
+import {
+  EXIT_FLUSH_GRACE_MS,
+  IDLE_MESSAGE,
+  parseExitMessage,
+  type ReadyMessage,
+  START_LINE,
+} from "../wasm/runner_protocol.ts";
 import { guestDenoFlags } from "./permissions.ts";
 import type { RunnerPool } from "./pool.ts";
 import { discardRunner, spawnRunner } from "./spawn.ts";
+import { activeSpan, failSpan, formatTraceparent, startSpan } from "../sys/telemetry.ts";
 
 /** How long a runner may take to compile and check its guest before Create fails. */
 export const DEFAULT_READY_TIMEOUT_MS = 60_000;
@@ -37,6 +44,37 @@ async function within<T>(promise: Promise<T>, ms: number): Promise<T | "timeout"
   } finally {
     clearTimeout(timer);
   }
+}
+
+/**
+ * The guest's exit code once its runner is gone: from the process's status, or, when
+ * the runner said how its guest ended, that code — a runner still exiting
+ * {@linkcode EXIT_FLUSH_GRACE_MS} after it said so (Deno sends its last telemetry at
+ * exit) is killed rather than let the exit wait for a collector.
+ */
+async function runnerGone(
+  child: Deno.ChildProcess,
+  reported: Promise<number>,
+  log: (line: string) => void,
+): Promise<number> {
+  const first = await Promise.race([
+    child.status,
+    reported.then((code) => ({ reported: code })),
+  ]);
+  if (!("reported" in first)) return exitStatus(first);
+  const status = await within(child.status, EXIT_FLUSH_GRACE_MS);
+  if (status !== "timeout") return exitStatus(status);
+  log(
+    `its runner (pid ${child.pid}) was still exiting ${EXIT_FLUSH_GRACE_MS} ms after its ` +
+      `guest ended with ${first.reported}: killed`,
+  );
+  try {
+    child.kill("SIGKILL");
+  } catch {
+    // exited meanwhile
+  }
+  await child.status;
+  return first.reported;
 }
 
 /** Index of `needle` in `haystack`, or -1. */
@@ -116,6 +154,9 @@ export class RunnerGuest {
   /**
    * @param drained settles when the runner's stdout and stderr are read to the end;
    *   `exited` waits for it (briefly), so that the runner's last log lines come first
+   * @param reported resolves with the exit code the runner said its guest ended with
+   *   (see `ExitMessage`); never settles if it said none
+   * @param log where a runner killed after its guest ended is logged
    */
   constructor(
     id: string,
@@ -124,6 +165,8 @@ export class RunnerGuest {
     drained: Promise<unknown>,
     stdio: { stdin: string; stdout: string; stderr: string },
     onExit: () => void = () => {},
+    reported: Promise<number> = new Promise(() => {}),
+    log: (line: string) => void = () => {},
   ) {
     this.#id = id;
     this.#stdinPath = stdio.stdin;
@@ -135,26 +178,28 @@ export class RunnerGuest {
     this.#child = child;
     this.#stdin = stdin;
     this.pid = child.pid;
-    this.exited = child.status.then(async (status) => {
-      this.#done = true;
-      try {
-        onExit();
-      } catch {
-        // cleanup problems are logged by onExit itself
-      }
-      // Frees the pipe of a guest that never started, and ends the stdin pump.
-      this.#abandonStdin();
-      // The exit is reported once the readers have taken the guest's output: ctr, told
-      // of the exit, gives up a FIFO open its runtime has not finished yet (it can lag
-      // under load), and a fast guest's output went with it. Bounded, for readers that
-      // do not read.
-      await Promise.all([
-        within(drained, EXIT_GRACE_MS),
-        drainedBy(this.#held, OUTPUT_DRAIN_MS),
-      ]);
-      for (const end of this.#held.splice(0)) end.close();
-      return exitStatus(status);
-    });
+    this.exited = runnerGone(child, reported, (line) => log(`guest ${id}: ${line}`)).then(
+      async (code) => {
+        this.#done = true;
+        try {
+          onExit();
+        } catch {
+          // cleanup problems are logged by onExit itself
+        }
+        // Frees the pipe of a guest that never started, and ends the stdin pump.
+        this.#abandonStdin();
+        // The exit is reported once the readers have taken the guest's output: ctr, told
+        // of the exit, gives up a FIFO open its runtime has not finished yet (it can lag
+        // under load), and a fast guest's output went with it. Bounded, for readers that
+        // do not read.
+        await Promise.all([
+          within(drained, EXIT_GRACE_MS),
+          drainedBy(this.#held, OUTPUT_DRAIN_MS),
+        ]);
+        for (const end of this.#held.splice(0)) end.close();
+        return code;
+      },
+    );
   }
 
   async start(): Promise<void> {
@@ -384,8 +429,18 @@ export async function createRunnerGuest(
     });
     runner = spawnRunner(cfg.id, flags, cfg.netns, options.log);
   }
+  // A warm runner's lines name its container from now on.
+  runner.name = cfg.id;
   const { child, stdin, stdout, stderrDone, tail } = runner;
   cfg.onPid?.(child.pid);
+  activeSpan()?.setAttributes({
+    "wasm.kind": kind,
+    "runner.pid": child.pid,
+    "runner.warm": pooled !== undefined,
+    "wasi.http.proxy": net === true,
+  });
+  // The hand-off: from the guest's config sent to the runner's answer.
+  const handOff = startSpan("runner hand-off", { "container.id": cfg.id });
 
   const release = pooled?.release ?? (() => {});
   const fail = async (error: ShimError): Promise<never> => {
@@ -398,13 +453,18 @@ export async function createRunnerGuest(
   let reply: ReadyMessage | "timeout" | undefined;
   try {
     const { onPid: _, ...config } = cfg;
-    const init: GuestInit = { ...config, ...entry, ...paths };
+    const traceparent = handOff && formatTraceparent(handOff.spanContext());
+    const init: GuestInit = { ...config, ...entry, ...paths, traceparent };
     await stdin.write(new TextEncoder().encode(JSON.stringify(init) + "\n"));
     reply = await within(nextReply(stdout), timeoutMs);
   } catch (err) {
     // A runner that died before reading its config, or answered something not JSON.
     options.log?.(`guest ${cfg.id}: talking to its runner: ${(err as Error).message}`);
   }
+  if (reply === undefined || reply === "timeout" || !("ready" in reply)) {
+    failSpan(handOff, reply === undefined || reply === "timeout" ? "no answer" : reply.error);
+  }
+  handOff?.end();
 
   if (reply === "timeout") {
     return fail(
@@ -435,8 +495,14 @@ export async function createRunnerGuest(
     );
   }
   // Drain the runner's stdout: nothing more is expected, but a full pipe would block it.
+  // …but for the line saying how the guest ended.
+  const reported = Promise.withResolvers<number>();
   const stdoutDone = (async () => {
-    for await (const line of stdout) options.log?.(`guest ${cfg.id} (stdout): ${line}`);
+    for await (const line of stdout) {
+      const code = parseExitMessage(line);
+      if (code !== undefined) reported.resolve(code);
+      else options.log?.(`guest ${cfg.id} (stdout): ${line}`);
+    }
   })().catch(() => {});
   return new RunnerGuest(
     cfg.id,
@@ -445,5 +511,7 @@ export async function createRunnerGuest(
     Promise.all([stdoutDone, stderrDone]),
     { stdin: cfg.stdin, stdout: cfg.stdout, stderr: cfg.stderr },
     release,
+    reported.promise,
+    options.log,
   );
 }

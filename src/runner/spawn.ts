@@ -18,6 +18,7 @@ import {
 } from "../sys/self_exec.ts";
 import { PRELOAD_COMPONENT_ARG, RUNNER_ACTION } from "../wasm/runner_protocol.ts";
 import { RUNNER_CAP_NAMES } from "../wasm/container_setup.ts";
+import { OtelEnv, runnerTelemetryEnv, telemetryConfig, withInstanceId } from "../sys/telemetry.ts";
 
 /**
  * V8 options of every runner, by default: the garbage collector works on the thread
@@ -134,6 +135,11 @@ async function* lines(stream: ReadableStream<Uint8Array>): AsyncGenerator<string
 
 /** A started runner process, before it has been given its guest. */
 export interface Runner {
+  /**
+   * What its log lines name it by: `guest <name> (runner pid …)`: the container's id, or
+   * a warm runner's slot until the pool gives it a container (which sets this).
+   */
+  name: string;
   child: Deno.ChildProcess;
   /** True once the process has exited. */
   exited: boolean;
@@ -162,30 +168,43 @@ export function spawnRunner(
   const child = new Deno.Command(command.cmd, {
     args: command.args,
     clearEnv: true,
-    env: denoEnv(),
+    env: { ...denoEnv(), ...runnerTelemetry() },
     cwd: "/",
     stdin: "piped",
     stdout: "piped",
     stderr: "piped",
   }).spawn();
   const tail: string[] = [];
-  const stderrDone = (async () => {
-    for await (const line of lines(child.stderr)) {
-      tail.push(line);
-      if (tail.length > STDERR_TAIL_LINES) tail.shift();
-      log?.(`guest ${id} (runner pid ${child.pid}): ${line}`);
-    }
-  })().catch(() => {});
   const runner: Runner = {
+    name: id,
     child,
     exited: false,
     stdin: child.stdin.getWriter(),
     stdout: lines(child.stdout),
-    stderrDone,
+    stderrDone: Promise.resolve(),
     tail,
   };
+  runner.stderrDone = (async () => {
+    for await (const line of lines(child.stderr)) {
+      tail.push(line);
+      if (tail.length > STDERR_TAIL_LINES) tail.shift();
+      log?.(`guest ${runner.name} (runner pid ${child.pid}): ${line}`);
+    }
+  })().catch(() => {});
   child.status.then(() => runner.exited = true);
   return runner;
+}
+
+let telemetryEnv: Record<string, string> | undefined;
+
+/**
+ * The OTel variables of every runner, from the server's environment: runners export
+ * their own spans (a wasi:http request's, the guest's preparation) and metrics.
+ */
+function runnerTelemetry(): Record<string, string> {
+  telemetryEnv ??= runnerTelemetryEnv(telemetryConfig(Deno.env.toObject()));
+  // Each runner a series of its own (a new service.instance.id).
+  return telemetryEnv[OtelEnv.DENO] ? withInstanceId(telemetryEnv) : telemetryEnv;
 }
 
 let checkedV8Flags: string[] | undefined;

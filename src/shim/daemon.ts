@@ -49,9 +49,32 @@ import {
   SWEEP_INTERVAL_ENV,
   sweepIntervalFromEnv,
 } from "../image/cache_janitor.ts";
+import { RpcSpans } from "../task/rpc_spans.ts";
+import {
+  exitWatchdog,
+  gauge,
+  metricsSummary,
+  telemetryConfig,
+  telemetryOn,
+  TRACECONTEXT_ENV,
+  traceContextFromEnv,
+} from "../sys/telemetry.ts";
 
 /** Where transpiled components and other caches live, unless overridden. */
 export const DEFAULT_CACHE_DIR = "/var/lib/containerd-shim-wasmtime/cache";
+
+/** How long an exiting server may take to send its last telemetry before it is killed. */
+export const SERVER_EXIT_FLUSH_MS = 3_000;
+
+/** How often a server with `-debug` logs its metrics (see `metricsSummary`). */
+export const METRICS_LOG_INTERVAL_MS = 60_000;
+
+/**
+ * The task a server log line is about: lines from the task and runner layers start
+ * `task <id>:` or `guest <id>` (a warm runner's, `guest slot-…`, until it is given a
+ * container, is about none).
+ */
+const TASK_LINE = /^(?:task|guest) (?!slot-)([^\s:()]+)/;
 
 function tell(line: string): void {
   try {
@@ -90,6 +113,14 @@ export async function runServer(flags: ShimFlags): Promise<number> {
     { runtime: "io.containerd.wasmtime.v1", namespace: flags.namespace },
     flags.debug,
   );
+  // Each task's pod (CRI's sandbox id), for the `pod` field of the lines about it.
+  const pods = new Map<string, string | undefined>();
+  const taskLog = (id: string) => log.with({ id, pod: pods.get(id) });
+  /** A line from the task or runner layer, with the fields of the task it names. */
+  const logLine = (line: string, level: "info" | "debug" = "info") => {
+    const id = TASK_LINE.exec(line)?.[1];
+    (id !== undefined ? taskLog(id) : log)[level](line);
+  };
   if (flags.socket === "") {
     tell(`${ReadyLine.ERROR} the server needs -socket`);
     return 2;
@@ -144,7 +175,7 @@ export async function runServer(flags: ShimFlags): Promise<number> {
   }
   const slotRoot = Deno.env.get("WASMTIME_SHIM_SLOT_DIR") || DEFAULT_SLOT_ROOT;
   RunnerPool.sweep(slotRoot);
-  const pool = new RunnerPool({ slotRoot, cacheDir, log: (line) => log.info(line) });
+  const pool = new RunnerPool({ slotRoot, cacheDir, log: (line) => logLine(line) });
   // The first container's runner starts now, while containerd sends Create.
   pool.warm(spec?.netns);
   // Eviction and the sweep run after each Create has answered (see cache_janitor.ts).
@@ -174,22 +205,30 @@ export async function runServer(flags: ShimFlags): Promise<number> {
     readSpec,
     mountRootfs: mountAll,
     unmountRootfs: (target) => void unmountAll(target),
-    createGuest: (config) => {
+    createGuest: async (config) => {
       // From here on the task's lines go to its own log (containerd reads that one).
       if (config.bundle) {
+        const taskSpec = await readSpec(config.bundle).catch(() => undefined);
+        pods.set(config.id, taskSpec?.annotations[SANDBOX_ID_ANNOTATION]);
         logs.add(config.id, config.bundle);
         // A marker left in a reused bundle would let `delete` skip a cleanup.
         try {
           Deno.removeSync(bundlePath(config.bundle, BundleFile.CLEANED));
         } catch { /* none: the usual case */ }
       }
-      return createGuest(config, {
-        log: (line: string) => log.info(line),
+      const started = performance.now();
+      const guest = await createGuest(config, {
+        log: (line: string) => logLine(line),
         pool,
         containerd: { address: flags.address, namespace: flags.namespace },
         // Native executables (the pause container, sidecars) run with runc.
         native: { root: runcRoot(flags.namespace) },
       }).finally(() => janitor.schedule());
+      taskLog(config.id).debug(
+        `guest ready: pid ${guest.pid}, ${(performance.now() - started).toFixed(1)} ms ` +
+          `(${config.args[0] ?? "no args"})`,
+      );
+      return guest;
     },
     createCgroup: async (id, taskSpec) => {
       const cgroup = await cgroups.create(taskSpec.cgroupsPath, id, taskSpec.resources);
@@ -213,7 +252,8 @@ export async function runServer(flags: ShimFlags): Promise<number> {
     shimPid: Deno.pid,
     cacheDir,
     guestNetwork,
-    log: (line) => log.info(line),
+    log: (line) => logLine(line),
+    debug: (line) => logLine(line, "debug"),
     cleanedUp: (id, bundle, pid) => {
       try {
         Deno.writeFileSync(bundlePath(bundle, BundleFile.CLEANED), deleteAnswer(pid));
@@ -224,10 +264,24 @@ export async function runServer(flags: ShimFlags): Promise<number> {
     tasksChanged: (change, id) => {
       // A task's log was opened at its Create (createGuest above).
       if (change === "added") idle.release(id);
-      else logs.remove(id);
+      else {
+        logs.remove(id);
+        pods.delete(id);
+      }
       idle.setTasks(service.size);
     },
   });
+
+  gauge(
+    "shim.server.tasks",
+    { description: "tasks (containers) this shim server holds" },
+    () => service.size,
+  );
+  const summary = () => `metrics: tasks=${service.size} ${metricsSummary()}`.trimEnd();
+  const metricsTimer = flags.debug
+    ? setInterval(() => log.debug(summary()), METRICS_LOG_INTERVAL_MS)
+    : undefined;
+  if (metricsTimer !== undefined) Deno.unrefTimer(metricsTimer);
 
   const server = new TtrpcServer();
   let exitCode = 0;
@@ -236,7 +290,8 @@ export async function runServer(flags: ShimFlags): Promise<number> {
     exitCode = code;
     closing = true;
     stopping ??= (async () => {
-      log.info("shim server shutting down");
+      log.info(`shim server shutting down; ${summary()}`);
+      clearInterval(metricsTimer);
       idle.close();
       // Unlink first: a `start` arriving now starts a new server instead of
       // connecting to this closing one.
@@ -252,6 +307,11 @@ export async function runServer(flags: ShimFlags): Promise<number> {
   };
   const handlers = taskHandlers(service, {
     version: VERSION,
+    spans: new RpcSpans({
+      namespace: flags.namespace,
+      parent: traceContextFromEnv(Deno.env.get(TRACECONTEXT_ENV)),
+      debug: (line) => logLine(line, "debug"),
+    }),
     // A pod's server goes with its last task; the shared one waits for the idle timer.
     // containerd is done with this id (after a failed Create too): drop its hold.
     shutdownRequested: (id) => {
@@ -282,6 +342,10 @@ export async function runServer(flags: ShimFlags): Promise<number> {
   Deno.addSignalListener("SIGINT", onSignal);
 
   log.info(`shim server for group ${group} listening on ${flags.socket}`);
+  const otel = telemetryConfig(Deno.env.toObject());
+  if (telemetryOn()) log.info("exporting OpenTelemetry traces, metrics and logs over OTLP");
+  else if (otel.enabled) log.warn("OTEL_* variables are set, but this server does not export");
+  else log.debug(`no OpenTelemetry export${otel.reason ? ` (${otel.reason})` : ""}`);
   tell(ReadyLine.READY);
   try {
     await server.serve(listener);
@@ -293,5 +357,7 @@ export async function runServer(flags: ShimFlags): Promise<number> {
   Deno.removeSignalListener("SIGTERM", onSignal);
   Deno.removeSignalListener("SIGINT", onSignal);
   logs.close();
+  // Its sockets and tasks are gone: only the exporter's last flush is left.
+  exitWatchdog(SERVER_EXIT_FLUSH_MS);
   return exitCode;
 }

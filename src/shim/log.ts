@@ -7,6 +7,7 @@
  */
 
 import { BundleFile, bundlePath } from "../oci/bundle.ts";
+import { telemetryOn } from "../sys/telemetry.ts";
 
 /** A line-oriented logger. */
 export interface Logger {
@@ -18,24 +19,48 @@ export interface Logger {
   error(msg: string): void;
   /** Logs at debug level (only with `-debug`). */
   debug(msg: string): void;
+  /** True when debug lines are written. */
+  readonly debugging: boolean;
+  /** This logger with more fields on every line (a task's `id` and `pod`). */
+  with(fields: Record<string, string | undefined>): Logger;
 }
 
-/** A logger that writes to `sink` (default: nowhere). */
+/** How a level is named in the line, and the `console` method that exports it. */
+const LEVELS = {
+  info: { name: "info", console: "info" },
+  warn: { name: "warning", console: "warn" },
+  error: { name: "error", console: "error" },
+  debug: { name: "debug", console: "debug" },
+} as const;
+
+/**
+ * A logger that writes to `sink` (default: nowhere) in logrus' text format, which
+ * containerd copies from the FIFO: `time="…" level=… msg="…" key="value"…`. When the
+ * process exports telemetry, each line is also a log record (through `console`, which
+ * Deno exports; the server's `console` is not printed, see `serverTelemetryEnv`).
+ */
 export function createLogger(
   sink: ((line: string) => void) | undefined,
-  fields: Record<string, string>,
+  fields: Record<string, string | undefined>,
   debug: boolean,
 ): Logger {
-  const suffix = Object.entries(fields).map(([k, v]) => ` ${k}=${JSON.stringify(v)}`).join("");
-  const write = (level: string, msg: string) => {
+  const suffix = Object.entries(fields)
+    .filter(([, v]) => v !== undefined && v !== "")
+    .map(([k, v]) => ` ${k}=${JSON.stringify(v)}`).join("");
+  const exported = telemetryOn();
+  const write = (level: keyof typeof LEVELS, msg: string) => {
+    const { name, console: method } = LEVELS[level];
+    if (exported) console[method](`${msg}${suffix}`);
     if (sink === undefined) return;
-    sink(`time="${new Date().toISOString()}" level=${level} msg=${JSON.stringify(msg)}${suffix}\n`);
+    sink(`time="${new Date().toISOString()}" level=${name} msg=${JSON.stringify(msg)}${suffix}\n`);
   };
   return {
     info: (msg) => write("info", msg),
-    warn: (msg) => write("warning", msg),
+    warn: (msg) => write("warn", msg),
     error: (msg) => write("error", msg),
     debug: (msg) => debug && write("debug", msg),
+    debugging: debug,
+    with: (more) => createLogger(sink, { ...fields, ...more }, debug),
   };
 }
 

@@ -22,6 +22,7 @@ import { SANDBOX_ID_ANNOTATION, socketPath } from "./socket_path.ts";
 import { TtrpcClient } from "../ttrpc/client.ts";
 import { writeAllSync } from "../sys/write_all.ts";
 import { BundleFile, bundlePath } from "../oci/bundle.ts";
+import { serverTelemetryEnv, telemetryConfig } from "../sys/telemetry.ts";
 
 /** How long `start` waits for the server to listen. */
 export const SERVER_READY_TIMEOUT_MS = 20_000;
@@ -96,6 +97,9 @@ async function spawnServer(flags: ShimFlags, path: string, bundle: string): Prom
   const { cmd, args } = selfCommand([...formatFlags({ ...flags, socket: path })]);
   const child = new Deno.Command(cmd, {
     args,
+    // The standard OTel variables from containerd's environment turn on Deno's exporter
+    // in the server (OTEL_DENO must be there when it starts); the rest is inherited.
+    env: serverTelemetryEnv(telemetryConfig(Deno.env.toObject())),
     cwd: bundle,
     stdin: "null",
     stdout: "piped",

@@ -25,6 +25,7 @@ import type { MountSpec } from "../sys/mount.ts";
 import { Status, type TaskStatus, transition } from "./state.ts";
 import type * as api from "../proto/gen/task.ts";
 import type { Timestamp } from "../proto/gen/well_known.ts";
+import { withSpan } from "../sys/telemetry.ts";
 
 /** Converts a time to a Timestamp. */
 export function toTimestamp(date: Date): Timestamp {
@@ -91,6 +92,8 @@ export interface TaskDeps {
   guestNetwork?: boolean;
   /** Writes a line to the shim's log. */
   log(line: string): void;
+  /** Writes a debug line (the server's `-debug`); default: none. */
+  debug?(line: string): void;
   /** Told when a task joins (Create succeeded) or leaves (Delete) the registry. */
   tasksChanged?(change: "added" | "removed", id: string, bundle: string): void;
   /**
@@ -238,13 +241,25 @@ export class TaskService {
       const rootfs = spec.root.path.startsWith("/")
         ? spec.root.path
         : `${req.bundle}/${spec.root.path}`;
-      const cgroup = await this.#createCgroup(req.id, spec);
+      const attrs = { "container.id": req.id };
+      this.#deps.debug?.(
+        `task ${req.id}: create: args ${JSON.stringify(spec.process.args)}, ` +
+          `${req.rootfs.length} rootfs mount(s) onto ${rootfs}, ` +
+          `cgroup ${spec.cgroupsPath || "none"}, netns ${spec.netns ?? "the node's"}`,
+      );
+      const cgroup = await withSpan("create cgroup", attrs, () => this.#createCgroup(req.id, spec));
       const dropCgroup = () =>
         cgroup?.remove().catch((err) =>
           this.#deps.log(`task ${req.id}: removing its cgroup: ${(err as Error).message}`)
         );
       try {
-        if (req.rootfs.length > 0) this.#deps.mountRootfs(req.rootfs, rootfs);
+        if (req.rootfs.length > 0) {
+          await withSpan(
+            "mount rootfs",
+            { ...attrs, "rootfs.mounts": req.rootfs.length },
+            () => this.#deps.mountRootfs(req.rootfs, rootfs),
+          );
+        }
       } catch (err) {
         await dropCgroup();
         throw err;
@@ -258,28 +273,31 @@ export class TaskService {
         joining.catch(() => {}); // awaited below, unless Create fails first
       });
       try {
-        guest = await this.#deps.createGuest({
-          id: req.id,
-          rootfs,
-          bundle: req.bundle,
-          args: spec.process.args,
-          env: spec.process.env,
-          cwd: spec.process.cwd,
-          stdin: req.stdin,
-          stdout: req.stdout,
-          stderr: req.stderr,
-          netns: spec.netns,
-          network: guestNetworkAllowed(spec, this.#deps.guestNetwork === true),
-          mounts: spec.mounts,
-          user: spec.user,
-          readonlyRoot: spec.root.readonly,
-          cacheDir: this.#deps.cacheDir,
-          onPid,
-        });
+        guest = await withSpan("create guest", attrs, () =>
+          this.#deps.createGuest({
+            id: req.id,
+            rootfs,
+            bundle: req.bundle,
+            args: spec.process.args,
+            env: spec.process.env,
+            cwd: spec.process.cwd,
+            stdin: req.stdin,
+            stdout: req.stdout,
+            stderr: req.stderr,
+            netns: spec.netns,
+            network: guestNetworkAllowed(spec, this.#deps.guestNetwork === true),
+            mounts: spec.mounts,
+            user: spec.user,
+            readonlyRoot: spec.root.readonly,
+            cacheDir: this.#deps.cacheDir,
+            onPid,
+          }));
         if (cgroup !== undefined) {
           try {
             // runc (a native container) has put its init there already.
-            if (!guest.ownCgroup) await (joining ?? cgroup.addProcess(guest.pid));
+            if (!guest.ownCgroup) {
+              await withSpan("join cgroup", attrs, () => joining ?? cgroup.addProcess(guest.pid));
+            }
             oomBaseline = await cgroup.oomKillCount();
           } catch (err) {
             guest.kill(SIGKILL);
@@ -418,6 +436,7 @@ export class TaskService {
     if (task.status === Status.STOPPED) {
       throw notFound(`task ${task.id}: process already finished`);
     }
+    this.#deps.debug?.(`task ${task.id}: kill: signal ${req.signal}${req.all ? ", all" : ""}`);
     // A guest without killAll is one process: signalling it reaches all of it.
     if (req.all && task.guest.killAll) await task.guest.killAll(req.signal);
     else task.guest.kill(req.signal);
@@ -453,6 +472,10 @@ export class TaskService {
       exited_at: info.exited_at,
       id: "",
     });
+    this.#deps.debug?.(
+      `task ${task.id}: deleted (exit status ${info.exit_status}); ` +
+        (clean ? "everything freed" : "something could not be freed (logged above)"),
+    );
     if (clean) this.#deps.cleanedUp?.(task.id, task.bundle, info.pid);
     this.#deps.tasksChanged?.("removed", task.id, task.bundle);
     if (this.size === 0) this.#emptied?.();

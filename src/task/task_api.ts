@@ -8,7 +8,7 @@
  * @module
  */
 
-import type { Handler } from "../ttrpc/server.ts";
+import type { CallContext, Handler } from "../ttrpc/server.ts";
 import * as api from "../proto/gen/task.ts";
 import * as cgroupsV1 from "../proto/gen/cgroups_v1_metrics.ts";
 import * as cgroupsV2 from "../proto/gen/cgroups_v2_metrics.ts";
@@ -24,6 +24,7 @@ import {
 import { Code, RpcError, type StatusCode } from "../ttrpc/status.ts";
 import type { TaskService } from "./service.ts";
 import { type LinuxResources, parseLinuxResources } from "../oci/spec.ts";
+import { RpcSpans } from "./rpc_spans.ts";
 
 /** The service names containerd uses for the task API (v3 is wire-identical to v2). */
 export const TASK_SERVICES = ["containerd.task.v2.Task", "containerd.task.v3.Task"] as const;
@@ -66,6 +67,8 @@ export interface TaskApiHooks {
   shutdown(now: boolean): void;
   /** Called at every Shutdown, with the id containerd sent (the task it is done with). */
   shutdownRequested?(id: string): void;
+  /** Spans of the calls (telemetry); default: spans with no namespace attribute. */
+  spans?: RpcSpans;
 }
 
 /** The gRPC code of each kind of error (containerd's `errdefs.ToGRPC`). */
@@ -132,20 +135,21 @@ export function taskHandlers(service: TaskService, hooks: TaskApiHooks): Record<
    * A method: `decode` reads the request (its failure is INVALID_ARGUMENT naming
    * `reqType`), `fn` answers it, `encode` writes the answer (`null`: `google.protobuf.Empty`).
    */
-  const unary = <Req, Res>(
+  const spans = hooks.spans ?? new RpcSpans();
+  const unary = <Req extends { id: string }, Res>(
     reqType: string,
     decode: (bytes: Uint8Array) => Req,
     encode: ((res: Res) => Uint8Array) | null,
     fn: (req: Req) => Res | Promise<Res>,
   ): Handler =>
-  async (payload) => {
+  async (payload, ctx: CallContext) => {
     let req: Req;
     try {
       req = decode(payload);
     } catch (err) {
       throw invalidArgument(`cannot decode ${PKG}.${reqType}: ${(err as Error).message}`);
     }
-    const res = await fn(req);
+    const res = await spans.around(ctx, req.id, () => fn(req), (err) => toStatus(err).code);
     return encode === null ? EMPTY : encode(res);
   };
   const notSupported = (name: string): Handler => () => {

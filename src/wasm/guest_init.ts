@@ -57,6 +57,11 @@ export interface GuestConfig {
    * for a guest that joins its cgroup itself (`Guest.ownCgroup`, `src/task/guest.ts`).
    */
   onPid?: (pid: number) => void;
+  /**
+   * The W3C `traceparent` of the span that created the guest (the server's Create),
+   * when telemetry is on: the runner's own spans are its children.
+   */
+  traceparent?: string;
 }
 
 /**

@@ -35,6 +35,7 @@ import {
   DEV_NULL,
   EXIT_NOT_READY,
   EXIT_TRAP,
+  type ExitMessage,
   IDLE_MESSAGE,
   PRELOAD_COMPONENT_ARG,
   type ReadyMessage,
@@ -43,6 +44,13 @@ import {
 import type { GuestInit } from "./guest_init.ts";
 import { becomeGuestUser, mountContainer } from "./container_setup.ts";
 import { installGuestRunnerFilter } from "../sys/seccomp.ts";
+import {
+  gauge,
+  metricsSummary,
+  parseTraceparent,
+  type SpanContext,
+  withSpan,
+} from "../sys/telemetry.ts";
 
 export { WASI_PREVIEW1 };
 
@@ -316,16 +324,27 @@ export async function runGuestMain(args: readonly string[] = []): Promise<number
   const lines = new StdinLines();
   let init: GuestInit | undefined;
   let run: Run;
+  /** The server's span this runner's spans are children of. */
+  let parent: SpanContext | undefined;
   try {
     const line = await lines.next();
     if (line === null) throw new Error("no guest configuration on stdin");
     init = parseInit(line);
-    if (init.container) mountContainer(init.rootfs, init.container);
-    run = await prepare(init);
-    if (init.container) {
-      becomeGuestUser(init.rootfs, init.container);
-      installGuestRunnerFilter();
-    }
+    const ready = init;
+    parent = parseTraceparent(init.traceparent);
+    const attributes = { "container.id": init.id, "wasm.path": init.guestPath };
+    run = await withSpan("prepare guest", attributes, async () => {
+      if (ready.container) {
+        const setup = ready.container;
+        await withSpan("mount container", {}, () => mountContainer(ready.rootfs, setup));
+      }
+      const prepared = await prepare(ready);
+      if (ready.container) {
+        becomeGuestUser(ready.rootfs, ready.container);
+        installGuestRunnerFilter();
+      }
+      return prepared;
+    }, parent);
   } catch (err) {
     answer({ error: describeError(err), kind: kindOf(err) });
     return EXIT_NOT_READY;
@@ -337,10 +356,27 @@ export async function runGuestMain(args: readonly string[] = []): Promise<number
     log(`${command === null ? "stdin closed" : `unexpected "${command}"`} before start`);
     return EXIT_NOT_READY;
   }
-  try {
-    return (await run()) & 0xff;
-  } catch (err) {
-    log(describeFailure(err));
-    return EXIT_TRAP;
-  }
+  gauge(
+    "runner.memory.rss",
+    { description: "resident memory of a guest runner process", unit: "By" },
+    () => Deno.memoryUsage().rss,
+  );
+  const code = await withSpan("run guest", { "container.id": init.id }, async (span) => {
+    try {
+      const code = (await run()) & 0xff;
+      span?.setAttribute("process.exit.code", code);
+      return code;
+    } catch (err) {
+      log(describeFailure(err));
+      span?.setAttribute("process.exit.code", EXIT_TRAP);
+      return EXIT_TRAP;
+    } finally {
+      // The guest's numbers (a wasi:http proxy's requests…) in the shim's log.
+      const summary = metricsSummary();
+      if (summary !== "") log(`metrics: ${summary}`);
+    }
+  }, parent);
+  const exit: ExitMessage = { exit: code };
+  writeAllSync(Deno.stdout, encoder.encode(JSON.stringify(exit) + "\n"));
+  return code;
 }

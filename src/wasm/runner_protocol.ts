@@ -6,7 +6,9 @@
  * 0. runner → server stdout: {@linkcode IDLE_MESSAGE} once it has booted and waits;
  * 1. server → runner stdin: one JSON line, a `GuestInit`;
  * 2. runner → server stdout: one JSON line, a {@linkcode ReadyMessage};
- * 3. server → runner stdin: the line {@linkcode START_LINE} lets the guest run.
+ * 3. server → runner stdin: the line {@linkcode START_LINE} lets the guest run;
+ * 4. runner → server stdout: once the guest has ended, one JSON line, an
+ *    {@linkcode ExitMessage}, then the runner exits with that code.
  *
  * @module
  */
@@ -46,3 +48,27 @@ export const IDLE_MESSAGE = '{"idle":true}';
  * waits for its guest (see `RunnerPool` and `guest_main.ts`).
  */
 export const PRELOAD_COMPONENT_ARG = "preload=component";
+
+/**
+ * What a runner says once its guest has ended, before it exits with `exit`. The server
+ * reports the exit from this line: what the runner does after it (Deno sends the last
+ * telemetry at exit, which a slow collector can hold up) delays no container; a runner
+ * still there {@linkcode EXIT_FLUSH_GRACE_MS} later is killed.
+ */
+export interface ExitMessage {
+  exit: number;
+}
+
+/** How long a runner that said {@linkcode ExitMessage} may take to exit before it is killed. */
+export const EXIT_FLUSH_GRACE_MS = 500;
+
+/** The exit code of an {@linkcode ExitMessage} line, or undefined for another line. */
+export function parseExitMessage(line: string): number | undefined {
+  if (!line.startsWith('{"exit":')) return undefined;
+  try {
+    const code = (JSON.parse(line) as Partial<ExitMessage>).exit;
+    return Number.isInteger(code) && code! >= 0 && code! <= 255 ? code : undefined;
+  } catch {
+    return undefined;
+  }
+}

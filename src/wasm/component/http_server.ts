@@ -31,6 +31,7 @@
 
 import { type Deadline, Deadlines } from "./deadlines.ts";
 import { invalidArgument } from "../../errdefs/errors.ts";
+import { activeSpan, counter, histogram } from "../../sys/telemetry.ts";
 import { GuestExit } from "./host/cli.ts";
 import { BodyCut, createIncomingCall, type ErrorCode, type OutgoingResponse } from "./host/http.ts";
 import type { Host } from "./host/mod.ts";
@@ -278,6 +279,36 @@ function plain(status: number, text: string): Response {
   return new Response(`${text}\n`, { status, headers });
 }
 
+const requests = counter("wasi_http.requests", { description: "wasi:http requests answered" });
+const requestErrors = counter("wasi_http.errors", {
+  description: "wasi:http requests answered with a 5xx status by the shim or the guest",
+});
+const requestDuration = histogram("wasi_http.request.duration", {
+  description: "time from a request's arrival to its response's head",
+  unit: "ms",
+});
+const instantiation = histogram("wasi_http.instantiation.duration", {
+  description: "time to create a component instance (a request's own, or one made ahead)",
+  unit: "ms",
+});
+const inFlight = counter("wasi_http.requests.in_flight", {
+  description: "wasi:http requests being served (one instance each)",
+}, true);
+
+/**
+ * The thread serving (a worker's name, see `http_workers.ts`, or `main`): every thread
+ * exports its own counts, which must be series of their own to add up.
+ */
+const THREAD = (globalThis as { name?: string }).name || "main";
+
+/** What one request's span and metrics learn while it is served. */
+interface RequestTimes {
+  /** Waiting for the container's Start (requests that come before it wait). */
+  queueMs: number;
+  /** The instance this request ran was created for it (not taken from the pool). */
+  fresh: boolean;
+}
+
 /** A running `Deno.serve` for one proxy component. */
 export class ProxyServer {
   #factory: InstanceFactory;
@@ -362,7 +393,7 @@ export class ProxyServer {
         if (!(err instanceof BodyCut)) this.#log(`wasi:http: ${describeGuestError(err)}`);
         return plain(500, "Internal Server Error");
       },
-    }, (req) => this.#serve(req));
+    }, (req) => this.#observe(req));
     this.#refill();
     return this.#server.addr;
   }
@@ -421,7 +452,9 @@ export class ProxyServer {
       this.#refilling = false;
       if (this.#stopping || this.#pool.length >= this.#config.poolSize) return;
       try {
+        const started = performance.now();
         this.#pool.push(this.#factory(this.#nextId()));
+        instantiation.record(performance.now() - started, { pooled: true, thread: THREAD });
       } catch (err) {
         this.#log(`wasi:http: cannot create an instance ahead of time: ${describeGuestError(err)}`);
         return;
@@ -430,8 +463,14 @@ export class ProxyServer {
     }, 0);
   }
 
-  #take(): ProxyInstance {
-    const instance = this.#pool.shift() ?? this.#factory(this.#nextId());
+  #take(times?: RequestTimes): ProxyInstance {
+    let instance = this.#pool.shift();
+    if (instance === undefined) {
+      const started = performance.now();
+      instance = this.#factory(this.#nextId());
+      instantiation.record(performance.now() - started, { pooled: false, thread: THREAD });
+      if (times) times.fresh = true;
+    }
     this.#refill();
     return instance;
   }
@@ -478,7 +517,41 @@ export class ProxyServer {
     this.#queue.shift()?.admit();
   }
 
-  async #serve(req: Request): Promise<Response> {
+  /**
+   * Serves a request, and records its metrics and the attributes of its span (Deno's
+   * span of the `Deno.serve` request, active here when telemetry is on).
+   */
+  async #observe(req: Request): Promise<Response> {
+    const started = performance.now();
+    const times: RequestTimes = { queueMs: 0, fresh: false };
+    inFlight.add(1, { thread: THREAD });
+    let status = 500;
+    try {
+      const response = await this.#serve(req, times);
+      status = response.status;
+      return response;
+    } finally {
+      inFlight.add(-1, { thread: THREAD });
+      const ms = performance.now() - started;
+      const labels = {
+        "http.request.method": req.method,
+        "http.response.status_code": status,
+        thread: THREAD,
+      };
+      requests.add(1, labels);
+      requestDuration.record(ms, labels);
+      if (status >= 500) requestErrors.add(1, labels);
+      activeSpan()?.setAttributes({
+        "http.response.status_code": status,
+        "wasi_http.queue_ms": times.queueMs,
+        "wasi_http.instance_ms": ms - times.queueMs,
+        "wasi_http.instance.fresh": times.fresh,
+      });
+    }
+  }
+
+  async #serve(req: Request, times?: RequestTimes): Promise<Response> {
+    const arrived = performance.now();
     await this.#startedPromise;
     this.#served++;
     const refusal = this.#refuse(req);
@@ -491,9 +564,11 @@ export class ProxyServer {
         return this.#fail(req, 0, 503, why);
       }
     }
+    // Waiting for the server to start and for an instance under the cap.
+    if (times) times.queueMs = performance.now() - arrived;
     let instance: ProxyInstance;
     try {
-      instance = this.#take();
+      instance = this.#take(times);
     } catch (err) {
       this.#leave();
       return this.#fail(req, 0, 500, `cannot create an instance: ${describeGuestError(err)}`);

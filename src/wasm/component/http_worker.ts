@@ -12,6 +12,7 @@ import { ProxyServer } from "./http_server.ts";
 import { type FromWorker, instanceFactory, type ToWorker } from "./http_workers.ts";
 import { logLine, openStdio, type Stdio } from "./stdio.ts";
 import { loadGlue } from "./transpile.ts";
+import { metricsSummary } from "../../sys/telemetry.ts";
 
 let server: ProxyServer | null = null;
 let stdio: Stdio | null = null;
@@ -53,7 +54,7 @@ self.onmessage = async (e: MessageEvent<ToWorker>) => {
     case "stop": {
       const drained = await server?.stop(msg.graceMs ?? Infinity) ?? true;
       await stdio?.close();
-      reply({ type: "stopped", drained });
+      reply({ type: "stopped", drained, metrics: metricsSummary() });
       break;
     }
   }

@@ -141,7 +141,12 @@ export interface WorkerSpec {
 export type FromWorker =
   | { type: "listening"; hostname: string; port: number }
   | { type: "failed"; message: string }
-  | { type: "stopped"; drained: boolean };
+  | {
+    type: "stopped";
+    drained: boolean;
+    /** The thread's counts (`metricsSummary`), for the runner's log. */
+    metrics?: string;
+  };
 
 /** Messages to a worker. */
 export type ToWorker =
@@ -183,8 +188,14 @@ export class WorkerProxy {
     });
   }
 
+  #spawned = 0;
+
   async #spawn(spec: WorkerSpec): Promise<{ worker: Worker; addr: Deno.NetAddr }> {
-    const worker = new Worker(new URL("./http_worker.ts", import.meta.url), { type: "module" });
+    // Named, so that each thread's metrics are a series of their own (see http_server.ts).
+    const worker = new Worker(new URL("./http_worker.ts", import.meta.url), {
+      type: "module",
+      name: `wasi-http-${++this.#spawned}`,
+    });
     worker.onmessage = (e: MessageEvent<FromWorker>) => {
       const handler = this.#messages.get(worker);
       this.#messages.delete(worker);
@@ -262,6 +273,12 @@ export class WorkerProxy {
       }
       const results = await Promise.all(replies.map((r) => r.catch(() => null)));
       for (const w of this.#workers) w.terminate();
+      // Each thread counted its own requests: their totals, where an operator looks.
+      results.forEach((r, i) => {
+        if (r?.type === "stopped" && r.metrics) {
+          this.#log(`wasi:http thread ${i + 1}: metrics: ${r.metrics}`);
+        }
+      });
       this.#stopped.resolve(graceMs === Infinity ? 0 : EXIT_SIGTERM);
       return results.every((r) => r?.type === "stopped" && r.drained);
     })();

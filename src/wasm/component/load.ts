@@ -23,6 +23,12 @@ import {
   transpile,
   type TranspileOptions,
 } from "./transpile.ts";
+import { counter, withSpan } from "../../sys/telemetry.ts";
+
+/** Transpile-cache lookups, by outcome (`hit`, `miss`, `corrupt`, `disabled`). */
+const cacheLookups = counter("wasm.transpile_cache.lookups", {
+  description: "transpile-cache lookups of components, by outcome",
+});
 
 /** Default cache directory when the runner is given none (see the README). */
 export const DEFAULT_CACHE_DIR = "/var/lib/containerd-shim-wasmtime/cache";
@@ -82,14 +88,23 @@ export async function loadComponent(
   );
   let t = performance.now();
   const key = await cacheKey(bytes, optionsFingerprint(options));
-  const cached = await cache.get(key);
+  const cached = await withSpan("transpile cache lookup", {}, async (span) => {
+    const found = await cache.get(key);
+    span?.setAttribute("wasm.transpile_cache.outcome", found.outcome);
+    return found;
+  });
+  cacheLookups.add(1, { outcome: cached.outcome });
   const cacheMs = performance.now() - t;
   let entry: CacheEntry | null = cached.entry;
   let transpileMs = 0;
   if (entry === null) {
     t = performance.now();
     try {
-      entry = await transpile(bytes, options);
+      entry = await withSpan(
+        "transpile",
+        { "wasm.bytes": bytes.length },
+        () => transpile(bytes, options),
+      );
     } catch (err) {
       throw invalidArgument(
         `component ${options.path} cannot be transpiled by jco: ${messageOf(err)}`,
@@ -104,7 +119,7 @@ export async function loadComponent(
   t = performance.now();
   let modules: Map<string, WebAssembly.Module>;
   try {
-    modules = await compileCores(entry.cores);
+    modules = await withSpan("compile core modules", {}, () => compileCores(entry.cores));
   } catch (err) {
     throw invalidArgument(`component ${options.path} does not compile: ${messageOf(err)}`);
   }

@@ -122,6 +122,18 @@ export const HTTP_FIXTURE =
     .pathname;
 const ADDR = "127.0.0.1:18181";
 
+/** Waits until `url` answers (a proxy container just started), 30 s at most. */
+export async function untilAnswers(url: string): Promise<void> {
+  for (let i = 0; i < 300; i++) {
+    try {
+      await (await fetch(url)).text();
+      return;
+    } catch {
+      await new Promise((r) => setTimeout(r, 100));
+    }
+  }
+}
+
 /** Peak RSS (kB) over the processes whose cmdline contains `word`. */
 export async function rssOf(word: string): Promise<number> {
   let kb = 0;
@@ -160,14 +172,7 @@ export async function httpFigures(cd: Containerd, tmp: string): Promise<Row[]> {
     id,
     "/hello.wasm",
   ], { timeoutMs: 300_000 });
-  for (let i = 0; i < 300; i++) {
-    try {
-      await (await fetch(`http://${ADDR}/`)).text();
-      break;
-    } catch {
-      await new Promise((r) => setTimeout(r, 100));
-    }
-  }
+  await untilAnswers(`http://${ADDR}/`);
   const ours = await wrk(`http://${ADDR}/`);
   const rss = await rssOf(`guest ${id}`);
   await cd.ctr(["task", "kill", "-s", "SIGINT", id]);

@@ -12,7 +12,7 @@ import { buildImage } from "../src/oci/image.ts";
 import { type Containerd, startContainerd } from "../tests/e2e/harness.ts";
 import { installShim } from "../tests/e2e/shim_install.ts";
 import { startReceiver } from "../tests/e2e/otlp_receiver.ts";
-import { HTTP_FIXTURE, SECONDS, wrk, type WrkResult } from "./http.ts";
+import { HTTP_FIXTURE, SECONDS, untilAnswers, wrk, type WrkResult } from "./http.ts";
 import { median, type Row } from "./main.ts";
 
 const RUNTIME = "io.containerd.wasmtime.v1";
@@ -49,14 +49,7 @@ async function serveHttp(cd: Containerd, image: string): Promise<WrkResult> {
     id,
     "/hello.wasm",
   ], { timeoutMs: 300_000 });
-  for (let i = 0; i < 300; i++) {
-    try {
-      await (await fetch(`http://${ADDR}/`)).text();
-      break;
-    } catch {
-      await new Promise((r) => setTimeout(r, 100));
-    }
-  }
+  await untilAnswers(`http://${ADDR}/`);
   const result = await wrk(`http://${ADDR}/`);
   await cd.ctr(["task", "kill", "-s", "SIGINT", id]);
   await running;

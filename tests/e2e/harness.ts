@@ -340,6 +340,17 @@ function configToml(o: {
     `[plugins."io.containerd.internal.v1.opt"]`,
     `  path = ${toml(`${o.dir}/opt`)}`,
   ];
+  if (v3 && o.snapshotter !== "overlayfs") {
+    // ctr 2.x imports through the transfer service, which unpacks only for the
+    // platform/snapshotter pairs it lists (by default the default snapshotter's).
+    const arch = Deno.build.arch === "aarch64" ? "arm64" : "amd64";
+    lines.push(
+      "",
+      `[[plugins."io.containerd.transfer.v1.local".unpack_config]]`,
+      `  platform = "linux/${arch}"`,
+      `  snapshotter = ${toml(o.snapshotter)}`,
+    );
+  }
   if (o.cri) {
     const c = o.cri;
     // Keys per table, in order; in 1.x the three CRI tables are one (merged here: TOML

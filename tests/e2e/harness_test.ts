@@ -178,10 +178,10 @@ Deno.test({
       );
       assert.equal(
         during.sockets.length,
-        1,
+        await runcShimSockets(),
         `the runc shim's socket: ${JSON.stringify(during.sockets)}`,
       );
-      assert.match(during.sockets[0], /^\/run\/containerd\/s\/[0-9a-f]{64}$/);
+      for (const s of during.sockets) assert.match(s, /^\/run\/containerd\/s\/[0-9a-f]{64}$/);
       assert.ok(
         during.cgroups.some((c) => c.endsWith("/sleeper-1")),
         JSON.stringify(during.cgroups),
@@ -210,6 +210,14 @@ Deno.test({
 });
 
 /** Pids whose argv[0] is `arg0`. */
+/**
+ * Sockets of one running runc shim: containerd 2.x's also serves a debug socket when
+ * it runs with `-debug` (the harness's default log level passes it).
+ */
+async function runcShimSockets(): Promise<number> {
+  return (await containerdVersion()).major >= 2 ? 2 : 1;
+}
+
 async function pidsOf(arg0: string): Promise<number[]> {
   const out: number[] = [];
   for await (const e of Deno.readDir("/proc")) {
@@ -243,7 +251,7 @@ Deno.test({
       await new Promise((r) => setTimeout(r, 200));
       const before = await cd.stop();
       assert.equal(before.processes.length, 1, "the orphaned runc shim is reported");
-      assert.equal(before.sockets.length, 1, "with its socket");
+      assert.equal(before.sockets.length, await runcShimSockets(), "with its socket");
       assert.ok(before.mounts.length >= 1, "and the task's rootfs mount");
       assert.ok(!(await exists(cd.dir)));
       assert.deepEqual(await pidsOf("/native_sleep"), [], "the container process was killed");
@@ -273,7 +281,7 @@ Deno.test({
         config: { os: "linux", architecture: "amd64" },
         layers: [{ files: [{ path: "/f", data: "f" }] }],
       });
-      const r = await cd.ctr(["image", "import", "--all-platforms", "-"], {
+      const r = await cd.ctr(["image", "import", "--platform", "linux/amd64", "-"], {
         stdin: await Deno.readFile(img.path),
       });
       ok(r, "ctr image import -");

@@ -206,6 +206,12 @@ export interface ContainerSetup {
   mounts: PlannedMount[];
   /** `root.readonly`. */
   readonlyRoot: boolean;
+  /**
+   * `linux.maskedPaths` and `linux.readonlyPaths`, applied to the node's `/proc` and
+   * `/sys` as the runner sees them (its own mount namespace), as runc applies them.
+   */
+  maskedPaths: string[];
+  readonlyPaths: string[];
   /** The spec's user. */
   user: GuestUser;
   /** The shim server's pid: the runner takes the descriptors below from it. */

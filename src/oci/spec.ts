@@ -35,6 +35,12 @@ export interface OciSpec {
   mounts?: SpecMount[];
   /** `process.user`: who the guest is (uid 0, gid 0 when absent). */
   user?: SpecUser;
+  /**
+   * `linux.maskedPaths` and `linux.readonlyPaths`: parts of `/proc` and `/sys` that runc
+   * hides or makes read-only (absent: none).
+   */
+  maskedPaths?: string[];
+  readonlyPaths?: string[];
 }
 
 /** One entry of the spec's `mounts`. */
@@ -275,7 +281,18 @@ export function parseSpec(raw: unknown, where: string): OciSpec {
       : parseLinuxResources(linux.resources, `OCI spec ${where}: linux.resources`),
     mounts: parseMounts(spec.mounts, where),
     user: parseUser(process.user, where),
+    maskedPaths: parsePaths(linux.maskedPaths, `OCI spec ${where}: linux.maskedPaths`),
+    readonlyPaths: parsePaths(linux.readonlyPaths, `OCI spec ${where}: linux.readonlyPaths`),
   };
+}
+
+/** An optional list of absolute paths (`linux.maskedPaths`, `linux.readonlyPaths`). */
+function parsePaths(value: unknown, what: string): string[] | undefined {
+  if (value === undefined || value === null) return undefined;
+  if (!isStringArray(value) || value.some((p) => !p.startsWith("/"))) {
+    throw invalidArgument(`${what} must be absolute paths`);
+  }
+  return value;
 }
 
 /** Reads and validates `<bundle>/config.json`. */

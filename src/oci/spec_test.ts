@@ -57,6 +57,24 @@ Deno.test("parseSpec rejects bad specs precisely", () => {
   assert.throws(() => parseSpec({ process: { args: ["a"], cwd: "rel" } }, "c.json"), /absolute/);
 });
 
+Deno.test("parseSpec reads linux.maskedPaths and linux.readonlyPaths; relative ones are refused", () => {
+  const spec = parseSpec({
+    process: { args: ["a"] },
+    linux: { maskedPaths: ["/proc/kcore", "/sys/firmware"], readonlyPaths: ["/proc/sys"] },
+  }, "t");
+  assert.deepEqual(spec.maskedPaths, ["/proc/kcore", "/sys/firmware"]);
+  assert.deepEqual(spec.readonlyPaths, ["/proc/sys"]);
+  assert.equal(parseSpec({ process: { args: ["a"] } }, "t").maskedPaths, undefined);
+  assert.throws(
+    () => parseSpec({ process: { args: ["a"] }, linux: { maskedPaths: ["proc/x"] } }, "c.json"),
+    /c.json: linux.maskedPaths must be absolute paths/,
+  );
+  assert.throws(
+    () => parseSpec({ process: { args: ["a"] }, linux: { readonlyPaths: [1] } }, "c.json"),
+    /linux.readonlyPaths must be absolute paths/,
+  );
+});
+
 Deno.test("readSpec reports missing and invalid files", async () => {
   const dir = await Deno.makeTempDir();
   try {

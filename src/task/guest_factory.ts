@@ -111,6 +111,8 @@ export function openContainerSetup(cfg: GuestConfig): ContainerSetup | undefined
   const setup: ContainerSetup = {
     mounts,
     readonlyRoot: cfg.readonlyRoot === true,
+    maskedPaths: cfg.maskedPaths ?? [],
+    readonlyPaths: cfg.readonlyPaths ?? [],
     user: cfg.user ?? { uid: 0, gid: 0, additionalGids: [] },
     serverPid: Deno.pid,
   };

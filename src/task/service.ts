@@ -289,6 +289,8 @@ export class TaskService {
             mounts: spec.mounts,
             user: spec.user,
             readonlyRoot: spec.root.readonly,
+            maskedPaths: spec.maskedPaths,
+            readonlyPaths: spec.readonlyPaths,
             cacheDir: this.#deps.cacheDir,
             onPid,
           }));

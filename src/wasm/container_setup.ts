@@ -10,7 +10,8 @@
  *    `/dev/null`, … bind-mounted onto files in the container's `/dev`), binds the
  *    pod's `/etc/hosts` and `/etc/resolv.conf` over the runner's own, and an
  *    nsswitch.conf of files and DNS only, so that its outgoing requests resolve names
- *    as the pod does, and remounts the rootfs
+ *    as the pod does, hides or makes read-only the spec's masked and read-only paths
+ *    of the node's `/proc` and `/sys` as the runner sees them, and remounts the rootfs
  *    read-only for `root.readonly`. None of it is seen on the node, and all of it
  *    goes with the runner's namespace when the runner exits.
  * 2. {@linkcode becomeGuestUser} (once the wasm is compiled and the stdio is open,
@@ -230,8 +231,53 @@ export function mountContainer(root: string, setup: ContainerSetup): void {
       throw invalidArgument(`pod name resolution ${NSSWITCH_PATH}: ${(err as Error).message}`);
     }
   }
+  restrictNodePaths(setup);
   if (setup.readonlyRoot) {
     mount(null, root, null, MountFlag.MS_REMOUNT | MountFlag.MS_BIND | MountFlag.MS_RDONLY, null);
+  }
+}
+
+const S_IFMT = 0o170000;
+const S_IFDIR = 0o040000;
+const ENOENT = 2;
+
+/**
+ * The spec's `linux.readonlyPaths` and `linux.maskedPaths` (containerd's default spec
+ * names `/proc/sys`, `/proc/kcore`, `/sys/firmware`, …), applied as runc applies them
+ * to a container's `/proc` and `/sys`: here to the node's, as this runner sees them in
+ * its own mount namespace (a guest has no `/proc` of its own; the runner, which
+ * shares the node's pid namespace, does). A read-only path is bound onto itself and
+ * remounted read-only; a masked directory gets an empty read-only tmpfs, a masked
+ * file `/dev/null`. A path the node lacks is skipped, as runc skips it.
+ */
+function restrictNodePaths(setup: ContainerSetup): void {
+  const missing = (err: unknown) => (err as { errno?: number }).errno === ENOENT;
+  for (const path of setup.readonlyPaths) {
+    try {
+      mount(path, path, null, MountFlag.MS_BIND | MountFlag.MS_REC, null);
+      mount(
+        null,
+        path,
+        null,
+        MountFlag.MS_REMOUNT | MountFlag.MS_BIND | MountFlag.MS_RDONLY | MountFlag.MS_REC,
+        null,
+      );
+    } catch (err) {
+      if (missing(err)) continue;
+      throw invalidArgument(`linux.readonlyPaths ${path}: ${(err as Error).message}`);
+    }
+  }
+  for (const path of setup.maskedPaths) {
+    try {
+      if ((statMode(path) & S_IFMT) === S_IFDIR) {
+        mount("tmpfs", path, "tmpfs", MountFlag.MS_RDONLY, "size=0");
+      } else {
+        mount("/dev/null", path, null, MountFlag.MS_BIND, null);
+      }
+    } catch (err) {
+      if (missing(err)) continue;
+      throw invalidArgument(`linux.maskedPaths ${path}: ${(err as Error).message}`);
+    }
   }
 }
 

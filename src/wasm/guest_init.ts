@@ -43,6 +43,9 @@ export interface GuestConfig {
   user?: SpecUser;
   /** The spec's `root.readonly`. */
   readonlyRoot?: boolean;
+  /** The spec's `linux.maskedPaths` and `linux.readonlyPaths`. */
+  maskedPaths?: string[];
+  readonlyPaths?: string[];
   /**
    * What the runner sets up before the guest runs (mounts, devices, user; see
    * `container_setup.ts`). Without it, the runner runs the guest as it is.

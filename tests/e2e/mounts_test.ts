@@ -273,6 +273,17 @@ Deno.test({
         await Deno.readTextFile(`/proc/${pid}/root/etc/hosts`),
         "10.9.8.7 backend.test\n",
       );
+      // ctr's default spec masks /proc/keys, /proc/acpi, … and makes /proc/sys read-only, as runc
+      // would in the container: so in the runner's view of the node's /proc.
+      const runnerMounts = (await Deno.readTextFile(`/proc/${pid}/mountinfo`)).split("\n")
+        .map((l) => l.split(" "));
+      const at = (point: string) => runnerMounts.filter((f) => f[4] === point);
+      assert.ok(at("/proc/sys").some((f) => f[5].split(",").includes("ro")), "/proc/sys ro");
+      assert.ok(at("/proc/keys").length > 0, "/proc/keys masked (a file)");
+      assert.ok(at("/proc/acpi").length > 0, "/proc/acpi masked (a directory)");
+      const node = (await Deno.readTextFile("/proc/self/mountinfo")).split("\n")
+        .map((l) => l.split(" ")[4]);
+      assert.ok(!node.includes("/proc/keys"), "the node's /proc/keys is not masked");
       // Every thread of the runner (not only the guest's) runs under no_new_privs and
       // the seccomp filter: the setup's capabilities are of no use to any of them.
       const threads = [...Deno.readDirSync(`/proc/${pid}/task`)].map((t) => t.name);

@@ -374,6 +374,21 @@ export function unreadBytes(fd: number): number {
   return count[0];
 }
 
+/**
+ * ioctl(2) `request` whose argument is a struct in `arg` (the call may read and fill
+ * it); returns the call's result (never negative). @throws {SyscallError}
+ */
+export function ioctlStruct(
+  fd: number,
+  request: bigint,
+  arg: Uint8Array<ArrayBuffer>,
+  what: string,
+): number {
+  const n = libc().ioctl(fd, request, arg);
+  if (n < 0) throw new SyscallError(`ioctl(${what})`, errno(), `fd ${fd}`);
+  return n;
+}
+
 /** close(2); errors are ignored (the fd is gone either way). */
 export function close(fd: number): void {
   libc().close(fd);

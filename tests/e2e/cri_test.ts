@@ -161,6 +161,18 @@ async function wasmtimePod(env: Env): Promise<void> {
 
     const helloEnd = await step("the preview1 container exits 0", () => waitExited(env, hello));
     assert.equal(helloEnd.exit_code, 0, helloEnd.message);
+    // containerd runs the shim with -debug at its debug level (the harness's): the lines
+    // about a task of a pod, copied into containerd's log, name the task and its sandbox.
+    await step(
+      "the shim's lines about the container carry its id and pod",
+      () =>
+        waitFor("a debug line about the preview1 container", 10_000, async () => {
+          const line = new RegExp(
+            `level=debug msg="task ${hello}: Start ok in [^"]*".* id="${hello}" pod="${podId}"`,
+          );
+          return line.exec(await env.cd.logs()) ?? undefined;
+        }, 200),
+    );
     const logPath = `${pod.log_directory}/hello/0.log`;
     await step(
       `CRI log ${logPath}`,

@@ -268,6 +268,18 @@ export interface InstrumentOptions {
 /** A counter (or up-down counter). */
 export interface Counter {
   add(value: number, attributes?: Attributes): void;
+  /**
+   * The series of `attributes`, for a hot path (e.g. per request): its adds are
+   * summed here and handed to the exporter in batches (see {@linkcode flushMetrics}),
+   * one instrument call per series a batch instead of one per add. Get it once per
+   * attribute set and keep it.
+   */
+  series(attributes: Attributes): CounterSeries;
+}
+
+/** One attribute set of a {@linkcode Counter}, whose adds are batched. */
+export interface CounterSeries {
+  add(value: number): void;
 }
 
 /** A histogram. */
@@ -384,14 +396,49 @@ interface Totals {
 }
 
 const totals = new Map<string, Totals>();
-const NOOP_COUNTER: Counter = { add: () => {} };
+const NOOP_COUNTER = { add: (_value: number, _attributes?: Attributes) => {} };
 
-function keep(kind: Totals["kind"], name: string, value: number): void {
+function totalsOf(kind: Totals["kind"], name: string): Totals {
   let t = totals.get(name);
   if (t === undefined) totals.set(name, t = { kind, count: 0, sum: 0, max: -Infinity });
+  return t;
+}
+
+function keep(t: Totals, value: number): void {
   t.count++;
   t.sum += value;
-  t.max = Math.max(t.max, value);
+  if (value > t.max) t.max = value;
+}
+
+/**
+ * How often batched counter series ({@linkcode Counter.series}) are handed to the
+ * exporter, in ms: well under the export interval (60 s by default), so that an
+ * export lags the counts by at most this much.
+ */
+export const METRICS_BATCH_MS = 1_000;
+
+/** A batched series: what was added since the last {@linkcode flushMetrics}. */
+interface Batch {
+  pending: number;
+  attributes: Attributes;
+  exported: { add(value: number, attributes?: Attributes): void };
+}
+
+const batches: Batch[] = [];
+let batchTimer: ReturnType<typeof setInterval> | undefined;
+
+/**
+ * Hands what batched counter series summed since the last call to the exporter.
+ * Runs every {@linkcode METRICS_BATCH_MS}; call it too before a thread or process that
+ * exports ends, so that its last counts are exported.
+ */
+export function flushMetrics(): void {
+  for (const b of batches) {
+    if (b.pending === 0) continue;
+    const value = b.pending;
+    b.pending = 0;
+    b.exported.add(value, b.attributes);
+  }
 }
 
 /**
@@ -405,10 +452,26 @@ export function counter(name: string, options: InstrumentOptions = {}, upDown = 
     : upDown
     ? meter.createUpDownCounter(name, options)
     : meter.createCounter(name, options);
+  const t = totalsOf("counter", name);
   return {
     add: (value, attributes) => {
-      keep("counter", name, value);
+      keep(t, value);
       exported.add(value, attributes);
+    },
+    series: (attributes) => {
+      if (meter === undefined) return { add: (value) => keep(t, value) };
+      const batch: Batch = { pending: 0, attributes, exported };
+      batches.push(batch);
+      if (batchTimer === undefined) {
+        batchTimer = setInterval(flushMetrics, METRICS_BATCH_MS);
+        Deno.unrefTimer(batchTimer);
+      }
+      return {
+        add: (value) => {
+          keep(t, value);
+          batch.pending += value;
+        },
+      };
     },
   };
 }
@@ -416,9 +479,10 @@ export function counter(name: string, options: InstrumentOptions = {}, upDown = 
 /** A histogram, exported and kept as {@linkcode counter} is. */
 export function histogram(name: string, options: InstrumentOptions = {}): Histogram {
   const exported = api()?.metrics.getMeter(SCOPE_NAME).createHistogram(name, options);
+  const t = totalsOf("histogram", name);
   return {
     record: (value, attributes) => {
-      keep("histogram", name, value);
+      keep(t, value);
       exported?.record(value, attributes);
     },
   };
@@ -439,13 +503,14 @@ export function gauge(
 }
 
 /**
- * One line with every counter and histogram this process kept: `name=sum` for a
+ * One line with every counter and histogram this process counted anything in: `name=sum` for a
  * counter's total, `name=count/avg/max` for a histogram (ms for durations). The
  * numbers an operator finds in the shim's log without a collector.
  */
 export function metricsSummary(): string {
   const parts: string[] = [];
   for (const [name, t] of [...totals].sort(([a], [b]) => a < b ? -1 : 1)) {
+    if (t.count === 0) continue;
     parts.push(
       t.kind === "counter"
         ? `${name}=${t.sum}`

@@ -125,9 +125,57 @@ Deno.test("with telemetry off, withSpan runs its function and rethrows; metrics 
   const h = histogram("test.ms");
   h.record(1);
   h.record(3);
+  const series = counter("test.series").series({ k: "v" });
+  series.add(4);
+  series.add(1);
+  counter("test.never");
   const line = metricsSummary();
   assert.match(line, /test\.count=5/);
   assert.match(line, /test\.ms=2\/2\.00\/3\.00/);
+  assert.match(line, /test\.series=5/);
+  assert.doesNotMatch(line, /test\.never/, "a counter nothing was added to is left out");
+});
+
+/** Batched counter series of a child process that exports, through this module. */
+const SERIES_CHILD = `
+import { counter, flushMetrics } from "${new URL("./telemetry.ts", import.meta.url).href}";
+const requests = counter("test.requests");
+const ok = requests.series({ status: 200 });
+const failed = requests.series({ status: 500 });
+for (let i = 0; i < 1000; i++) ok.add(1);
+failed.add(2);
+const inFlight = counter("test.in_flight", {}, true).series({});
+inFlight.add(1);
+inFlight.add(1);
+inFlight.add(-1);
+flushMetrics();
+`;
+
+Deno.test("with telemetry on, counter series are exported in batches, with their totals", async () => {
+  const receiver = startReceiver();
+  const dir = await Deno.makeTempDir();
+  try {
+    await Deno.writeTextFile(`${dir}/child.ts`, SERIES_CHILD);
+    const out = await new Deno.Command(Deno.execPath(), {
+      args: ["run", "-A", "--no-check", `${dir}/child.ts`],
+      env: { OTEL_DENO: "true", OTEL_EXPORTER_OTLP_ENDPOINT: receiver.endpoint },
+      stderr: "piped",
+    }).output();
+    assert.equal(out.code, 0, new TextDecoder().decode(out.stderr));
+    const value = (metric: string, attrs: Record<string, unknown> = {}) =>
+      receiver.points.find((p) =>
+        p.metric === metric && Object.entries(attrs).every(([k, v]) => p.attributes[k] === v)
+      )?.value;
+    for (let i = 0; i < 100 && value("test.in_flight") === undefined; i++) {
+      await new Promise((r) => setTimeout(r, 20));
+    }
+    assert.equal(value("test.requests", { status: 200 }), 1000);
+    assert.equal(value("test.requests", { status: 500 }), 2);
+    assert.equal(value("test.in_flight"), 1);
+  } finally {
+    await receiver.close();
+    await Deno.remove(dir, { recursive: true });
+  }
 });
 
 /** Spans made by a child process with `OTEL_DENO=true`, through this module. */

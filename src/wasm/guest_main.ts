@@ -45,6 +45,7 @@ import type { GuestInit } from "./guest_init.ts";
 import { becomeGuestUser, mountContainer } from "./container_setup.ts";
 import { installGuestRunnerFilter } from "../sys/seccomp.ts";
 import {
+  flushMetrics,
   gauge,
   metricsSummary,
   parseTraceparent,
@@ -372,6 +373,7 @@ export async function runGuestMain(args: readonly string[] = []): Promise<number
       return EXIT_TRAP;
     } finally {
       // The guest's numbers (a wasi:http proxy's requests…) in the shim's log.
+      flushMetrics();
       const summary = metricsSummary();
       if (summary !== "") log(`metrics: ${summary}`);
     }

@@ -166,11 +166,17 @@ async function wasmtimePod(env: Env): Promise<void> {
     await step(
       "the shim's lines about the container carry its id and pod",
       () =>
-        waitFor("a debug line about the preview1 container", 10_000, async () => {
-          const line = new RegExp(
-            `level=debug msg="task ${hello}: Start ok in [^"]*".* id="${hello}" pod="${podId}"`,
+        waitFor("debug lines about the preview1 container", 10_000, async () => {
+          const log = await env.cd.logs();
+          const fields = `id="${hello}" pod="${podId}"`;
+          const server = new RegExp(
+            `level=debug msg="task ${hello}: Start ok in [^"]*".* ${fields}`,
           );
-          return line.exec(await env.cd.logs()) ?? undefined;
+          // Its runner's own debug lines come the same way.
+          const runner = new RegExp(
+            `level=debug msg="guest ${hello} \\(runner pid \\d+\\): started".* ${fields}`,
+          );
+          return server.test(log) && runner.test(log) ? true : undefined;
         }, 200),
     );
     const logPath = `${pod.log_directory}/hello/0.log`;

@@ -317,6 +317,11 @@ Deno.test({
     ) {
       assert.match(log, new RegExp(`level=debug msg="task otel-p1: ${what}.*id="otel-p1"`), what);
     }
+    // The runner's own, through the same path (its runner was a warm one).
+    assert.match(
+      log,
+      /level=debug msg="guest otel-p1 \(runner pid \d+\): prepared \/probe\.wasm in [^"]*" .*id="otel-p1"/,
+    );
     // Without a collector, the counts are in the log too: each wasi:http thread's at its
     // stop, under the container's id (its runner was a warm one: named by it from Create).
     assert.match(

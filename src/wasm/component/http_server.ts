@@ -31,7 +31,13 @@
 
 import { type Deadline, Deadlines } from "./deadlines.ts";
 import { invalidArgument } from "../../errdefs/errors.ts";
-import { activeSpan, counter, type CounterSeries, histogram } from "../../sys/telemetry.ts";
+import {
+  activeSpan,
+  type Attributes,
+  counter,
+  type CounterSeries,
+  histogram,
+} from "../../sys/telemetry.ts";
 import { GuestExit } from "./host/cli.ts";
 import { BodyCut, createIncomingCall, type ErrorCode, type OutgoingResponse } from "./host/http.ts";
 import type { Host } from "./host/mod.ts";
@@ -303,6 +309,8 @@ const THREAD = (globalThis as { name?: string }).name || "main";
 
 /** The request counters' series of one method and status (see `Counter.series`). */
 interface RequestSeries {
+  /** The attributes of the series. */
+  labels: Attributes;
   requests: CounterSeries;
   errors: CounterSeries | undefined;
 }
@@ -310,8 +318,26 @@ interface RequestSeries {
 const requestSeries = new Map<string, RequestSeries>();
 let inFlightSeries: CounterSeries | undefined;
 
-/** The series of requests with `method` answered `status`, made at the first one. */
-function requestSeriesOf(method: string, status: number): RequestSeries {
+/**
+ * The methods a metric names; any other is `_OTHER` (OpenTelemetry's HTTP conventions):
+ * a client must not be able to make series without end.
+ */
+const KNOWN_METHODS = new Set([
+  "GET",
+  "HEAD",
+  "POST",
+  "PUT",
+  "DELETE",
+  "CONNECT",
+  "OPTIONS",
+  "TRACE",
+  "PATCH",
+]);
+const OTHER_METHOD = "_OTHER";
+
+/** The series of requests of method `given` answered `status`, made at the first one. */
+function requestSeriesOf(given: string, status: number): RequestSeries {
+  const method = KNOWN_METHODS.has(given) ? given : OTHER_METHOD;
   const key = `${status} ${method}`;
   let series = requestSeries.get(key);
   if (series === undefined) {
@@ -321,6 +347,7 @@ function requestSeriesOf(method: string, status: number): RequestSeries {
       thread: THREAD,
     };
     series = {
+      labels,
       requests: requests.series(labels),
       errors: status >= 500 ? requestErrors.series(labels) : undefined,
     };
@@ -565,11 +592,7 @@ export class ProxyServer {
       const series = requestSeriesOf(req.method, status);
       series.requests.add(1);
       series.errors?.add(1);
-      requestDuration.record(ms, {
-        "http.request.method": req.method,
-        "http.response.status_code": status,
-        thread: THREAD,
-      });
+      requestDuration.record(ms, series.labels);
       activeSpan()?.setAttributes({
         "http.response.status_code": status,
         "wasi_http.queue_ms": times.queueMs,

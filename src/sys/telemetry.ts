@@ -294,8 +294,25 @@ const SPAN_KEY = Symbol.for("OpenTelemetry Context Key SPAN");
 /** The instrumentation scope of every span and metric of the shim. */
 export const SCOPE_NAME = "containerd-shim-wasmtime";
 
-function api(): OtelApi | undefined {
-  return (globalThis as Record<symbol, unknown>)[OTEL_API_KEY] as OtelApi | undefined;
+/** The JS API as Deno registers it: each part only when its signal is on. */
+type RegisteredApi = Partial<OtelApi>;
+
+function api(): RegisteredApi | undefined {
+  return (globalThis as Record<symbol, unknown>)[OTEL_API_KEY] as RegisteredApi | undefined;
+}
+
+/**
+ * The API's trace part, undefined when this process makes no spans: telemetry off, or
+ * traces off with `OTEL_DENO_TRACING=false` (Deno then registers no `trace`).
+ */
+function tracing(): Pick<OtelApi, "trace" | "context"> | undefined {
+  const otel = api();
+  return otel?.trace && otel.context ? { trace: otel.trace, context: otel.context } : undefined;
+}
+
+/** The shim's meter, undefined when metrics are off (or `OTEL_DENO_METRICS=false`). */
+function meter(): Meter | undefined {
+  return api()?.metrics?.getMeter(SCOPE_NAME);
 }
 
 /** True when this process exports telemetry (it started with `OTEL_DENO=true`). */
@@ -311,7 +328,7 @@ function remoteSpan(context: SpanContext): Pick<Span, "spanContext" | "isRecordi
   return { spanContext: () => context, isRecording: () => false };
 }
 
-function contextWith(otel: OtelApi, parent: Parent): OtelContext {
+function contextWith(otel: Pick<OtelApi, "context">, parent: Parent): OtelContext {
   const active = otel.context.active();
   if (parent === undefined) return active;
   const span = "spanContext" in parent ? parent : remoteSpan(parent);
@@ -328,7 +345,7 @@ export function startSpan(
   parent?: Parent,
   kind: number = SpanKind.INTERNAL,
 ): Span | undefined {
-  const otel = api();
+  const otel = tracing();
   if (otel === undefined) return undefined;
   return otel.trace.getTracer(SCOPE_NAME).startSpan(
     name,
@@ -359,7 +376,7 @@ export async function withSpan<T>(
   parent?: Parent,
   kind: number = SpanKind.INTERNAL,
 ): Promise<T> {
-  const otel = api();
+  const otel = tracing();
   if (otel === undefined) return await fn(undefined);
   const span = startSpan(name, attributes, parent, kind)!;
   const context = otel.context.active().setValue(SPAN_KEY, span);
@@ -375,7 +392,7 @@ export async function withSpan<T>(
 
 /** The span active here (e.g. Deno's span of the `Deno.serve` request being served). */
 export function activeSpan(): Span | undefined {
-  const otel = api();
+  const otel = tracing();
   if (otel === undefined) return undefined;
   const span = otel.context.active().getValue(SPAN_KEY) as Span | undefined;
   return span !== undefined && typeof span.setAttribute === "function" ? span : undefined;
@@ -446,12 +463,12 @@ export function flushMetrics(): void {
  * is also kept for {@linkcode metricsSummary} (telemetry on or off).
  */
 export function counter(name: string, options: InstrumentOptions = {}, upDown = false): Counter {
-  const meter = api()?.metrics.getMeter(SCOPE_NAME);
-  const exported = meter === undefined
+  const shimMeter = meter();
+  const exported = shimMeter === undefined
     ? NOOP_COUNTER
     : upDown
-    ? meter.createUpDownCounter(name, options)
-    : meter.createCounter(name, options);
+    ? shimMeter.createUpDownCounter(name, options)
+    : shimMeter.createCounter(name, options);
   const t = totalsOf("counter", name);
   return {
     add: (value, attributes) => {
@@ -459,7 +476,7 @@ export function counter(name: string, options: InstrumentOptions = {}, upDown = 
       exported.add(value, attributes);
     },
     series: (attributes) => {
-      if (meter === undefined) return { add: (value) => keep(t, value) };
+      if (shimMeter === undefined) return { add: (value) => keep(t, value) };
       const batch: Batch = { pending: 0, attributes, exported };
       batches.push(batch);
       if (batchTimer === undefined) {
@@ -478,7 +495,7 @@ export function counter(name: string, options: InstrumentOptions = {}, upDown = 
 
 /** A histogram, exported and kept as {@linkcode counter} is. */
 export function histogram(name: string, options: InstrumentOptions = {}): Histogram {
-  const exported = api()?.metrics.getMeter(SCOPE_NAME).createHistogram(name, options);
+  const exported = meter()?.createHistogram(name, options);
   const t = totalsOf("histogram", name);
   return {
     record: (value, attributes) => {
@@ -494,7 +511,7 @@ export function gauge(
   options: InstrumentOptions,
   read: () => number | undefined,
 ): void {
-  api()?.metrics.getMeter(SCOPE_NAME).createObservableGauge(name, options).addCallback(
+  meter()?.createObservableGauge(name, options).addCallback(
     (result) => {
       const value = read();
       if (value !== undefined) result.observe(value);

@@ -178,6 +178,42 @@ Deno.test("with telemetry on, counter series are exported in batches, with their
   }
 });
 
+/** Every part of this module, in a child process where Deno exports some signals only. */
+const PARTIAL_CHILD = `
+import { activeSpan, counter, flushMetrics, gauge, histogram, startSpan, withSpan } from "${
+  new URL("./telemetry.ts", import.meta.url).href
+}";
+await withSpan("x", {}, () => activeSpan());
+startSpan("y")?.end();
+counter("c").add(1, { k: "v" });
+counter("s").series({}).add(1);
+histogram("h").record(1);
+gauge("g", {}, () => 1);
+flushMetrics();
+`;
+
+Deno.test("with traces or metrics off in Deno (OTEL_DENO_TRACING/METRICS=false), the rest works", async () => {
+  const dir = await Deno.makeTempDir();
+  try {
+    await Deno.writeTextFile(`${dir}/child.ts`, PARTIAL_CHILD);
+    for (const off of ["OTEL_DENO_TRACING", "OTEL_DENO_METRICS"]) {
+      const out = await new Deno.Command(Deno.execPath(), {
+        args: ["run", "-A", "--no-check", `${dir}/child.ts`],
+        // A closed port: nothing is exported, and nothing waits for it.
+        env: {
+          OTEL_DENO: "true",
+          [off]: "false",
+          OTEL_EXPORTER_OTLP_ENDPOINT: "http://127.0.0.1:9",
+        },
+        stderr: "piped",
+      }).output();
+      assert.equal(out.code, 0, `${off}=false: ${new TextDecoder().decode(out.stderr)}`);
+    }
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});
+
 /** Spans made by a child process with `OTEL_DENO=true`, through this module. */
 const CHILD = `
 import { withSpan, startSpan, activeTraceparent, failSpan } from "${

@@ -21,7 +21,7 @@ import {
 } from "../wasm/runner_protocol.ts";
 import { guestDenoFlags } from "./permissions.ts";
 import type { RunnerPool } from "./pool.ts";
-import { discardRunner, spawnRunner } from "./spawn.ts";
+import { discardRunner, type RunnerLog, spawnRunner } from "./spawn.ts";
 import { activeSpan, failSpan, formatTraceparent, startSpan } from "../sys/telemetry.ts";
 
 /** How long a runner may take to compile and check its guest before Create fails. */
@@ -375,7 +375,7 @@ async function nextReply(stdout: AsyncGenerator<string>): Promise<ReadyMessage |
 /** Options of {@linkcode createRunnerGuest}. */
 export interface RunnerGuestOptions {
   /** Receives each line the runner writes on its stderr (for the shim's log). */
-  log?: (line: string) => void;
+  log?: RunnerLog;
   /** Time allowed for the runner to be ready; default {@linkcode DEFAULT_READY_TIMEOUT_MS}. */
   readyTimeoutMs?: number;
   /** Network access for the guest's host code (wasi:http servers); none by default. */

@@ -39,7 +39,7 @@
 
 import type { WasmKind } from "../wasm/detect.ts";
 import { allowList, APP_SRC, NODE_MODULES } from "./permissions.ts";
-import { discardRunner, type Runner, spawnRunner } from "./spawn.ts";
+import { discardRunner, type Runner, type RunnerLog, spawnRunner } from "./spawn.ts";
 import { DEV_NULL, IDLE_MESSAGE } from "../wasm/runner_protocol.ts";
 import {
   deadServerEntries,
@@ -77,7 +77,7 @@ export interface RunnerPoolOptions {
   /** How many idle runners to keep per network namespace; default 1. */
   size?: number;
   /** Receives the runners' stderr lines and pool problems. */
-  log?: (line: string) => void;
+  log?: RunnerLog;
 }
 
 interface Idle {

@@ -171,6 +171,31 @@ Deno.test("hello: stdout and stderr reach their FIFOs, exit 0", async () => {
   assert.deepEqual(result.log, [], "the runner logged something");
 });
 
+Deno.test("with debug, the runner's own debug lines come at debug level, named after it", async () => {
+  using bundle = new Bundle();
+  const out = new FifoReader(bundle.stdout);
+  const err = new FifoReader(bundle.stderr);
+  const lines: [string, string | undefined][] = [];
+  try {
+    const guest = await createGuest(bundle.config(["probe.wasm"], { debug: true }), {
+      log: (line, level) => lines.push([line, level]),
+    });
+    await guest.start();
+    assert.equal(await guest.exited, 0);
+    await out.done;
+  } finally {
+    out.unblock();
+    err.unblock();
+    await Promise.allSettled([out.done, err.done]);
+  }
+  const debug = lines.filter(([, level]) => level === "debug").map(([line]) => line);
+  assert.deepEqual(lines.filter(([, level]) => level !== "debug"), [], "only debug lines");
+  const name = `guest ${bundle.id} \\(runner pid \\d+\\)`;
+  assert.match(debug[0], new RegExp(`^${name}: prepared /bin/probe.wasm in [\\d.]+ ms \\(rootfs`));
+  assert.match(debug[1], new RegExp(`^${name}: started$`));
+  assert.match(debug[2], new RegExp(`^${name}: guest ended with code 0 after [\\d.]+ ms$`));
+});
+
 Deno.test("argv is process.args, arg0 included with its #func", async () => {
   using bundle = new Bundle();
   const result = await run(bundle, ["/bin/probe.wasm#_start", "args", "two words", "#x", ""]);

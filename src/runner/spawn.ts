@@ -16,7 +16,11 @@ import {
   type SelfCommand,
   selfCommand,
 } from "../sys/self_exec.ts";
-import { PRELOAD_COMPONENT_ARG, RUNNER_ACTION } from "../wasm/runner_protocol.ts";
+import {
+  DEBUG_LINE_PREFIX,
+  PRELOAD_COMPONENT_ARG,
+  RUNNER_ACTION,
+} from "../wasm/runner_protocol.ts";
 import { RUNNER_CAP_NAMES } from "../wasm/container_setup.ts";
 import { OtelEnv, runnerTelemetryEnv, telemetryConfig, withInstanceId } from "../sys/telemetry.ts";
 
@@ -133,6 +137,12 @@ async function* lines(stream: ReadableStream<Uint8Array>): AsyncGenerator<string
   if (pending !== "") yield pending;
 }
 
+/**
+ * Receives a runner's stderr lines (and the server side's lines about runners), named
+ * after the runner's guest: at debug level when the runner marked them so.
+ */
+export type RunnerLog = (line: string, level?: "debug") => void;
+
 /** A started runner process, before it has been given its guest. */
 export interface Runner {
   /**
@@ -157,7 +167,7 @@ export function spawnRunner(
   id: string,
   flags: string[],
   netns: string | undefined,
-  log: ((line: string) => void) | undefined,
+  log: RunnerLog | undefined,
   preloadComponent = false,
 ): Runner {
   // --unstable-net: several HTTP listeners on one port (reusePort) for wasi:http.
@@ -186,9 +196,14 @@ export function spawnRunner(
   };
   runner.stderrDone = (async () => {
     for await (const line of lines(child.stderr)) {
+      const name = `guest ${runner.name} (runner pid ${child.pid})`;
+      if (line.startsWith(DEBUG_LINE_PREFIX)) {
+        log?.(`${name}: ${line.slice(DEBUG_LINE_PREFIX.length)}`, "debug");
+        continue;
+      }
       tail.push(line);
       if (tail.length > STDERR_TAIL_LINES) tail.shift();
-      log?.(`guest ${runner.name} (runner pid ${child.pid}): ${line}`);
+      log?.(`${name}: ${line}`);
     }
   })().catch(() => {});
   child.status.then(() => runner.exited = true);

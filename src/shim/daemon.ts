@@ -175,7 +175,7 @@ export async function runServer(flags: ShimFlags): Promise<number> {
   }
   const slotRoot = Deno.env.get("WASMTIME_SHIM_SLOT_DIR") || DEFAULT_SLOT_ROOT;
   RunnerPool.sweep(slotRoot);
-  const pool = new RunnerPool({ slotRoot, cacheDir, log: (line) => logLine(line) });
+  const pool = new RunnerPool({ slotRoot, cacheDir, log: (line, level) => logLine(line, level) });
   // The first container's runner starts now, while containerd sends Create.
   pool.warm(spec?.netns);
   // Eviction and the sweep run after each Create has answered (see cache_janitor.ts).
@@ -217,8 +217,9 @@ export async function runServer(flags: ShimFlags): Promise<number> {
         } catch { /* none: the usual case */ }
       }
       const started = performance.now();
-      const guest = await createGuest(config, {
-        log: (line: string) => logLine(line),
+      // With -debug, runners write their debug lines too.
+      const guest = await createGuest({ ...config, debug: flags.debug }, {
+        log: (line, level) => logLine(line, level),
         pool,
         containerd: { address: flags.address, namespace: flags.namespace },
         // Native executables (the pause container, sidecars) run with runc.

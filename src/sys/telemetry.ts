@@ -268,6 +268,18 @@ export interface InstrumentOptions {
 /** A counter (or up-down counter). */
 export interface Counter {
   add(value: number, attributes?: Attributes): void;
+  /**
+   * The series of `attributes`, for a hot path (e.g. per request): its adds are
+   * summed here and handed to the exporter in batches (see {@linkcode flushMetrics}),
+   * one instrument call per series a batch instead of one per add. Get it once per
+   * attribute set and keep it.
+   */
+  series(attributes: Attributes): CounterSeries;
+}
+
+/** One attribute set of a {@linkcode Counter}, whose adds are batched. */
+export interface CounterSeries {
+  add(value: number): void;
 }
 
 /** A histogram. */
@@ -282,8 +294,25 @@ const SPAN_KEY = Symbol.for("OpenTelemetry Context Key SPAN");
 /** The instrumentation scope of every span and metric of the shim. */
 export const SCOPE_NAME = "containerd-shim-wasmtime";
 
-function api(): OtelApi | undefined {
-  return (globalThis as Record<symbol, unknown>)[OTEL_API_KEY] as OtelApi | undefined;
+/** The JS API as Deno registers it: each part only when its signal is on. */
+type RegisteredApi = Partial<OtelApi>;
+
+function api(): RegisteredApi | undefined {
+  return (globalThis as Record<symbol, unknown>)[OTEL_API_KEY] as RegisteredApi | undefined;
+}
+
+/**
+ * The API's trace part, undefined when this process makes no spans: telemetry off, or
+ * traces off with `OTEL_DENO_TRACING=false` (Deno then registers no `trace`).
+ */
+function tracing(): Pick<OtelApi, "trace" | "context"> | undefined {
+  const otel = api();
+  return otel?.trace && otel.context ? { trace: otel.trace, context: otel.context } : undefined;
+}
+
+/** The shim's meter, undefined when metrics are off (or `OTEL_DENO_METRICS=false`). */
+function meter(): Meter | undefined {
+  return api()?.metrics?.getMeter(SCOPE_NAME);
 }
 
 /** True when this process exports telemetry (it started with `OTEL_DENO=true`). */
@@ -299,7 +328,7 @@ function remoteSpan(context: SpanContext): Pick<Span, "spanContext" | "isRecordi
   return { spanContext: () => context, isRecording: () => false };
 }
 
-function contextWith(otel: OtelApi, parent: Parent): OtelContext {
+function contextWith(otel: Pick<OtelApi, "context">, parent: Parent): OtelContext {
   const active = otel.context.active();
   if (parent === undefined) return active;
   const span = "spanContext" in parent ? parent : remoteSpan(parent);
@@ -316,7 +345,7 @@ export function startSpan(
   parent?: Parent,
   kind: number = SpanKind.INTERNAL,
 ): Span | undefined {
-  const otel = api();
+  const otel = tracing();
   if (otel === undefined) return undefined;
   return otel.trace.getTracer(SCOPE_NAME).startSpan(
     name,
@@ -347,7 +376,7 @@ export async function withSpan<T>(
   parent?: Parent,
   kind: number = SpanKind.INTERNAL,
 ): Promise<T> {
-  const otel = api();
+  const otel = tracing();
   if (otel === undefined) return await fn(undefined);
   const span = startSpan(name, attributes, parent, kind)!;
   const context = otel.context.active().setValue(SPAN_KEY, span);
@@ -363,7 +392,7 @@ export async function withSpan<T>(
 
 /** The span active here (e.g. Deno's span of the `Deno.serve` request being served). */
 export function activeSpan(): Span | undefined {
-  const otel = api();
+  const otel = tracing();
   if (otel === undefined) return undefined;
   const span = otel.context.active().getValue(SPAN_KEY) as Span | undefined;
   return span !== undefined && typeof span.setAttribute === "function" ? span : undefined;
@@ -384,14 +413,49 @@ interface Totals {
 }
 
 const totals = new Map<string, Totals>();
-const NOOP_COUNTER: Counter = { add: () => {} };
+const NOOP_COUNTER = { add: (_value: number, _attributes?: Attributes) => {} };
 
-function keep(kind: Totals["kind"], name: string, value: number): void {
+function totalsOf(kind: Totals["kind"], name: string): Totals {
   let t = totals.get(name);
   if (t === undefined) totals.set(name, t = { kind, count: 0, sum: 0, max: -Infinity });
+  return t;
+}
+
+function keep(t: Totals, value: number): void {
   t.count++;
   t.sum += value;
-  t.max = Math.max(t.max, value);
+  if (value > t.max) t.max = value;
+}
+
+/**
+ * How often batched counter series ({@linkcode Counter.series}) are handed to the
+ * exporter, in ms: well under the export interval (60 s by default), so that an
+ * export lags the counts by at most this much.
+ */
+export const METRICS_BATCH_MS = 1_000;
+
+/** A batched series: what was added since the last {@linkcode flushMetrics}. */
+interface Batch {
+  pending: number;
+  attributes: Attributes;
+  exported: { add(value: number, attributes?: Attributes): void };
+}
+
+const batches: Batch[] = [];
+let batchTimer: ReturnType<typeof setInterval> | undefined;
+
+/**
+ * Hands what batched counter series summed since the last call to the exporter.
+ * Runs every {@linkcode METRICS_BATCH_MS}; call it too before a thread or process that
+ * exports ends, so that its last counts are exported.
+ */
+export function flushMetrics(): void {
+  for (const b of batches) {
+    if (b.pending === 0) continue;
+    const value = b.pending;
+    b.pending = 0;
+    b.exported.add(value, b.attributes);
+  }
 }
 
 /**
@@ -399,26 +463,43 @@ function keep(kind: Totals["kind"], name: string, value: number): void {
  * is also kept for {@linkcode metricsSummary} (telemetry on or off).
  */
 export function counter(name: string, options: InstrumentOptions = {}, upDown = false): Counter {
-  const meter = api()?.metrics.getMeter(SCOPE_NAME);
-  const exported = meter === undefined
+  const shimMeter = meter();
+  const exported = shimMeter === undefined
     ? NOOP_COUNTER
     : upDown
-    ? meter.createUpDownCounter(name, options)
-    : meter.createCounter(name, options);
+    ? shimMeter.createUpDownCounter(name, options)
+    : shimMeter.createCounter(name, options);
+  const t = totalsOf("counter", name);
   return {
     add: (value, attributes) => {
-      keep("counter", name, value);
+      keep(t, value);
       exported.add(value, attributes);
+    },
+    series: (attributes) => {
+      if (shimMeter === undefined) return { add: (value) => keep(t, value) };
+      const batch: Batch = { pending: 0, attributes, exported };
+      batches.push(batch);
+      if (batchTimer === undefined) {
+        batchTimer = setInterval(flushMetrics, METRICS_BATCH_MS);
+        Deno.unrefTimer(batchTimer);
+      }
+      return {
+        add: (value) => {
+          keep(t, value);
+          batch.pending += value;
+        },
+      };
     },
   };
 }
 
 /** A histogram, exported and kept as {@linkcode counter} is. */
 export function histogram(name: string, options: InstrumentOptions = {}): Histogram {
-  const exported = api()?.metrics.getMeter(SCOPE_NAME).createHistogram(name, options);
+  const exported = meter()?.createHistogram(name, options);
+  const t = totalsOf("histogram", name);
   return {
     record: (value, attributes) => {
-      keep("histogram", name, value);
+      keep(t, value);
       exported?.record(value, attributes);
     },
   };
@@ -430,7 +511,7 @@ export function gauge(
   options: InstrumentOptions,
   read: () => number | undefined,
 ): void {
-  api()?.metrics.getMeter(SCOPE_NAME).createObservableGauge(name, options).addCallback(
+  meter()?.createObservableGauge(name, options).addCallback(
     (result) => {
       const value = read();
       if (value !== undefined) result.observe(value);
@@ -439,13 +520,14 @@ export function gauge(
 }
 
 /**
- * One line with every counter and histogram this process kept: `name=sum` for a
+ * One line with every counter and histogram this process counted anything in: `name=sum` for a
  * counter's total, `name=count/avg/max` for a histogram (ms for durations). The
  * numbers an operator finds in the shim's log without a collector.
  */
 export function metricsSummary(): string {
   const parts: string[] = [];
   for (const [name, t] of [...totals].sort(([a], [b]) => a < b ? -1 : 1)) {
+    if (t.count === 0) continue;
     parts.push(
       t.kind === "counter"
         ? `${name}=${t.sum}`

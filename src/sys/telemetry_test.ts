@@ -125,9 +125,93 @@ Deno.test("with telemetry off, withSpan runs its function and rethrows; metrics 
   const h = histogram("test.ms");
   h.record(1);
   h.record(3);
+  const series = counter("test.series").series({ k: "v" });
+  series.add(4);
+  series.add(1);
+  counter("test.never");
   const line = metricsSummary();
   assert.match(line, /test\.count=5/);
   assert.match(line, /test\.ms=2\/2\.00\/3\.00/);
+  assert.match(line, /test\.series=5/);
+  assert.doesNotMatch(line, /test\.never/, "a counter nothing was added to is left out");
+});
+
+/** Batched counter series of a child process that exports, through this module. */
+const SERIES_CHILD = `
+import { counter, flushMetrics } from "${new URL("./telemetry.ts", import.meta.url).href}";
+const requests = counter("test.requests");
+const ok = requests.series({ status: 200 });
+const failed = requests.series({ status: 500 });
+for (let i = 0; i < 1000; i++) ok.add(1);
+failed.add(2);
+const inFlight = counter("test.in_flight", {}, true).series({});
+inFlight.add(1);
+inFlight.add(1);
+inFlight.add(-1);
+flushMetrics();
+`;
+
+Deno.test("with telemetry on, counter series are exported in batches, with their totals", async () => {
+  const receiver = startReceiver();
+  const dir = await Deno.makeTempDir();
+  try {
+    await Deno.writeTextFile(`${dir}/child.ts`, SERIES_CHILD);
+    const out = await new Deno.Command(Deno.execPath(), {
+      args: ["run", "-A", "--no-check", `${dir}/child.ts`],
+      env: { OTEL_DENO: "true", OTEL_EXPORTER_OTLP_ENDPOINT: receiver.endpoint },
+      stderr: "piped",
+    }).output();
+    assert.equal(out.code, 0, new TextDecoder().decode(out.stderr));
+    const value = (metric: string, attrs: Record<string, unknown> = {}) =>
+      receiver.points.find((p) =>
+        p.metric === metric && Object.entries(attrs).every(([k, v]) => p.attributes[k] === v)
+      )?.value;
+    for (let i = 0; i < 100 && value("test.in_flight") === undefined; i++) {
+      await new Promise((r) => setTimeout(r, 20));
+    }
+    assert.equal(value("test.requests", { status: 200 }), 1000);
+    assert.equal(value("test.requests", { status: 500 }), 2);
+    assert.equal(value("test.in_flight"), 1);
+  } finally {
+    await receiver.close();
+    await Deno.remove(dir, { recursive: true });
+  }
+});
+
+/** Every part of this module, in a child process where Deno exports some signals only. */
+const PARTIAL_CHILD = `
+import { activeSpan, counter, flushMetrics, gauge, histogram, startSpan, withSpan } from "${
+  new URL("./telemetry.ts", import.meta.url).href
+}";
+await withSpan("x", {}, () => activeSpan());
+startSpan("y")?.end();
+counter("c").add(1, { k: "v" });
+counter("s").series({}).add(1);
+histogram("h").record(1);
+gauge("g", {}, () => 1);
+flushMetrics();
+`;
+
+Deno.test("with traces or metrics off in Deno (OTEL_DENO_TRACING/METRICS=false), the rest works", async () => {
+  const dir = await Deno.makeTempDir();
+  try {
+    await Deno.writeTextFile(`${dir}/child.ts`, PARTIAL_CHILD);
+    for (const off of ["OTEL_DENO_TRACING", "OTEL_DENO_METRICS"]) {
+      const out = await new Deno.Command(Deno.execPath(), {
+        args: ["run", "-A", "--no-check", `${dir}/child.ts`],
+        // A closed port: nothing is exported, and nothing waits for it.
+        env: {
+          OTEL_DENO: "true",
+          [off]: "false",
+          OTEL_EXPORTER_OTLP_ENDPOINT: "http://127.0.0.1:9",
+        },
+        stderr: "piped",
+      }).output();
+      assert.equal(out.code, 0, `${off}=false: ${new TextDecoder().decode(out.stderr)}`);
+    }
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
 });
 
 /** Spans made by a child process with `OTEL_DENO=true`, through this module. */

@@ -65,6 +65,8 @@ export interface GuestConfig {
    * when telemetry is on: the runner's own spans are its children.
    */
   traceparent?: string;
+  /** The server logs debug lines (`-debug`): the runner writes its own too. */
+  debug?: boolean;
 }
 
 /**

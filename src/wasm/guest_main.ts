@@ -32,6 +32,7 @@ import { warmUpPreview1 } from "./preview1/warmup.ts";
 import { writeAllSync } from "../sys/write_all.ts";
 import { loadLibc } from "../sys/libc.ts";
 import {
+  DEBUG_LINE_PREFIX,
   DEV_NULL,
   EXIT_NOT_READY,
   EXIT_TRAP,
@@ -45,6 +46,7 @@ import type { GuestInit } from "./guest_init.ts";
 import { becomeGuestUser, mountContainer } from "./container_setup.ts";
 import { installGuestRunnerFilter } from "../sys/seccomp.ts";
 import {
+  flushMetrics,
   gauge,
   metricsSummary,
   parseTraceparent,
@@ -62,6 +64,14 @@ const encoder = new TextEncoder();
 /** Writes a line to the runner's own stderr (the shim's log). */
 function log(message: string): void {
   writeAllSync(Deno.stderr, encoder.encode(message.endsWith("\n") ? message : `${message}\n`));
+}
+
+/** True once the guest's configuration says the server logs debug lines. */
+let debugging = false;
+
+/** Writes a debug line (see `DEBUG_LINE_PREFIX`), when the server logs them. */
+function debug(message: string): void {
+  if (debugging) log(`${DEBUG_LINE_PREFIX}${message}`);
 }
 
 /**
@@ -330,7 +340,9 @@ export async function runGuestMain(args: readonly string[] = []): Promise<number
     const line = await lines.next();
     if (line === null) throw new Error("no guest configuration on stdin");
     init = parseInit(line);
+    debugging = init.debug === true;
     const ready = init;
+    const started = performance.now();
     parent = parseTraceparent(init.traceparent);
     const attributes = { "container.id": init.id, "wasm.path": init.guestPath };
     run = await withSpan("prepare guest", attributes, async () => {
@@ -343,6 +355,12 @@ export async function runGuestMain(args: readonly string[] = []): Promise<number
         becomeGuestUser(ready.rootfs, ready.container);
         installGuestRunnerFilter();
       }
+      debug(
+        `prepared ${ready.guestPath} in ${(performance.now() - started).toFixed(1)} ms ` +
+          `(${ready.layer ? "image layer" : "rootfs"}${
+            ready.container ? ", container set up" : ""
+          })`,
+      );
       return prepared;
     }, parent);
   } catch (err) {
@@ -361,6 +379,8 @@ export async function runGuestMain(args: readonly string[] = []): Promise<number
     { description: "resident memory of a guest runner process", unit: "By" },
     () => Deno.memoryUsage().rss,
   );
+  const ran = performance.now();
+  debug("started");
   const code = await withSpan("run guest", { "container.id": init.id }, async (span) => {
     try {
       const code = (await run()) & 0xff;
@@ -372,10 +392,12 @@ export async function runGuestMain(args: readonly string[] = []): Promise<number
       return EXIT_TRAP;
     } finally {
       // The guest's numbers (a wasi:http proxy's requests…) in the shim's log.
+      flushMetrics();
       const summary = metricsSummary();
       if (summary !== "") log(`metrics: ${summary}`);
     }
   }, parent);
+  debug(`guest ended with code ${code} after ${(performance.now() - ran).toFixed(1)} ms`);
   const exit: ExitMessage = { exit: code };
   writeAllSync(Deno.stdout, encoder.encode(JSON.stringify(exit) + "\n"));
   return code;

@@ -44,6 +44,13 @@ export type ReadyMessage = { ready: true } | { error: string; kind: string };
 export const IDLE_MESSAGE = '{"idle":true}';
 
 /**
+ * Starts a runner's stderr line that is a debug line (written only when its guest's
+ * configuration says `debug`): the server logs it at debug level, with the others'
+ * fields (the container's id and pod).
+ */
+export const DEBUG_LINE_PREFIX = "[debug] ";
+
+/**
  * The runner argument asking a warm runner to load the component host while it
  * waits for its guest (see `RunnerPool` and `guest_main.ts`).
  */

@@ -161,6 +161,24 @@ async function wasmtimePod(env: Env): Promise<void> {
 
     const helloEnd = await step("the preview1 container exits 0", () => waitExited(env, hello));
     assert.equal(helloEnd.exit_code, 0, helloEnd.message);
+    // containerd runs the shim with -debug at its debug level (the harness's): the lines
+    // about a task of a pod, copied into containerd's log, name the task and its sandbox.
+    await step(
+      "the shim's lines about the container carry its id and pod",
+      () =>
+        waitFor("debug lines about the preview1 container", 10_000, async () => {
+          const log = await env.cd.logs();
+          const fields = `id="${hello}" pod="${podId}"`;
+          const server = new RegExp(
+            `level=debug msg="task ${hello}: Start ok in [^"]*".* ${fields}`,
+          );
+          // Its runner's own debug lines come the same way.
+          const runner = new RegExp(
+            `level=debug msg="guest ${hello} \\(runner pid \\d+\\): started".* ${fields}`,
+          );
+          return server.test(log) && runner.test(log) ? true : undefined;
+        }, 200),
+    );
     const logPath = `${pod.log_directory}/hello/0.log`;
     await step(
       `CRI log ${logPath}`,

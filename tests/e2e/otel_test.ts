@@ -9,7 +9,7 @@
 
 import assert from "node:assert/strict";
 import { buildImage } from "../../src/oci/image.ts";
-import { type Containerd, startContainerd } from "./harness.ts";
+import { type Containerd, containerdVersion, startContainerd } from "./harness.ts";
 import { installShim } from "./shim_install.ts";
 import { assertNothingLeft, sleep } from "./ctr_util.ts";
 import {
@@ -30,6 +30,19 @@ const OTLP_DEFAULT_PORT = 4318;
 const SERVER = 2;
 const CLIENT = 3;
 const opts = { sanitizeOps: false, sanitizeResources: false };
+
+/**
+ * runwasi's form of a trace context for the shim (`TRACECONTEXT`, which its `start`
+ * sets for its server): containerd never sets it, but passes its own environment,
+ * where an operator may, to every shim. The shim's servers join this trace.
+ */
+const OUTER_TRACE = {
+  traceId: crypto.randomUUID().replaceAll("-", ""),
+  spanId: "00000000000000f1",
+};
+const TRACECONTEXT = JSON.stringify({
+  traceparent: `00-${OUTER_TRACE.traceId}-${OUTER_TRACE.spanId}-01`,
+});
 
 /** Short export intervals, so that the test waits for tenths of seconds, not seconds. */
 const FAST_EXPORT = {
@@ -70,7 +83,7 @@ function setup(): Promise<Env> {
     const receiver = startReceiver();
     const cd = await startContainerd({
       shimBinDir: binDir,
-      env: { OTEL_EXPORTER_OTLP_ENDPOINT: receiver.endpoint, ...FAST_EXPORT },
+      env: { OTEL_EXPORTER_OTLP_ENDPOINT: receiver.endpoint, TRACECONTEXT, ...FAST_EXPORT },
     });
     const image = await buildTestImage(tmp);
     await cd.importImage(`${tmp}/otel.tar`);
@@ -119,26 +132,39 @@ Deno.test({
     assert.equal(create.kind, SERVER);
     assert.equal(create.attributes["rpc.system"], "ttrpc");
     assert.equal(create.resource["service.name"], "containerd-shim-wasmtime-v1");
+    // containerd 1.x sends no trace context: Create joins the one the server started
+    // with (TRACECONTEXT), and the task's later calls are children of its Create.
+    // containerd 2.x, which traces its own calls to the same collector here, sends its
+    // span's context in the ttrpc metadata: each call is that span's child (the
+    // metadata wins over TRACECONTEXT).
+    const { major } = await containerdVersion();
+    if (major === 1) {
+      assert.equal(create.parentSpanId, OUTER_TRACE.spanId, "Create joins TRACECONTEXT");
+      assert.equal(create.traceId, OUTER_TRACE.traceId);
+    }
     for (const call of [create, ...["/Start", "/Wait", "/Delete"].map((m) => named(spans, m))]) {
       assert.ok(call, "a Start, Wait and Delete span");
-      if (call !== create && call.parentSpanId === create.spanId) {
-        // containerd sent no trace context (1.x): the task's calls are one trace.
+      if (major === 1) {
+        if (call !== create) assert.equal(call.parentSpanId, create.spanId, call.name);
         assert.equal(call.traceId, create.traceId, `${call.name} is in the Create's trace`);
-      } else if (call.parentSpanId !== "") {
-        // containerd 2.x, which traces its own calls to the same collector here, sent
-        // its span's context in the ttrpc metadata: the call is that span's child.
-        const parent = await eventually(
-          `the parent of ${call.name}`,
-          10_000,
-          () => receiver.spans.find((s) => s.spanId === call.parentSpanId),
-        );
-        assert.equal(parent.traceId, call.traceId);
-        assert.equal(parent.resource["service.name"], "containerd", `${call.name}'s parent`);
-      } else {
-        assert.equal(call, create, `${call.name} has a parent`);
+        continue;
       }
+      // A call sent without a context joins as on 1.x.
+      if (call.parentSpanId === (call === create ? OUTER_TRACE.spanId : create.spanId)) continue;
+      const parent = await eventually(
+        `the parent of ${call.name}`,
+        10_000,
+        () => receiver.spans.find((s) => s.spanId === call.parentSpanId),
+      );
+      assert.equal(parent.traceId, call.traceId);
+      assert.equal(parent.resource["service.name"], "containerd", `${call.name}'s parent`);
     }
-    const all = receiver.spans.filter((s) => s.traceId === create.traceId);
+    // The Create's spans and theirs, down to the runner's (other containers' Creates of
+    // this server join the same TRACECONTEXT trace on 1.x).
+    const all = [create];
+    for (let i = 0; i < all.length; i++) {
+      all.push(...receiver.spans.filter((s) => s.parentSpanId === all[i].spanId));
+    }
     const byName = (name: string) => all.find((s) => s.name === name);
     const guest = byName("create guest");
     const handOff = byName("runner hand-off");
@@ -291,6 +317,11 @@ Deno.test({
     ) {
       assert.match(log, new RegExp(`level=debug msg="task otel-p1: ${what}.*id="otel-p1"`), what);
     }
+    // The runner's own, through the same path (its runner was a warm one).
+    assert.match(
+      log,
+      /level=debug msg="guest otel-p1 \(runner pid \d+\): prepared \/probe\.wasm in [^"]*" .*id="otel-p1"/,
+    );
     // Without a collector, the counts are in the log too: each wasi:http thread's at its
     // stop, under the container's id (its runner was a warm one: named by it from Create).
     assert.match(
@@ -343,36 +374,84 @@ function defaultPortReceiver(): OtlpReceiver | undefined {
   }
 }
 
+/**
+ * Runs one container under a containerd with `cdEnv` and checks that no process of the
+ * shim exports (none started with Deno's switch), that `listeners` got nothing, and
+ * that containerd's log (the shim's `-debug` lines in it) matches `logged`.
+ */
+async function assertNoExport(
+  tag: string,
+  cdEnv: Record<string, string>,
+  listeners: OtlpReceiver[],
+  logged?: RegExp,
+): Promise<void> {
+  const { binDir } = await installShim();
+  const tmp = await Deno.makeTempDir({ prefix: `shim-e2e-otel-${tag}-` });
+  const cd = await startContainerd({ shimBinDir: binDir, env: cdEnv });
+  const image = await buildTestImage(tmp);
+  await cd.importImage(`${tmp}/otel.tar`);
+  const id = `otel-${tag}`;
+  const r = await cd.ctr([
+    "run",
+    "-d",
+    "--runtime",
+    RUNTIME,
+    image,
+    id,
+    "/probe.wasm",
+    "sleep",
+    "30",
+  ]);
+  assert.equal(r.code, 0, r.stderr);
+  const { processes } = await cd.leftovers();
+  assert.ok(processes.length > 0, "the shim server and the runner run");
+  for (const proc of processes) {
+    const environ = await Deno.readTextFile(`/proc/${proc.pid}/environ`).catch(() => "");
+    assert.doesNotMatch(environ, /(^|\0)OTEL_DENO=/, `${proc.cmdline} does not export`);
+  }
+  assert.equal((await cd.ctr(["task", "kill", "-s", "SIGKILL", id])).code, 0);
+  await cd.ctr(["task", "wait", id]);
+  assert.equal((await cd.ctr(["task", "delete", id])).code, 0);
+  assert.equal((await cd.ctr(["container", "delete", id])).code, 0);
+  for (const listener of listeners) {
+    assert.deepEqual([...listener.requests], [], `nothing was sent to ${listener.endpoint}`);
+  }
+  if (logged) assert.match(await cd.logs(), logged);
+  await assertNothingLeft(cd, tmp);
+}
+
 Deno.test({
   name: "otel: with the variables unset, the shim's processes do not export",
   ...opts,
   async fn() {
-    const { binDir } = await installShim();
-    const tmp = await Deno.makeTempDir({ prefix: "shim-e2e-otel-off-" });
     // An exporter with no endpoint would send to the default port: listen there.
     const listener = defaultPortReceiver();
-    const cd = await startContainerd({ shimBinDir: binDir });
     try {
-      const image = await buildTestImage(tmp);
-      await cd.importImage(`${tmp}/otel.tar`);
-      const r = await cd.ctr(
-        ["run", "-d", "--runtime", RUNTIME, image, "otel-off", "/probe.wasm", "sleep", "30"],
-      );
-      assert.equal(r.code, 0, r.stderr);
-      const { processes } = await cd.leftovers();
-      assert.ok(processes.length > 0, "the shim server and the runner run");
-      for (const proc of processes) {
-        const environ = await Deno.readTextFile(`/proc/${proc.pid}/environ`).catch(() => "");
-        assert.doesNotMatch(environ, /(^|\0)OTEL_DENO=/, `${proc.cmdline} does not export`);
-      }
-      assert.equal((await cd.ctr(["task", "kill", "-s", "SIGKILL", "otel-off"])).code, 0);
-      await cd.ctr(["task", "wait", "otel-off"]);
-      assert.equal((await cd.ctr(["task", "delete", "otel-off"])).code, 0);
-      assert.equal((await cd.ctr(["container", "delete", "otel-off"])).code, 0);
-      if (listener) assert.deepEqual([...listener.requests], [], "nothing was sent");
+      await assertNoExport("off", {}, listener ? [listener] : []);
     } finally {
       await listener?.close();
     }
-    await assertNothingLeft(cd, tmp);
+  },
+});
+
+Deno.test({
+  name: "otel: OTEL_SDK_DISABLED=true turns export off, whatever endpoint is set",
+  ...opts,
+  async fn() {
+    const listener = startReceiver();
+    try {
+      await assertNoExport(
+        "disabled",
+        {
+          OTEL_EXPORTER_OTLP_ENDPOINT: listener.endpoint,
+          OTEL_SDK_DISABLED: "true",
+          ...FAST_EXPORT,
+        },
+        [listener],
+        /level=debug msg="no OpenTelemetry export \(OTEL_SDK_DISABLED=true\)"/,
+      );
+    } finally {
+      await listener.close();
+    }
   },
 });

@@ -31,7 +31,13 @@
 
 import { type Deadline, Deadlines } from "./deadlines.ts";
 import { invalidArgument } from "../../errdefs/errors.ts";
-import { activeSpan, counter, histogram } from "../../sys/telemetry.ts";
+import {
+  activeSpan,
+  type Attributes,
+  counter,
+  type CounterSeries,
+  histogram,
+} from "../../sys/telemetry.ts";
 import { GuestExit } from "./host/cli.ts";
 import { BodyCut, createIncomingCall, type ErrorCode, type OutgoingResponse } from "./host/http.ts";
 import type { Host } from "./host/mod.ts";
@@ -301,6 +307,55 @@ const inFlight = counter("wasi_http.requests.in_flight", {
  */
 const THREAD = (globalThis as { name?: string }).name || "main";
 
+/** The request counters' series of one method and status (see `Counter.series`). */
+interface RequestSeries {
+  /** The attributes of the series. */
+  labels: Attributes;
+  requests: CounterSeries;
+  errors: CounterSeries | undefined;
+}
+
+const requestSeries = new Map<string, RequestSeries>();
+let inFlightSeries: CounterSeries | undefined;
+
+/**
+ * The methods a metric names; any other is `_OTHER` (OpenTelemetry's HTTP conventions):
+ * a client must not be able to make series without end.
+ */
+const KNOWN_METHODS = new Set([
+  "GET",
+  "HEAD",
+  "POST",
+  "PUT",
+  "DELETE",
+  "CONNECT",
+  "OPTIONS",
+  "TRACE",
+  "PATCH",
+]);
+const OTHER_METHOD = "_OTHER";
+
+/** The series of requests of method `given` answered `status`, made at the first one. */
+function requestSeriesOf(given: string, status: number): RequestSeries {
+  const method = KNOWN_METHODS.has(given) ? given : OTHER_METHOD;
+  const key = `${status} ${method}`;
+  let series = requestSeries.get(key);
+  if (series === undefined) {
+    const labels = {
+      "http.request.method": method,
+      "http.response.status_code": status,
+      thread: THREAD,
+    };
+    series = {
+      labels,
+      requests: requests.series(labels),
+      errors: status >= 500 ? requestErrors.series(labels) : undefined,
+    };
+    requestSeries.set(key, series);
+  }
+  return series;
+}
+
 /** What one request's span and metrics learn while it is served. */
 interface RequestTimes {
   /** Waiting for the container's Start (requests that come before it wait). */
@@ -524,23 +579,20 @@ export class ProxyServer {
   async #observe(req: Request): Promise<Response> {
     const started = performance.now();
     const times: RequestTimes = { queueMs: 0, fresh: false };
-    inFlight.add(1, { thread: THREAD });
+    inFlightSeries ??= inFlight.series({ thread: THREAD });
+    inFlightSeries.add(1);
     let status = 500;
     try {
       const response = await this.#serve(req, times);
       status = response.status;
       return response;
     } finally {
-      inFlight.add(-1, { thread: THREAD });
+      inFlightSeries.add(-1);
       const ms = performance.now() - started;
-      const labels = {
-        "http.request.method": req.method,
-        "http.response.status_code": status,
-        thread: THREAD,
-      };
-      requests.add(1, labels);
-      requestDuration.record(ms, labels);
-      if (status >= 500) requestErrors.add(1, labels);
+      const series = requestSeriesOf(req.method, status);
+      series.requests.add(1);
+      series.errors?.add(1);
+      requestDuration.record(ms, series.labels);
       activeSpan()?.setAttributes({
         "http.response.status_code": status,
         "wasi_http.queue_ms": times.queueMs,

@@ -12,7 +12,7 @@ import { ProxyServer } from "./http_server.ts";
 import { type FromWorker, instanceFactory, type ToWorker } from "./http_workers.ts";
 import { logLine, openStdio, type Stdio } from "./stdio.ts";
 import { loadGlue } from "./transpile.ts";
-import { metricsSummary } from "../../sys/telemetry.ts";
+import { flushMetrics, metricsSummary } from "../../sys/telemetry.ts";
 
 let server: ProxyServer | null = null;
 let stdio: Stdio | null = null;
@@ -54,6 +54,8 @@ self.onmessage = async (e: MessageEvent<ToWorker>) => {
     case "stop": {
       const drained = await server?.stop(msg.graceMs ?? Infinity) ?? true;
       await stdio?.close();
+      // The thread's last counts go to the exporter before the thread ends.
+      flushMetrics();
       reply({ type: "stopped", drained, metrics: metricsSummary() });
       break;
     }

@@ -346,6 +346,7 @@ export async function runServer(flags: ShimFlags): Promise<number> {
   const otel = telemetryConfig(Deno.env.toObject());
   if (telemetryOn()) log.info("exporting OpenTelemetry traces, metrics and logs over OTLP");
   else if (otel.enabled) log.warn("OTEL_* variables are set, but this server does not export");
+  else if (otel.invalid) log.warn(`no OpenTelemetry export: ${otel.reason}`);
   else log.debug(`no OpenTelemetry export${otel.reason ? ` (${otel.reason})` : ""}`);
   tell(ReadyLine.READY);
   try {

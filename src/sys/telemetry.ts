@@ -23,6 +23,7 @@ export const OtelEnv = {
   LOGS_ENDPOINT: "OTEL_EXPORTER_OTLP_LOGS_ENDPOINT",
   PROTOCOL: "OTEL_EXPORTER_OTLP_PROTOCOL",
   TRACES_PROTOCOL: "OTEL_EXPORTER_OTLP_TRACES_PROTOCOL",
+  SAMPLER: "OTEL_TRACES_SAMPLER",
   TIMEOUT: "OTEL_EXPORTER_OTLP_TIMEOUT",
   SDK_DISABLED: "OTEL_SDK_DISABLED",
   SERVICE_NAME: "OTEL_SERVICE_NAME",
@@ -61,9 +62,24 @@ export interface TelemetryConfig {
   enabled: boolean;
   /** Why telemetry is off, for the log ("" when on, or off because nothing is set). */
   reason: string;
+  /** Off because a variable has a value Deno would refuse to start with (log a warning). */
+  invalid?: boolean;
   /** The variables a process that exports starts with (empty when off). */
   env: Record<string, string>;
 }
+
+/** Variables whose unknown values stop Deno at start, with the values it takes. */
+const FATAL_IF_UNKNOWN: readonly (readonly [string, readonly string[]])[] = [
+  [OtelEnv.PROTOCOL, ["http/protobuf", "http/json", "grpc"]],
+  [OtelEnv.SAMPLER, [
+    "always_on",
+    "always_off",
+    "traceidratio",
+    "parentbased_always_on",
+    "parentbased_always_off",
+    "parentbased_traceidratio",
+  ]],
+];
 
 /**
  * Reads the standard variables from `env` (the shim's environment): telemetry is on
@@ -83,6 +99,17 @@ export function telemetryConfig(env: Record<string, string | undefined>): Teleme
     OtelEnv.LOGS_ENDPOINT,
   ];
   if (!endpoints.some((name) => (env[name] ?? "") !== "")) return off("");
+  // Deno refuses to start at all with either of these set to something it does not
+  // know: every server and runner would fail, so telemetry goes off instead.
+  for (const [name, known] of FATAL_IF_UNKNOWN) {
+    const value = env[name];
+    if (value !== undefined && value !== "" && !known.includes(value)) {
+      return {
+        ...off(`${name}=${JSON.stringify(value)} is not one of ${known.join(", ")}`),
+        invalid: true,
+      };
+    }
+  }
   const out: Record<string, string> = {};
   for (const [name, value] of Object.entries(env)) {
     if (name.startsWith(OTEL_PREFIX) && value !== undefined) out[name] = value;

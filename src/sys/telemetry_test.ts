@@ -22,6 +22,21 @@ const SPAN = "b7ad6b7169203331";
 
 Deno.test("telemetryConfig: off unless an endpoint is set; OTEL_SDK_DISABLED=true wins", () => {
   assert.deepEqual(telemetryConfig({}), { enabled: false, reason: "", env: {} });
+  // Values Deno would refuse to start with turn telemetry off rather than every process.
+  const endpoint = { OTEL_EXPORTER_OTLP_ENDPOINT: "http://127.0.0.1:4318" };
+  const badProtocol = telemetryConfig({ ...endpoint, OTEL_EXPORTER_OTLP_PROTOCOL: "HTTP" });
+  assert.equal(badProtocol.enabled, false);
+  assert.equal(badProtocol.invalid, true);
+  assert.match(
+    badProtocol.reason,
+    /OTEL_EXPORTER_OTLP_PROTOCOL="HTTP" is not one of http\/protobuf/,
+  );
+  const badSampler = telemetryConfig({ ...endpoint, OTEL_TRACES_SAMPLER: "xray" });
+  assert.equal(badSampler.invalid, true);
+  assert.match(badSampler.reason, /OTEL_TRACES_SAMPLER="xray"/);
+  for (const ok of ["grpc", "http/json", "http/protobuf", ""]) {
+    assert.equal(telemetryConfig({ ...endpoint, OTEL_EXPORTER_OTLP_PROTOCOL: ok }).enabled, true);
+  }
   assert.equal(telemetryConfig({ [OtelEnv.ENDPOINT]: "" }).enabled, false);
   assert.equal(telemetryConfig({ [OtelEnv.PROTOCOL]: "http/protobuf" }).enabled, false);
   const off = telemetryConfig({

@@ -455,3 +455,25 @@ Deno.test({
     }
   },
 });
+
+Deno.test({
+  name: "otel: a protocol Deno cannot start with turns export off with a warning; containers run",
+  ...opts,
+  async fn() {
+    const listener = startReceiver();
+    try {
+      await assertNoExport(
+        "badprotocol",
+        {
+          OTEL_EXPORTER_OTLP_ENDPOINT: listener.endpoint,
+          OTEL_EXPORTER_OTLP_PROTOCOL: "http",
+          ...FAST_EXPORT,
+        },
+        [listener],
+        /level=warning msg="no OpenTelemetry export: OTEL_EXPORTER_OTLP_PROTOCOL=\\"http\\" is not one of/,
+      );
+    } finally {
+      await listener.close();
+    }
+  },
+});

@@ -58,6 +58,16 @@ const TESTDATA = new URL("../../src/wasm/component/testdata/", import.meta.url).
 const HELLO = "Hello, this is your first wasi:http/proxy world!\n";
 const HTTP_PORT = 8080;
 /** The runc pod: the harness, CRI, CNI and cleanup checks, with nothing of the shim. */
+/** Waits until the CRI log at `logPath` has the preview1 hello's two lines. */
+function helloInCriLog(logPath: string): Promise<string[]> {
+  return waitFor("both lines in the CRI log", 10_000, async () => {
+    const lines = await criLog(logPath);
+    return lines.includes("stdout hello from wasm") && lines.includes("stderr hello on stderr")
+      ? lines
+      : undefined;
+  }, 200);
+}
+
 async function runcPod(env: Env): Promise<void> {
   const pod = podConfig(env, "runc-pod");
   const netnsPaths: string[] = [];
@@ -180,17 +190,7 @@ async function wasmtimePod(env: Env): Promise<void> {
         }, 200),
     );
     const logPath = `${pod.log_directory}/hello/0.log`;
-    await step(
-      `CRI log ${logPath}`,
-      () =>
-        waitFor("both lines in the CRI log", 10_000, async () => {
-          const lines = await criLog(logPath);
-          return lines.includes("stdout hello from wasm") &&
-              lines.includes("stderr hello on stderr")
-            ? lines
-            : undefined;
-        }, 200),
-    );
+    await step(`CRI log ${logPath}`, () => helloInCriLog(logPath));
     // The component writes to its stdout and stderr only on `/log`: those lines reach its
     // CRI log file too (nothing else does: the other requests are silent).
     const logged = await fetch(`${url}log`, { signal: AbortSignal.timeout(10_000) });
@@ -283,17 +283,7 @@ async function artifactPod(env: Env): Promise<void> {
       const end = await step(`the ${shape} container exits 0`, () => waitExited(env, id));
       assert.equal(end.exit_code, 0, end.message);
       const logPath = `${pod.log_directory}/${shape}/0.log`;
-      await step(
-        `CRI log ${logPath}`,
-        () =>
-          waitFor("both lines in the CRI log", 10_000, async () => {
-            const lines = await criLog(logPath);
-            return lines.includes("stdout hello from wasm") &&
-                lines.includes("stderr hello on stderr")
-              ? lines
-              : undefined;
-          }, 200),
-      );
+      await step(`CRI log ${logPath}`, () => helloInCriLog(logPath));
     }
     await deletePod(env, podId, pod, ids);
   } finally {

@@ -11,7 +11,7 @@ import assert from "node:assert/strict";
 import { buildImage } from "../../src/oci/image.ts";
 import { type Containerd, containerdVersion, startContainerd } from "./harness.ts";
 import { installShim } from "./shim_install.ts";
-import { assertNothingLeft, sleep } from "./ctr_util.ts";
+import { assertNothingLeft, sleep, waitFor } from "./ctr_util.ts";
 import {
   type OtlpReceiver,
   type ReceivedPoint,
@@ -218,12 +218,11 @@ Deno.test({
       "otel-http",
       "/http_app.wasm",
     ], { timeoutMs: 60_000 });
-    let up = false;
-    for (let i = 0; i < 300 && !up; i++) {
-      up = await fetch(`http://${ADDR}/count`).then((r) => r.text()).then(() => true, () => false);
-      if (!up) await sleep(100);
-    }
-    assert.ok(up, `the wasi:http component answers on ${ADDR}`);
+    await waitFor(
+      `the wasi:http component to answer on ${ADDR}`,
+      () => fetch(`http://${ADDR}/count`).then((r) => r.text()).then(() => true, () => false),
+      30_000,
+    );
     const traceId = crypto.randomUUID().replaceAll("-", "");
     const ok = await fetch(`http://${ADDR}/count`, {
       headers: { traceparent: `00-${traceId}-00000000000000a1-01` },

@@ -16,10 +16,10 @@ app=$root/@NAME@
 
 # True when a process runs an executable from directory $1 (a shim server or guest
 # runner of that release still running after an upgrade: it starts runners from there).
+# $running lists every process's executable, read once by prune.
 in_use() {
-  for exe in /proc/[0-9]*/exe; do
-    case "$(readlink "$exe" 2>/dev/null)" in "$1"/*) return 0 ;; esac
-  done
+  case "$running" in *"
+$1/"*) return 0 ;; esac
   return 1
 }
 
@@ -30,6 +30,8 @@ in_use() {
 # itself again on its next start. Best effort: a failure here never fails the start.
 prune() {
   real=$(cd "$root" && pwd -P) || return 0
+  running="
+$(for exe in /proc/[0-9]*/exe; do readlink "$exe" 2>/dev/null; done)"
   for link in "$root"/containerd-shim-wasmtime-*; do
     [ -L "$link" ] && [ "$link" != "$app" ] || continue
     [ -n "$(find "$link" -maxdepth 0 -mmin +10)" ] || continue

@@ -19,7 +19,7 @@
  * @module
  */
 
-import { seccompFilterAllThreads } from "./libc.ts";
+import { Errno, seccompFilterAllThreads } from "./libc.ts";
 
 /** The architectures a filter can be built for, as `Deno.build.arch` names them. */
 export type FilterArch = "x86_64" | "aarch64";
@@ -114,7 +114,6 @@ const BPF_JSET_K = 0x45;
 const BPF_RET_K = 0x06;
 const SECCOMP_RET_ALLOW = 0x7fff0000;
 const SECCOMP_RET_ERRNO = 0x00050000;
-const EPERM = 1;
 const ENOSYS = 38;
 /** Offsets in `struct seccomp_data`: nr, arch, args[0] (its low half, little-endian). */
 const DATA_NR = 0;
@@ -177,7 +176,7 @@ export function guestRunnerFilter(arch: FilterArch): Uint8Array<ArrayBuffer> {
     { label: "allow" },
     { code: BPF_RET_K, k: SECCOMP_RET_ALLOW },
     { label: "eperm" },
-    { code: BPF_RET_K, k: SECCOMP_RET_ERRNO | EPERM },
+    { code: BPF_RET_K, k: SECCOMP_RET_ERRNO | Errno.EPERM },
     { label: "enosys" },
     { code: BPF_RET_K, k: SECCOMP_RET_ERRNO | ENOSYS },
   );

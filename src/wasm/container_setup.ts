@@ -32,6 +32,7 @@ import { invalidArgument } from "../errdefs/errors.ts";
 import {
   capsetSelf,
   close,
+  Errno,
   mkdir,
   mount,
   moveMount,
@@ -239,7 +240,6 @@ export function mountContainer(root: string, setup: ContainerSetup): void {
 
 const S_IFMT = 0o170000;
 const S_IFDIR = 0o040000;
-const ENOENT = 2;
 
 /**
  * The spec's `linux.readonlyPaths` and `linux.maskedPaths` (containerd's default spec
@@ -251,7 +251,7 @@ const ENOENT = 2;
  * file `/dev/null`. A path the node lacks is skipped, as runc skips it.
  */
 function restrictNodePaths(setup: ContainerSetup): void {
-  const missing = (err: unknown) => (err as { errno?: number }).errno === ENOENT;
+  const missing = (err: unknown) => (err as { errno?: number }).errno === Errno.ENOENT;
   for (const path of setup.readonlyPaths) {
     try {
       mount(path, path, null, MountFlag.MS_BIND | MountFlag.MS_REC, null);

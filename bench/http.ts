@@ -7,6 +7,7 @@
  * @module
  */
 
+import { runProxy } from "../tests/e2e/ctr_util.ts";
 import type { Containerd } from "../tests/e2e/harness.ts";
 import type { Row } from "./main.ts";
 
@@ -122,18 +123,6 @@ export const HTTP_FIXTURE =
     .pathname;
 const ADDR = "127.0.0.1:18181";
 
-/** Waits until `url` answers (a proxy container just started), 30 s at most. */
-export async function untilAnswers(url: string): Promise<void> {
-  for (let i = 0; i < 300; i++) {
-    try {
-      await (await fetch(url)).text();
-      return;
-    } catch {
-      await new Promise((r) => setTimeout(r, 100));
-    }
-  }
-}
-
 /** Peak RSS (kB) over the processes whose cmdline contains `word`. */
 export async function rssOf(word: string): Promise<number> {
   let kb = 0;
@@ -160,23 +149,10 @@ export async function httpFigures(cd: Containerd, tmp: string): Promise<Row[]> {
   });
   await cd.importImage(img.path);
   const id = "bench-http";
-  const running = cd.ctr([
-    "run",
-    "--rm",
-    "--net-host",
-    "--runtime",
-    "io.containerd.wasmtime.v1",
-    "--env",
-    `WASMTIME_HTTP_PROXY_SOCKET_ADDR=${ADDR}`,
-    img.reference,
-    id,
-    "/hello.wasm",
-  ], { timeoutMs: 300_000 });
-  await untilAnswers(`http://${ADDR}/`);
-  const ours = await wrk(`http://${ADDR}/`);
+  const proxy = await runProxy(cd, { image: img.reference, id, wasm: "/hello.wasm", addr: ADDR });
+  const ours = await wrk(`${proxy.url}/`);
   const rss = await rssOf(`guest ${id}`);
-  await cd.ctr(["task", "kill", "-s", "SIGINT", id]);
-  await running;
+  await proxy.stop();
   const c = await ceiling();
   const peer = await jcoPeer();
   const peerText = typeof peer === "string"

@@ -12,7 +12,8 @@ import { buildImage } from "../src/oci/image.ts";
 import { type Containerd, startContainerd } from "../tests/e2e/harness.ts";
 import { installShim } from "../tests/e2e/shim_install.ts";
 import { startReceiver } from "../tests/e2e/otlp_receiver.ts";
-import { HTTP_FIXTURE, SECONDS, untilAnswers, wrk, type WrkResult } from "./http.ts";
+import { runProxy } from "../tests/e2e/ctr_util.ts";
+import { HTTP_FIXTURE, SECONDS, wrk, type WrkResult } from "./http.ts";
 import { median, type Row } from "./main.ts";
 
 const RUNTIME = "io.containerd.wasmtime.v1";
@@ -37,22 +38,9 @@ async function coldRun(cd: Containerd, image: string): Promise<number> {
 
 async function serveHttp(cd: Containerd, image: string): Promise<WrkResult> {
   const id = `otel-http-${++seq}`;
-  const running = cd.ctr([
-    "run",
-    "--rm",
-    "--net-host",
-    "--runtime",
-    RUNTIME,
-    "--env",
-    `WASMTIME_HTTP_PROXY_SOCKET_ADDR=${ADDR}`,
-    image,
-    id,
-    "/hello.wasm",
-  ], { timeoutMs: 300_000 });
-  await untilAnswers(`http://${ADDR}/`);
-  const result = await wrk(`http://${ADDR}/`);
-  await cd.ctr(["task", "kill", "-s", "SIGINT", id]);
-  await running;
+  const proxy = await runProxy(cd, { image, id, wasm: "/hello.wasm", addr: ADDR });
+  const result = await wrk(`${proxy.url}/`);
+  await proxy.stop();
   return result;
 }
 

@@ -13,6 +13,7 @@
 
 import { main as ociTarBuilder } from "../src/oci/builder_cli.ts";
 import { startContainerd } from "../tests/e2e/harness.ts";
+import { runProxy } from "../tests/e2e/ctr_util.ts";
 import { fixture, runInstall } from "../tests/e2e/shim_install.ts";
 
 const RUNTIME = "io.containerd.wasmtime.v1";
@@ -68,31 +69,17 @@ try {
     ) throw new Error("oci-tar-builder failed");
     await cd.importImage(`${tmp}/http.tar`);
     say(`ctr run --net-host --runtime ${RUNTIME} demo-http:latest demo2 (serving on ${ADDR})`);
-    const run = cd.ctr([
-      "run",
-      "--rm",
-      "--net-host",
-      "--runtime",
-      RUNTIME,
-      "--env",
-      `WASMTIME_HTTP_PROXY_SOCKET_ADDR=${ADDR}`,
-      "demo-http:latest",
-      "demo2",
-      "/http_hello.wasm",
-    ], { timeoutMs: 60_000 });
-    let answer = "";
-    for (let i = 0; i < 100 && answer === ""; i++) {
-      try {
-        answer = await (await fetch(`http://${ADDR}/`)).text();
-      } catch {
-        await new Promise((r) => setTimeout(r, 100));
-      }
-    }
-    say(`curl http://${ADDR}/`);
-    console.log(answer || "(no answer)");
-    if (answer === "") failed = true;
-    await cd.ctr(["task", "kill", "-s", "SIGTERM", "demo2"]);
-    const r = await run;
+    const proxy = await runProxy(cd, {
+      image: "demo-http:latest",
+      id: "demo2",
+      wasm: "/http_hello.wasm",
+      addr: ADDR,
+      timeoutMs: 60_000,
+    });
+    say(`curl ${proxy.url}/`);
+    const answer = await (await fetch(`${proxy.url}/`)).text();
+    console.log(answer);
+    const r = await proxy.stop("SIGTERM");
     console.log(`(container exited ${r.code})`);
   } else {
     say(`no wasi:http fixture at ${HTTP_FIXTURE}: HTTP part skipped`);

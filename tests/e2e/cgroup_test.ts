@@ -11,14 +11,14 @@
 import assert from "node:assert/strict";
 import { Buffer } from "node:buffer";
 import * as grpc from "@grpc/grpc-js";
-import { buildImage } from "../../src/oci/image.ts";
 import { detectCgroupVersion } from "../../src/cgroup/cgroup.ts";
 import { LINUX_RESOURCES_TYPE_URL } from "../../src/task/task_api.ts";
 import { ProtoWriter } from "../../src/proto/wire.ts";
 import { encodeAny } from "../../src/proto/gen/well_known.ts";
-import { type Containerd, CTR_BIN, startContainerd } from "./harness.ts";
-import { fixture, installShim } from "./shim_install.ts";
+import { type Containerd, CTR_BIN } from "./harness.ts";
+import { fixture } from "./shim_install.ts";
 import { exists, sleep, waitFor, waitStatus } from "./ctr_util.ts";
+import { once, startSuite } from "./suite.ts";
 
 const RUNTIME = "io.containerd.wasmtime.v1";
 const CGROUP_ROOT = "/sys/fs/cgroup";
@@ -30,30 +30,16 @@ const MIB = 1 << 20;
 const PREFIX = "cg-";
 const opts = { sanitizeOps: false, sanitizeResources: false };
 
-let env: Promise<{ cd: Containerd; image: string; tmp: string }> | undefined;
-
-function setup() {
-  env ??= (async () => {
-    const { binDir } = await installShim();
-    const cd = await startContainerd({ shimBinDir: binDir });
-    const tmp = await Deno.makeTempDir({ prefix: "shim-e2e-cg-" });
-    const built = await buildImage({
-      name: "cgroup",
-      tag: "e2e",
-      outPath: `${tmp}/cgroup.tar`,
-      config: { entrypoint: ["/probe.wasm"] },
-      layers: [{
-        files: [
-          { path: "/probe.wasm", hostPath: fixture("probe.wasm") },
-          { path: "/memhog.wasm", hostPath: fixture("memhog.wasm") },
-        ],
-      }],
-    });
-    await cd.importImage(built.path);
-    return { cd, image: built.reference, tmp };
-  })();
-  return env;
-}
+const setup = once(() =>
+  startSuite({
+    name: "cgroup",
+    config: { entrypoint: ["/probe.wasm"] },
+    files: [
+      { path: "/probe.wasm", hostPath: fixture("probe.wasm") },
+      { path: "/memhog.wasm", hostPath: fixture("memhog.wasm") },
+    ],
+  })
+);
 
 /** The task's cgroup directories: one per v1 controller, or the v2 one. */
 function cgroupDirs(cd: Containerd, id: string): string[] {

@@ -4,9 +4,9 @@
  */
 
 import assert from "node:assert/strict";
-import { buildImage } from "../../src/oci/image.ts";
-import { type Containerd, startContainerd } from "./harness.ts";
-import { installShim } from "./shim_install.ts";
+import { runProxy } from "./ctr_util.ts";
+import { type Containerd } from "./harness.ts";
+import { startSuite } from "./suite.ts";
 
 const RUNTIME = "io.containerd.wasmtime.v1";
 const TESTDATA = new URL("../../src/wasm/component/testdata/", import.meta.url).pathname;
@@ -18,28 +18,16 @@ let env: Promise<{ cd: Containerd; image: string; tmp: string; cache: string }> 
 
 function setup() {
   env ??= (async () => {
-    const { binDir } = await installShim();
-    const tmp = await Deno.makeTempDir({ prefix: "shim-e2e-comp-" });
-    const cache = `${tmp}/cache`;
-    const cd = await startContainerd({
-      shimBinDir: binDir,
-      env: { WASMTIME_SHIM_CACHE_DIR: cache },
-    });
-    const built = await buildImage({
+    const suite = await startSuite({
       name: "components",
-      tag: "e2e",
-      outPath: `${tmp}/components.tar`,
-      config: {},
-      layers: [{
-        files: [
-          { path: "/command.wasm", hostPath: `${TESTDATA}command.wasm` },
-          { path: "/http_app.wasm", hostPath: `${TESTDATA}http_app.wasm` },
-          { path: "/broken.wasm", data: new Uint8Array([0, 0x61, 0x73, 0x6d, 0x0d, 0, 1, 0, 99]) },
-        ],
-      }],
+      files: [
+        { path: "/command.wasm", hostPath: `${TESTDATA}command.wasm` },
+        { path: "/http_app.wasm", hostPath: `${TESTDATA}http_app.wasm` },
+        { path: "/broken.wasm", data: new Uint8Array([0, 0x61, 0x73, 0x6d, 0x0d, 0, 1, 0, 99]) },
+      ],
+      containerd: (tmp) => ({ env: { WASMTIME_SHIM_CACHE_DIR: `${tmp}/cache` } }),
     });
-    await cd.importImage(built.path);
-    return { cd, image: built.reference, tmp, cache };
+    return { ...suite, cache: `${suite.tmp}/cache` };
   })();
   return env;
 }
@@ -93,28 +81,16 @@ Deno.test({
 
 async function serve(id: string) {
   const { cd, image } = await setup();
-  const running = cd.ctr([
-    "run",
-    "--rm",
-    "--net-host",
-    "--runtime",
-    RUNTIME,
-    "--env",
-    `WASMTIME_HTTP_PROXY_SOCKET_ADDR=${ADDR}`,
+  // The first request transpiles the 12.8 MB component when the cache is cold.
+  const proxy = await runProxy(cd, {
     image,
     id,
-    "/http_app.wasm",
-  ], { timeoutMs: 120_000 });
-  for (let i = 0; i < 600; i++) {
-    try {
-      const r = await fetch(`http://${ADDR}/`);
-      await r.text();
-      return { cd, running };
-    } catch {
-      await new Promise((r) => setTimeout(r, 100));
-    }
-  }
-  throw new Error(`the HTTP component did not answer on ${ADDR}`);
+    wasm: "/http_app.wasm",
+    addr: ADDR,
+    answerTimeoutMs: 60_000,
+    timeoutMs: 120_000,
+  });
+  return { cd, running: proxy.running };
 }
 
 Deno.test({

@@ -13,7 +13,7 @@
 import assert from "node:assert/strict";
 import { buildImage, type LayerFile } from "../../src/oci/image.ts";
 import { type Containerd, type Leftovers, startContainerd } from "./harness.ts";
-import { exists, sleep } from "./ctr_util.ts";
+import { exists, poll, sleep } from "./ctr_util.ts";
 import { fixture, installShim } from "./shim_install.ts";
 import {
   type ContainerConfig,
@@ -52,32 +52,6 @@ export async function sh(cmd: string, args: string[], timeoutMs = 10_000) {
     };
   } catch (err) {
     return { code: -1, stdout: "", stderr: `${cmd}: ${(err as Error).message}` };
-  }
-}
-
-/** Polls `probe` every `everyMs` until it returns a value other than undefined, or throws. */
-export async function waitFor<T>(
-  what: string,
-  timeoutMs: number,
-  probe: () => Promise<T | undefined>,
-  everyMs = 100,
-): Promise<T> {
-  const deadline = Date.now() + timeoutMs;
-  let last: unknown;
-  for (;;) {
-    try {
-      const v = await probe();
-      if (v !== undefined) return v;
-    } catch (err) {
-      last = err;
-    }
-    if (Date.now() > deadline) {
-      throw new Error(
-        `timed out after ${timeoutMs} ms waiting for ${what}` +
-          (last ? `; last error: ${(last as Error).message ?? last}` : ""),
-      );
-    }
-    await sleep(everyMs);
   }
 }
 
@@ -282,7 +256,7 @@ export async function setup(wasmFiles: LayerFile[], entrypoint: string): Promise
     };
     env.cd = await startContainerd(cdOpts);
     env.cri = await CriClient.connect({ address: env.cd.address });
-    const version = await waitFor("the CRI plugin to answer Version", 20_000, async () => {
+    const version = await poll("the CRI plugin to answer Version", 20_000, async () => {
       return await env.cri!.version(2_000);
     });
     assert.equal(version.runtime_api_version, "v1");
@@ -291,7 +265,7 @@ export async function setup(wasmFiles: LayerFile[], entrypoint: string): Promise
     }
     // The CRI learns about imported images from containerd's events.
     for (const image of [NATIVE_IMAGE, WASM_IMAGE]) {
-      await waitFor(`the CRI to know ${image}`, 10_000, () => env.cri!.imageStatus(image));
+      await poll(`the CRI to know ${image}`, 10_000, () => env.cri!.imageStatus(image));
     }
     return env as Env;
   } catch (err) {
@@ -550,7 +524,7 @@ export async function assertNothingLeft(
 
 /** Waits until a container has exited; its status. */
 export function waitExited(env: Env, id: string, timeoutMs = 30_000) {
-  return waitFor(`container ${id} to exit`, timeoutMs, async () => {
+  return poll(`container ${id} to exit`, timeoutMs, async () => {
     const st = (await env.cri.containerStatus(id)).status;
     return st?.state === "CONTAINER_EXITED" ? st : undefined;
   });

@@ -25,7 +25,7 @@
 import assert from "node:assert/strict";
 import { POD_NSSWITCH } from "../../src/wasm/container_setup.ts";
 import { fixture } from "./shim_install.ts";
-import { exists } from "./ctr_util.ts";
+import { exists, poll } from "./ctr_util.ts";
 import type { ContainerConfig, CriMount } from "./cri_client.ts";
 import {
   assertNothingLeft,
@@ -40,7 +40,6 @@ import {
   startContainer,
   step,
   teardown,
-  waitFor,
   WASM_IMAGE,
 } from "./cri_env.ts";
 
@@ -220,7 +219,7 @@ async function volumesPod(env: Env): Promise<void> {
       () =>
         Promise.all(
           Object.values(PORTS).map((port) =>
-            waitFor(`port ${port}`, 30_000, async () => {
+            poll(`port ${port}`, 30_000, async () => {
               const res = await fetch(`http://${net.ip}:${port}/`, {
                 signal: AbortSignal.timeout(5_000),
               });

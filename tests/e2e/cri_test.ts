@@ -28,7 +28,7 @@
 import assert from "node:assert/strict";
 import { ANNOTATION_TITLE, buildImage, MediaType } from "../../src/oci/image.ts";
 import { containerdVersion, type Leftovers } from "./harness.ts";
-import { exists } from "./ctr_util.ts";
+import { exists, poll } from "./ctr_util.ts";
 import { fixture } from "./shim_install.ts";
 import type { ContainerStats } from "./cri_client.ts";
 import {
@@ -50,7 +50,6 @@ import {
   step,
   teardown,
   waitExited,
-  waitFor,
   WASM_IMAGE,
 } from "./cri_env.ts";
 
@@ -60,7 +59,7 @@ const HTTP_PORT = 8080;
 /** The runc pod: the harness, CRI, CNI and cleanup checks, with nothing of the shim. */
 /** Waits until the CRI log at `logPath` has the preview1 hello's two lines. */
 function helloInCriLog(logPath: string): Promise<string[]> {
-  return waitFor("both lines in the CRI log", 10_000, async () => {
+  return poll("both lines in the CRI log", 10_000, async () => {
     const lines = await criLog(logPath);
     return lines.includes("stdout hello from wasm") && lines.includes("stderr hello on stderr")
       ? lines
@@ -135,7 +134,7 @@ async function wasmtimePod(env: Env): Promise<void> {
     const body = await step(
       `GET ${url}`,
       () =>
-        waitFor(`the component to answer on ${url}`, 30_000, async () => {
+        poll(`the component to answer on ${url}`, 30_000, async () => {
           const res = await fetch(url, { signal: AbortSignal.timeout(5_000) });
           return await res.text();
         }, 200),
@@ -153,7 +152,7 @@ async function wasmtimePod(env: Env): Promise<void> {
     await step("ContainerStats (wasmtime pod)", async () => {
       let last: ContainerStats | undefined;
       try {
-        await waitFor("CPU and memory in ContainerStats", 10_000, async () => {
+        await poll("CPU and memory in ContainerStats", 10_000, async () => {
           last = await env.cri.containerStats(http);
           const cpu = last?.cpu?.usage_core_nano_seconds?.value ?? 0;
           const mem = last?.memory?.working_set_bytes?.value ?? 0;
@@ -176,7 +175,7 @@ async function wasmtimePod(env: Env): Promise<void> {
     await step(
       "the shim's lines about the container carry its id and pod",
       () =>
-        waitFor("debug lines about the preview1 container", 10_000, async () => {
+        poll("debug lines about the preview1 container", 10_000, async () => {
           const log = await env.cd.logs();
           const fields = `id="${hello}" pod="${podId}"`;
           const server = new RegExp(
@@ -199,7 +198,7 @@ async function wasmtimePod(env: Env): Promise<void> {
     const httpLines = await step(
       `CRI log ${httpLog}`,
       () =>
-        waitFor("the component's lines in its CRI log", 10_000, async () => {
+        poll("the component's lines in its CRI log", 10_000, async () => {
           const lines = await criLog(httpLog);
           return lines.includes("stdout a log line from a wasi:http request") &&
               lines.includes("stderr a stderr line from a wasi:http request")
@@ -261,7 +260,7 @@ async function artifactPod(env: Env): Promise<void> {
       noUnpack: major === 1 && minor < 7,
     });
     refs[shape] = built.reference;
-    await waitFor(
+    await poll(
       `the CRI to know ${built.reference}`,
       10_000,
       () => env.cri.imageStatus(built.reference),

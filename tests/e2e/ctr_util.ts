@@ -1,12 +1,12 @@
 /**
- * Small helpers the end-to-end suites share: polling, `ctr task ls` parsing, task
- * removal and /proc lookups.
+ * Small helpers the end-to-end suites (and the benchmarks) share: polling, a wasi:http
+ * proxy under `ctr run`, `ctr task ls` parsing, task removal and /proc lookups.
  *
  * @module
  */
 
 import assert from "node:assert/strict";
-import type { Containerd } from "./harness.ts";
+import type { Containerd, CtrResult } from "./harness.ts";
 
 /** Resolves after `ms` milliseconds. */
 export const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
@@ -26,17 +26,43 @@ export function ok(r: { code: number; stderr: string }, what: string): void {
   assert.equal(r.code, 0, `${what}: ${r.stderr}`);
 }
 
-/** Polls `check` until it is true; throws naming `what` after `ms`. */
+/**
+ * Calls `probe` every `everyMs` until it returns a value other than undefined, and
+ * returns that. A probe that throws is called again; after `timeoutMs` the error names
+ * `what` and the probe's last error.
+ */
+export async function poll<T>(
+  what: string,
+  timeoutMs: number,
+  probe: () => T | undefined | Promise<T | undefined>,
+  everyMs = 50,
+): Promise<T> {
+  const deadline = Date.now() + timeoutMs;
+  let last: unknown;
+  for (;;) {
+    try {
+      const v = await probe();
+      if (v !== undefined) return v;
+    } catch (err) {
+      last = err;
+    }
+    if (Date.now() > deadline) {
+      throw new Error(
+        `timed out after ${timeoutMs} ms waiting for ${what}` +
+          (last ? `; last error: ${(last as Error).message ?? last}` : ""),
+      );
+    }
+    await sleep(everyMs);
+  }
+}
+
+/** Polls `check` until it is true ({@linkcode poll} with a yes/no probe). */
 export async function waitFor(
   what: string,
   check: () => Promise<boolean>,
   ms = 10_000,
 ): Promise<void> {
-  const deadline = Date.now() + ms;
-  while (!(await check())) {
-    if (Date.now() > deadline) throw new Error(`timed out after ${ms} ms waiting for ${what}`);
-    await sleep(50);
-  }
+  await poll(what, ms, async () => (await check()) || undefined);
 }
 
 /** One row of `ctr task ls`. */
@@ -106,4 +132,82 @@ export async function assertStoppedClean(cd: Containerd, tmp: string): Promise<v
   assert.deepEqual(left.sockets, [], "sockets left");
   assert.deepEqual(left.processes, [], "processes left");
   assert.deepEqual(left.slots, [], "slots left");
+}
+
+/** A wasi:http proxy started by {@linkcode runProxy}. */
+export interface RunningProxy {
+  /** `http://<addr>` */
+  url: string;
+  /** `ctr run`'s result, once the container has ended. */
+  running: Promise<CtrResult>;
+  /** Sends `signal` to the task and waits for `ctr run` to end. */
+  stop(signal?: string): Promise<CtrResult>;
+}
+
+/** Options for {@linkcode runProxy}. */
+export interface ProxyOptions {
+  image: string;
+  id: string;
+  /** The component's path in the image. */
+  wasm: string;
+  /** `host:port` to serve on (`WASMTIME_HTTP_PROXY_SOCKET_ADDR`), in the node's network. */
+  addr: string;
+  /** More `ctr run` options (`--memory-limit …`, `--env …`). */
+  runOptions?: string[];
+  /** The path asked until it answers; default `/`. */
+  probePath?: string;
+  /** How long the first answer may take; default 30 s. */
+  answerTimeoutMs?: number;
+  /** How long `ctr run` may take in all; default 5 min. */
+  timeoutMs?: number;
+}
+
+/**
+ * Starts `wasm` from `image` with `ctr run --rm --net-host` and resolves once it answers
+ * HTTP at `addr` (any status); fails at once, with ctr's stderr, if the container ends
+ * first.
+ */
+export async function runProxy(cd: Containerd, opts: ProxyOptions): Promise<RunningProxy> {
+  const running = cd.ctr([
+    "run",
+    "--rm",
+    "--net-host",
+    "--runtime",
+    "io.containerd.wasmtime.v1",
+    ...(opts.runOptions ?? []),
+    "--env",
+    `WASMTIME_HTTP_PROXY_SOCKET_ADDR=${opts.addr}`,
+    opts.image,
+    opts.id,
+    opts.wasm,
+  ], { timeoutMs: opts.timeoutMs ?? 300_000 });
+  let ended: CtrResult | undefined;
+  running.then((r) => ended = r);
+  const url = `http://${opts.addr}`;
+  const answered = await poll(
+    `${opts.id} to answer on ${url}`,
+    opts.answerTimeoutMs ?? 30_000,
+    async () => {
+      if (ended) return false;
+      const r = await fetch(`${url}${opts.probePath ?? "/"}`).catch(() => undefined);
+      await r?.body?.cancel();
+      return r ? true : undefined;
+    },
+  ).catch(async (err) => {
+    await cd.ctr(["task", "kill", "-s", "SIGKILL", opts.id]);
+    await running;
+    throw err;
+  });
+  if (!answered) {
+    const r = await running;
+    throw new Error(`ctr run ${opts.id} ended with ${r.code} before answering: ${r.stderr}`);
+  }
+  return {
+    url,
+    running,
+    async stop(signal = "SIGINT") {
+      await cd.ctr(["task", "kill", "-s", signal, opts.id]);
+      return await running;
+    },
+  };
 }

@@ -16,20 +16,14 @@
  */
 
 import assert from "node:assert/strict";
-import { buildImage } from "../../src/oci/image.ts";
 import { decodeEntry } from "../../src/wasm/component/cache.ts";
 import { SHARED_GROUP } from "../../src/shim/group.ts";
 import { socketPath } from "../../src/shim/socket_path.ts";
 import { ok, sleep, taskList, waitFor, waitStatus } from "./ctr_util.ts";
-import {
-  type Containerd,
-  CTR_BIN,
-  type Leftovers,
-  startContainerd,
-  TEST_NAMESPACE,
-} from "./harness.ts";
-import { fixture, installShim } from "./shim_install.ts";
+import { type Containerd, CTR_BIN, type Leftovers, TEST_NAMESPACE } from "./harness.ts";
+import { fixture } from "./shim_install.ts";
 import { encodeU32 } from "../../src/wasm/component/leb128.ts";
+import { startSuite } from "./suite.ts";
 
 const RUNTIME = "io.containerd.wasmtime.v1";
 const TESTDATA = new URL("../../src/wasm/component/testdata/", import.meta.url).pathname;
@@ -110,29 +104,19 @@ let env: Promise<Env> | undefined;
 
 function setup(): Promise<Env> {
   env ??= (async () => {
-    const { binDir } = await installShim();
-    const tmp = await Deno.makeTempDir({ prefix: "shim-e2e-faults-" });
-    const cache = `${tmp}/c/cache`;
-    await Deno.mkdir(cache, { recursive: true });
-    const cd = await startContainerd({
-      shimBinDir: binDir,
-      env: { WASMTIME_SHIM_CACHE_DIR: cache },
-    });
-    const built = await buildImage({
+    const suite = await startSuite({
       name: "faults",
-      tag: "e2e",
-      outPath: `${tmp}/faults.tar`,
       config: { entrypoint: ["/probe.wasm"] },
-      layers: [{
-        files: [
-          { path: "/probe.wasm", hostPath: fixture("probe.wasm") },
-          { path: "/closer.wasm", data: stdinCloser() },
-          { path: "/command.wasm", hostPath: `${TESTDATA}command.wasm` },
-        ],
-      }],
+      files: [
+        { path: "/probe.wasm", hostPath: fixture("probe.wasm") },
+        { path: "/closer.wasm", data: stdinCloser() },
+        { path: "/command.wasm", hostPath: `${TESTDATA}command.wasm` },
+      ],
+      containerd: (tmp) => ({ env: { WASMTIME_SHIM_CACHE_DIR: `${tmp}/c/cache` } }),
     });
-    await cd.importImage(built.path);
-    return { cd, image: built.reference, tmp, cache };
+    const cache = `${suite.tmp}/c/cache`;
+    await Deno.mkdir(cache, { recursive: true });
+    return { ...suite, cache };
   })();
   return env;
 }

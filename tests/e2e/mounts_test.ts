@@ -5,53 +5,41 @@
  */
 
 import assert from "node:assert/strict";
-import { buildImage } from "../../src/oci/image.ts";
 import { POD_NSSWITCH } from "../../src/wasm/container_setup.ts";
-import { type Containerd, containerdVersion, startContainerd } from "./harness.ts";
-import { fixture, installShim } from "./shim_install.ts";
+import { containerdVersion } from "./harness.ts";
+import { fixture } from "./shim_install.ts";
 import { assertNothingLeft } from "./ctr_util.ts";
+import { once, startSuite } from "./suite.ts";
 
 const RUNTIME = "io.containerd.wasmtime.v1";
 const TESTDATA = new URL("../../src/wasm/component/testdata/", import.meta.url).pathname;
 const opts = { sanitizeOps: false, sanitizeResources: false };
 
-let env: Promise<{ cd: Containerd; image: string; tmp: string }> | undefined;
-
-function setup() {
-  env ??= (async () => {
-    const { binDir } = await installShim();
-    const cd = await startContainerd({ shimBinDir: binDir });
-    const tmp = await Deno.makeTempDir({ prefix: "shim-e2e-mounts-" });
-    const built = await buildImage({
-      name: "probe-mounts",
-      tag: "e2e",
-      outPath: `${tmp}/probe.tar`,
-      config: { entrypoint: ["/probe.wasm"] },
-      layers: [{
-        files: [
-          { path: "/probe.wasm", hostPath: fixture("probe.wasm") },
-          { path: "/cat.wasm", hostPath: `${TESTDATA}cat.wasm` },
-          { path: "/etc/msg", data: "hello from the image\n" },
-          { path: "/secret", data: "root only\n", mode: 0o600 },
-          { path: "/work", type: "directory", mode: 0o777 },
-          { path: "/out", type: "symlink", linkname: "../../../../../../tmp" },
-          { path: "/abs", type: "symlink", linkname: "/pinned" },
-        ],
-      }],
-    });
-    await cd.importImage(built.path);
-    // Host side of the mounts.
-    await Deno.mkdir(`${tmp}/conf`);
-    await Deno.writeTextFile(`${tmp}/conf/app.conf`, "from the node\n");
-    await Deno.mkdir(`${tmp}/data`, { mode: 0o777 });
-    await Deno.chmod(`${tmp}/data`, 0o777);
-    await Deno.writeTextFile(`${tmp}/single`, "a single file\n");
-    await Deno.writeTextFile(`${tmp}/hosts`, "10.9.8.7 backend.test\n");
-    await Deno.chmod(tmp, 0o755);
-    return { cd, image: built.reference, tmp };
-  })();
-  return env;
-}
+const setup = once(async () => {
+  const suite = await startSuite({
+    name: "probe-mounts",
+    config: { entrypoint: ["/probe.wasm"] },
+    files: [
+      { path: "/probe.wasm", hostPath: fixture("probe.wasm") },
+      { path: "/cat.wasm", hostPath: `${TESTDATA}cat.wasm` },
+      { path: "/etc/msg", data: "hello from the image\n" },
+      { path: "/secret", data: "root only\n", mode: 0o600 },
+      { path: "/work", type: "directory", mode: 0o777 },
+      { path: "/out", type: "symlink", linkname: "../../../../../../tmp" },
+      { path: "/abs", type: "symlink", linkname: "/pinned" },
+    ],
+  });
+  const { tmp } = suite;
+  // Host side of the mounts.
+  await Deno.mkdir(`${tmp}/conf`);
+  await Deno.writeTextFile(`${tmp}/conf/app.conf`, "from the node\n");
+  await Deno.mkdir(`${tmp}/data`, { mode: 0o777 });
+  await Deno.chmod(`${tmp}/data`, 0o777);
+  await Deno.writeTextFile(`${tmp}/single`, "a single file\n");
+  await Deno.writeTextFile(`${tmp}/hosts`, "10.9.8.7 backend.test\n");
+  await Deno.chmod(tmp, 0o755);
+  return suite;
+});
 
 let seq = 0;
 async function run(args: string[], runOpts: string[] = [], stdin = "") {

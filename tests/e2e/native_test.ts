@@ -10,13 +10,14 @@
  */
 
 import assert from "node:assert/strict";
-import { buildImage, type LayerFile } from "../../src/oci/image.ts";
+import { type LayerFile } from "../../src/oci/image.ts";
 import { SHARED_GROUP } from "../../src/shim/group.ts";
 import { socketPath } from "../../src/shim/socket_path.ts";
 import { detectCgroupVersion } from "../../src/cgroup/cgroup.ts";
 import { type Containerd, CTR_BIN, startContainerd } from "./harness.ts";
 import { fixture, installShim } from "./shim_install.ts";
 import { parentOf, removeTask, waitStatus } from "./ctr_util.ts";
+import { startSuite } from "./suite.ts";
 
 const RUNTIME = "io.containerd.wasmtime.v1";
 /** Debian's busybox-static: a shell for the `#!` script image. */
@@ -42,9 +43,6 @@ let env: Promise<{ cd: Containerd; image: string; tmp: string }> | undefined;
 
 function setup() {
   env ??= (async () => {
-    const { binDir } = await installShim();
-    const cd = await startContainerd({ shimBinDir: binDir });
-    const tmp = await Deno.makeTempDir({ prefix: "shim-e2e-native-" });
     // One image, like a pod's: a native probe, a wasm probe, and (with busybox) a script.
     const files: LayerFile[] = [
       { path: "/native_probe", hostPath: fixture("native_probe"), mode: 0o755 },
@@ -57,15 +55,11 @@ function setup() {
         { path: "/script.sh", data: SCRIPT, mode: 0o755 },
       );
     }
-    const built = await buildImage({
+    return await startSuite({
       name: "native",
-      tag: "e2e",
-      outPath: `${tmp}/native.tar`,
       config: { os: "linux", architecture: ARCH, entrypoint: ["/native_probe"] },
-      layers: [{ files }],
+      files,
     });
-    await cd.importImage(built.path);
-    return { cd, image: built.reference, tmp };
   })();
   return env;
 }

@@ -11,7 +11,7 @@ import assert from "node:assert/strict";
 import { buildImage } from "../../src/oci/image.ts";
 import { type Containerd, containerdVersion, startContainerd } from "./harness.ts";
 import { installShim } from "./shim_install.ts";
-import { assertNothingLeft, sleep, waitFor } from "./ctr_util.ts";
+import { assertNothingLeft, poll, runProxy } from "./ctr_util.ts";
 import {
   type OtlpReceiver,
   type ReceivedPoint,
@@ -100,17 +100,6 @@ async function run(cd: Containerd, image: string, id: string, args: string[]) {
   return { ...r, ms: performance.now() - started };
 }
 
-/** Polls `check` until it returns a value (not undefined), for at most `ms`. */
-async function eventually<T>(what: string, ms: number, check: () => T | undefined): Promise<T> {
-  const deadline = Date.now() + ms;
-  while (true) {
-    const value = check();
-    if (value !== undefined) return value;
-    if (Date.now() > deadline) throw new Error(`not received within ${ms} ms: ${what}`);
-    await sleep(50);
-  }
-}
-
 const spansOf = (r: OtlpReceiver, id: string) =>
   r.spans.filter((s) => s.attributes["container.id"] === id);
 const named = (spans: ReceivedSpan[], name: string) => spans.find((s) => s.name.endsWith(name));
@@ -123,7 +112,7 @@ Deno.test({
     const r = await run(cd, image, "otel-p1", ["/probe.wasm", "hello"]);
     assert.equal(r.code, 0, r.stderr);
     assert.match(r.stdout, /hello from wasm/);
-    const spans = await eventually("the Delete and runner spans of otel-p1", 10_000, () => {
+    const spans = await poll("the Delete and runner spans of otel-p1", 10_000, () => {
       const s = spansOf(receiver, "otel-p1");
       return named(s, "/Delete") && named(s, "run guest") ? s : undefined;
     });
@@ -151,7 +140,7 @@ Deno.test({
       }
       // A call sent without a context joins as on 1.x.
       if (call.parentSpanId === (call === create ? OUTER_TRACE.spanId : create.spanId)) continue;
-      const parent = await eventually(
+      const parent = await poll(
         `the parent of ${call.name}`,
         10_000,
         () => receiver.spans.find((s) => s.spanId === call.parentSpanId),
@@ -206,23 +195,14 @@ Deno.test({
   ...opts,
   async fn() {
     const { cd, image, receiver } = await setup();
-    const running = cd.ctr([
-      "run",
-      "--rm",
-      "--net-host",
-      "--runtime",
-      RUNTIME,
-      "--env",
-      `WASMTIME_HTTP_PROXY_SOCKET_ADDR=${ADDR}`,
+    const { running } = await runProxy(cd, {
       image,
-      "otel-http",
-      "/http_app.wasm",
-    ], { timeoutMs: 60_000 });
-    await waitFor(
-      `the wasi:http component to answer on ${ADDR}`,
-      () => fetch(`http://${ADDR}/count`).then((r) => r.text()).then(() => true, () => false),
-      30_000,
-    );
+      id: "otel-http",
+      wasm: "/http_app.wasm",
+      addr: ADDR,
+      probePath: "/count",
+      timeoutMs: 60_000,
+    });
     const traceId = crypto.randomUUID().replaceAll("-", "");
     const ok = await fetch(`http://${ADDR}/count`, {
       headers: { traceparent: `00-${traceId}-00000000000000a1-01` },
@@ -248,7 +228,7 @@ Deno.test({
     assert.match(await out.text(), /upstream/);
     await upstream.shutdown();
     // The runner's gauges are read at each export while it runs: wait for one first.
-    const points = await eventually(
+    const points = await poll(
       "the wasi:http metrics and the runner's memory",
       10_000,
       () =>
@@ -260,7 +240,7 @@ Deno.test({
     assert.equal((await cd.ctr(["task", "kill", "-s", "SIGINT", "otel-http"])).code, 0);
     assert.equal((await running).code, 0);
 
-    const served = await eventually("the request spans and the outgoing one", 10_000, () => {
+    const served = await poll("the request spans and the outgoing one", 10_000, () => {
       const s = receiver.spans.filter((s) => s.traceId === traceId);
       return s.length >= 4 ? s : undefined;
     });
@@ -299,7 +279,7 @@ Deno.test({
   ...opts,
   async fn() {
     const { receiver } = await setup();
-    const line = await eventually(
+    const line = await poll(
       "a log record naming otel-p1",
       10_000,
       () =>

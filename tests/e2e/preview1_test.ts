@@ -4,42 +4,29 @@
  */
 
 import assert from "node:assert/strict";
-import { buildImage } from "../../src/oci/image.ts";
-import { type Containerd, CTR_BIN, startContainerd } from "./harness.ts";
-import { fixture, installShim } from "./shim_install.ts";
+import { CTR_BIN } from "./harness.ts";
+import { fixture } from "./shim_install.ts";
 import { assertNothingLeft, waitStatus } from "./ctr_util.ts";
+import { once, startSuite } from "./suite.ts";
 
 const RUNTIME = "io.containerd.wasmtime.v1";
 const MARKER = "SHIM_E2E_LEAK_MARKER";
 const opts = { sanitizeOps: false, sanitizeResources: false };
 
-let env: Promise<{ cd: Containerd; image: string; tmp: string }> | undefined;
-
-function setup() {
-  env ??= (async () => {
-    const { binDir } = await installShim();
-    const cd = await startContainerd({ shimBinDir: binDir, env: { [MARKER]: "leaked" } });
-    const tmp = await Deno.makeTempDir({ prefix: "shim-e2e-img-" });
-    const built = await buildImage({
-      name: "probe",
-      tag: "e2e",
-      outPath: `${tmp}/probe.tar`,
-      config: { entrypoint: ["/probe.wasm"] },
-      layers: [{
-        files: [
-          { path: "/probe.wasm", hostPath: fixture("probe.wasm") },
-          { path: "/bin/greet.wasm", hostPath: fixture("greet.wasm") },
-          { path: "/etc/msg", data: "hello from a file\n" },
-          { path: "/work", type: "directory" },
-          { path: "/escape", type: "symlink", linkname: "../../../../etc/hostname" },
-        ],
-      }],
-    });
-    await cd.importImage(built.path);
-    return { cd, image: built.reference, tmp };
-  })();
-  return env;
-}
+const setup = once(() =>
+  startSuite({
+    name: "probe",
+    config: { entrypoint: ["/probe.wasm"] },
+    files: [
+      { path: "/probe.wasm", hostPath: fixture("probe.wasm") },
+      { path: "/bin/greet.wasm", hostPath: fixture("greet.wasm") },
+      { path: "/etc/msg", data: "hello from a file\n" },
+      { path: "/work", type: "directory" },
+      { path: "/escape", type: "symlink", linkname: "../../../../etc/hostname" },
+    ],
+    containerd: { env: { [MARKER]: "leaked" } },
+  })
+);
 
 let seq = 0;
 async function run(args: string[], runOpts: string[] = [], stdin?: string) {

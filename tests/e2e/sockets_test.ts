@@ -7,10 +7,10 @@
  */
 
 import assert from "node:assert/strict";
-import { buildImage } from "../../src/oci/image.ts";
-import { type Containerd, startContainerd } from "./harness.ts";
-import { fixture, installShim } from "./shim_install.ts";
+import { type Containerd } from "./harness.ts";
+import { fixture } from "./shim_install.ts";
 import { assertNothingLeft } from "./ctr_util.ts";
+import { startSuite } from "./suite.ts";
 
 const RUNTIME = "io.containerd.wasmtime.v1";
 const opts = { sanitizeOps: false, sanitizeResources: false };
@@ -61,17 +61,11 @@ async function startEcho(label: string, netns?: string): Promise<Deno.ChildProce
 
 function setup(): Promise<Env> {
   env ??= (async () => {
-    const { binDir } = await installShim();
-    const cd = await startContainerd({ shimBinDir: binDir });
-    const tmp = await Deno.makeTempDir({ prefix: "shim-e2e-sockets-" });
-    const built = await buildImage({
+    const { cd, image, tmp } = await startSuite({
       name: "sockets",
-      tag: "e2e",
-      outPath: `${tmp}/sockets.tar`,
       config: { entrypoint: ["/sockets.wasm"] },
-      layers: [{ files: [{ path: "/sockets.wasm", hostPath: fixture("sockets.wasm") }] }],
+      files: [{ path: "/sockets.wasm", hostPath: fixture("sockets.wasm") }],
     });
-    await cd.importImage(built.path);
     // The container's /etc/hosts: a name neither the node nor DNS knows.
     await Deno.writeTextFile(`${tmp}/hosts`, "127.0.0.1 localhost\n127.0.0.1 backend.test\n");
     await Deno.chmod(tmp, 0o755);
@@ -84,7 +78,7 @@ function setup(): Promise<Env> {
       }
     }
     const servers = [await startEcho("pod", netns), await startEcho("node")];
-    return { cd, image: built.reference, tmp, netns, servers };
+    return { cd, image, tmp, netns, servers };
   })();
   return env;
 }

@@ -18,17 +18,12 @@
  */
 
 import assert from "node:assert/strict";
-import { buildImage } from "../../src/oci/image.ts";
 import { SHARED_GROUP } from "../../src/shim/group.ts";
 import { socketPath } from "../../src/shim/socket_path.ts";
 import { ok, sleep, waitFor, waitStatus } from "../e2e/ctr_util.ts";
-import {
-  type Containerd,
-  type Leftovers,
-  startContainerd,
-  TEST_NAMESPACE,
-} from "../e2e/harness.ts";
-import { fixture, installShim } from "../e2e/shim_install.ts";
+import { type Containerd, type Leftovers, TEST_NAMESPACE } from "../e2e/harness.ts";
+import { fixture } from "../e2e/shim_install.ts";
+import { startSuite } from "../e2e/suite.ts";
 
 const RUNTIME = "io.containerd.wasmtime.v1";
 const HTTP_HELLO =
@@ -78,30 +73,19 @@ interface Env {
 let env: Promise<Env> | undefined;
 
 function setup(): Promise<Env> {
-  env ??= (async () => {
-    const { binDir } = await installShim();
-    const tmp = await Deno.makeTempDir({ prefix: "shim-soak-" });
-    const cd = await startContainerd({
-      shimBinDir: binDir,
+  env ??= startSuite({
+    name: "soak",
+    config: { entrypoint: ["/probe.wasm"] },
+    files: [
+      { path: "/probe.wasm", hostPath: fixture("probe.wasm") },
+      { path: "/http_hello.wasm", hostPath: HTTP_HELLO },
+    ],
+    containerd: (tmp) => ({
       env: { WASMTIME_SHIM_CACHE_DIR: `${tmp}/cache` },
       // The log grows by ~20 lines per run: keep it small.
       logLevel: "info",
-    });
-    const built = await buildImage({
-      name: "soak",
-      tag: "e2e",
-      outPath: `${tmp}/soak.tar`,
-      config: { entrypoint: ["/probe.wasm"] },
-      layers: [{
-        files: [
-          { path: "/probe.wasm", hostPath: fixture("probe.wasm") },
-          { path: "/http_hello.wasm", hostPath: HTTP_HELLO },
-        ],
-      }],
-    });
-    await cd.importImage(built.path);
-    return { cd, image: built.reference, tmp };
-  })();
+    }),
+  });
   return env;
 }
 

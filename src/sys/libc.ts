@@ -82,9 +82,16 @@ export const Errno = {
   ESRCH: 3,
   ENXIO: 6,
   EAGAIN: 11,
+  ENOMEM: 12,
   EBUSY: 16,
   EINVAL: 22,
+  ENFILE: 23,
+  EMFILE: 24,
   EROFS: 30,
+  ENOPROTOOPT: 92,
+  EOPNOTSUPP: 95,
+  EAFNOSUPPORT: 97,
+  ENOBUFS: 105,
 } as const;
 
 function cstr(s: string | null): Uint8Array<ArrayBuffer> | null {

@@ -20,9 +20,16 @@
  * name another's socket, and {@linkcode SocketsHost.dispose} closes whatever the
  * instance left open (a wasi:http request's instance, at the end of its request).
  *
+ * **Options.** Buffer sizes, hop limits and keep-alive timings are the kernel's, as
+ * under wasmtime: Deno has no API for them, so `socket_options.ts` finds the descriptor
+ * under a Deno socket and calls setsockopt(2)/getsockopt(2) through FFI; values set
+ * before the socket exists wait for it (see there). Without FFI they are
+ * `not-supported`.
+ *
  * What Deno cannot do: bind a TCP socket without listening (binding listens at once,
- * with Deno's backlog), connect from a bound address (`not-supported`), set buffer
- * sizes, hop limits or keep-alive timings (`not-supported`; keep-alive itself is real).
+ * with Deno's backlog), and connect from a bound address (`not-supported`: `Deno.connect`
+ * takes no local address, and a socket bound and connected through FFI could not be
+ * handed to Deno as a `Deno.TcpConn`, so its bytes would need a second I/O path).
  *
  * Errors follow jco's conventions: a `result`'s error is thrown as its payload (an
  * `error-code` name), and a thrown `Error` is a trap.
@@ -31,6 +38,7 @@
  */
 
 import { EaiCode, getaddrinfo, ResolveError } from "../../../sys/getaddrinfo.ts";
+import type { SocketEnd } from "../../../sys/sockopt.ts";
 import {
   type ByteSink,
   type ByteSource,
@@ -41,6 +49,7 @@ import {
   Pollable,
 } from "./io.ts";
 import { QueueSink, Signal, StreamSource } from "./pipes.ts";
+import { type LiveSocket, type OptionTarget, SocketOptions } from "./socket_options.ts";
 
 /** A `wasi:sockets/network.error-code` name. */
 export type ErrorCode =
@@ -234,6 +243,39 @@ function wasiAddress(addr: Deno.Addr): IpSocketAddress {
   if (ip === undefined) throw new Error(`unexpected address ${addr.hostname} from Deno`);
   if (ip.tag === "ipv4") return { tag: "ipv4", val: { port: addr.port, address: ip.val } };
   return { tag: "ipv6", val: { port: addr.port, flowInfo: 0, address: ip.val, scopeId: 0 } };
+}
+
+/** A Deno address as `sys/sockopt.ts` compares it with the kernel's. */
+function socketEnd(addr: Deno.Addr): SocketEnd {
+  const a = wasiAddress(addr);
+  return a.tag === "ipv4"
+    ? { family: "ipv4", bytes: a.val.address, port: a.val.port }
+    : { family: "ipv6", words: a.val.address, port: a.val.port };
+}
+
+/** A TCP listener, for its options. */
+function liveListener(listener: Deno.TcpListener): LiveSocket {
+  return {
+    handle: listener,
+    query: () => ({ kind: "stream", local: socketEnd(listener.addr), listening: true }),
+  };
+}
+
+/** A TCP connection, for its options. */
+function liveConnection(conn: Deno.TcpConn): LiveSocket {
+  return {
+    handle: conn,
+    query: () => ({
+      kind: "stream",
+      local: socketEnd(conn.localAddr),
+      remote: socketEnd(conn.remoteAddr),
+    }),
+  };
+}
+
+/** A bound UDP socket, for its options. */
+function liveDatagram(conn: Deno.DatagramConn): LiveSocket {
+  return { handle: conn, query: () => ({ kind: "datagram", local: socketEnd(conn.addr) }) };
 }
 
 function isUnspecified(addr: IpSocketAddress): boolean {
@@ -485,11 +527,13 @@ export class TcpSocket implements Closeable {
   #accepting: Promise<void> | null = null;
   #acceptError: ErrorCode | null = null;
   #changed = new Signal();
+  #options: SocketOptions;
 
   /** A socket of `family` owned by `table`. @internal */
   constructor(table: SocketTable, family: AddressFamily, conn?: Deno.TcpConn) {
     this.#table = table;
     this.#family = family;
+    this.#options = new SocketOptions(family, "stream");
     if (conn !== undefined) this.#state = { kind: "connected", connection: new Connection(conn) };
     table.add(this);
   }
@@ -505,6 +549,12 @@ export class TcpSocket implements Closeable {
       listener = Deno.listen({ hostname, port, transport: "tcp" });
     } catch (err) {
       throw errorCodeOf(err);
+    }
+    try {
+      this.#options.apply(liveListener(listener));
+    } catch (code) {
+      listener.close();
+      throw code;
     }
     this.#state = { kind: "bind-started", listener };
   }
@@ -524,7 +574,19 @@ export class TcpSocket implements Closeable {
     if (this.#state.kind === "bound") throw "not-supported";
     if (this.#state.kind !== "unbound") throw "invalid-state";
     const { hostname, port } = denoAddress(remote);
-    const pending = new Pending(Deno.connect({ hostname, port, transport: "tcp" }));
+    const options = this.#options;
+    const pending = new Pending(
+      Deno.connect({ hostname, port, transport: "tcp" }).then((conn) => {
+        // What was set before connecting, on the socket now that there is one.
+        try {
+          options.apply(liveConnection(conn));
+        } catch (code) {
+          conn.close();
+          throw code;
+        }
+        return conn;
+      }),
+    );
     this.#state = { kind: "connecting", pending, remote };
     pending.promise.then(() => {
       if (this.#state.kind === "connecting" && this.#state.pending === pending) {
@@ -661,59 +723,74 @@ export class TcpSocket implements Closeable {
     this.#connection()?.conn.setKeepAlive(value);
   }
 
-  /** The `keep-alive-idle-time` method (Deno cannot read or set it). */
+  /**
+   * Where an option goes: the listener or connection, or (before either) the values
+   * kept for it. While connecting, and once closed, `invalid-state` (as wasmtime).
+   */
+  #optionTarget = (): OptionTarget => {
+    const state = this.#state;
+    switch (state.kind) {
+      case "unbound":
+        return null;
+      case "bind-started":
+      case "bound":
+      case "listen-started":
+      case "listening":
+        return liveListener(state.listener);
+      case "connected":
+        return liveConnection(state.connection.conn);
+      default:
+        throw "invalid-state" satisfies ErrorCode;
+    }
+  };
+
+  /** The `keep-alive-idle-time` method (`TCP_KEEPIDLE`, in nanoseconds). */
   keepAliveIdleTime(): bigint {
-    throw "not-supported";
+    return this.#options.keepAliveIdleTime(this.#optionTarget);
   }
   /** The `set-keep-alive-idle-time` method. */
   setKeepAliveIdleTime(value: bigint): void {
-    if (value <= 0n) throw "invalid-argument";
-    throw "not-supported";
+    this.#options.setKeepAliveIdleTime(this.#optionTarget, value);
   }
-  /** The `keep-alive-interval` method. */
+  /** The `keep-alive-interval` method (`TCP_KEEPINTVL`, in nanoseconds). */
   keepAliveInterval(): bigint {
-    throw "not-supported";
+    return this.#options.keepAliveInterval(this.#optionTarget);
   }
   /** The `set-keep-alive-interval` method. */
   setKeepAliveInterval(value: bigint): void {
-    if (value <= 0n) throw "invalid-argument";
-    throw "not-supported";
+    this.#options.setKeepAliveInterval(this.#optionTarget, value);
   }
-  /** The `keep-alive-count` method. */
+  /** The `keep-alive-count` method (`TCP_KEEPCNT`). */
   keepAliveCount(): number {
-    throw "not-supported";
+    return this.#options.keepAliveCount(this.#optionTarget);
   }
   /** The `set-keep-alive-count` method. */
   setKeepAliveCount(value: number): void {
-    if (value === 0) throw "invalid-argument";
-    throw "not-supported";
+    this.#options.setKeepAliveCount(this.#optionTarget, value);
   }
-  /** The `hop-limit` method. */
+  /** The `hop-limit` method (`IP_TTL` or `IPV6_UNICAST_HOPS`). */
   hopLimit(): number {
-    throw "not-supported";
+    return this.#options.hopLimit(this.#optionTarget);
   }
   /** The `set-hop-limit` method. */
   setHopLimit(value: number): void {
-    if (value === 0) throw "invalid-argument";
-    throw "not-supported";
+    this.#options.setHopLimit(this.#optionTarget, value);
   }
-  /** The `receive-buffer-size` method. */
+  /** The `receive-buffer-size` method (`SO_RCVBUF`). */
   receiveBufferSize(): bigint {
-    throw "not-supported";
+    return this.#options.receiveBufferSize(this.#optionTarget);
   }
   /** The `set-receive-buffer-size` method. */
   setReceiveBufferSize(value: bigint): void {
-    if (value === 0n) throw "invalid-argument";
-    throw "not-supported";
+    this.#options.setReceiveBufferSize(this.#optionTarget, value);
   }
-  /** The `send-buffer-size` method. */
+  /** The `send-buffer-size` method (`SO_SNDBUF`). */
   sendBufferSize(): bigint {
-    throw "not-supported";
+    return this.#options.sendBufferSize(this.#optionTarget);
   }
   /** The `set-send-buffer-size` method. */
   setSendBufferSize(value: bigint): void {
-    if (value === 0n) throw "invalid-argument";
-    throw "not-supported";
+    this.#options.setSendBufferSize(this.#optionTarget, value);
   }
 
   /**
@@ -976,11 +1053,13 @@ export class UdpSocket implements Closeable {
   #table: SocketTable;
   #family: AddressFamily;
   #state: UdpState = { kind: "unbound" };
+  #options: SocketOptions;
 
   /** A socket of `family` owned by `table`. @internal */
   constructor(table: SocketTable, family: AddressFamily) {
     this.#table = table;
     this.#family = family;
+    this.#options = new SocketOptions(family, "datagram");
     table.add(this);
   }
 
@@ -998,6 +1077,12 @@ export class UdpSocket implements Closeable {
       conn = listen({ hostname, port, transport: "udp" });
     } catch (err) {
       throw errorCodeOf(err);
+    }
+    try {
+      this.#options.apply(liveDatagram(conn));
+    } catch (code) {
+      conn.close();
+      throw code;
     }
     this.#state = { kind: "bind-started", port: new DatagramPort(conn, this.#family) };
   }
@@ -1041,32 +1126,37 @@ export class UdpSocket implements Closeable {
     return this.#family;
   }
 
-  /** The `unicast-hop-limit` method (Deno cannot read or set it). */
+  /** Where an option goes: the bound socket, or (before) the values kept for it. */
+  #optionTarget = (): OptionTarget => {
+    const state = this.#state;
+    if (state.kind === "unbound") return null;
+    if (state.kind === "closed") throw "invalid-state" satisfies ErrorCode;
+    return liveDatagram(state.port.conn);
+  };
+
+  /** The `unicast-hop-limit` method (`IP_TTL` or `IPV6_UNICAST_HOPS`). */
   unicastHopLimit(): number {
-    throw "not-supported";
+    return this.#options.hopLimit(this.#optionTarget);
   }
   /** The `set-unicast-hop-limit` method. */
   setUnicastHopLimit(value: number): void {
-    if (value === 0) throw "invalid-argument";
-    throw "not-supported";
+    this.#options.setHopLimit(this.#optionTarget, value);
   }
-  /** The `receive-buffer-size` method. */
+  /** The `receive-buffer-size` method (`SO_RCVBUF`). */
   receiveBufferSize(): bigint {
-    throw "not-supported";
+    return this.#options.receiveBufferSize(this.#optionTarget);
   }
   /** The `set-receive-buffer-size` method. */
   setReceiveBufferSize(value: bigint): void {
-    if (value === 0n) throw "invalid-argument";
-    throw "not-supported";
+    this.#options.setReceiveBufferSize(this.#optionTarget, value);
   }
-  /** The `send-buffer-size` method. */
+  /** The `send-buffer-size` method (`SO_SNDBUF`). */
   sendBufferSize(): bigint {
-    throw "not-supported";
+    return this.#options.sendBufferSize(this.#optionTarget);
   }
   /** The `set-send-buffer-size` method. */
   setSendBufferSize(value: bigint): void {
-    if (value === 0n) throw "invalid-argument";
-    throw "not-supported";
+    this.#options.setSendBufferSize(this.#optionTarget, value);
   }
 
   /** The `subscribe` method: binding completes at once, so always ready. */

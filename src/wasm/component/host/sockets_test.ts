@@ -5,6 +5,7 @@ import { compileCores, jcoTranspile, loadGlue } from "../transpile.ts";
 import { guestInit, type GuestOptions } from "../test_util.ts";
 import { createHost, hostFactory } from "./mod.ts";
 import { type ByteSink, discardSink, EMPTY_SOURCE } from "./io.ts";
+import { getSocketOption, SockOpt } from "../../../sys/sockopt.ts";
 import {
   type IpSocketAddress,
   ipv6Text,
@@ -267,7 +268,6 @@ Deno.test("tcp-socket: state errors, and finish-connect would-block until connec
     assert.deepEqual(s.remoteAddress(), V4(port, [127, 0, 0, 1]));
     s.setKeepAliveEnabled(true);
     assert.equal(s.keepAliveEnabled(), true);
-    assert.throws(() => s.receiveBufferSize(), (e) => e === "not-supported");
     input[Symbol.dispose]();
     output[Symbol.dispose]();
     s[Symbol.dispose]();
@@ -418,4 +418,328 @@ Deno.test("sockets guest under jco's glue (components the lean glue does not tak
   } finally {
     host.dispose();
   }
+});
+
+// ---- socket options ----
+
+const V6 = (port: number, a: number[]): IpSocketAddress => ({
+  tag: "ipv6",
+  val: {
+    port,
+    flowInfo: 0,
+    address: a as [number, number, number, number, number, number, number, number],
+    scopeId: 0,
+  },
+});
+const LOOPBACK6 = [0, 0, 0, 0, 0, 0, 0, 1];
+
+/** One line of `/proc/net/{tcp,tcp6,udp,udp6}`: the kernel's own view of a socket. */
+interface KernelSocket {
+  /** The `tr` field: which timer runs (2: keep-alive). */
+  timer: number;
+  /** When it fires, in clock ticks (`USER_HZ`, 100 a second) from now. */
+  ticks: number;
+  /** The descriptor of this process that is this socket (by inode, not by address). */
+  fd: number;
+}
+
+/** The socket of `table` with these ports, and which of this process's descriptors it is. */
+function kernelSocket(
+  table: "tcp" | "tcp6" | "udp" | "udp6",
+  localPort: number,
+  remotePort = 0,
+): KernelSocket {
+  const port = (field: string) => parseInt(field.split(":").at(-1)!, 16);
+  const lines = Deno.readTextFileSync(`/proc/net/${table}`).trim().split("\n").slice(1);
+  const row = lines.map((l) => l.trim().split(/\s+/)).find((f) =>
+    port(f[1]) === localPort && port(f[2]) === remotePort
+  );
+  assert.ok(row, `no ${table} socket ${localPort} -> ${remotePort}`);
+  const [timer, ticks] = row[5].split(":").map((x) => parseInt(x, 16));
+  const link = `socket:[${row[9]}]`;
+  for (const entry of Deno.readDirSync("/proc/self/fd")) {
+    try {
+      if (Deno.readLinkSync(`/proc/self/fd/${entry.name}`) === link) {
+        return { timer, ticks, fd: Number(entry.name) };
+      }
+    } catch { /* closed meanwhile */ }
+  }
+  throw new Error(`no descriptor of this process is ${link}`);
+}
+
+/** How many descriptors this process has open. */
+function openFds(): number {
+  return [...Deno.readDirSync("/proc/self/fd")].length;
+}
+
+/** A host's socket constructors and network, for the option tests. */
+function optionHost() {
+  const sockets = socketsHost(true);
+  const i = sockets.imports;
+  return {
+    sockets,
+    net: (i["wasi:sockets/instance-network"].instanceNetwork as () => Network)(),
+    tcp: i["wasi:sockets/tcp-create-socket"].createTcpSocket as (f: string) => TcpSocket,
+    udp: i["wasi:sockets/udp-create-socket"].createUdpSocket as (f: string) => UdpSocket,
+  };
+}
+
+Deno.test("tcp-socket options: set before connecting, they are the connection's on the kernel", async () => {
+  const { sockets, net, tcp } = optionHost();
+  const listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+  const port = (listener.addr as Deno.NetAddr).port;
+  try {
+    const s = tcp("ipv4");
+    s.setKeepAliveEnabled(true);
+    s.setKeepAliveIdleTime(600_400_000_000n); // rounded down to whole seconds
+    s.setKeepAliveInterval(30_000_000_000n);
+    s.setKeepAliveCount(4);
+    s.setHopLimit(7);
+    s.setReceiveBufferSize(100_000n);
+    s.setSendBufferSize(50_000n);
+    // Read back before the socket exists: what the kernel will have.
+    assert.equal(s.keepAliveIdleTime(), 600_000_000_000n);
+    assert.equal(s.keepAliveInterval(), 30_000_000_000n);
+    assert.equal(s.keepAliveCount(), 4);
+    assert.equal(s.hopLimit(), 7);
+    assert.equal(s.receiveBufferSize(), 100_000n);
+    assert.equal(s.sendBufferSize(), 50_000n);
+
+    s.startConnect(net, V4(port, [127, 0, 0, 1]));
+    assert.throws(() => s.hopLimit(), (e) => e === "invalid-state", "while connecting");
+    assert.throws(() => s.setHopLimit(3), (e) => e === "invalid-state", "while connecting");
+    await s.subscribe().block();
+    const [input, output] = s.finishConnect();
+    const local = s.localAddress().val.port;
+
+    const kernel = kernelSocket("tcp", local, port);
+    assert.equal(getSocketOption(kernel.fd, SockOpt.TCP_KEEPIDLE), 600);
+    assert.equal(getSocketOption(kernel.fd, SockOpt.TCP_KEEPINTVL), 30);
+    assert.equal(getSocketOption(kernel.fd, SockOpt.TCP_KEEPCNT), 4);
+    assert.equal(getSocketOption(kernel.fd, SockOpt.IP_TTL), 7);
+    assert.equal(getSocketOption(kernel.fd, SockOpt.SO_RCVBUF), 200_000, "Linux doubles it");
+    assert.equal(getSocketOption(kernel.fd, SockOpt.SO_SNDBUF), 100_000);
+    // The kernel's keep-alive timer runs on the idle time set (ticks of 1/100 s).
+    assert.equal(kernel.timer, 2, "the keep-alive timer");
+    assert.ok(kernel.ticks > 59_000 && kernel.ticks <= 60_000, `${kernel.ticks} ticks`);
+
+    // Set on the connection itself.
+    s.setHopLimit(9);
+    s.setKeepAliveIdleTime(120_000_000_000n);
+    assert.equal(getSocketOption(kernel.fd, SockOpt.IP_TTL), 9);
+    assert.equal(s.hopLimit(), 9);
+    const again = kernelSocket("tcp", local, port);
+    assert.ok(again.ticks > 11_000 && again.ticks <= 12_000, `${again.ticks} ticks`);
+
+    input[Symbol.dispose]();
+    output[Symbol.dispose]();
+    s[Symbol.dispose]();
+    assert.throws(() => s.receiveBufferSize(), (e) => e === "invalid-state", "once closed");
+  } finally {
+    listener.close();
+    sockets.dispose();
+  }
+});
+
+Deno.test("tcp-socket options: a listener's, set before and after binding, go to what it accepts", async () => {
+  const { sockets, net, tcp } = optionHost();
+  try {
+    const s = tcp("ipv6");
+    s.setHopLimit(12); // IPV6_UNICAST_HOPS on an IPv6 socket
+    s.setReceiveBufferSize(40_000n);
+    s.startBind(net, V6(0, LOOPBACK6));
+    s.finishBind();
+    s.setKeepAliveIdleTime(900_000_000_000n);
+    s.setKeepAliveCount(3);
+    s.startListen();
+    s.finishListen();
+    const port = s.localAddress().val.port;
+    const listening = kernelSocket("tcp6", port).fd;
+    assert.equal(getSocketOption(listening, SockOpt.IPV6_UNICAST_HOPS), 12);
+    assert.equal(getSocketOption(listening, SockOpt.SO_RCVBUF), 80_000);
+    assert.equal(s.keepAliveIdleTime(), 900_000_000_000n);
+
+    const client = await Deno.connect({ hostname: "::1", port });
+    await s.subscribe().block();
+    const [accepted, input, output] = s.accept();
+    assert.equal(accepted.hopLimit(), 12);
+    assert.equal(accepted.receiveBufferSize(), 40_000n);
+    assert.equal(accepted.keepAliveIdleTime(), 900_000_000_000n);
+    assert.equal(accepted.keepAliveCount(), 3);
+    accepted.setHopLimit(99);
+    const kernel = kernelSocket("tcp6", port, (client.localAddr as Deno.NetAddr).port);
+    assert.equal(getSocketOption(kernel.fd, SockOpt.IPV6_UNICAST_HOPS), 99);
+    assert.equal(getSocketOption(listening, SockOpt.IPV6_UNICAST_HOPS), 12, "the listener's own");
+    // The client end of the same connection (the addresses swapped) is untouched.
+    const clientEnd = kernelSocket("tcp6", (client.localAddr as Deno.NetAddr).port, port);
+    assert.notEqual(getSocketOption(clientEnd.fd, SockOpt.IPV6_UNICAST_HOPS), 99);
+    input[Symbol.dispose]();
+    output[Symbol.dispose]();
+    accepted[Symbol.dispose]();
+    client.close();
+  } finally {
+    sockets.dispose();
+  }
+});
+
+Deno.test("socket options: 0 is invalid-argument, other values are clamped as Linux takes them", () => {
+  const { sockets, net, tcp, udp } = optionHost();
+  try {
+    const s = tcp("ipv4");
+    const invalid = (e: unknown) => e === "invalid-argument";
+    assert.throws(() => s.setReceiveBufferSize(0n), invalid);
+    assert.throws(() => s.setSendBufferSize(0n), invalid);
+    assert.throws(() => s.setKeepAliveIdleTime(0n), invalid);
+    assert.throws(() => s.setKeepAliveInterval(0n), invalid);
+    assert.throws(() => s.setKeepAliveCount(0), invalid);
+    assert.throws(() => s.setHopLimit(0), invalid);
+    assert.throws(() => s.setHopLimit(256), invalid, "not a u8");
+    s.startBind(net, V4(0, [127, 0, 0, 1]));
+    s.finishBind();
+    const fd = kernelSocket("tcp", s.localAddress().val.port).fd;
+    s.setKeepAliveIdleTime(1n); // under a second: one second
+    assert.equal(s.keepAliveIdleTime(), 1_000_000_000n);
+    s.setKeepAliveInterval(0xffff_ffff_ffff_ffffn); // Linux's most: 32767 s
+    assert.equal(s.keepAliveInterval(), 32_767_000_000_000n);
+    s.setKeepAliveCount(0xffff_ffff); // Linux's most: 127
+    assert.equal(s.keepAliveCount(), 127);
+    // A size past the kernel's limit (net.core.rmem_max) is clamped to it, not refused.
+    const max = Number(Deno.readTextFileSync("/proc/sys/net/core/rmem_max").trim());
+    s.setReceiveBufferSize(1n << 60n);
+    assert.equal(s.receiveBufferSize(), BigInt(max));
+    assert.equal(getSocketOption(fd, SockOpt.SO_RCVBUF), 2 * max);
+    s.setSendBufferSize(1n); // below the kernel's least: raised to it
+    assert.ok(s.sendBufferSize() > 1n);
+    assert.equal(s.hopLimit(), getSocketOption(fd, SockOpt.IP_TTL), "the default, unset");
+    s.setHopLimit(255);
+    assert.equal(getSocketOption(fd, SockOpt.IP_TTL), 255);
+
+    const u = udp("ipv4");
+    assert.throws(() => u.setUnicastHopLimit(0), invalid);
+    assert.throws(() => u.setReceiveBufferSize(0n), invalid);
+    assert.throws(() => u.setSendBufferSize(0n), invalid);
+  } finally {
+    sockets.dispose();
+  }
+});
+
+Deno.test("udp-socket options: set before and after binding, on the kernel's socket, per family", () => {
+  const { sockets, net, udp } = optionHost();
+  try {
+    const v4 = udp("ipv4");
+    v4.setUnicastHopLimit(5);
+    v4.setSendBufferSize(30_000n);
+    assert.equal(v4.unicastHopLimit(), 5);
+    v4.startBind(net, V4(0, [127, 0, 0, 1]));
+    v4.finishBind();
+    const fd4 = kernelSocket("udp", v4.localAddress().val.port).fd;
+    assert.equal(getSocketOption(fd4, SockOpt.IP_TTL), 5);
+    assert.equal(getSocketOption(fd4, SockOpt.SO_SNDBUF), 60_000);
+    v4.setReceiveBufferSize(70_000n);
+    assert.equal(getSocketOption(fd4, SockOpt.SO_RCVBUF), 140_000);
+    assert.equal(v4.receiveBufferSize(), 70_000n);
+
+    const v6 = udp("ipv6");
+    v6.startBind(net, V6(0, LOOPBACK6));
+    v6.finishBind();
+    v6.setUnicastHopLimit(33);
+    const fd6 = kernelSocket("udp6", v6.localAddress().val.port).fd;
+    assert.equal(getSocketOption(fd6, SockOpt.IPV6_UNICAST_HOPS), 33);
+    assert.equal(v6.unicastHopLimit(), 33);
+    v6[Symbol.dispose]();
+    assert.throws(() => v6.unicastHopLimit(), (e) => e === "invalid-state");
+  } finally {
+    sockets.dispose();
+  }
+});
+
+Deno.test("socket options: each of many sockets alike gets its own, and nothing is left open", async () => {
+  const before = openFds();
+  const { sockets, net, tcp, udp } = optionHost();
+  const listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+  const port = (listener.addr as Deno.NetAddr).port;
+  // The peers' ends of the connections: in this process too, with the addresses swapped.
+  const peers: Deno.TcpConn[] = [];
+  const accepting = (async () => {
+    for await (const conn of listener) peers.push(conn);
+  })();
+  try {
+    const connected: TcpSocket[] = [];
+    for (let i = 0; i < 24; i++) {
+      const s = tcp("ipv4");
+      // Every other one before connecting: a probe socket reads it, then goes.
+      if (i % 2 === 0) {
+        s.setHopLimit(100 + i);
+        assert.equal(s.hopLimit(), 100 + i);
+      }
+      s.startConnect(net, V4(port, [127, 0, 0, 1]));
+      connected.push(s);
+    }
+    const bound: UdpSocket[] = [];
+    for (let i = 0; i < 8; i++) {
+      const u = udp("ipv4");
+      u.startBind(net, V4(0, [127, 0, 0, 1]));
+      u.finishBind();
+      u.setUnicastHopLimit(200 + i);
+      bound.push(u);
+    }
+    for (const [i, s] of connected.entries()) {
+      await s.subscribe().block();
+      const [input, output] = s.finishConnect();
+      input[Symbol.dispose]();
+      output[Symbol.dispose]();
+      if (i % 2 === 1) s.setHopLimit(100 + i);
+    }
+    for (const [i, s] of connected.entries()) {
+      assert.equal(s.hopLimit(), 100 + i);
+      const fd = kernelSocket("tcp", s.localAddress().val.port, port).fd;
+      assert.equal(getSocketOption(fd, SockOpt.IP_TTL), 100 + i);
+    }
+    for (const [i, u] of bound.entries()) {
+      const fd = kernelSocket("udp", u.localAddress().val.port).fd;
+      assert.equal(getSocketOption(fd, SockOpt.IP_TTL), 200 + i);
+    }
+    while (peers.length < connected.length) await new Promise((r) => setTimeout(r, 5));
+    for (const peer of peers) {
+      const fd = kernelSocket("tcp", port, (peer.remoteAddr as Deno.NetAddr).port).fd;
+      assert.equal(getSocketOption(fd, SockOpt.IP_TTL), 64, "the peers' ends are untouched");
+    }
+  } finally {
+    sockets.dispose();
+    for (const peer of peers) peer.close();
+    listener.close();
+    await accepting.catch(() => {});
+  }
+  assert.equal(openFds(), before, "every socket, probe and directory listing closed");
+});
+
+Deno.test("socket options: a runner without FFI gets not-supported, its bad values invalid-argument", async () => {
+  const script = `
+    import { socketsHost } from ${JSON.stringify(new URL("./sockets.ts", import.meta.url).href)};
+    const i = socketsHost(true).imports;
+    const s = i["wasi:sockets/tcp-create-socket"].createTcpSocket("ipv4");
+    const u = i["wasi:sockets/udp-create-socket"].createUdpSocket("ipv4");
+    const codes = [];
+    for (const f of [
+      () => s.receiveBufferSize(), () => s.setHopLimit(3), () => s.keepAliveIdleTime(),
+      () => u.setSendBufferSize(10n), () => s.setHopLimit(0),
+    ]) {
+      try { f(); codes.push("ok"); } catch (e) { codes.push(e); }
+    }
+    console.log(codes.join(" "));
+  `;
+  const file = Deno.makeTempFileSync({ prefix: "sockopt-", suffix: ".ts" });
+  Deno.writeTextFileSync(file, script);
+  // `deno eval` would grant everything: a file, run with read and net only.
+  const out = await new Deno.Command(Deno.execPath(), {
+    args: ["run", "--no-config", "--unstable-net", "--allow-read", "--allow-net", file],
+    stdout: "piped",
+    stderr: "piped",
+  }).output().finally(() => Deno.removeSync(file));
+  const text = new TextDecoder().decode(out.stdout);
+  assert.ok(out.success, text + new TextDecoder().decode(out.stderr));
+  assert.equal(
+    text,
+    "not-supported not-supported not-supported not-supported invalid-argument\n",
+  );
 });

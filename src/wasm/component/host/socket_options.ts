@@ -41,7 +41,17 @@ import {
   type SocketQuery,
   SockOpt,
 } from "../../../sys/sockopt.ts";
-import type { AddressFamily, ErrorCode } from "./sockets.ts";
+
+/** The `error-code`s (of `wasi:sockets/network`) an option answers with. */
+export type OptionErrorCode =
+  | "invalid-argument"
+  | "invalid-state"
+  | "not-supported"
+  | "out-of-memory"
+  | "new-socket-limit"
+  | "unknown";
+type ErrorCode = OptionErrorCode;
+type AddressFamily = "ipv4" | "ipv6";
 
 /** A socket that exists: its Deno object, and what identifies it to the kernel. */
 export interface LiveSocket {

@@ -117,6 +117,23 @@ Deno.test("sockets guest: sends a UDP datagram and receives the answer", async (
   }
 });
 
+Deno.test("sockets guest: options set before connecting and binding read back once they are", async () => {
+  const listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+  const port = (listener.addr as Deno.NetAddr).port;
+  try {
+    const r = await runGuest(["options", String(port)]);
+    assert.equal(r.code, 0, r.stdout + r.stderr);
+    assert.equal(
+      r.stdout,
+      "set-hop-limit 0: invalid-argument\n" +
+        "tcp hop-limit 7 receive-buffer-size 100000 keep-alive-idle-time 600000000000 " +
+        "keep-alive-count 4\nudp unicast-hop-limit 5 send-buffer-size 30000\n",
+    );
+  } finally {
+    listener.close();
+  }
+});
+
 Deno.test("sockets guest: a refused connection and an invalid name are error codes", async () => {
   const listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
   const port = (listener.addr as Deno.NetAddr).port;
@@ -395,28 +412,40 @@ Deno.test("sockets guest under jco's glue (components the lean glue does not tak
   const t = await jcoTranspile(bytes);
   const instantiate = await loadGlue(t.glue);
   const modules = await compileCores(t.cores);
-  const chunks: Uint8Array[] = [];
-  const stdout: ByteSink = { ...discardSink(), write: (b) => void chunks.push(b.slice()) };
-  const host = createHost({
-    args: ["/sockets.wasm", "serve"],
-    env: [],
-    cwd: "/",
-    root: null,
-    stdin: EMPTY_SOURCE,
-    stdout,
-    stderr: discardSink(),
-    network: true,
-  });
+  const run = async (args: string[]) => {
+    const chunks: Uint8Array[] = [];
+    const stdout: ByteSink = { ...discardSink(), write: (b) => void chunks.push(b.slice()) };
+    const host = createHost({
+      args: ["/sockets.wasm", ...args],
+      env: [],
+      cwd: "/",
+      root: null,
+      stdin: EMPTY_SOURCE,
+      stdout,
+      stderr: discardSink(),
+      network: true,
+    });
+    try {
+      const exports = instantiate((n) => modules.get(n)!, host.imports);
+      const end = await runToEnd(
+        findExportedFunction(exports, "wasi:cli/run@0.2.12#run", "/sockets.wasm"),
+      );
+      const text = new TextDecoder().decode(new Uint8Array(chunks.flatMap((c) => [...c])));
+      assert.deepEqual(end, { kind: "exit", code: 0 }, text);
+      return text;
+    } finally {
+      host.dispose();
+    }
+  };
+  assert.match(await run(["serve"]), /server got ping\nclient got pong:ping\n$/);
+  const listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
   try {
-    const exports = instantiate((n) => modules.get(n)!, host.imports);
-    const end = await runToEnd(
-      findExportedFunction(exports, "wasi:cli/run@0.2.12#run", "/sockets.wasm"),
+    assert.match(
+      await run(["options", String((listener.addr as Deno.NetAddr).port)]),
+      /tcp hop-limit 7 receive-buffer-size 100000 keep-alive-idle-time 600000000000 /,
     );
-    const text = new TextDecoder().decode(new Uint8Array(chunks.flatMap((c) => [...c])));
-    assert.deepEqual(end, { kind: "exit", code: 0 }, text);
-    assert.match(text, /server got ping\nclient got pong:ping\n$/);
   } finally {
-    host.dispose();
+    listener.close();
   }
 });
 

@@ -93,8 +93,6 @@ export const SockOpt = {
   SO_RCVBUF: { name: "SO_RCVBUF", level: SOL_SOCKET, option: 8 },
   /** Send buffer size, bytes (twice what was set, as `SO_RCVBUF`). */
   SO_SNDBUF: { name: "SO_SNDBUF", level: SOL_SOCKET, option: 7 },
-  /** Whether keep-alive probes are sent. */
-  SO_KEEPALIVE: { name: "SO_KEEPALIVE", level: SOL_SOCKET, option: 9 },
   /** Idle time before the first keep-alive probe, seconds (1 to 32767 on Linux). */
   TCP_KEEPIDLE: { name: "TCP_KEEPIDLE", level: IPPROTO_TCP, option: 4 },
   /** Time between keep-alive probes, seconds (1 to 32767). */

@@ -662,6 +662,8 @@ export class TcpSocket implements Closeable {
     }
     this.#acceptMore();
     const socket = new TcpSocket(this.#table, this.#family, conn);
+    // Inherited from the listener, as the other options are (by the kernel).
+    socket.#keepAlive = this.#keepAlive;
     if (this.#keepAlive) conn.setKeepAlive(true);
     const [input, output] = socket.#connection()!.streams();
     return [socket, input, output];

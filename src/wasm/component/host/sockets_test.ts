@@ -575,6 +575,7 @@ Deno.test("tcp-socket options: a listener's, set before and after binding, go to
   try {
     const s = tcp("ipv6");
     s.setHopLimit(12); // IPV6_UNICAST_HOPS on an IPv6 socket
+    s.setKeepAliveEnabled(true);
     s.setReceiveBufferSize(40_000n);
     s.startBind(net, V6(0, LOOPBACK6));
     s.finishBind();
@@ -595,6 +596,7 @@ Deno.test("tcp-socket options: a listener's, set before and after binding, go to
     assert.equal(accepted.receiveBufferSize(), 40_000n);
     assert.equal(accepted.keepAliveIdleTime(), 900_000_000_000n);
     assert.equal(accepted.keepAliveCount(), 3);
+    assert.equal(accepted.keepAliveEnabled(), true);
     accepted.setHopLimit(99);
     const kernel = kernelSocket("tcp6", port, (client.localAddr as Deno.NetAddr).port);
     assert.equal(getSocketOption(kernel.fd, SockOpt.IPV6_UNICAST_HOPS), 99);

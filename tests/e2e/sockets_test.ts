@@ -4,6 +4,7 @@
  * namespace it joins (as a pod's), or the node's (`--net-host`) — it connects over TCP
  * and resolves names with the container's own `/etc/hosts`; in a namespace of its own
  * (plain `ctr run`, which the shim does not create) every socket is `access-denied`.
+ * Socket options reach the kernel's sockets from a runner of a non-root guest.
  */
 
 import assert from "node:assert/strict";
@@ -102,6 +103,32 @@ async function run(args: string[], runOpts: string[] = []) {
   );
 }
 
+/**
+ * Runs the guest as `uid` (and that gid) in network namespace `netns`, from a spec of
+ * its own (ctr 1.6 has no `--user`).
+ */
+async function runAsUser(uid: number, args: string[], netns: string) {
+  const { cd, tmp } = await setup();
+  const root = `${tmp}/as-user/rootfs`;
+  await Deno.mkdir(root, { recursive: true });
+  await Deno.copyFile(fixture("sockets.wasm"), `${root}/sockets.wasm`);
+  const out = await new Deno.Command("ctr", { args: ["oci", "spec"] }).output();
+  const spec = JSON.parse(new TextDecoder().decode(out.stdout));
+  spec.process.args = ["/sockets.wasm", ...args];
+  spec.process.user = { uid, gid: uid };
+  spec.process.terminal = false;
+  spec.root = { path: root };
+  spec.linux.namespaces = spec.linux.namespaces.map((ns: { type: string }) =>
+    ns.type === "network" ? { type: "network", path: `/var/run/netns/${netns}` } : ns
+  );
+  const path = `${tmp}/spec-${++seq}.json`;
+  await Deno.writeTextFile(path, JSON.stringify(spec));
+  return await cd.ctr(
+    ["run", "--rm", "--runtime", RUNTIME, "--config", path, `sock-${seq}`],
+    { stdin: "", timeoutMs: 60_000 },
+  );
+}
+
 Deno.test({
   name:
     "sockets in a joined network namespace: TCP by a name only the container's /etc/hosts knows",
@@ -119,6 +146,16 @@ Deno.test({
     assert.equal(
       r.stdout,
       `resolved backend.test to 127.0.0.1\nconnected to 127.0.0.1:${PORT}\nreceived: pod echo:hello\n`,
+    );
+    // Socket options on the kernel's sockets, from a runner that is no longer root (its
+    // descriptors are still its own to list) under its seccomp filter.
+    const options = await runAsUser(1000, ["options", String(PORT)], netns);
+    assert.equal(options.code, 0, options.stdout + options.stderr);
+    assert.equal(
+      options.stdout,
+      "set-hop-limit 0: invalid-argument\n" +
+        "tcp hop-limit 7 receive-buffer-size 100000 keep-alive-idle-time 600000000000 " +
+        "keep-alive-count 4\nudp unicast-hop-limit 5 send-buffer-size 30000\n",
     );
     // Without that mount the name is unknown: it came from the container's file.
     const unknown = await run(["resolve", "backend.test"], pod.slice(0, 2));

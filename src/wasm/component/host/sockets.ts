@@ -575,9 +575,11 @@ export class TcpSocket implements Closeable {
     if (this.#state.kind !== "unbound") throw "invalid-state";
     const { hostname, port } = denoAddress(remote);
     const options = this.#options;
+    const connecting = Deno.connect({ hostname, port, transport: "tcp" });
+    // What was set before connecting goes on the socket once there is one (nothing can
+    // be set while connecting: that is `invalid-state`).
     const pending = new Pending(
-      Deno.connect({ hostname, port, transport: "tcp" }).then((conn) => {
-        // What was set before connecting, on the socket now that there is one.
+      !options.pending ? connecting : connecting.then((conn) => {
         try {
           options.apply(liveConnection(conn));
         } catch (code) {

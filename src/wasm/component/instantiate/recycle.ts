@@ -17,7 +17,10 @@
  * tables the entries they had then (element segments of every core instance of the
  * component applied). Nothing else in a core instance can change (immutable globals,
  * code), and host state (handle tables, streams, bodies) is made per request. An
- * instance whose memory or a table grew is never reset: it is dropped.
+ * instance whose table grew is never reset: it is dropped. One whose memory grew is
+ * reset only if its module's code sees a virtual memory size (`vsize.ts`, set back
+ * with the other globals): then every page past the initial size reads as zeros
+ * again, and the code sees the initial size.
  *
  * @module
  */
@@ -27,6 +30,11 @@ import type { ImageRun } from "./image.ts";
 import type { ImportedMemory } from "./memory.ts";
 
 const PAGE = 65536;
+
+/** Where a memory's bytes are (needs FFI, as a mapped image does). */
+function addressOf(memory: WebAssembly.Memory): number | bigint {
+  return Deno.UnsafePointer.value(Deno.UnsafePointer.of(memory.buffer));
+}
 
 /** Most memories (not held by an idle instance) kept for reuse per memory. */
 export const MAX_LOOSE_MEMORIES = 16;
@@ -47,10 +55,22 @@ export class ImageMemories {
   #image: MemoryImage | null = null;
   #bytes: number;
   #free: WebAssembly.Memory[] = [];
+  /** Each memory's address when it was made (a grown one must not have moved). */
+  #bases = new WeakMap<WebAssembly.Memory, number | bigint>();
   /** Why the image is copied rather than mapped (null: mapped). */
   readonly copyReason: string | null;
+  /**
+   * Whether a memory that grew is reset and reused too: its module's code sees a
+   * virtual size (see `vsize.ts`), and the container allows it.
+   */
+  grown: boolean;
 
-  constructor(decl: ImportedMemory, runs: ImageRun[]) {
+  /**
+   * @param grown whether memories that grew are reset and reused (see
+   *   {@linkcode ImageMemories.grown})
+   */
+  constructor(decl: ImportedMemory, runs: ImageRun[], grown = false) {
+    this.grown = grown;
     this.#decl = decl;
     this.#runs = runs;
     this.#bytes = decl.initial * PAGE;
@@ -74,7 +94,21 @@ export class ImageMemories {
 
   #new(): WebAssembly.Memory {
     const { initial, maximum } = this.#decl;
-    return new WebAssembly.Memory(maximum === null ? { initial } : { initial, maximum });
+    const memory = new WebAssembly.Memory(maximum === null ? { initial } : { initial, maximum });
+    if (this.#image !== null) this.#bases.set(memory, addressOf(memory));
+    return memory;
+  }
+
+  /**
+   * Whether `memory` (one {@linkcode take} gave) can be reset: it has its initial size,
+   * or it grew, in place, and grown memories are reused.
+   */
+  resettable(memory: WebAssembly.Memory): boolean {
+    const length = memory.buffer.byteLength;
+    if (length === this.#bytes) return true;
+    // A copied image resets every byte; a mapped one only where it is still mapped.
+    return this.grown && length > this.#bytes &&
+      (this.#image === null || this.#bases.get(memory) === addressOf(memory));
   }
 
   /** Writes the image into a zeroed memory (the path without a mapped image). */
@@ -95,11 +129,12 @@ export class ImageMemories {
 
   /**
    * Sets `memory` (one {@linkcode take} gave, whose instance has ended) back to the
-   * image. False if it cannot be: it grew (drop it, see {@linkcode drop}).
+   * image (and pages past it, if it grew, to zeros). False if it cannot be: it grew
+   * and grown memories are not reused (drop it, see {@linkcode drop}).
    */
   reset(memory: WebAssembly.Memory): boolean {
+    if (!this.resettable(memory)) return false;
     const buffer = memory.buffer;
-    if (buffer.byteLength !== this.#bytes) return false;
     if (this.#image !== null) {
       try {
         this.#image.reset(buffer);
@@ -130,7 +165,7 @@ export class ImageMemories {
    * the image): it still reads as the image.
    */
   shed(memory: WebAssembly.Memory): void {
-    if (this.#image === null || memory.buffer.byteLength !== this.#bytes) return;
+    if (this.#image === null || !this.resettable(memory)) return;
     try {
       this.#image.reset(memory.buffer, false);
     } catch {

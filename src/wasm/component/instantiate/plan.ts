@@ -1055,6 +1055,14 @@ export function readComponent(bytes: Uint8Array, options: ReadOptions = {}): Rea
     elsewhere.tables ||= writes.importedTables;
     elsewhere.globals ||= writes.importedGlobals;
   }
+  // A module that sizes or grows a memory it does not own (a preview1 adapter may)
+  // would see the real size where its owner sees a virtual one: then no module's size
+  // is virtual (see vsize.ts).
+  for (const [name, bytes] of cores) {
+    if (importMemory(bytes) === null && usesMemorySize(bytes) !== false) {
+      plan.grownReason ??= `core module ${name} sizes or grows a memory it does not own`;
+    }
+  }
   for (const [index, name] of plan.modules.entries()) {
     const steps = plan.steps.filter((s) => s.op === "instantiate" && s.module === index);
     if (steps.length === 0) continue;
@@ -1071,7 +1079,7 @@ export function readComponent(bytes: Uint8Array, options: ReadOptions = {}): Rea
     if (rewritten !== null) {
       cores.set(name, rewritten.bytes);
       for (const s of steps) if (s.op === "instantiate") s.memory = rewritten.memory;
-      if (options.images !== false) {
+      if (options.images !== false && plan.grownReason === undefined) {
         // Its code sees a virtual memory size, so that it can be recycled once its
         // memory grew (see vsize.ts).
         const virtualized = virtualizeMemory(rewritten.bytes, rewritten.memory);
@@ -1080,9 +1088,6 @@ export function readComponent(bytes: Uint8Array, options: ReadOptions = {}): Rea
           virtualSize = true;
         }
       }
-    } else if (usesMemorySize(cores.get(name)!) !== false) {
-      // A memory another module owns: that module's virtual size is not this one's.
-      plan.grownReason ??= `core module ${name} sizes or grows a memory it imports`;
     }
     // Its data into an image, its globals and tables exported (see image.ts); the
     // virtual size rewrite added code, so its writes are scanned again.

@@ -36,6 +36,7 @@ import {
   ftruncate,
   ioctlStruct,
   madviseDontNeed,
+  madviseHugePage,
   memfdCreate,
   mmapPrivateFixed,
   mmapSharedReadOnly,
@@ -386,6 +387,27 @@ export class MemoryImage {
     if (this.#pristineAt !== null) munmap(this.#pristineAt, this.#byteLength);
     this.#pristine = this.#pristineAt = null;
   }
+}
+
+/**
+ * Asks for transparent huge pages for `[from, byteLength)` of a memory that grew (the
+ * anonymous pages V8 grew it into), and drops the pages there now (they read as zeros).
+ *
+ * Why: a guest that grows its memory by 32 MiB and writes it faults 8,192 times with
+ * 4 KiB pages (~20–30 ms here), 16 times with 2 MiB ones (~5 ms, the kernel zeroing
+ * them); writing resident huge pages is also about twice as fast (fewer TLB misses).
+ * The pages are dropped so that the next writes fault in huge ones (ones already
+ * resident would stay small).
+ *
+ * @throws {NotMappable} if the buffer is shared or empty
+ */
+export function hugePagesPast(buffer: ArrayBufferLike, from: number): void {
+  const base = addressOf(buffer);
+  const length = buffer.byteLength - from;
+  if (length <= 0) return;
+  const at = Deno.UnsafePointer.create(BigInt(Deno.UnsafePointer.value(base)) + BigInt(from))!;
+  madviseHugePage(at, length);
+  madviseDontNeed(at, length);
 }
 
 /**

@@ -25,7 +25,12 @@
  * @module
  */
 
-import { discardPages, MemoryImage, NotMappable } from "../../../sys/memory_image.ts";
+import {
+  discardPages,
+  hugePagesPast,
+  MemoryImage,
+  NotMappable,
+} from "../../../sys/memory_image.ts";
 import type { ImageRun } from "./image.ts";
 import type { ImportedMemory } from "./memory.ts";
 
@@ -57,6 +62,8 @@ export class ImageMemories {
   #free: WebAssembly.Memory[] = [];
   /** Each memory's address when it was made (a grown one must not have moved). */
   #bases = new WeakMap<WebAssembly.Memory, number | bigint>();
+  /** How far each grown memory has huge pages asked for (see `hugePagesPast`). */
+  #huge = new WeakMap<WebAssembly.Memory, number>();
   /** Why the image is copied rather than mapped (null: mapped). */
   readonly copyReason: string | null;
   /**
@@ -137,6 +144,12 @@ export class ImageMemories {
     const buffer = memory.buffer;
     if (this.#image !== null) {
       try {
+        // Grown further than before: huge pages from here on (see hugePagesPast).
+        const huge = this.#huge.get(memory) ?? this.#bytes;
+        if (buffer.byteLength > huge) {
+          hugePagesPast(buffer, huge);
+          this.#huge.set(memory, buffer.byteLength);
+        }
         this.#image.reset(buffer);
       } catch (err) {
         if (err instanceof NotMappable) return false;

@@ -411,15 +411,21 @@ export function hugePagesPast(buffer: ArrayBufferLike, from: number): void {
 }
 
 /**
- * Gives a buffer's pages back to the OS now rather than when the garbage collector
- * frees it (a dropped, grown memory). Shared or empty buffers are left as they are.
+ * Gives a buffer's pages (from byte `from`, a multiple of the OS page) back to the OS
+ * now rather than when the garbage collector frees it (a dropped memory, or the pages
+ * a kept one grew into: they read as zeros again). Shared or empty buffers are left as
+ * they are.
  */
-export function discardPages(buffer: ArrayBufferLike): void {
+export function discardPages(buffer: ArrayBufferLike, from = 0): void {
   let base: Deno.PointerObject;
   try {
     base = addressOf(buffer);
   } catch {
     return;
   }
-  madviseDontNeed(base, buffer.byteLength);
+  if (from >= buffer.byteLength) return;
+  const at = from === 0
+    ? base
+    : Deno.UnsafePointer.create(BigInt(Deno.UnsafePointer.value(base)) + BigInt(from))!;
+  madviseDontNeed(at, buffer.byteLength - from);
 }

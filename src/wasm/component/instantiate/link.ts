@@ -35,6 +35,7 @@ import { readImage } from "./image.ts";
 import { MemoryPool } from "./memory.ts";
 import {
   ImageMemories,
+  RESIDENT_GROWN_IDLE,
   RESIDENT_IDLE,
   restoreSlot,
   type SlotSnapshot,
@@ -907,6 +908,11 @@ class Linked {
       // long, so its written pages go back to the OS (it still reads as the image).
       const sunk = this.#idle[this.#idle.length - 1 - RESIDENT_IDLE];
       for (const [pool, memory] of sunk?.memories ?? []) (pool as ImageMemories).shed(memory);
+      // Pages a memory grew into are many more: only the top one keeps them.
+      const below = this.#idle[this.#idle.length - 1 - RESIDENT_GROWN_IDLE];
+      for (const [pool, memory] of below?.memories ?? []) {
+        (pool as ImageMemories).shedGrown(memory);
+      }
       return;
     }
     this.#freeSlots.push(state.slot);

@@ -49,6 +49,13 @@ export const MAX_LOOSE_MEMORIES = 16;
  * out, so those below the top few wait long; their pages go back to the OS.
  */
 export const RESIDENT_IDLE = 4;
+/**
+ * Of those, how many keep resident the pages their memory grew into (a guest that grows
+ * 32 MiB per request would otherwise keep 4 × 32 MiB per pool and thread resident while
+ * idle): the others give them back, and fault them in again (as huge pages, ~5 ms for
+ * 32 MiB) when reused.
+ */
+export const RESIDENT_GROWN_IDLE = 1;
 
 /**
  * Memories of one declared size that start from an image: mapped copy-on-write from a
@@ -171,6 +178,21 @@ export class ImageMemories {
     this.#free.push(memory);
     const sunk = this.#free[this.#free.length - 1 - RESIDENT_IDLE];
     if (sunk !== undefined) this.shed(sunk);
+    const below = this.#free[this.#free.length - 1 - RESIDENT_GROWN_IDLE];
+    if (below !== undefined) this.shedGrown(below);
+  }
+
+  /**
+   * Gives back to the OS the pages a reset memory grew into past its initial size (they
+   * read as zeros again); the rest stays as it is.
+   */
+  shedGrown(memory: WebAssembly.Memory): void {
+    if (memory.buffer.byteLength <= this.#bytes) return;
+    try {
+      discardPages(memory.buffer, this.#bytes);
+    } catch {
+      // Left resident: still zeros.
+    }
   }
 
   /**

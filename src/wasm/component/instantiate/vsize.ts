@@ -21,6 +21,11 @@
  *   traps (out of bounds, as the instruction would) if a destination or source range
  *   reaches past the virtual size.
  *
+ * Only the module that owns the memory is rewritten: `plan.ts` gives no module a virtual
+ * size where another one sizes or grows a memory it imports (the two would disagree);
+ * one that only reads, writes or copies through it (jco's preview1 adapter) is left as
+ * it is, so its bulk instructions are bounded by the real size.
+ *
  * What differs from a real memory of that size: plain loads and stores between the
  * virtual size and the real one (the high-water mark of earlier requests) do not trap;
  * they read zeros (the whole real memory is reset after every request) and write into
@@ -237,93 +242,35 @@ function rewrite(module: Uint8Array, memory: ImportedMemory, scanned: MemoryOps)
     bodies.push(encodeU32(b.length), b);
   }
 
-  // (delta) -> old virtual size, or -1.
+  const v = encodeU32(vsize);
+  // (delta) -> old virtual size, or -1. Locals: 1 the old size (i32), 2 the new (i64).
+  // deno-fmt-ignore
   const grow = body([[1, I32], [1, I64]], [
-    op.globalGet,
-    ...encodeU32(vsize),
-    op.localSet,
-    1,
-    op.localGet,
-    1,
-    op.i64ExtendI32U,
-    op.localGet,
-    0,
-    op.i64ExtendI32U,
-    op.i64Add,
-    op.localTee,
-    2,
-    op.i64Const,
-    ...encodeSigned(max),
-    op.i64GtU,
-    op.if,
-    op.void,
-    op.i32Const,
-    0x7f,
-    op.return,
+    op.globalGet, ...v, op.localSet, 1,
+    // new = old + delta (unsigned, in 64 bits); -1 past the maximum.
+    op.localGet, 1, op.i64ExtendI32U, op.localGet, 0, op.i64ExtendI32U, op.i64Add,
+    op.localTee, 2, op.i64Const, ...encodeSigned(max), op.i64GtU,
+    op.if, op.void, op.i32Const, 0x7f, op.return, op.end,
+    // Past the real size: grow the real memory to it (-1 if that fails).
+    op.localGet, 2, op.memorySize, 0, op.i64ExtendI32U, op.i64GtU,
+    op.if, op.void,
+    op.localGet, 2, op.i32WrapI64, op.memorySize, 0, op.i32Sub, op.memoryGrow, 0,
+    op.i32Const, 0x7f, op.i32Eq,
+    op.if, op.void, op.i32Const, 0x7f, op.return, op.end,
     op.end,
-    op.localGet,
-    2,
-    op.memorySize,
-    0,
-    op.i64ExtendI32U,
-    op.i64GtU,
-    op.if,
-    op.void,
-    op.localGet,
-    2,
-    op.i32WrapI64,
-    op.memorySize,
-    0,
-    op.i32Sub,
-    op.memoryGrow,
-    0,
-    op.i32Const,
-    0x7f,
-    op.i32Eq,
-    op.if,
-    op.void,
-    op.i32Const,
-    0x7f,
-    op.return,
-    op.end,
-    op.end,
-    op.localGet,
-    2,
-    op.i32WrapI64,
-    op.globalSet,
-    ...encodeU32(vsize),
-    op.localGet,
-    1,
-    op.end,
+    op.localGet, 2, op.i32WrapI64, op.globalSet, ...v,
+    op.localGet, 1, op.end,
   ]);
   /** `[from + length > virtual size in bytes]` for params `from` and `length`. */
+  // deno-fmt-ignore
   const past = (from: number, length: number) => [
-    op.localGet,
-    from,
-    op.i64ExtendI32U,
-    op.localGet,
-    length,
-    op.i64ExtendI32U,
-    op.i64Add,
-    op.globalGet,
-    ...encodeU32(vsize),
-    op.i64ExtendI32U,
-    op.i64Const,
-    16,
-    op.i64Shl,
-    op.i64GtU,
+    op.localGet, from, op.i64ExtendI32U, op.localGet, length, op.i64ExtendI32U, op.i64Add,
+    op.globalGet, ...v, op.i64ExtendI32U, op.i64Const, 16, op.i64Shl, op.i64GtU,
   ];
   // A load at 2^32: out of bounds for any memory, so the same trap as the bulk op's.
+  // deno-fmt-ignore
   const trapOutOfBounds = [
-    op.if,
-    op.void,
-    op.i32Const,
-    0x7f,
-    op.i32Load8U,
-    0,
-    1,
-    op.drop,
-    op.end,
+    op.if, op.void, op.i32Const, 0x7f, op.i32Load8U, 0, 1, op.drop, op.end,
   ];
   const passOn = [op.localGet, 0, op.localGet, 1, op.localGet, 2, op.end];
   const check1 = body([], [...past(0, 2), ...trapOutOfBounds, ...passOn]);

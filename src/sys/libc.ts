@@ -475,6 +475,17 @@ export function madviseDontNeed(address: Deno.PointerObject, length: number): vo
   }
 }
 
+const MADV_HUGEPAGE = 14;
+
+/**
+ * madvise(2) MADV_HUGEPAGE over `length` bytes at `address`: anonymous pages there may
+ * be transparent huge pages (2 MiB) from the next fault on, where the system allows
+ * it (`/sys/kernel/mm/transparent_hugepage/enabled`). False if refused (no THP).
+ */
+export function madviseHugePage(address: Deno.PointerObject, length: number): boolean {
+  return libc().madvise(address, BigInt(length), MADV_HUGEPAGE) === 0;
+}
+
 /** munmap(2); errors are ignored (nothing is mapped there either way). */
 export function munmap(address: Deno.PointerObject, length: number): void {
   libc().munmap(address, BigInt(length));

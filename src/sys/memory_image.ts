@@ -24,7 +24,9 @@
  * What this relies on in V8 (checked on every call where it can be): a non-shared
  * wasm memory's buffer is one page-aligned mapping V8 reserved for it alone; V8 never
  * copies or moves the pages of a memory that has not grown; it frees the whole
- * reservation with `munmap` (which unmaps ours too).
+ * reservation with `munmap` (which unmaps ours too). A memory that grew (in place, in
+ * its reservation: callers check its address did not change) has anonymous pages
+ * after the image's mapping: a reset zeroes those it finds written, the same way.
  *
  * @module
  */
@@ -34,6 +36,7 @@ import {
   ftruncate,
   ioctlStruct,
   madviseDontNeed,
+  madviseHugePage,
   memfdCreate,
   mmapPrivateFixed,
   mmapSharedReadOnly,
@@ -257,21 +260,23 @@ export class MemoryImage {
   }
 
   /**
-   * Resets a buffer the image was mapped onto and that has not grown since: it reads
-   * as the image again.
+   * Resets a buffer the image was mapped onto: its first {@linkcode byteLength} bytes
+   * read as the image again, and any past them (the memory grew since: V8 grows a
+   * memory in place, into anonymous pages after the image's mapping) as zeros.
    *
-   * @param keepResident whether pages written may stay resident (the image copied back
-   *   over them) where that is cheaper; false gives them back to the OS (`madvise`),
-   *   for a memory that may wait long before it is used again
-   * @throws {NotMappable} if it grew (its size differs from the image's)
+   * @param keepResident whether pages written may stay resident (the image, or zeros,
+   *   copied back over them) where that is cheaper; false gives them back to the OS
+   *   (`madvise`), for a memory that may wait long before it is used again
+   * @throws {NotMappable} if the buffer is smaller than the image
    */
   reset(buffer: ArrayBufferLike, keepResident = true): void {
-    if (buffer.byteLength !== this.#byteLength) {
-      throw new NotMappable(`the memory grew to ${buffer.byteLength} bytes: it cannot be reset`);
+    const length = buffer.byteLength;
+    if (length < this.#byteLength) {
+      throw new NotMappable(`the memory has ${length} bytes, the image ${this.#byteLength}`);
     }
     const base = addressOf(buffer);
     if (keepResident && this.#copyBackScanned(buffer as ArrayBuffer, base)) return;
-    const pages = this.#byteLength / OS_PAGE;
+    const pages = length / OS_PAGE;
     const learn = Number.isNaN(this.#dirty) || ++this.#sinceLearned >= RELEARN_EVERY;
     if (
       keepResident && (learn || residentWins(pages, this.#dirty)) &&
@@ -280,7 +285,14 @@ export class MemoryImage {
       this.#sinceLearned = 0;
       return;
     }
-    madviseDontNeed(base, this.#byteLength);
+    madviseDontNeed(base, length);
+  }
+
+  /** Sets `[from, to)` of `bytes` back: the image below its end, zeros past it. */
+  #restore(bytes: Uint8Array, pristine: Uint8Array, from: number, to: number): void {
+    const split = Math.min(Math.max(from, this.#byteLength), to);
+    if (from < split) bytes.set(pristine.subarray(from, split), from);
+    if (split < to) bytes.fill(0, split, to);
   }
 
   /** The image mapped read-only (mapped on first use), or null if it cannot be. */
@@ -311,8 +323,8 @@ export class MemoryImage {
     const bytes = new Uint8Array(buffer);
     let dirty = 0;
     try {
-      scan.runs(BigInt(Deno.UnsafePointer.value(base)), this.#byteLength, (from, to) => {
-        bytes.set(pristine.subarray(from, to), from);
+      scan.runs(BigInt(Deno.UnsafePointer.value(base)), buffer.byteLength, (from, to) => {
+        this.#restore(bytes, pristine, from, to);
         dirty += (to - from) / OS_PAGE;
       });
     } catch {
@@ -335,12 +347,15 @@ export class MemoryImage {
   #copyBack(buffer: ArrayBuffer, base: Deno.PointerObject): boolean {
     const fd = pagemap();
     if (fd === null || this.#fd < 0) return false;
-    const pages = this.#byteLength / OS_PAGE;
-    this.#entries ??= new Uint32Array(pages * 2);
-    const entries = this.#entries;
+    const pages = buffer.byteLength / OS_PAGE;
+    if (this.#entries === null || this.#entries.length < pages * 2) {
+      this.#entries = new Uint32Array(pages * 2);
+    }
+    const entries = this.#entries.subarray(0, pages * 2);
     const at = Number(BigInt(Deno.UnsafePointer.value(base)) / BigInt(OS_PAGE)) * 8;
     try {
-      if (pread(fd, new Uint8Array(entries.buffer), at) !== entries.byteLength) return false;
+      const into = new Uint8Array(entries.buffer, 0, entries.byteLength);
+      if (pread(fd, into, at) !== entries.byteLength) return false;
     } catch {
       return false;
     }
@@ -356,7 +371,7 @@ export class MemoryImage {
         ((high & PM_PRESENT) !== 0 && (high & PM_FILE_OR_SHARED) === 0) || (high & PM_SWAPPED) !== 0
       ) {
         const offset = page * OS_PAGE;
-        bytes.set(pristine.subarray(offset, offset + OS_PAGE), offset);
+        this.#restore(bytes, pristine, offset, offset + OS_PAGE);
         dirty++;
       }
     }
@@ -375,15 +390,42 @@ export class MemoryImage {
 }
 
 /**
- * Gives a buffer's pages back to the OS now rather than when the garbage collector
- * frees it (a dropped, grown memory). Shared or empty buffers are left as they are.
+ * Asks for transparent huge pages for `[from, byteLength)` of a memory that grew (the
+ * anonymous pages V8 grew it into), and drops the pages there now (they read as zeros).
+ *
+ * Why: a guest that grows its memory by 32 MiB and writes it faults 8,192 times with
+ * 4 KiB pages (~20–30 ms here), 16 times with 2 MiB ones (~5 ms, the kernel zeroing
+ * them); writing resident huge pages is also about twice as fast (fewer TLB misses).
+ * The pages are dropped so that the next writes fault in huge ones (ones already
+ * resident would stay small).
+ *
+ * @throws {NotMappable} if the buffer is shared or empty
  */
-export function discardPages(buffer: ArrayBufferLike): void {
+export function hugePagesPast(buffer: ArrayBufferLike, from: number): void {
+  const base = addressOf(buffer);
+  const length = buffer.byteLength - from;
+  if (length <= 0) return;
+  const at = Deno.UnsafePointer.create(BigInt(Deno.UnsafePointer.value(base)) + BigInt(from))!;
+  madviseHugePage(at, length);
+  madviseDontNeed(at, length);
+}
+
+/**
+ * Gives a buffer's pages (from byte `from`, a multiple of the OS page) back to the OS
+ * now rather than when the garbage collector frees it (a dropped memory, or the pages
+ * a kept one grew into: they read as zeros again). Shared or empty buffers are left as
+ * they are.
+ */
+export function discardPages(buffer: ArrayBufferLike, from = 0): void {
   let base: Deno.PointerObject;
   try {
     base = addressOf(buffer);
   } catch {
     return;
   }
-  madviseDontNeed(base, buffer.byteLength);
+  if (from >= buffer.byteLength) return;
+  const at = from === 0
+    ? base
+    : Deno.UnsafePointer.create(BigInt(Deno.UnsafePointer.value(base)) + BigInt(from))!;
+  madviseDontNeed(at, buffer.byteLength - from);
 }

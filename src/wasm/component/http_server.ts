@@ -101,6 +101,7 @@ export const ENV = {
   maxHeaderBytes: "WASMTIME_HTTP_MAX_HEADER_BYTES",
   maxBodyBytes: "WASMTIME_HTTP_MAX_BODY_BYTES",
   bodyTimeout: "WASMTIME_HTTP_BODY_TIMEOUT_MS",
+  recycleGrown: "WASMTIME_HTTP_PROXY_RECYCLE_GROWN",
 } as const;
 
 /** Most worker threads used by default (each costs ~10 MB plus its instances). */
@@ -130,6 +131,11 @@ export interface HttpConfig {
   maxBodyBytes: number;
   /** Longest wait for the client's next body bytes (then 408); 0: none. */
   bodyTimeoutMs: number;
+  /**
+   * Recycle instances whose memory grew (see `instantiate/vsize.ts`); false drops them,
+   * for guests that rely on a trap past their memory's size.
+   */
+  recycleGrown: boolean;
 }
 
 /** Parses `host:port`, `[v6]:port`. @throws {ShimError} INVALID_ARGUMENT */
@@ -151,6 +157,12 @@ function parseCount(name: string, value: string, min: number, max: number): numb
     throw invalidArgument(`${name}="${value}" is not a whole number from ${min} to ${max}`);
   }
   return n;
+}
+
+function parseSwitch(name: string, value: string): boolean {
+  const v = value.trim();
+  if (v !== "0" && v !== "1") throw invalidArgument(`${name}="${value}" is not 0 (off) or 1 (on)`);
+  return v === "1";
 }
 
 function parseHeaderLimit(value: string): number {
@@ -216,6 +228,9 @@ export function httpConfigFromEnv(env: ReadonlyMap<string, string>): HttpConfig 
     bodyTimeoutMs: env.has(ENV.bodyTimeout)
       ? parseCount(ENV.bodyTimeout, env.get(ENV.bodyTimeout)!, 0, MAX_TIMER_MS)
       : DEFAULT_BODY_TIMEOUT_MS,
+    recycleGrown: env.has(ENV.recycleGrown)
+      ? parseSwitch(ENV.recycleGrown, env.get(ENV.recycleGrown)!)
+      : true,
   };
 }
 

@@ -31,12 +31,18 @@ self.onmessage = async (e: MessageEvent<ToWorker>) => {
         const component = { instantiate: await loadGlue(spec.glue), modules: spec.modules };
         const ids = new Int32Array(spec.requestIds);
         server = new ProxyServer(
-          instanceFactory(component, spec.exportName, {
-            ...spec.host,
-            stdin: EMPTY_SOURCE,
-            stdout: stdio.stdout,
-            stderr: stdio.stderr,
-          }, logLine),
+          instanceFactory(
+            component,
+            spec.exportName,
+            {
+              ...spec.host,
+              stdin: EMPTY_SOURCE,
+              stdout: stdio.stdout,
+              stderr: stdio.stderr,
+            },
+            logLine,
+            { recycleGrown: spec.http.recycleGrown },
+          ),
           spec.http,
           logLine,
           { reusePort: true, nextId: () => Atomics.add(ids, 0, 1) + 1 },

@@ -21,6 +21,7 @@ import {
   type LeanInstantiate,
   type LinkStats,
   linkStats,
+  recycleGrown,
 } from "./instantiate/mod.ts";
 import {
   EXIT_SIGTERM,
@@ -64,7 +65,15 @@ export function instanceFactory(
   exportName: string,
   config: HostConfig,
   log?: (line: string) => void,
+  options: { recycleGrown?: boolean } = {},
 ): InstanceFactory {
+  if (options.recycleGrown !== undefined) {
+    try {
+      recycleGrown(component.instantiate as LeanInstantiate, options.recycleGrown);
+    } catch {
+      // jco's glue: a fresh instance per request, whatever its memory does.
+    }
+  }
   const env = config.env;
   const newHost = hostFactory(config);
   let logged = log === undefined;
@@ -120,6 +129,9 @@ function reuseNote(glue: LoadedComponent["instantiate"]): string | null {
     return `a fresh instance per request (not recycled): ${stats.reuse.reason}`;
   }
   if (stats.imagesCopied !== null) return `memory images are copied: ${stats.imagesCopied}`;
+  if (!stats.reuse.grownRecycled) {
+    return `an instance whose memory grew is not recycled: ${stats.reuse.grownReason}`;
+  }
   return null;
 }
 
@@ -307,7 +319,7 @@ export class LocalProxy {
     log: (line: string) => void,
   ) {
     this.#server = new ProxyServer(
-      instanceFactory(component, exportName, config, log),
+      instanceFactory(component, exportName, config, log, { recycleGrown: http.recycleGrown }),
       http,
       log,
     );

@@ -58,3 +58,15 @@ export function encodeName(name: string): number[] {
   const bytes = new TextEncoder().encode(name);
   return [...encodeU32(bytes.length), ...bytes];
 }
+
+/** The signed LEB128 encoding of `n` (a safe integer: an `i32.const` or `i64.const`). */
+export function encodeSigned(n: number): number[] {
+  const out: number[] = [];
+  for (;;) {
+    const b = ((n % 128) + 128) % 128;
+    n = Math.floor(n / 128);
+    const done = (n === 0 && (b & 0x40) === 0) || (n === -1 && (b & 0x40) !== 0);
+    out.push(done ? b : b | 0x80);
+    if (done) return out;
+  }
+}

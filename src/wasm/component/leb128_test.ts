@@ -1,5 +1,5 @@
 import assert from "node:assert/strict";
-import { encodeName, encodeU32, readSigned, readU32 } from "./leb128.ts";
+import { encodeName, encodeSigned, encodeU32, readSigned, readU32 } from "./leb128.ts";
 
 /** `next()` over `bytes`. */
 const from = (bytes: number[]) => {
@@ -27,4 +27,12 @@ Deno.test("readSigned: s32 and s33 values, sign-extended; over-long encodings re
 
 Deno.test("encodeName: length, then UTF-8", () => {
   assert.deepEqual(encodeName("é"), [2, 0xc3, 0xa9]);
+});
+
+Deno.test("readSigned reads what encodeSigned writes", () => {
+  for (const n of [0, 1, -1, 63, 64, -64, -65, 65536, 2 ** 31 - 1, -(2 ** 31), 2 ** 32]) {
+    assert.equal(readSigned(from(encodeSigned(n)), 64), n, String(n));
+  }
+  assert.deepEqual(encodeSigned(-1), [0x7f]);
+  assert.deepEqual(encodeSigned(64), [0xc0, 0x00]);
 });

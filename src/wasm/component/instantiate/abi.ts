@@ -20,6 +20,10 @@
  */
 
 import type { CoreRef, PlanType } from "./plan_data.ts";
+import { VSIZE_EXPORT } from "./vsize.ts";
+
+/** Bytes in a wasm page. */
+const PAGE = 65536;
 
 /** A core value type. */
 export type Flat = "i32" | "i64" | "f32" | "f64";
@@ -343,6 +347,8 @@ export interface Handles {
   classOf(res: number): (abstract new (...args: never[]) => unknown) | undefined;
   /** The core item (memory, function) `ref` refers to. */
   core(ref: CoreRef): unknown;
+  /** Export `name` of the core instance `ref` is an export of, if it has one. */
+  sibling?(ref: CoreRef, name: string): unknown;
 }
 
 /** What one lift or lower works with: the instance's handles, its memory and realloc. */
@@ -352,6 +358,8 @@ export class Cx {
   #view: DataView | null = null;
   #bytes: Uint8Array | null = null;
   #memory: WebAssembly.Memory | null = null;
+  /** The size (pages) the guest's code sees, where it is virtual (see `vsize.ts`). */
+  #vsize: WebAssembly.Global | null = null;
   #realloc: ((...args: number[]) => number) | null = null;
 
   /**
@@ -372,6 +380,8 @@ export class Cx {
     if (this.#memory === null) {
       if (this.memoryRef === null) throw trap("no memory to read or write values");
       this.#memory = this.handles.core(this.memoryRef) as WebAssembly.Memory;
+      const vsize = this.handles.sibling?.(this.memoryRef, VSIZE_EXPORT);
+      if (vsize instanceof WebAssembly.Global) this.#vsize = vsize;
     }
     const buffer = this.#memory.buffer;
     if (buffer !== this.#buffer) {
@@ -393,10 +403,15 @@ export class Cx {
     return this.#bytes!;
   }
 
-  /** Checks `[ptr, ptr+len)` is inside the memory. */
+  /**
+   * Checks `[ptr, ptr+len)` is inside the memory: inside the size the guest's code sees,
+   * where that is virtual (the real memory may be bigger, see `vsize.ts`).
+   */
   check(ptr: number, len: number, align: number): void {
     if (ptr % align !== 0) throw trap(`pointer ${ptr} not aligned to ${align}`);
-    if (ptr + len > this.bytes().length) throw trap("out of bounds memory access");
+    this.#refresh();
+    const end = this.#vsize === null ? this.#bytes!.length : (this.#vsize.value as number) * PAGE;
+    if (ptr + len > end) throw trap("out of bounds memory access");
   }
 
   /** Allocates in the guest's memory. */

@@ -48,13 +48,38 @@ const ALL: CodeWrites = {
  */
 export function scanWrites(module: Uint8Array): CodeWrites {
   try {
-    return scan(module);
+    return scan(module, null);
   } catch {
     return ALL;
   }
 }
 
-function scan(m: Uint8Array): CodeWrites {
+/** The memory instructions the virtual memory size rewrites (see `vsize.ts`). */
+export type MemoryOpKind = "size" | "grow" | "fill" | "copy" | "init";
+
+/** Where a module's code uses its memory's size, and its function bodies. */
+export interface MemoryOps {
+  /** Each instruction: its kind and `[start, end)` in the module's bytes. */
+  ops: { kind: MemoryOpKind; start: number; end: number }[];
+  /** Each function body: `[start, end)` of its bytes after the size (locals and code). */
+  bodies: { start: number; end: number }[];
+}
+
+/**
+ * Where the code of `module` (a module that validates) uses memory instructions whose
+ * meaning depends on the memory's size, or null if an instruction could not be read.
+ */
+export function scanMemoryOps(module: Uint8Array): MemoryOps | null {
+  const found: MemoryOps = { ops: [], bodies: [] };
+  try {
+    scan(module, found);
+  } catch {
+    return null;
+  }
+  return found;
+}
+
+function scan(m: Uint8Array, memory: MemoryOps | null): CodeWrites {
   let at = 8;
   const u32 = (): number => {
     let result = 0;
@@ -123,6 +148,7 @@ function scan(m: Uint8Array): CodeWrites {
     } else if (id === 10) {
       for (let n = u32(); n > 0; n--) {
         const bodyEnd = u32() + at;
+        memory?.bodies.push({ start: at, end: bodyEnd });
         for (let k = u32(); k > 0; k--) {
           u32();
           valType();
@@ -193,9 +219,12 @@ function scan(m: Uint8Array): CodeWrites {
         tables.add(u32());
         return;
       case 0x3f: // memory.size
-      case 0x40: // memory.grow
+      case 0x40: { // memory.grow
+        const start = at - 1;
         u32();
+        memory?.ops.push({ kind: op === 0x3f ? "size" : "grow", start, end: at });
         return;
+      }
       case 0x41: // i32.const
       case 0x42: // i64.const
         return leb();
@@ -210,8 +239,14 @@ function scan(m: Uint8Array): CodeWrites {
         if (t !== 0x70 && t !== 0x6f) throw new Unknown("ref.null of a typed reference");
         return;
       }
-      case 0xfc:
-        return bulk(u32());
+      case 0xfc: {
+        const start = at - 1;
+        const sub = u32();
+        bulk(sub);
+        const kind = sub === 8 ? "init" : sub === 10 ? "copy" : sub === 11 ? "fill" : null;
+        if (kind !== null) memory?.ops.push({ kind, start, end: at });
+        return;
+      }
       case 0xfd:
         return simd(u32());
       case 0xfe: { // atomics (threads)

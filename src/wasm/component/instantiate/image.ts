@@ -48,6 +48,11 @@ export interface ResetPlan {
   image: boolean;
   /** Why its instances cannot be recycled (they are made fresh, over the image), or null. */
   fresh: string | null;
+  /**
+   * Its code sees a virtual memory size (see `vsize.ts`): an instance whose memory grew
+   * can be recycled (set by `plan.ts`).
+   */
+  virtualSize?: boolean;
 }
 
 /** One run of a memory's initial bytes. */

@@ -135,7 +135,7 @@ Deno.test("prepareImage: big data goes into the image up to the limit, past it t
   assert.equal(past.kind, "fallback");
 });
 
-Deno.test("MemoryImage: refuses shared and other-sized memories, keeps content across grow", () => {
+Deno.test("MemoryImage: refuses shared and other-sized memories, keeps content across grow, resets a grown one", () => {
   const image = new MemoryImage(65536, [{ offset: 10, bytes: new Uint8Array([1, 2, 3]) }]);
   try {
     const shared = new WebAssembly.Memory({ initial: 1, maximum: 1, shared: true });
@@ -151,8 +151,47 @@ Deno.test("MemoryImage: refuses shared and other-sized memories, keeps content a
     m.grow(1);
     const b = new Uint8Array(m.buffer);
     assert.deepEqual([b[10], b[65536 + 10]], [9, 0]);
-    assert.throws(() => image.reset(m.buffer), NotMappable);
+    // V8 grew it in place: the image is still mapped under the first page, and a reset
+    // sets it back and zeroes the pages past it, whether kept resident or given back.
+    for (const keepResident of [true, false]) {
+      b[10] = 9;
+      b[65536 + 10] = 7;
+      b[2 * 65536 - 1] = 7;
+      image.reset(m.buffer, keepResident);
+      assert.deepEqual([b[10], b[65536 + 10], b[2 * 65536 - 1]], [1, 0, 0]);
+    }
+    assert.throws(() => image.reset(new WebAssembly.Memory({ initial: 0 }).buffer), NotMappable);
   } finally {
     image.close();
   }
+});
+
+Deno.test("ImageMemories: a memory that grew (into huge pages) reads as the image and zeros after a reset, only if allowed", () => {
+  const decl = { module: "m", name: "memory", initial: 17, maximum: null };
+  const run = { offset: 100, bytes: new Uint8Array([1, 2, 3]) };
+  const refusing = new ImageMemories(decl, [run]);
+  const grown = refusing.take();
+  grown.grow(1);
+  assert.equal(refusing.reset(grown), false, "grown memories are not reused by default");
+  const memories = new ImageMemories(decl, [run], true);
+  const memory = memories.take();
+  const initial = 17 * 65536;
+  // 8 MiB past the image: room for 2 MiB pages once the first reset asked for them.
+  for (let round = 0; round < 3; round++) {
+    if (memory.buffer.byteLength === initial) memory.grow(128);
+    const bytes = new Uint8Array(memory.buffer);
+    for (let at = initial; at < bytes.length; at += 4096) assert.equal(bytes[at], 0, `${at}`);
+    bytes.fill(0xab, initial);
+    bytes[100] = 9;
+    assert.ok(memories.reset(memory));
+    assert.equal(memory.buffer.byteLength, initial + 128 * 65536, "it stays grown");
+    const after = new Uint8Array(memory.buffer);
+    assert.equal(after[100], 1);
+    assert.ok(
+      after.subarray(initial).every((b) => b === 0),
+      `round ${round}: zeros past the image`,
+    );
+  }
+  memories.shedGrown(memory);
+  assert.ok(new Uint8Array(memory.buffer).subarray(initial).every((b) => b === 0));
 });

@@ -35,6 +35,7 @@ import { readImage } from "./image.ts";
 import { MemoryPool } from "./memory.ts";
 import {
   ImageMemories,
+  RESIDENT_GROWN_IDLE,
   RESIDENT_IDLE,
   restoreSlot,
   type SlotSnapshot,
@@ -355,6 +356,13 @@ class InstanceState implements Handles {
     }
   }
 
+  /** Export `name` of the core instance `ref` is an export of, if it has one. */
+  sibling(ref: CoreRef, name: string): unknown {
+    if (ref.t !== "export") return undefined;
+    const inst = this.cores[ref.inst];
+    return inst instanceof WebAssembly.Instance ? inst.exports[name] : inst?.[name];
+  }
+
   /** The host function lowered as number `i`. */
   callee(i: number): (args: unknown[]) => unknown {
     return this.callees[i] ??= this.linked.callee(i, this.imports);
@@ -405,10 +413,16 @@ async function callHostAsync(
   return lowerResult(shape, cx, ret, flat);
 }
 
+/** `ptr` from the guest, checked to hold a `t` inside its memory. */
+function pointerTo(cx: Cx, t: RType, ptr: unknown): number {
+  const p = (ptr as number) >>> 0;
+  cx.check(p, t.size, t.align);
+  return p;
+}
+
 function liftArgs(shape: LowerShape, cx: Cx, flat: unknown[]): unknown[] {
-  if (shape.paramsInMemory !== null) {
-    return load(cx, shape.paramsInMemory, (flat[0] as number) >>> 0) as unknown[];
-  }
+  const tuple = shape.paramsInMemory;
+  if (tuple !== null) return load(cx, tuple, pointerTo(cx, tuple, flat[0])) as unknown[];
   const vi = new FlatIn(flat);
   const { params } = shape;
   const args = new Array(params.length);
@@ -420,7 +434,7 @@ function lowerResult(shape: LowerShape, cx: Cx, ret: unknown, flat: unknown[]): 
   const { result } = shape;
   if (result === null) return undefined;
   if (shape.resultInMemory) {
-    store(cx, result, ret, (flat[flat.length - 1] as number) >>> 0);
+    store(cx, result, ret, pointerTo(cx, result, flat[flat.length - 1]));
     return undefined;
   }
   const out: unknown[] = [];
@@ -459,7 +473,7 @@ class ExportCall {
     const { cx, shape: { result, resultInMemory } } = this;
     if (result === null) return undefined;
     const value = resultInMemory
-      ? load(cx, result, (ret as number) >>> 0)
+      ? load(cx, result, pointerTo(cx, result, ret))
       : liftFlat(cx, result, new FlatIn([ret]));
     this.postReturn?.(ret);
     // As jco: an exported function returning a `result` returns `ok` and throws `err`.
@@ -569,6 +583,13 @@ export interface ReusePolicy {
   recycled: boolean;
   /** Why not (the first module that prevents it), or null. */
   reason: string | null;
+  /**
+   * Instances whose memory grew are recycled too (their modules' code sees a virtual
+   * memory size, see `vsize.ts`); else they are dropped.
+   */
+  grownRecycled: boolean;
+  /** Why not, or null. */
+  grownReason: string | null;
 }
 
 /** What {@linkcode link} prepares once per plan and thread. */
@@ -581,7 +602,9 @@ class Linked {
   opts: PlanOpts[] = [];
   /** Per step: its memories (image ones made on first use, from the compiled module). */
   pools: (MemoryPool | ImageMemories | undefined)[];
-  readonly reuse: ReusePolicy;
+  reuse: ReusePolicy;
+  /** Whether instances whose memory grew may be recycled (see {@linkcode recycleGrown}). */
+  #recycleGrown = true;
   /** Recycled core instances waiting for an instance (see `recycle.ts`). */
   #idle: KeptSlot[] = [];
   /** Live instances by slot: what the functions they import find them by. */
@@ -663,17 +686,7 @@ class Linked {
         ? new MemoryPool(step.memory)
         : undefined
     );
-    let reason: string | null = null;
-    for (const step of plan.steps) {
-      if (step.op !== "instantiate") continue;
-      const why = step.noReset ?? step.reset?.fresh ??
-        (step.reset === undefined ? "its module was not prepared for recycling" : null);
-      if (why !== null) {
-        reason = `core module ${plan.modules[step.module]}: ${why}`;
-        break;
-      }
-    }
-    this.reuse = { recycled: reason === null, reason };
+    this.reuse = this.#policy();
   }
 
   /**
@@ -691,6 +704,40 @@ class Linked {
     let callees = this.#sharedCallees.get(iface);
     if (callees === undefined) this.#sharedCallees.set(iface, callees = []);
     return callees[i] ??= hostCallable(shape, imports);
+  }
+
+  /** Whether step `i`'s memories are reused once they grew (see {@linkcode recycleGrown}). */
+  #grows(i: number): boolean {
+    const step = this.plan.steps[i];
+    return this.reuse.grownRecycled && step.op === "instantiate" &&
+      step.reset?.virtualSize === true;
+  }
+
+  /** See {@linkcode recycleGrown}. */
+  setRecycleGrown(on: boolean): void {
+    this.#recycleGrown = on;
+    this.reuse = this.#policy();
+    this.pools.forEach((pool, i) => {
+      if (pool instanceof ImageMemories) pool.grown = this.#grows(i);
+    });
+  }
+
+  #policy(): ReusePolicy {
+    const { plan } = this;
+    let reason: string | null = null;
+    for (const step of plan.steps) {
+      if (step.op !== "instantiate") continue;
+      const why = step.noReset ?? step.reset?.fresh ??
+        (step.reset === undefined ? "its module was not prepared for recycling" : null);
+      if (why !== null) {
+        reason = `core module ${plan.modules[step.module]}: ${why}`;
+        break;
+      }
+    }
+    const grownReason = reason !== null
+      ? "instances are not recycled"
+      : plan.grownReason ?? (this.#recycleGrown ? null : "turned off for this container");
+    return { recycled: reason === null, reason, grownRecycled: grownReason === null, grownReason };
   }
 
   /** See {@linkcode linkStats}. */
@@ -861,6 +908,11 @@ class Linked {
       // long, so its written pages go back to the OS (it still reads as the image).
       const sunk = this.#idle[this.#idle.length - 1 - RESIDENT_IDLE];
       for (const [pool, memory] of sunk?.memories ?? []) (pool as ImageMemories).shed(memory);
+      // Pages a memory grew into are many more: only the top one keeps them.
+      const below = this.#idle[this.#idle.length - 1 - RESIDENT_GROWN_IDLE];
+      for (const [pool, memory] of below?.memories ?? []) {
+        (pool as ImageMemories).shedGrown(memory);
+      }
       return;
     }
     this.#freeSlots.push(state.slot);
@@ -874,8 +926,7 @@ class Linked {
    */
   #reset(kept: KeptSlot): boolean {
     for (const [pool, memory] of kept.memories) {
-      if (!(pool instanceof ImageMemories)) return false;
-      if (memory.buffer.byteLength !== pool.byteLength) return false;
+      if (!(pool instanceof ImageMemories) || !pool.resettable(memory)) return false;
     }
     if (!tablesIntact(kept.snapshot)) return false;
     try {
@@ -915,7 +966,7 @@ class Linked {
       }
       const module = getCoreModule(plan.modules[step.module]);
       if (step.memory !== undefined && step.reset?.image) {
-        this.pools[i] ??= new ImageMemories(step.memory, readImage(module));
+        this.pools[i] ??= new ImageMemories(step.memory, readImage(module), this.#grows(i));
       }
       const pool = this.pools[i];
       if (pool !== undefined && step.memory !== undefined) {
@@ -1000,6 +1051,21 @@ export interface LinkStats {
   reuse: ReusePolicy;
   /** Why memory images are copied rather than mapped copy-on-write, or null. */
   imagesCopied: string | null;
+}
+
+/**
+ * Whether instances whose memory grew are recycled (default true, where their modules
+ * have a virtual memory size: see `vsize.ts`). Off, they are dropped, and a guest's
+ * loads and stores past its memory's size trap exactly as on a fresh instance; on, one
+ * between the size its code sees and the largest an earlier request grew it to reads
+ * zeros instead (nothing another request wrote).
+ *
+ * @throws Error if `instantiate` is not lean glue
+ */
+export function recycleGrown(instantiate: LeanInstantiate, on: boolean): void {
+  const linked = linkedOf.get(instantiate);
+  if (linked === undefined) throw new Error("not lean glue");
+  linked.setRecycleGrown(on);
 }
 
 /** The reuse state of an `instantiate` made by {@linkcode link}. */

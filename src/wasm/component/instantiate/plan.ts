@@ -19,6 +19,7 @@
 import { scanWrites } from "./code_scan.ts";
 import { prepareImage } from "./image.ts";
 import { importMemory, MEMORY_IMPORT } from "./memory.ts";
+import { usesMemorySize, virtualizeMemory } from "./vsize.ts";
 import { elideShims } from "./shim.ts";
 import { BinaryReader } from "../binary.ts";
 import type {
@@ -56,7 +57,7 @@ export interface ReadOptions {
  * Version of the plan format and of what reading produces (part of the glue's header,
  * so of cache keys): bumped whenever either changes.
  */
-export const PLAN_FORMAT = 5;
+export const PLAN_FORMAT = 6;
 
 /** What {@linkcode readComponent} returns. */
 export interface ReadComponent {
@@ -1054,6 +1055,14 @@ export function readComponent(bytes: Uint8Array, options: ReadOptions = {}): Rea
     elsewhere.tables ||= writes.importedTables;
     elsewhere.globals ||= writes.importedGlobals;
   }
+  // A module that sizes or grows a memory it does not own (a preview1 adapter may)
+  // would see the real size where its owner sees a virtual one: then no module's size
+  // is virtual (see vsize.ts).
+  for (const [name, bytes] of cores) {
+    if (importMemory(bytes) === null && usesMemorySize(bytes) !== false) {
+      plan.grownReason ??= `core module ${name} sizes or grows a memory it does not own`;
+    }
+  }
   for (const [index, name] of plan.modules.entries()) {
     const steps = plan.steps.filter((s) => s.op === "instantiate" && s.module === index);
     if (steps.length === 0) continue;
@@ -1066,18 +1075,32 @@ export function readComponent(bytes: Uint8Array, options: ReadOptions = {}): Rea
       continue;
     }
     const rewritten = importMemory(cores.get(name)!);
+    let virtualSize = false;
     if (rewritten !== null) {
       cores.set(name, rewritten.bytes);
       for (const s of steps) if (s.op === "instantiate") s.memory = rewritten.memory;
+      if (options.images !== false && plan.grownReason === undefined) {
+        // Its code sees a virtual memory size, so that it can be recycled once its
+        // memory grew (see vsize.ts).
+        const virtualized = virtualizeMemory(rewritten.bytes, rewritten.memory);
+        if (virtualized.kind === "rewritten") {
+          cores.set(name, virtualized.bytes);
+          virtualSize = true;
+        }
+      }
     }
-    // Its data into an image, its globals and tables exported (see image.ts).
+    // Its data into an image, its globals and tables exported (see image.ts); the
+    // virtual size rewrite added code, so its writes are scanned again.
     const prepared = options.images === false
       ? { kind: "fallback" as const, reason: "memory images are off" }
-      : prepareImage(cores.get(name)!, { writtenElsewhere: elsewhere, writes: scans.get(name) });
+      : prepareImage(cores.get(name)!, {
+        writtenElsewhere: elsewhere,
+        writes: virtualSize ? undefined : scans.get(name),
+      });
     if (prepared.kind === "prepared") cores.set(name, prepared.bytes);
     for (const s of steps) {
       if (s.op !== "instantiate") continue;
-      if (prepared.kind === "prepared") s.reset = prepared.reset;
+      if (prepared.kind === "prepared") s.reset = { ...prepared.reset, virtualSize };
       else s.noReset = prepared.reason;
     }
   }

@@ -119,4 +119,10 @@ export interface LeanPlan {
    * or `func`): a function a command runs by name (`app.wasm#func`).
    */
   asyncExports?: string[];
+  /**
+   * Why instances whose memory grew cannot be recycled even where their modules have a
+   * virtual memory size (see `vsize.ts`), if so: a module sizes or grows a memory
+   * another one owns.
+   */
+  grownReason?: string;
 }

@@ -17,16 +17,29 @@
  * tables the entries they had then (element segments of every core instance of the
  * component applied). Nothing else in a core instance can change (immutable globals,
  * code), and host state (handle tables, streams, bodies) is made per request. An
- * instance whose memory or a table grew is never reset: it is dropped.
+ * instance whose table grew is never reset: it is dropped. One whose memory grew is
+ * reset only if its module's code sees a virtual memory size (`vsize.ts`, set back
+ * with the other globals): then every page past the initial size reads as zeros
+ * again, and the code sees the initial size.
  *
  * @module
  */
 
-import { discardPages, MemoryImage, NotMappable } from "../../../sys/memory_image.ts";
+import {
+  discardPages,
+  hugePagesPast,
+  MemoryImage,
+  NotMappable,
+} from "../../../sys/memory_image.ts";
 import type { ImageRun } from "./image.ts";
 import type { ImportedMemory } from "./memory.ts";
 
 const PAGE = 65536;
+
+/** Where a memory's bytes are (needs FFI, as a mapped image does). */
+function addressOf(memory: WebAssembly.Memory): number | bigint {
+  return Deno.UnsafePointer.value(Deno.UnsafePointer.of(memory.buffer));
+}
 
 /** Most memories (not held by an idle instance) kept for reuse per memory. */
 export const MAX_LOOSE_MEMORIES = 16;
@@ -36,6 +49,13 @@ export const MAX_LOOSE_MEMORIES = 16;
  * out, so those below the top few wait long; their pages go back to the OS.
  */
 export const RESIDENT_IDLE = 4;
+/**
+ * Of those, how many keep resident the pages their memory grew into (a guest that grows
+ * 32 MiB per request would otherwise keep 4 × 32 MiB per pool and thread resident while
+ * idle): the others give them back, and fault them in again (as huge pages, ~5 ms for
+ * 32 MiB) when reused.
+ */
+export const RESIDENT_GROWN_IDLE = 1;
 
 /**
  * Memories of one declared size that start from an image: mapped copy-on-write from a
@@ -47,10 +67,24 @@ export class ImageMemories {
   #image: MemoryImage | null = null;
   #bytes: number;
   #free: WebAssembly.Memory[] = [];
+  /** Each memory's address when it was made (a grown one must not have moved). */
+  #bases = new WeakMap<WebAssembly.Memory, number | bigint>();
+  /** How far each grown memory has huge pages asked for (see `hugePagesPast`). */
+  #huge = new WeakMap<WebAssembly.Memory, number>();
   /** Why the image is copied rather than mapped (null: mapped). */
   readonly copyReason: string | null;
+  /**
+   * Whether a memory that grew is reset and reused too: its module's code sees a
+   * virtual size (see `vsize.ts`), and the container allows it.
+   */
+  grown: boolean;
 
-  constructor(decl: ImportedMemory, runs: ImageRun[]) {
+  /**
+   * @param grown whether memories that grew are reset and reused (see
+   *   {@linkcode ImageMemories.grown})
+   */
+  constructor(decl: ImportedMemory, runs: ImageRun[], grown = false) {
+    this.grown = grown;
     this.#decl = decl;
     this.#runs = runs;
     this.#bytes = decl.initial * PAGE;
@@ -74,7 +108,21 @@ export class ImageMemories {
 
   #new(): WebAssembly.Memory {
     const { initial, maximum } = this.#decl;
-    return new WebAssembly.Memory(maximum === null ? { initial } : { initial, maximum });
+    const memory = new WebAssembly.Memory(maximum === null ? { initial } : { initial, maximum });
+    if (this.#image !== null) this.#bases.set(memory, addressOf(memory));
+    return memory;
+  }
+
+  /**
+   * Whether `memory` (one {@linkcode take} gave) can be reset: it has its initial size,
+   * or it grew, in place, and grown memories are reused.
+   */
+  resettable(memory: WebAssembly.Memory): boolean {
+    const length = memory.buffer.byteLength;
+    if (length === this.#bytes) return true;
+    // A copied image resets every byte; a mapped one only where it is still mapped.
+    return this.grown && length > this.#bytes &&
+      (this.#image === null || this.#bases.get(memory) === addressOf(memory));
   }
 
   /** Writes the image into a zeroed memory (the path without a mapped image). */
@@ -95,13 +143,20 @@ export class ImageMemories {
 
   /**
    * Sets `memory` (one {@linkcode take} gave, whose instance has ended) back to the
-   * image. False if it cannot be: it grew (drop it, see {@linkcode drop}).
+   * image (and pages past it, if it grew, to zeros). False if it cannot be: it grew
+   * and grown memories are not reused (drop it, see {@linkcode drop}).
    */
   reset(memory: WebAssembly.Memory): boolean {
+    if (!this.resettable(memory)) return false;
     const buffer = memory.buffer;
-    if (buffer.byteLength !== this.#bytes) return false;
     if (this.#image !== null) {
       try {
+        // Grown further than before: huge pages from here on (see hugePagesPast).
+        const huge = this.#huge.get(memory) ?? this.#bytes;
+        if (buffer.byteLength > huge) {
+          hugePagesPast(buffer, huge);
+          this.#huge.set(memory, buffer.byteLength);
+        }
         this.#image.reset(buffer);
       } catch (err) {
         if (err instanceof NotMappable) return false;
@@ -123,6 +178,21 @@ export class ImageMemories {
     this.#free.push(memory);
     const sunk = this.#free[this.#free.length - 1 - RESIDENT_IDLE];
     if (sunk !== undefined) this.shed(sunk);
+    const below = this.#free[this.#free.length - 1 - RESIDENT_GROWN_IDLE];
+    if (below !== undefined) this.shedGrown(below);
+  }
+
+  /**
+   * Gives back to the OS the pages a reset memory grew into past its initial size (they
+   * read as zeros again); the rest stays as it is.
+   */
+  shedGrown(memory: WebAssembly.Memory): void {
+    if (memory.buffer.byteLength <= this.#bytes) return;
+    try {
+      discardPages(memory.buffer, this.#bytes);
+    } catch {
+      // Left resident: still zeros.
+    }
   }
 
   /**
@@ -130,7 +200,7 @@ export class ImageMemories {
    * the image): it still reads as the image.
    */
   shed(memory: WebAssembly.Memory): void {
-    if (this.#image === null || memory.buffer.byteLength !== this.#bytes) return;
+    if (this.#image === null || !this.resettable(memory)) return;
     try {
       this.#image.reset(memory.buffer, false);
     } catch {

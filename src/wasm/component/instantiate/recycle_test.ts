@@ -6,6 +6,7 @@ import { COMPONENT_TEST, fixture, FIXTURES } from "../test_util.ts";
 import { ASYNC_EXPORTS, ASYNC_IMPORTS, compileCores } from "../transpile.ts";
 import { LEAN_GLUE_HEADER, leanTranspile, linkStats, loadLeanGlue } from "./mod.ts";
 import type { LeanPlan } from "./plan_data.ts";
+import { VSIZE_EXPORT } from "./vsize.ts";
 
 const HANDLER = "wasi:http/incoming-handler@0.2.12";
 const HOST = {
@@ -69,10 +70,16 @@ for (const path of ["recycled", "fresh", "fallback"] as const) {
         await Promise.all(Array.from({ length: 8 }, async (_, client) => {
           for (let i = 0; i < 25; i++) {
             const which = (client * 25 + i) % 13;
-            const p = which === 5 ? "/trap" : which === 9 ? "/grow" : "/";
+            const p = which === 5
+              ? "/trap"
+              : which === 11
+              ? "/fill"
+              : which % 3 === 0
+              ? "/grow"
+              : "/";
             const response = await fetch(`http://127.0.0.1:${addr.port}${p}`);
             const body = await response.text();
-            if (p === "/trap") assert.equal(response.status, 500);
+            if (p === "/trap" || p === "/fill") assert.equal(response.status, 500, p);
             else answers.push(body);
           }
         }));
@@ -88,10 +95,83 @@ for (const path of ["recycled", "fresh", "fallback"] as const) {
       } finally {
         await server.stop();
       }
-      assert.equal(lines.filter((l) => !l.includes("unreachable")).length, 0, lines.join("\n"));
+      const traps = /unreachable|out of bounds memory access/;
+      assert.equal(lines.filter((l) => !traps.test(l)).length, 0, lines.join("\n"));
     },
   });
 }
+
+/** A proxy server of `c` on a free port, on this thread; `fn` gets a GET function. */
+async function serving(
+  c: Awaited<ReturnType<typeof leaky>>,
+  env: [string, string][],
+  fn: (get: (path: string) => Promise<[number, string]>, lines: string[]) => Promise<void>,
+) {
+  const lines: string[] = [];
+  const config = httpConfigFromEnv(
+    new Map([[ENV.addr, "127.0.0.1:0"], [ENV.workers, "0"], [ENV.pool, "0"], ...env]),
+  );
+  const server = new ProxyServer(
+    instanceFactory(c, HANDLER, HOST, undefined, { recycleGrown: config.recycleGrown }),
+    config,
+    (l) => lines.push(l),
+  );
+  const addr = server.listen();
+  server.start();
+  try {
+    await fn(async (path) => {
+      const response = await fetch(`http://127.0.0.1:${addr.port}${path}`);
+      return [response.status, await response.text()];
+    }, lines);
+  } finally {
+    await server.stop();
+  }
+}
+
+for (const recycleGrown of ["1", "0"]) {
+  Deno.test({
+    name: `${ENV.recycleGrown}=${recycleGrown}: an instance whose memory grew ${
+      recycleGrown === "1" ? "is recycled with its initial size and zeros" : "is dropped"
+    }; a bulk op past the size traps; grow past the maximum fails`,
+    ...COMPONENT_TEST,
+    fn: async () => {
+      await spyInstances(async (made) => {
+        const c = await leaky("recycled");
+        await serving(c, [[ENV.recycleGrown, recycleGrown]], async (get, lines) => {
+          const [, pristine] = await get("/");
+          assert.equal(pristine[0], "@");
+          const reuse = linkStats(c.instantiate).reuse;
+          assert.equal(reuse.grownRecycled, recycleGrown === "1", reuse.grownReason ?? "");
+          const before = made.length;
+          // Each /grow finds its new pages zero (the secret the last one left is gone),
+          // the size it grows from is the initial one, and the maximum holds.
+          for (const path of ["/grow", "/grow", "/", "/fill", "/grow", "/fill", "/"]) {
+            const [status, body] = await get(path);
+            if (path === "/fill") assert.equal(status, 500, "traps out of bounds");
+            else assert.deepEqual([status, body], [200, pristine], path);
+          }
+          // One request at a time: the one idle instance serves each of them, unless
+          // it grew (and grown ones are dropped) or trapped.
+          const fresh = made.slice(before).filter((m) => "memory" in m.exports).length;
+          assert.equal(fresh, recycleGrown === "1" ? 2 : 5, `${fresh} core instances made`);
+          assert.equal(lines.filter((l) => !/out of bounds memory access/.test(l)).length, 0);
+          assert.equal(lines.length, 2, lines.join("\n"));
+        });
+      });
+    },
+  });
+}
+
+Deno.test({
+  name: `a bad ${ENV.recycleGrown} fails with a message naming it`,
+  fn: () => {
+    assert.throws(
+      () => httpConfigFromEnv(new Map([[ENV.recycleGrown, "yes"]])),
+      new RegExp(`${ENV.recycleGrown}="yes" is not 0 \\(off\\) or 1 \\(on\\)`),
+    );
+    assert.equal(httpConfigFromEnv(new Map()).recycleGrown, true);
+  },
+});
 
 Deno.test({
   name: "the leaky guest's written table and globals are set back, its untouched ones are not",
@@ -105,7 +185,9 @@ Deno.test({
     // isolation tests above show both kinds hold a fresh instance's values.
     const names = (list: string[]) => list.map((n) => n.slice(n.lastIndexOf(":") + 1));
     assert.deepEqual(names(resets[0].tables), ["t0"]);
-    assert.deepEqual(names(resets[0].globals), ["g0", "g1"]);
+    // g3: the virtual memory size (vsize.ts), which its memory.grow sets.
+    assert.deepEqual(names(resets[0].globals), ["g0", "g1", "g3"]);
+    assert.equal(resets[0].virtualSize, true);
   },
 });
 
@@ -127,12 +209,19 @@ async function spyInstances<T>(fn: (made: WebAssembly.Instance[]) => Promise<T>)
   }
 }
 
-/** What a core instance's exports hold: memory bytes, global values, table entries. */
+/**
+ * What a core instance's exports hold: memory bytes (up to the size its code sees,
+ * checked to be zeros past it), global values, table entries.
+ */
 function coreState(instance: WebAssembly.Instance) {
   const out: Record<string, unknown> = {};
+  const vsize = instance.exports[VSIZE_EXPORT] as WebAssembly.Global | undefined;
   for (const [name, value] of Object.entries(instance.exports)) {
-    if (value instanceof WebAssembly.Memory) out[name] = new Uint8Array(value.buffer.slice(0));
-    else if (value instanceof WebAssembly.Global) out[name] = value.value;
+    if (value instanceof WebAssembly.Memory) {
+      const size = vsize === undefined ? value.buffer.byteLength : vsize.value * 65536;
+      out[name] = new Uint8Array(value.buffer.slice(0, size));
+      assert.ok(new Uint8Array(value.buffer, size).every((b) => b === 0), "zeros past its size");
+    } else if (value instanceof WebAssembly.Global) out[name] = value.value;
     else if (value instanceof WebAssembly.Table) {
       out[name] = Array.from({ length: value.length }, (_, i) => value.get(i)?.name ?? null);
     }
@@ -162,7 +251,7 @@ Deno.test({
         assert.ok(core !== undefined && freshCore !== undefined);
         assert.deepEqual(coreState(core), coreState(freshCore), `request ${i + 1}`);
         for (const x of [instance, other]) {
-          const call = createIncomingCall(new Request(i % 2 ? "http://x/grow-not" : "http://x/"));
+          const call = createIncomingCall(new Request(i % 2 ? "http://x/grow" : "http://x/"));
           await x.handler.handle(call.request, call.outparam);
           await call.response;
           x.host.dispose();

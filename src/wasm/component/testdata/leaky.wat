@@ -9,9 +9,13 @@
 ;; - host resources: a `fields` it never drops, and a second response body it writes
 ;;   "SECRET" to and never finishes (a pending body).
 ;; The response body is three characters: `@` + the bits found (1 memory, 2 global,
-;; 4 table, 8 memory size), `@` + the handle of its leaked `fields`, `@` + the handle of
-;; its pending body's stream: a fresh instance always answers the same three.
-;; `/grow` also grows the memory by a page; `/trap` executes `unreachable` after leaking.
+;; 4 table, 8 memory size, 16 grown memory not zero, 32 memory.grow past the maximum
+;; did not fail), `@` + the handle of its leaked `fields`, `@` + the handle of its
+;; pending body's stream: a fresh instance always answers the same three.
+;; `/grow` also grows the memory from 4 to 6 pages, checks the new pages read zeros and
+;; leaves a secret in each, and checks its maximum (8 pages) holds; `/trap` executes
+;; `unreachable` after leaking; `/fill` fills 2 bytes across the end of its memory
+;; (4 pages), which traps out of bounds.
 (module
   (import "wasi:http/types@0.2.12" "[method]incoming-request.path-with-query"
     (func $path_with_query (param i32 i32)))
@@ -33,7 +37,7 @@
   (import "wasi:io/streams@0.2.12" "[resource-drop]output-stream"
     (func $drop_output_stream (param i32)))
 
-  (memory (export "memory") 4)
+  (memory (export "memory") 4 8)
   (global $heap (mut i32) (i32.const 8192))
   (global $g (mut i32) (i32.const 7))
   (global $untouched (mut i32) (i32.const 9))
@@ -51,6 +55,7 @@
   (data (i32.const 1056) "/grow")
   (data (i32.const 1064) "/trap")
   (data (i32.const 1072) "SECRET")
+  (data (i32.const 1080) "/fill")
 
   (func (export "cabi_realloc") (param $old i32) (param $old_size i32) (param $align i32)
     (param $new_size i32) (result i32)
@@ -103,6 +108,7 @@
     (param $outparam i32)
     (local $found i32) (local $ptr i32) (local $len i32) (local $fields i32)
     (local $response i32) (local $body i32) (local $stream i32) (local $pending i32)
+    (local $old i32)
     (local.set $found (call $probe))
     ;; option<string> at 0: tag (u8), pointer at 4, length at 8.
     (call $path_with_query (local.get $request) (i32.const 0))
@@ -124,9 +130,22 @@
     (call $blocking_write_and_flush (local.get $pending) (i32.const 1072) (i32.const 6)
       (i32.const 16))
     (if (call $equals (local.get $ptr) (local.get $len) (i32.const 1056) (i32.const 5))
-      (then (drop (memory.grow (i32.const 1)))))
+      (then
+        (local.set $old (memory.grow (i32.const 2)))
+        (if (i32.ne (local.get $old) (i32.const 4))
+          (then (local.set $found (i32.or (local.get $found) (i32.const 8)))))
+        (if (i32.or (i32.load (i32.const 262244)) (i32.load (i32.const 327780)))
+          (then (local.set $found (i32.or (local.get $found) (i32.const 16)))))
+        (i32.store (i32.const 262244) (i32.const 0x5ec2e7))
+        (i32.store (i32.const 327780) (i32.const 0x5ec2e7))
+        (if (i32.ne (memory.grow (i32.const 3)) (i32.const -1))
+          (then (local.set $found (i32.or (local.get $found) (i32.const 32)))))
+        (if (i32.ne (memory.size) (i32.const 6))
+          (then (local.set $found (i32.or (local.get $found) (i32.const 8)))))))
     (if (call $equals (local.get $ptr) (local.get $len) (i32.const 1064) (i32.const 5))
       (then unreachable))
+    (if (call $equals (local.get $ptr) (local.get $len) (i32.const 1080) (i32.const 5))
+      (then (memory.fill (i32.const 262143) (i32.const 0) (i32.const 2))))
     ;; The report.
     (i32.store8 (i32.const 32) (i32.add (i32.const 64) (local.get $found)))
     (i32.store8 (i32.const 33) (i32.add (i32.const 64) (local.get $fields)))

@@ -43,7 +43,8 @@ import { OtelEnv, runnerTelemetryEnv, telemetryConfig, withInstanceId } from "..
  * which put a componentize-js proxy's runner over a 256 MiB pod limit (OOM-killed at
  * ~300 MB). With it, under `wrk -t2 -c50`, that runner levels off at ~290 MB RSS
  * (anon ~210) and completes under the limit (4.9–5.2k req/s), and the Rust hello's at
- * ~170 MB instead of ~205 MB, at the same throughput.
+ * ~170 MB instead of ~205 MB, at the same throughput (~240 MB for the first with
+ * {@linkcode RUNNER_MALLOC_ENV} too).
  */
 export const DEFAULT_RUNNER_V8_FLAGS =
   "--single-threaded-gc,--max-semi-space-size=8,--heap-growing-percent=20";

@@ -4,7 +4,12 @@ import { type ErrorKind, Kind, ShimError } from "../errdefs/errors.ts";
 import { createGuest } from "../task/guest_factory.ts";
 import { nextStdinState } from "./guest.ts";
 import { guestDenoFlags } from "./permissions.ts";
-import { DEFAULT_RUNNER_V8_FLAGS, RUNNER_V8_FLAGS_ENV, runnerV8Flags } from "./spawn.ts";
+import {
+  DEFAULT_RUNNER_V8_FLAGS,
+  RUNNER_MALLOC_ENV,
+  RUNNER_V8_FLAGS_ENV,
+  runnerV8Flags,
+} from "./spawn.ts";
 import { exitStatus, signalName, signalNumber } from "../sys/signals.ts";
 import { selfCommand } from "../sys/self_exec.ts";
 import { IDLE_MESSAGE, RUNNER_ACTION } from "../wasm/runner_protocol.ts";
@@ -476,13 +481,17 @@ Deno.test({
   },
 });
 
-Deno.test("the runner's command line carries the action and the container id", async () => {
+Deno.test("the runner's command line carries the action and the container id; its environment, the malloc settings", async () => {
   using bundle = new Bundle();
   const guest = await createGuest(bundle.config(["probe.wasm"], { stdout: "", stderr: "" }));
   const argv = Deno.readTextFileSync(`/proc/${guest.pid}/cmdline`).split("\0");
   assert.equal(argv[argv.indexOf(RUNNER_ACTION) + 1], bundle.id);
   assert.ok(argv.includes(`--allow-read=${bundle.rootfs},/dev/null`), argv.join(" "));
   assert.ok(!argv.includes("-A") && !argv.some((a) => a.startsWith("--allow-env")));
+  const environ = Deno.readTextFileSync(`/proc/${guest.pid}/environ`).split("\0");
+  for (const [key, value] of Object.entries(RUNNER_MALLOC_ENV)) {
+    assert.ok(environ.includes(`${key}=${value}`), environ.join(" "));
+  }
   guest.kill(9);
   assert.equal(await guest.exited, 137);
 });

@@ -97,6 +97,9 @@ export class ImageMemories {
         const probe = this.#new();
         this.#image.mapOnto(probe.buffer);
         this.#free.push(probe);
+        // The memfd holds the image now; the runs (views of a copy of the module's
+        // image section: megabytes, per thread) only serve copying it.
+        this.#runs = [];
       } catch (err) {
         this.#image?.close();
         this.#image = null;

@@ -4,9 +4,10 @@ import { allowPageScan, MemoryImage, pageScanInUse, residentWins } from "./memor
 const PAGE = 65536;
 const OS_PAGE = 4096;
 
-/** The minor page faults of this process so far. */
+/** The minor page faults of the calling thread so far. */
 function minorFaults(): number {
-  return Number(Deno.readTextFileSync("/proc/self/stat").split(") ")[1].split(" ")[7]);
+  // Not the process's: V8's helper threads fault too, whenever they run.
+  return Number(Deno.readTextFileSync("/proc/thread-self/stat").split(") ")[1].split(" ")[7]);
 }
 
 /** A memory of `pages` wasm pages with `image` mapped over it, and what it must read as. */

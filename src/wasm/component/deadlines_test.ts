@@ -1,5 +1,5 @@
 import assert from "node:assert/strict";
-import { Deadlines, type Expiring } from "./deadlines.ts";
+import { type Deadline, Deadlines, type Expiring } from "./deadlines.ts";
 
 /** A target that records when it expired. */
 function recorder(fired: number[], n: number): Expiring {
@@ -44,16 +44,16 @@ Deno.test("a target may start and cancel deadlines when it expires", async () =>
   const deadlines = new Deadlines(10, () => now);
   const fired: string[] = [];
   const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
-  let c: ReturnType<Deadlines["start"]> | undefined;
+  const later: { c?: Deadline } = {};
   deadlines.start({
     expire: () => {
       fired.push("a");
-      c!.cancel();
+      later.c!.cancel();
       deadlines.start({ expire: () => fired.push("d") });
     },
   });
   now = 5;
-  c = deadlines.start({ expire: () => fired.push("c") });
+  later.c = deadlines.start({ expire: () => fired.push("c") });
   now = 10;
   await sleep(30);
   assert.deepEqual(fired, ["a"], "a expired; c (due at 15) was cancelled by it");

@@ -41,7 +41,7 @@ import {
   snapshotSlot,
   tablesIntact,
 } from "./recycle.ts";
-import { TRAMPOLINE_IMPORTS, trampolineModule } from "./trampoline.ts";
+import { TRAMPOLINE_IMPORTS, trampolineModule, tryImportName } from "./trampoline.ts";
 import type { CoreRef, LeanPlan, PlanFunc, PlanLift, PlanLower, PlanOpts } from "./plan_data.ts";
 
 /**
@@ -300,6 +300,8 @@ class InstanceState implements Handles {
 
   /** Export calls in progress (the guest may run, or resume, while this is non-zero). */
   active = 0;
+  /** What a blocking host call tried first left to wait for (see {@linkcode callHostTry}). */
+  pending: PromiseLike<unknown> | null = null;
 
   constructor(
     readonly linked: Linked,
@@ -400,6 +402,38 @@ function callHostAsync(shape: LowerShape, state: InstanceState, flat: unknown[])
   }
   if (isThenable(ret)) return settleHostAsync(shape, state, cx, ret, flat);
   return lowerResult(shape, cx, shape.resultIsResult ? asResult(ret) : ret, flat);
+}
+
+/**
+ * A blocking host call tried first (see `trampoline.ts`): 1 if it completed (its
+ * result is written), else 0, and the promise it returned waits in `state.pending`
+ * for {@linkcode resumeHost}, which the guest's trampoline calls next.
+ */
+function callHostTry(shape: LowerShape, state: InstanceState, flat: unknown[]): number {
+  const cx = state.cx(shape.optsKey);
+  const args = liftArgs(shape, cx, flat);
+  let ret: unknown;
+  try {
+    ret = state.callee(shape.index)(args);
+  } catch (e) {
+    if (!shape.resultIsResult) throw e;
+    lowerResult(shape, cx, { tag: "err", val: errorPayload(e) }, flat);
+    return 1;
+  }
+  if (isThenable(ret)) {
+    state.pending = ret;
+    return 0;
+  }
+  lowerResult(shape, cx, shape.resultIsResult ? asResult(ret) : ret, flat);
+  return 1;
+}
+
+/** The suspending half of a call {@linkcode callHostTry} left pending. */
+function resumeHost(shape: LowerShape, state: InstanceState, flat: unknown[]): Promise<unknown> {
+  const pending = state.pending;
+  state.pending = null;
+  if (pending === null) throw trap(`${shape.lower.iface}#${shape.lower.name} resumed, not started`);
+  return settleHostAsync(shape, state, state.cx(shape.optsKey), pending, flat);
 }
 
 /** The rest of {@linkcode callHostAsync} once the host's promise settles. */
@@ -634,6 +668,8 @@ class Linked {
   #checked = new WeakSet<object>();
   /** Core signatures of the host functions: lowers, then resource drops. */
   #hostSigs: FuncSig[];
+  /** Host functions whose trampolines try them first (blocking, results in memory). */
+  #tryFirst: boolean[];
   /**
    * The trampoline module of the host functions (see `trampoline.ts`): undefined until
    * first needed, null if core modules do not link to it (then they import the JS
@@ -697,6 +733,9 @@ class Linked {
       ...this.lowers.map((l) => loweredSig(l.params, l.result)),
       ...this.resources.map(() => RESOURCE_DROP_SIG),
     ];
+    this.#tryFirst = this.#hostSigs.map((sig, k) =>
+      k < this.lowers.length && this.lowers[k].async && sig.results.length === 0
+    );
     this.pools = plan.steps.map((step) =>
       step.op === "instantiate" && step.memory !== undefined && !step.reset?.image
         ? new MemoryPool(step.memory)
@@ -801,10 +840,21 @@ class Linked {
     if (this.#trampolineModule === null) return this.#hostFunction(k, slot);
     let exports = this.#slotTrampolines[slot];
     if (exports === undefined) {
-      this.#trampolineModule ??= new WebAssembly.Module(trampolineModule(this.#hostSigs));
+      this.#trampolineModule ??= new WebAssembly.Module(
+        trampolineModule(this.#hostSigs, this.#tryFirst),
+      );
       const host: WebAssembly.ModuleImports = {};
       for (let i = 0; i < this.#hostSigs.length; i++) {
-        host[i] = this.#hostFunction(i, slot) as WebAssembly.ImportValue;
+        if (this.#tryFirst[i]) {
+          const shape = this.lowers[i];
+          host[tryImportName(i)] = (...flat: unknown[]) =>
+            callHostTry(shape, this.stateAt(slot), flat);
+          host[i] = new Suspending((...flat: unknown[]) =>
+            resumeHost(shape, this.stateAt(slot), flat)
+          ) as WebAssembly.ImportValue;
+        } else {
+          host[i] = this.#hostFunction(i, slot) as WebAssembly.ImportValue;
+        }
       }
       exports = this.#slotTrampolines[slot] = new WebAssembly.Instance(
         this.#trampolineModule,

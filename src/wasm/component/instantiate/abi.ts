@@ -59,7 +59,11 @@ type NumericArray =
   | BigInt64Array
   | Float32Array
   | Float64Array;
-type NumericArrayClass = { new (buffer: ArrayBuffer): NumericArray; BYTES_PER_ELEMENT: number };
+type NumericArrayClass = {
+  new (buffer: ArrayBuffer): NumericArray;
+  new (length: number): NumericArray;
+  BYTES_PER_ELEMENT: number;
+};
 
 /** The canonical ABI layout every resolved type has. */
 interface Layout {
@@ -608,7 +612,15 @@ function loadList(cx: Cx, t: RList, ptr: number, len: number): unknown {
   const elem = t.elem;
   cx.check(ptr, len * elem.size, elem.align);
   if (t.typed !== undefined) {
-    return new t.typed(cx.bytes().buffer.slice(ptr, ptr + len * elem.size) as ArrayBuffer);
+    // A copy made as a new array of its own length, not from a slice of the memory's
+    // buffer: V8 keeps a small one inside its heap, where a sliced ArrayBuffer is
+    // memory outside it (each adds to the external memory that drives full GCs).
+    const bytes = cx.bytes();
+    if (t.typed === Uint8Array) return bytes.slice(ptr, ptr + len);
+    const out = new t.typed(len);
+    new Uint8Array(out.buffer, out.byteOffset, out.byteLength)
+      .set(bytes.subarray(ptr, ptr + len * elem.size));
+    return out;
   }
   const out: unknown[] = [];
   for (let i = 0; i < len; i++) out.push(load(cx, elem, ptr + i * elem.size));

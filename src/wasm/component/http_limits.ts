@@ -28,7 +28,8 @@ export const DENO_MAX_HEAD_BYTES = 64 * 1024;
 /** Sum of the lengths of header names and values, as Fetch presents them. */
 export function headerBytes(headers: Headers): number {
   let total = 0;
-  for (const [name, value] of headers) total += name.length + value.length;
+  // forEach, not for…of: no iterator and no entry arrays per request.
+  headers.forEach((value, name) => total += name.length + value.length);
   return total;
 }
 

@@ -29,7 +29,7 @@
  * @module
  */
 
-import { type Deadline, Deadlines } from "./deadlines.ts";
+import { type Deadline, Deadlines, type Expiring } from "./deadlines.ts";
 import { invalidArgument } from "../../errdefs/errors.ts";
 import {
   activeSpan,
@@ -39,7 +39,13 @@ import {
   histogram,
 } from "../../sys/telemetry.ts";
 import { GuestExit } from "./host/cli.ts";
-import { BodyCut, createIncomingCall, type ErrorCode, type OutgoingResponse } from "./host/http.ts";
+import {
+  BodyCut,
+  type ErrorCode,
+  incomingCallTo,
+  type OutgoingResponse,
+  type ResponseTarget,
+} from "./host/http.ts";
 import type { Host } from "./host/mod.ts";
 import {
   type BodyRefused,
@@ -273,6 +279,8 @@ type Outcome =
 
 /** The outcome of every request that ran out of time. */
 const TIMED_OUT: Outcome = { kind: "timeout" };
+/** The outcome of every call that returned. */
+const RETURNED: Outcome = { kind: "returned" };
 
 /** Why a request failed, for the log. */
 export function describeGuestError(err: unknown): string {
@@ -330,7 +338,8 @@ interface RequestSeries {
   errors: CounterSeries | undefined;
 }
 
-const requestSeries = new Map<string, RequestSeries>();
+/** The series by status, then method (no key to build per request). */
+const requestSeries = new Map<number, Map<string, RequestSeries>>();
 let inFlightSeries: CounterSeries | undefined;
 
 /**
@@ -353,8 +362,9 @@ const OTHER_METHOD = "_OTHER";
 /** The series of requests of method `given` answered `status`, made at the first one. */
 function requestSeriesOf(given: string, status: number): RequestSeries {
   const method = KNOWN_METHODS.has(given) ? given : OTHER_METHOD;
-  const key = `${status} ${method}`;
-  let series = requestSeries.get(key);
+  let byMethod = requestSeries.get(status);
+  if (byMethod === undefined) requestSeries.set(status, byMethod = new Map());
+  let series = byMethod.get(method);
   if (series === undefined) {
     const labels = {
       "http.request.method": method,
@@ -366,17 +376,199 @@ function requestSeriesOf(given: string, status: number): RequestSeries {
       requests: requests.series(labels),
       errors: status >= 500 ? requestErrors.series(labels) : undefined,
     };
-    requestSeries.set(key, series);
+    byMethod.set(method, series);
   }
   return series;
 }
 
 /** What one request's span and metrics learn while it is served. */
 interface RequestTimes {
-  /** Waiting for the container's Start (requests that come before it wait). */
+  /**
+   * Waiting for the container's Start (requests that come before it wait) and for an
+   * instance under the cap; 0 for a request that waited for neither.
+   */
   queueMs: number;
   /** The instance this request ran was created for it (not taken from the pool). */
   fresh: boolean;
+}
+
+/** What an {@linkcode Exchange} needs of its server (one object per server). */
+interface ExchangeHooks {
+  /** The request timeout in ms, for messages. */
+  readonly timeoutMs: number;
+  /** Logs one line about a failed request (and counts it). */
+  failLog(req: Request, id: number, why: string): void;
+  /** The exchange's instance has ended: its place under the cap is free. */
+  done(): void;
+}
+
+/**
+ * Where an {@linkcode Exchange} is in ending its instance: its answer is not decided
+ * yet; answered, waiting for the guest's call to settle (or the request timeout);
+ * timed out after its answer, waiting for the call to settle to release it; over.
+ */
+type Ending = "answering" | "waiting" | "timed-out" | "done";
+
+/**
+ * One request's run in its instance: what happens first (the guest sets its response,
+ * its call settles, the request timeout passes, or the request body is refused), then
+ * the end of the instance. Events arrive as calls, not promises: the guest answers a
+ * small request within its `handle` call (it never waits), and such a request is
+ * answered and its instance ended without waiting for anything, at the cost of this
+ * object and its call's promise.
+ */
+class Exchange implements ResponseTarget, Expiring {
+  /** The first event, once there is one. */
+  first: Outcome | null = null;
+  /** How the guest's call settled, once it has. */
+  #ended: Outcome | null = null;
+  #timedOut = false;
+  #deadline: Deadline | undefined;
+  #wake: ((first: Outcome) => void) | null = null;
+  #settled: PromiseWithResolvers<void> | null = null;
+  #ending: Ending = "answering";
+  #response: OutgoingResponse | undefined;
+  #req: Request | undefined;
+  #refusal: BodyRefused | null = null;
+
+  /**
+   * @param hooks the server's side
+   * @param instance the request's instance
+   * @param body the request body the guest reads, under the server's limits
+   * @param deadlines the request timeout, if there is one
+   */
+  constructor(
+    readonly hooks: ExchangeHooks,
+    readonly instance: ProxyInstance,
+    readonly body: LimitedBody | null,
+    deadlines: Deadlines | undefined,
+  ) {
+    this.#deadline = deadlines?.start(this);
+  }
+
+  /** Calls the guest's `handle`; it may answer (and end) before this returns. */
+  run(request: unknown, outparam: unknown): void {
+    let handled: Promise<void>;
+    try {
+      handled = Promise.resolve(this.instance.handler.handle(request, outparam));
+    } catch (err) {
+      handled = Promise.reject(err);
+    }
+    handled.then(() => this.#end(RETURNED), (error) => this.#end({ kind: "trapped", error }));
+    this.body?.refused.then((error) => this.#refused(error));
+  }
+
+  /** The first event: now, or once it comes. */
+  next(): Outcome | Promise<Outcome> {
+    return this.first ?? new Promise((resolve) => this.#wake = resolve);
+  }
+
+  /** Resolves once the guest's call has settled. */
+  settled(): Promise<void> {
+    if (this.#ended !== null) return Promise.resolve();
+    return (this.#settled ??= Promise.withResolvers<void>()).promise;
+  }
+
+  /** `response-outparam.set`: the guest's answer. */
+  set(result: GuestResult): void {
+    this.#event({ kind: "response", result });
+  }
+
+  /** The request timeout has passed. */
+  expire(): void {
+    this.#timedOut = true;
+    this.#event(TIMED_OUT);
+    if (this.#ending === "waiting") this.#timeOut();
+  }
+
+  #end(outcome: Outcome): void {
+    this.#ended = outcome;
+    this.#settled?.resolve();
+    this.#event(outcome);
+    if (this.#ending === "waiting") {
+      this.#deadline?.cancel();
+      this.#close(outcome);
+      this.#release();
+    } else if (this.#ending === "timed-out") {
+      this.#release();
+    }
+  }
+
+  #refused(error: BodyRefused): void {
+    if (this.first === null) {
+      this.#event({ kind: "refused", error });
+      return;
+    }
+    // Too late for a status: a response already sent is cut, and the connection is
+    // aborted (Deno aborts it only once the request body is cancelled too).
+    this.#refusal = error;
+    if (this.#response !== undefined) this.#cut();
+  }
+
+  #cut(): void {
+    this.body!.cancel();
+    this.#response!.outgoingBody?.abandon(this.#refusal!.message);
+  }
+
+  #event(outcome: Outcome): void {
+    if (this.first !== null) return;
+    this.first = outcome;
+    const wake = this.#wake;
+    this.#wake = null;
+    wake?.(outcome);
+  }
+
+  /**
+   * The answer is decided (`response`, if it is the guest's, and its request): the
+   * instance ends once its call settles (then a body left unfinished is cut), or, if
+   * the request timeout passes first, its body is cut and it is not reused.
+   */
+  finish(response?: OutgoingResponse, req?: Request): void {
+    this.#response = response;
+    this.#req = req;
+    if (response !== undefined && this.#refusal !== null) this.#cut();
+    this.#ending = "waiting";
+    if (this.#ended !== null) {
+      this.#deadline?.cancel();
+      this.#close(this.#ended);
+      this.#release();
+    } else if (this.#timedOut) {
+      this.#timeOut();
+    }
+  }
+
+  #timeOut(): void {
+    this.#ending = "timed-out";
+    this.#close(TIMED_OUT);
+    this.instance.discard?.();
+  }
+
+  /** Stops reading the request body; cuts a response body the guest left unfinished. */
+  #close(last: Outcome): void {
+    this.body?.dispose();
+    const req = this.#req;
+    const id = this.instance.requestId;
+    const body = this.#response?.outgoingBody;
+    if (body && !body.ended) {
+      const why = last.kind === "trapped"
+        ? describeGuestError(last.error)
+        : last.kind === "timeout"
+        ? `still running after ${this.hooks.timeoutMs} ms`
+        : "the component returned without finishing the body";
+      body.abandon(why);
+      if (req) this.hooks.failLog(req, id, `response body cut: ${why}`);
+    } else if (body?.cut && req) {
+      this.hooks.failLog(req, id, `response body cut: ${body.cut}`);
+    } else if (last.kind === "trapped" && req && !(last.error instanceof GuestExit)) {
+      this.hooks.failLog(req, id, `after the response: ${describeGuestError(last.error)}`);
+    }
+  }
+
+  #release(): void {
+    this.#ending = "done";
+    this.instance.host.dispose();
+    this.hooks.done();
+  }
 }
 
 /** A running `Deno.serve` for one proxy component. */
@@ -389,15 +581,20 @@ export class ProxyServer {
   #nextId: () => number;
   #reusePort: boolean;
   #refilling = false;
-  #inflight = new Set<Promise<void>>();
+  /** Exchanges whose instance has not ended yet. */
+  #exchanges = 0;
+  /** Resolved when `#exchanges` drops to 0, while {@linkcode stop} waits for that. */
+  #idle: PromiseWithResolvers<void> | null = null;
+  #hooks: ExchangeHooks;
   #stopping = false;
+  #isStarted = false;
   #started!: () => void;
   #startedPromise = new Promise<void>((resolve) => this.#started = resolve);
   #failures = 0;
   #served = 0;
   #stopped = Promise.withResolvers<number>();
   /** The request timeouts (one timer for all), unless there is no timeout. */
-  #deadlines: Deadlines<Outcome> | undefined;
+  #deadlines: Deadlines | undefined;
   /** Instances taken and not yet ended. */
   #inFlight = 0;
   /** Requests waiting for an instance, first come first served. */
@@ -420,9 +617,15 @@ export class ProxyServer {
     this.#config = config;
     this.#log = log;
     this.#reusePort = options.reusePort ?? false;
-    if (config.requestTimeoutMs > 0) {
-      this.#deadlines = new Deadlines<Outcome>(config.requestTimeoutMs, TIMED_OUT);
-    }
+    if (config.requestTimeoutMs > 0) this.#deadlines = new Deadlines(config.requestTimeoutMs);
+    this.#hooks = {
+      timeoutMs: config.requestTimeoutMs,
+      failLog: (req, id, why) => this.#failLog(req, id, why),
+      done: () => {
+        this.#leave();
+        if (--this.#exchanges === 0) this.#idle?.resolve();
+      },
+    };
     let id = 0;
     this.#nextId = options.nextId ?? (() => ++id);
   }
@@ -470,6 +673,7 @@ export class ProxyServer {
 
   /** Lets requests through. */
   start(): void {
+    this.#isStarted = true;
     this.#started();
   }
 
@@ -484,12 +688,16 @@ export class ProxyServer {
       return true;
     }
     this.#stopping = true;
-    this.#started();
+    this.start();
     const server = this.#server;
     let timer: ReturnType<typeof setTimeout> | undefined;
     const drained = (async () => {
       await server?.shutdown();
-      while (this.#inflight.size > 0) await Promise.allSettled([...this.#inflight]);
+      while (this.#exchanges > 0) {
+        this.#idle = Promise.withResolvers<void>();
+        await this.#idle.promise;
+      }
+      this.#idle = null;
       return true;
     })();
     const result = await (graceMs === Infinity ? drained : Promise.race([
@@ -589,50 +797,83 @@ export class ProxyServer {
 
   /**
    * Serves a request, and records its metrics and the attributes of its span (Deno's
-   * span of the `Deno.serve` request, active here when telemetry is on).
+   * span of the `Deno.serve` request being served, active here when telemetry is on).
+   * A request the guest answers within its `handle` call is answered synchronously.
    */
-  async #observe(req: Request): Promise<Response> {
+  #observe(req: Request): Response | Promise<Response> {
     const started = performance.now();
     const times: RequestTimes = { queueMs: 0, fresh: false };
     inFlightSeries ??= inFlight.series({ thread: THREAD });
     inFlightSeries.add(1);
-    let status = 500;
+    let answer: Response | Promise<Response>;
     try {
-      const response = await this.#serve(req, times);
-      status = response.status;
-      return response;
-    } finally {
-      inFlightSeries.add(-1);
-      const ms = performance.now() - started;
-      const series = requestSeriesOf(req.method, status);
-      series.requests.add(1);
-      series.errors?.add(1);
-      requestDuration.record(ms, series.labels);
-      activeSpan()?.setAttributes({
-        "http.response.status_code": status,
-        "wasi_http.queue_ms": times.queueMs,
-        "wasi_http.instance_ms": ms - times.queueMs,
-        "wasi_http.instance.fresh": times.fresh,
-      });
+      answer = this.#serve(req, started, times);
+    } catch (err) {
+      this.#observed(req, started, times, 500);
+      throw err;
     }
+    if (answer instanceof Response) {
+      this.#observed(req, started, times, answer.status);
+      return answer;
+    }
+    return answer.then((response) => {
+      this.#observed(req, started, times, response.status);
+      return response;
+    }, (err) => {
+      this.#observed(req, started, times, 500);
+      throw err;
+    });
   }
 
-  async #serve(req: Request, times?: RequestTimes): Promise<Response> {
-    const arrived = performance.now();
-    await this.#startedPromise;
+  #observed(req: Request, started: number, times: RequestTimes, status: number): void {
+    inFlightSeries!.add(-1);
+    const ms = performance.now() - started;
+    const series = requestSeriesOf(req.method, status);
+    series.requests.add(1);
+    series.errors?.add(1);
+    requestDuration.record(ms, series.labels);
+    activeSpan()?.setAttributes({
+      "http.response.status_code": status,
+      "wasi_http.queue_ms": times.queueMs,
+      "wasi_http.instance_ms": ms - times.queueMs,
+      "wasi_http.instance.fresh": times.fresh,
+    });
+  }
+
+  /**
+   * @param arrived when the request arrived
+   * @param waited it waited for the server to start
+   */
+  #serve(
+    req: Request,
+    arrived: number,
+    times: RequestTimes,
+    waited = false,
+  ): Response | Promise<Response> {
+    if (!this.#isStarted) {
+      return this.#startedPromise.then(() => this.#serve(req, arrived, times, true));
+    }
     this.#served++;
     const refusal = this.#refuse(req);
     if (refusal) return refusal;
     const waiting = this.#admit();
-    if (waiting !== null) {
-      const why = await waiting;
+    if (waiting === null) {
+      // Waiting for the server to start and for an instance under the cap.
+      if (waited) times.queueMs = performance.now() - arrived;
+      return this.#run(req, times);
+    }
+    return waiting.then((why) => {
       if (why !== null) {
         this.#rejected++;
         return this.#fail(req, 0, 503, why);
       }
-    }
-    // Waiting for the server to start and for an instance under the cap.
-    if (times) times.queueMs = performance.now() - arrived;
+      times.queueMs = performance.now() - arrived;
+      return this.#run(req, times);
+    });
+  }
+
+  /** Runs an admitted request in an instance. */
+  #run(req: Request, times: RequestTimes): Response | Promise<Response> {
     let instance: ProxyInstance;
     try {
       instance = this.#take(times);
@@ -640,32 +881,25 @@ export class ProxyServer {
       this.#leave();
       return this.#fail(req, 0, 500, `cannot create an instance: ${describeGuestError(err)}`);
     }
-    const id = instance.requestId;
     const { maxBodyBytes, bodyTimeoutMs } = this.#config;
     const body = req.body && (maxBodyBytes > 0 || bodyTimeoutMs > 0)
       ? limitBody(req.body, { maxBytes: maxBodyBytes, idleTimeoutMs: bodyTimeoutMs })
       : null;
-    const call = createIncomingCall(req, body ? body.stream : req.body);
-    let handled: Promise<void>;
-    try {
-      handled = Promise.resolve(instance.handler.handle(call.request, call.outparam));
-    } catch (err) {
-      handled = Promise.reject(err);
-    }
-    const ended = handled.then<Outcome, Outcome>(
-      () => ({ kind: "returned" }),
-      (error) => ({ kind: "trapped", error }),
-    );
-    const deadline = this.#deadlines?.start();
-    const timeout = deadline?.promise ?? null;
-    const first = await Promise.race([
-      call.response.then<Outcome>((result) => ({ kind: "response", result })),
-      ended,
-      ...(timeout ? [timeout] : []),
-      ...(body ? [body.refused.then<Outcome>((error) => ({ kind: "refused", error }))] : []),
-    ]);
+    const exchange = new Exchange(this.#hooks, instance, body, this.#deadlines);
+    this.#exchanges++;
+    const call = incomingCallTo(req, body ? body.stream : req.body, exchange);
+    exchange.run(call.request, call.outparam);
+    const first = exchange.next();
+    return first instanceof Promise
+      ? first.then((first) => this.#answer(req, exchange, first))
+      : this.#answer(req, exchange, first);
+  }
+
+  /** The answer to a request, from what happened first in its instance. */
+  #answer(req: Request, exchange: Exchange, first: Outcome): Response | Promise<Response> {
+    const id = exchange.instance.requestId;
     if (first.kind !== "response") {
-      this.#finish(instance, ended, deadline, body);
+      exchange.finish();
       if (first.kind === "refused") {
         return this.#fail(req, id, first.error.status, first.error.message);
       }
@@ -678,7 +912,7 @@ export class ProxyServer {
       return this.#fail(req, id, 500, "the component returned without setting a response");
     }
     if (first.result.tag === "err") {
-      this.#finish(instance, ended, deadline, body);
+      exchange.finish();
       return this.#fail(
         req,
         id,
@@ -689,23 +923,21 @@ export class ProxyServer {
     const outgoing = first.result.val;
     // A small body usually ends right after the response is set: waiting for that (at
     // most one event-loop turn) lets it be sent whole, which Deno does at half the cost
-    // of a stream.
-    await outgoing.ready(ended);
+    // of a stream. One that has ended already is sent now.
+    if (outgoing.complete) return this.#send(req, exchange, outgoing);
+    return outgoing.ready(exchange.settled()).then(() => this.#send(req, exchange, outgoing));
+  }
+
+  #send(req: Request, exchange: Exchange, outgoing: OutgoingResponse): Response {
     let response: Response;
     try {
       response = outgoing.toResponse();
     } catch (err) {
       outgoing.outgoingBody?.abandon("the response could not be sent");
-      this.#finish(instance, ended, deadline, body);
-      return this.#fail(req, id, 500, describeGuestError(err));
+      exchange.finish();
+      return this.#fail(req, exchange.instance.requestId, 500, describeGuestError(err));
     }
-    // Too late for a status: a refused body cuts the response, and the connection is
-    // aborted (Deno aborts it only once the request body is cancelled too).
-    body?.refused.then((error) => {
-      body.cancel();
-      outgoing.outgoingBody?.abandon(error.message);
-    });
-    this.#finish(instance, ended, deadline, body, outgoing, req);
+    exchange.finish(outgoing, req);
     return response;
   }
 
@@ -731,56 +963,6 @@ export class ProxyServer {
       );
     }
     return null;
-  }
-
-  /**
-   * Tracks the instance until it ends (returns, traps or times out), then cuts a body
-   * left unfinished and releases the host.
-   */
-  #finish(
-    instance: ProxyInstance,
-    ended: Promise<Outcome>,
-    deadline: Deadline<Outcome> | undefined,
-    requestBody: LimitedBody | null,
-    response?: OutgoingResponse,
-    req?: Request,
-  ): void {
-    const done = (async () => {
-      const last = deadline ? await Promise.race([ended, deadline.promise]) : await ended;
-      deadline?.cancel();
-      requestBody?.dispose();
-      const body = response?.outgoingBody;
-      if (body && !body.ended) {
-        const why = last.kind === "trapped"
-          ? describeGuestError(last.error)
-          : last.kind === "timeout"
-          ? `still running after ${this.#config.requestTimeoutMs} ms`
-          : "the component returned without finishing the body";
-        body.abandon(why);
-        if (req) this.#failLog(req, instance.requestId, `response body cut: ${why}`);
-      } else if (body?.cut && req) {
-        this.#failLog(req, instance.requestId, `response body cut: ${body.cut}`);
-      } else if (last.kind === "trapped" && req && !(last.error instanceof GuestExit)) {
-        this.#failLog(
-          req,
-          instance.requestId,
-          `after the response: ${describeGuestError(last.error)}`,
-        );
-      }
-      if (last.kind !== "timeout") {
-        instance.host.dispose();
-        this.#leave();
-      } else {
-        instance.discard?.();
-        // It counts as in flight until it really ends.
-        ended.then(() => {
-          instance.host.dispose();
-          this.#leave();
-        });
-      }
-    })();
-    this.#inflight.add(done);
-    done.finally(() => this.#inflight.delete(done));
   }
 
   #failLog(req: Request, id: number, why: string): void {

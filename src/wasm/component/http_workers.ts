@@ -15,7 +15,7 @@
  * @module
  */
 
-import { type HostConfig, hostFactory } from "./host/mod.ts";
+import { type Host, type HostConfig, hostFactory } from "./host/mod.ts";
 import {
   END_INSTANCE,
   type LeanInstantiate,
@@ -28,6 +28,7 @@ import {
   type HttpConfig,
   type IncomingHandler,
   type InstanceFactory,
+  type ProxyInstance,
   ProxyServer,
   untilSignal,
 } from "./http_server.ts";
@@ -78,7 +79,8 @@ export function instanceFactory(
   const newHost = hostFactory(config);
   let logged = log === undefined;
   return (requestId) => {
-    const host = newHost([...env, [REQUEST_ID_ENV, String(requestId)]]);
+    // Made if the guest asks for its environment (most requests do not).
+    const host = newHost(() => [...env, [REQUEST_ID_ENV, String(requestId)]]);
     let exports: Record<string | symbol, unknown>;
     try {
       exports = instantiate(component, host.imports);
@@ -91,26 +93,40 @@ export function instanceFactory(
       const why = reuseNote(component.instantiate);
       if (why !== null) log!(`wasi:http: ${why}`);
     }
+    const handler = exports[exportName] as IncomingHandler;
     const end = exports[END_INSTANCE] as ((reusable?: boolean) => void) | undefined;
-    if (end === undefined) {
-      return { requestId, host, handler: exports[exportName] as IncomingHandler };
-    }
-    let reusable = true;
-    return {
-      requestId,
-      host: {
-        imports: host.imports,
-        dispose: () => {
-          host.dispose();
-          end(reusable);
-        },
-      },
-      handler: exports[exportName] as IncomingHandler,
-      discard: () => {
-        reusable = false;
-      },
-    };
+    if (end === undefined) return { requestId, host, handler };
+    return new LeanInstance(requestId, handler, host, end);
   };
+}
+
+/** An instance of lean glue: its host's end also ends the instance (see `link.ts`). */
+class LeanInstance implements ProxyInstance, Host {
+  #reusable = true;
+
+  constructor(
+    readonly requestId: number,
+    readonly handler: IncomingHandler,
+    readonly inner: Host,
+    readonly end: (reusable?: boolean) => void,
+  ) {}
+
+  get host(): Host {
+    return this;
+  }
+
+  get imports(): Host["imports"] {
+    return this.inner.imports;
+  }
+
+  dispose(): void {
+    this.inner.dispose();
+    this.end(this.#reusable);
+  }
+
+  discard(): void {
+    this.#reusable = false;
+  }
 }
 
 /**

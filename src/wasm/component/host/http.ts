@@ -186,8 +186,9 @@ export class Fields {
     return fields;
   }
 
-  /** As Fetch headers. @internal */
-  toHeaders(): Headers {
+  /** As Fetch headers, or undefined if there are none (a `Response` then makes its own). @internal */
+  toHeaders(): Headers | undefined {
+    if (this.#entries.length === 0) return undefined;
     const headers = new Headers();
     for (const [n, v] of this.#entries) headers.append(n, latin1String(v));
     return headers;
@@ -270,8 +271,9 @@ export class IncomingBody {
 /** The `incoming-request` resource, over a Fetch `Request`. */
 export class IncomingRequest {
   #request: Request;
-  #url: string;
-  #pathStart: number;
+  /** The request's URL, read when the guest first asks for a part of it. */
+  #url: string | null = null;
+  #pathStart = 0;
   #headers: Fields | null = null;
   #body: IncomingBody | null = null;
   #bodyStream: ReadableStream<Uint8Array> | null;
@@ -286,10 +288,15 @@ export class IncomingRequest {
   constructor(request: Request, body: ReadableStream<Uint8Array> | null = request.body) {
     this.#request = request;
     this.#bodyStream = body;
-    this.#url = request.url;
-    const authorityStart = this.#url.indexOf("://") + 3;
-    const slash = this.#url.indexOf("/", authorityStart);
-    this.#pathStart = slash < 0 ? this.#url.length : slash;
+  }
+
+  #href(): string {
+    if (this.#url === null) {
+      const url = this.#url = this.#request.url;
+      const slash = url.indexOf("/", url.indexOf("://") + 3);
+      this.#pathStart = slash < 0 ? url.length : slash;
+    }
+    return this.#url;
   }
 
   /** The `method` method. */
@@ -299,17 +306,19 @@ export class IncomingRequest {
 
   /** The `path-with-query` method. */
   pathWithQuery(): string {
-    return this.#pathStart >= this.#url.length ? "/" : this.#url.slice(this.#pathStart);
+    const url = this.#href();
+    return this.#pathStart >= url.length ? "/" : url.slice(this.#pathStart);
   }
 
   /** The `scheme` method. */
   scheme(): Scheme {
-    return this.#url.startsWith("https:") ? { tag: "HTTPS" } : { tag: "HTTP" };
+    return this.#href().startsWith("https:") ? { tag: "HTTPS" } : { tag: "HTTP" };
   }
 
   /** The `authority` method. */
   authority(): string {
-    return this.#url.slice(this.#url.indexOf("://") + 3, this.#pathStart);
+    const url = this.#href();
+    return url.slice(url.indexOf("://") + 3, this.#pathStart);
   }
 
   /** The `headers` method. */
@@ -476,6 +485,15 @@ export class OutgoingResponse {
     this.#sink = new BodySink();
     this.#body = new OutgoingBody(this.#sink);
     return this.#body;
+  }
+
+  /**
+   * True if it is best turned into a `Response` now: it has no body to wait for, or its
+   * body has ended (see {@linkcode ready}). @internal
+   */
+  get complete(): boolean {
+    const sink = this.#sink;
+    return sink === null || sink.ended || NULL_BODY_STATUSES.has(this.#status);
   }
 
   /** As a Fetch `Response`: the whole body if it has ended already, else streamed. @internal */
@@ -813,6 +831,18 @@ export interface IncomingCall {
   outparam: ResponseOutparam;
   /** Settles when the guest calls `response-outparam.set`. */
   response: Promise<{ tag: "ok"; val: OutgoingResponse } | { tag: "err"; val: ErrorCode }>;
+}
+
+/**
+ * The arguments of `wasi:http/incoming-handler.handle` for a Fetch request: the guest
+ * reads `body`, and its answer goes to `target` (as it calls `response-outparam.set`).
+ */
+export function incomingCallTo(
+  request: Request,
+  body: ReadableStream<Uint8Array> | null,
+  target: ResponseTarget,
+): { request: IncomingRequest; outparam: ResponseOutparam } {
+  return { request: new IncomingRequest(request, body), outparam: new ResponseOutparam(target) };
 }
 
 /**

@@ -77,21 +77,60 @@ export interface Host {
   dispose(): void;
 }
 
-/** Where an instance's import object keeps its sockets (see {@linkcode hostFactory}). */
-const SOCKETS = Symbol("wasi:sockets of the instance");
-type InstanceImports = Imports & { [SOCKETS]?: SocketsHost };
+/** What one instance of a {@linkcode hostFactory} holds besides its import object. */
+interface InstanceState {
+  env: HostConfig["env"] | (() => HostConfig["env"]);
+  filesystem: FilesystemHost | null;
+  sockets: SocketsHost | null;
+}
+
+/** Where an instance's import object keeps its state (see {@linkcode hostFactory}). */
+const STATE = Symbol("the instance's host state");
+type InstanceImports = Imports & { [STATE]: InstanceState };
+
+/**
+ * Makes `key` of every instance's import object (inheriting from `shared`) on first
+ * use, from the instance's state: an own property from then on.
+ */
+function perInstance(
+  shared: Imports,
+  key: string,
+  make: (state: InstanceState, imports: InstanceImports) => Record<string, unknown>,
+): void {
+  Object.defineProperty(shared, key, {
+    enumerable: true,
+    configurable: true,
+    get(this: InstanceImports) {
+      const value = make(this[STATE], this);
+      Object.defineProperty(this, key, { value, enumerable: true, configurable: true });
+      return value;
+    },
+  });
+}
+
+/** The host of one instance of a {@linkcode hostFactory}. */
+class FactoryHost implements Host {
+  constructor(readonly imports: InstanceImports) {}
+
+  dispose(): void {
+    const state = this.imports[STATE];
+    state.sockets?.dispose();
+    state.filesystem?.close();
+  }
+}
 
 /**
  * Builds the hosts of many instances that differ only in their environment (a proxy's
  * instances: `REQUEST_ID`). What holds no state is built once and shared, through the
  * prototype of each instance's import object; each instance still gets its own
- * environment, poll fairness counter, insecure seed and open files (its filesystem is
- * made when the guest first asks for its preopens). Cheaper per instance than
- * {@linkcode createHost}, which a proxy would call once per request.
+ * environment, poll fairness counter, insecure seed, open files and sockets, each made
+ * when the guest first looks for it (most requests use none of them). `env` may be a
+ * function, called then. Cheaper per instance than {@linkcode createHost}, which a
+ * proxy would call once per request.
  */
 export function hostFactory(
   config: Omit<HostConfig, "env">,
-): (env: HostConfig["env"]) => Host {
+): (env: HostConfig["env"] | (() => HostConfig["env"])) => Host {
   const shared: Imports = {
     ...cliStdioImports(config),
     ...CLOCKS_RANDOM,
@@ -102,38 +141,29 @@ export function hostFactory(
     "wasi:io/error": { Error: IoError },
     "wasi:io/streams": { InputStream, OutputStream },
   };
+  const fs = (state: InstanceState) => state.filesystem ??= createFilesystem(config.root);
+  perInstance(shared, "wasi:cli/environment", (state) => {
+    const env = typeof state.env === "function" ? state.env() : state.env;
+    return environmentImport(config.args, env, config.cwd);
+  });
+  perInstance(shared, "wasi:random/insecure-seed", () => insecureSeedImport());
+  perInstance(shared, "wasi:io/poll", () => ({ Pollable, poll: new Poller().poll }));
+  perInstance(shared, "wasi:filesystem/preopens", (state) => ({
+    getDirectories: () =>
+      (fs(state).imports["wasi:filesystem/preopens"].getDirectories as () => unknown)(),
+  }));
   if (config.network) {
-    // Made on an instance's first use of them (most requests open no socket): a getter
-    // on the shared prototype, called with the instance's import object as `this`.
+    // Most requests open no socket.
     for (const key of Object.keys(DENIED_SOCKETS.imports)) {
-      Object.defineProperty(shared, key, {
-        enumerable: true,
-        get(this: InstanceImports) {
-          return (this[SOCKETS] ??= socketsHost(true)).imports[key];
-        },
-      });
+      perInstance(shared, key, (state) => (state.sockets ??= socketsHost(true)).imports[key]);
     }
   } else {
     Object.assign(shared, DENIED_SOCKETS.imports);
   }
   return (env) => {
-    let filesystem: FilesystemHost | null = null;
-    const fs = () => filesystem ??= createFilesystem(config.root);
-    const imports = Object.create(shared) as Imports;
-    imports["wasi:cli/environment"] = environmentImport(config.args, env, config.cwd);
-    imports["wasi:random/insecure-seed"] = insecureSeedImport();
-    imports["wasi:io/poll"] = { Pollable, poll: new Poller().poll };
-    imports["wasi:filesystem/preopens"] = {
-      getDirectories: () =>
-        (fs().imports["wasi:filesystem/preopens"].getDirectories as () => unknown)(),
-    };
-    return {
-      imports,
-      dispose: () => {
-        (imports as InstanceImports)[SOCKETS]?.dispose();
-        filesystem?.close();
-      },
-    };
+    const imports = Object.create(shared) as InstanceImports;
+    imports[STATE] = { env, filesystem: null, sockets: null };
+    return new FactoryHost(imports);
   };
 }
 

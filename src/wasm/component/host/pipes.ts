@@ -234,7 +234,8 @@ export class BodySink implements ByteSink {
   #pending: Uint8Array[] = [];
   #pendingBytes = 0;
   #taken = false;
-  #changed = new Signal();
+  /** Made when first waited on: most bodies are written without waiting. */
+  #changed: Signal | null = null;
   #cancelled: IoError | null = null;
   #ended = false;
   #abortReason: { reason: unknown } | null = null;
@@ -262,12 +263,12 @@ export class BodySink implements ByteSink {
         if (this.#abortReason) controller.error(this.#abortReason.reason);
         else if (this.#ended) controller.close();
       },
-      pull: () => this.#changed.wake(),
+      pull: () => this.#changed?.wake(),
       cancel: (reason) => {
         this.#cancelled = new IoError(
           `the body's reader went away${reason === undefined ? "" : `: ${reason}`}`,
         );
-        this.#changed.wake();
+        this.#changed?.wake();
         this.#onCancel?.(reason);
       },
     }, new ByteLengthQueuingStrategy({ highWaterMark: this.#limit }));
@@ -331,7 +332,7 @@ export class BodySink implements ByteSink {
   }
 
   whenWritable(): Promise<void> {
-    return this.writable() ? Promise.resolve() : this.#changed.wait();
+    return this.writable() ? Promise.resolve() : (this.#changed ??= new Signal()).wait();
   }
 
   /** Dropping the output-stream does not end the body; `outgoing-body.finish` does. */
@@ -350,7 +351,12 @@ export class BodySink implements ByteSink {
   #finish(): void {
     this.#ended = true;
     this.#whenEnded?.resolve();
-    this.#changed.wake();
+    this.#changed?.wake();
+  }
+
+  /** True once the body has ended, normally or not. */
+  get ended(): boolean {
+    return this.#ended;
   }
 
   /** Ends the body normally. */

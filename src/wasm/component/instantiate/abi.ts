@@ -63,7 +63,11 @@ type NumericArray =
   | BigInt64Array
   | Float32Array
   | Float64Array;
-type NumericArrayClass = { new (buffer: ArrayBuffer): NumericArray; BYTES_PER_ELEMENT: number };
+type NumericArrayClass = {
+  new (buffer: ArrayBuffer): NumericArray;
+  new (length: number): NumericArray;
+  BYTES_PER_ELEMENT: number;
+};
 
 /** The canonical ABI layout every resolved type has. */
 interface Layout {
@@ -300,26 +304,32 @@ const FREE = Symbol("free");
 
 /**
  * The handles a guest holds to one resource type's host objects. Slot 0 is never a
- * handle; freed slots are reused.
+ * handle; freed slots are reused. {@linkcode clear} empties it for a later instance
+ * while keeping its arrays' room (a recycled instance's tables then cost nothing).
  */
 export class HandleTable {
   #slots: unknown[] = [FREE];
+  /** Slots in use or freed: handles are below this. */
+  #end = 1;
   #free: number[] = [];
+  #freeCount = 0;
 
   /** Adds `obj`; returns its handle. */
   insert(obj: unknown): number {
-    const h = this.#free.pop();
-    if (h !== undefined) {
+    if (this.#freeCount > 0) {
+      const h = this.#free[--this.#freeCount];
       this.#slots[h] = obj;
       return h;
     }
-    return this.#slots.push(obj) - 1;
+    const h = this.#end++;
+    this.#slots[h] = obj;
+    return h;
   }
 
   /** The object behind `h` (a borrow). */
   get(h: number): unknown {
-    const obj = h > 0 ? this.#slots[h] : FREE;
-    if (obj === FREE || obj === undefined) throw trap(`unknown handle index ${h}`);
+    const obj = h > 0 && h < this.#end ? this.#slots[h] : FREE;
+    if (obj === FREE) throw trap(`unknown handle index ${h}`);
     return obj;
   }
 
@@ -327,8 +337,15 @@ export class HandleTable {
   remove(h: number): unknown {
     const obj = this.get(h);
     this.#slots[h] = FREE;
-    this.#free.push(h);
+    this.#free[this.#freeCount++] = h;
     return obj;
+  }
+
+  /** Forgets every handle: the table is as new (handles start at 1 again). */
+  clear(): void {
+    this.#slots.fill(FREE, 1, this.#end);
+    this.#end = 1;
+    this.#freeCount = 0;
   }
 }
 
@@ -363,14 +380,15 @@ export class Cx {
   #realloc: ((...args: number[]) => number) | null = null;
 
   /**
-   * @param handles the instance's handle tables and core items
+   * @param handles the instance's handle tables and core items (a recycled instance's
+   *   contexts are handed to the next instance in its slot, see `link.ts`)
    * @param memoryRef the canonical option `memory` (null: none); found on first use, as
    *   the memory's core instance may be created after the function is linked
    * @param reallocRef the canonical option `realloc` (null: none), likewise
    * @param encoding 0: utf8, 1: utf16, 2: latin1+utf16
    */
   constructor(
-    readonly handles: Handles,
+    public handles: Handles,
     readonly memoryRef: CoreRef | null,
     readonly reallocRef: CoreRef | null,
     readonly encoding: number,
@@ -495,24 +513,45 @@ function latin1(bytes: Uint8Array): string {
   return out;
 }
 
-function liftCase(
-  t: RVariant | REnum,
-  index: number,
-  payload: (t: RType) => unknown,
-): unknown {
+/** The case of variant-like `t` numbered `index` (a trap if there is none). */
+function caseOf(t: RVariant | REnum, index: number): RCase {
   const c = t.cases[index];
   if (c === undefined) throw trap(`invalid ${t.k} discriminant ${index}`);
+  return c;
+}
+
+/** The JS value of case `c` of `t` with its lifted `payload` (undefined: none). */
+function liftCase(t: RVariant | REnum, c: RCase, payload: unknown): unknown {
   switch (t.k) {
     case "enum":
       return c.name;
     case "option":
       if (c.t === null) return t.nestedOption ? { tag: "none" } : undefined;
-      return t.nestedOption ? { tag: "some", val: payload(c.t) } : payload(c.t);
+      return t.nestedOption ? { tag: "some", val: payload } : payload;
     case "result":
-      return { tag: c.name, val: c.t === null ? undefined : payload(c.t) };
+      return { tag: c.name, val: payload };
     default:
-      return c.t === null ? { tag: c.name } : { tag: c.name, val: payload(c.t) };
+      return c.t === null ? { tag: c.name } : { tag: c.name, val: payload };
   }
+}
+
+/**
+ * Lifts the payload of case `c` of variant-like `t` from the flat values after the
+ * discriminant, which are joined across cases: converted back where the case's own
+ * core types differ.
+ */
+function liftPayload(cx: Cx, t: RVariant | REnum, c: RType, vi: FlatIn): unknown {
+  const start = vi.i;
+  let same = true;
+  for (let j = 0; j < c.flat.length; j++) {
+    if (c.flat[j] !== t.flat[j + 1]) {
+      same = false;
+      break;
+    }
+  }
+  if (same) return liftFlat(cx, c, vi);
+  const vals = c.flat.map((want, j) => coerce(vi.vals[start + j], t.flat[j + 1], want));
+  return liftFlat(cx, c, new FlatIn(vals));
 }
 
 /** Lifts one value of type `t` from flat core values. */
@@ -564,15 +603,11 @@ export function liftFlat(cx: Cx, t: RType, vi: FlatIn): unknown {
     case "enum":
     case "option":
     case "result": {
-      const index = (vi.next() as number) >>> 0;
-      const payloadFlat = t.flat.length - 1;
+      const c = caseOf(t, (vi.next() as number) >>> 0);
       const start = vi.i;
-      const value = liftCase(t, index, (c) => {
-        const vals = c.flat.map((want, j) => coerce(vi.vals[start + j], t.flat[j + 1], want));
-        return liftFlat(cx, c, new FlatIn(vals));
-      });
-      vi.i = start + payloadFlat;
-      return value;
+      const payload = c.t === null ? undefined : liftPayload(cx, t, c.t, vi);
+      vi.i = start + t.flat.length - 1;
+      return liftCase(t, c, payload);
     }
     case "flags": {
       const bits = vi.next() as number;
@@ -592,7 +627,15 @@ function loadList(cx: Cx, t: RList, ptr: number, len: number): unknown {
   const elem = t.elem;
   cx.check(ptr, len * elem.size, elem.align);
   if (t.typed !== undefined) {
-    return new t.typed(cx.bytes().buffer.slice(ptr, ptr + len * elem.size) as ArrayBuffer);
+    // A copy made as a new array of its own length, not from a slice of the memory's
+    // buffer: V8 keeps a small one inside its heap, where a sliced ArrayBuffer is
+    // memory outside it (each adds to the external memory that drives full GCs).
+    const bytes = cx.bytes();
+    if (t.typed === Uint8Array) return bytes.slice(ptr, ptr + len);
+    const out = new t.typed(len);
+    new Uint8Array(out.buffer, out.byteOffset, out.byteLength)
+      .set(bytes.subarray(ptr, ptr + len * elem.size));
+    return out;
   }
   const out: unknown[] = [];
   for (let i = 0; i < len; i++) out.push(load(cx, elem, ptr + i * elem.size));
@@ -652,7 +695,8 @@ export function load(cx: Cx, t: RType, ptr: number): unknown {
         : t.discSize === 2
         ? dv.getUint16(ptr, true)
         : dv.getUint32(ptr, true);
-      return liftCase(t, index, (c) => load(cx, c, ptr + t.payloadOffset));
+      const c = caseOf(t, index);
+      return liftCase(t, c, c.t === null ? undefined : load(cx, c.t, ptr + t.payloadOffset));
     }
     case "flags": {
       const bits = t.size === 1
@@ -697,14 +741,21 @@ function utf8Length(s: string): number {
   return len;
 }
 
-/** Stores a string in newly allocated guest memory; returns [ptr, tagged length]. */
-function storeString(cx: Cx, v: unknown): [number, number] {
+/**
+ * The (tagged) length of what {@linkcode storeString} or {@linkcode storeList} stored
+ * last: read right after the call, so that storing allocates nothing.
+ */
+let storedLength = 0;
+
+/** Stores a string in newly allocated guest memory; returns its pointer (see `storedLength`). */
+function storeString(cx: Cx, v: unknown): number {
   if (typeof v !== "string") throw new TypeError(`expected a string, got ${typeof v}`);
   if (cx.encoding === 0) {
     const len = utf8Length(v);
     const ptr = cx.alloc(1, len);
     if (len > 0) encoder.encodeInto(v, cx.bytes().subarray(ptr, ptr + len));
-    return [ptr, len];
+    storedLength = len;
+    return ptr;
   }
   let latin = cx.encoding === 2;
   if (latin) {
@@ -719,15 +770,18 @@ function storeString(cx: Cx, v: unknown): [number, number] {
     const ptr = cx.alloc(2, v.length);
     const bytes = cx.bytes();
     for (let i = 0; i < v.length; i++) bytes[ptr + i] = v.charCodeAt(i);
-    return [ptr, v.length];
+    storedLength = v.length;
+    return ptr;
   }
   const ptr = cx.alloc(2, v.length * 2);
   const dv = cx.view();
   for (let i = 0; i < v.length; i++) dv.setUint16(ptr + i * 2, v.charCodeAt(i), true);
-  return [ptr, cx.encoding === 2 ? (v.length | 0x8000_0000) >>> 0 : v.length];
+  storedLength = cx.encoding === 2 ? (v.length | 0x8000_0000) >>> 0 : v.length;
+  return ptr;
 }
 
-function storeList(cx: Cx, t: RList, v: unknown): [number, number] {
+/** Stores a list in newly allocated guest memory; returns its pointer (see `storedLength`). */
+function storeList(cx: Cx, t: RList, v: unknown): number {
   const elem = t.elem;
   if (t.typed !== undefined && ArrayBuffer.isView(v)) {
     const view = v as NumericArray;
@@ -738,41 +792,62 @@ function storeList(cx: Cx, t: RList, v: unknown): [number, number] {
     } else {
       for (let i = 0; i < len; i++) store(cx, elem, view[i], ptr + i * elem.size);
     }
-    return [ptr, len];
+    storedLength = len;
+    return ptr;
   }
   if (!Array.isArray(v)) throw new TypeError("expected an array");
   const ptr = cx.alloc(elem.align, v.length * elem.size);
   for (let i = 0; i < v.length; i++) store(cx, elem, v[i], ptr + i * elem.size);
-  return [ptr, v.length];
+  storedLength = v.length;
+  return ptr;
 }
 
-/** The case index and payload of a variant-like JS value. */
-function matchCase(t: RVariant | REnum, v: unknown): [number, unknown] {
+/**
+ * The payload of the case {@linkcode matchCase} last matched: read right after the
+ * call (before anything else can match), so that matching allocates nothing.
+ */
+let matchedPayload: unknown;
+
+/** The case index of a variant-like JS value; its payload is left in `matchedPayload`. */
+function matchCase(t: RVariant | REnum, v: unknown): number {
+  matchedPayload = undefined;
   switch (t.k) {
     case "enum": {
       const i = t.enumIndex.get(v as string);
       if (i === undefined) throw new TypeError(`invalid enum value ${String(v)}`);
-      return [i, undefined];
+      return i;
     }
     case "option":
-      if (v === undefined || v === null) return [0, undefined];
+      if (v === undefined || v === null) return 0;
       if (t.nestedOption) {
         const o = v as { tag?: string; val?: unknown };
-        if (o.tag === "none") return [0, undefined];
-        if (o.tag === "some") return [1, o.val];
+        if (o.tag === "none") return 0;
+        if (o.tag === "some") {
+          matchedPayload = o.val;
+          return 1;
+        }
       }
-      return [1, v];
+      matchedPayload = v;
+      return 1;
     case "result": {
       const r = v as { tag?: string; val?: unknown } | null | undefined;
-      if (r?.tag === "ok") return [0, r.val];
-      if (r?.tag === "err") return [1, r.val];
-      return [0, v];
+      if (r?.tag === "ok" || r?.tag === "err") {
+        matchedPayload = r.val;
+        return r.tag === "ok" ? 0 : 1;
+      }
+      matchedPayload = v;
+      return 0;
     }
     default: {
       const o = v as { tag?: string; val?: unknown } | null | undefined;
-      const i = t.cases.findIndex((c) => c.name === o?.tag);
-      if (i < 0) throw new TypeError(`invalid variant tag ${String(o?.tag)}`);
-      return [i, o!.val];
+      const tag = o?.tag;
+      for (let i = 0; i < t.cases.length; i++) {
+        if (t.cases[i].name === tag) {
+          matchedPayload = o!.val;
+          return i;
+        }
+      }
+      throw new TypeError(`invalid variant tag ${String(tag)}`);
     }
   }
 }
@@ -827,15 +902,18 @@ export function lowerFlat(cx: Cx, t: RType, v: unknown, out: unknown[]): void {
     case "char":
       out.push(charOf(v));
       return;
-    case "string":
-      out.push(...storeString(cx, v));
+    case "string": {
+      const ptr = storeString(cx, v);
+      out.push(ptr, storedLength);
       return;
+    }
     case "list":
       if (t.len !== undefined) {
         const a = v as ArrayLike<unknown>;
         for (let i = 0; i < t.len; i++) lowerFlat(cx, t.elem, a[i], out);
       } else {
-        out.push(...storeList(cx, t, v));
+        const ptr = storeList(cx, t, v);
+        out.push(ptr, storedLength);
       }
       return;
     case "record":
@@ -848,16 +926,22 @@ export function lowerFlat(cx: Cx, t: RType, v: unknown, out: unknown[]): void {
     case "enum":
     case "option":
     case "result": {
-      const [index, payload] = matchCase(t, v);
+      const index = matchCase(t, v);
+      const payload = matchedPayload;
       out.push(index);
       const c = t.cases[index].t;
-      let n = 0;
+      let n = 1;
       if (c !== null) {
-        const vals: unknown[] = [];
-        lowerFlat(cx, c, payload, vals);
-        for (; n < vals.length; n++) out.push(widen(vals[n], c.flat[n], t.flat[n + 1]));
+        const start = out.length;
+        lowerFlat(cx, c, payload, out);
+        for (let j = 0; j < c.flat.length; j++) {
+          if (c.flat[j] !== t.flat[j + 1]) {
+            out[start + j] = widen(out[start + j], c.flat[j], t.flat[j + 1]);
+          }
+        }
+        n += c.flat.length;
       }
-      for (n++; n < t.flat.length; n++) out.push(t.flat[n] === "i64" ? 0n : 0);
+      for (; n < t.flat.length; n++) out.push(t.flat[n] === "i64" ? 0n : 0);
       return;
     }
     case "flags": {
@@ -929,7 +1013,8 @@ export function store(cx: Cx, t: RType, v: unknown, ptr: number): void {
       return;
     case "string": {
       // Allocate first: realloc may grow the memory (and renew the view).
-      const [p, len] = storeString(cx, v);
+      const p = storeString(cx, v);
+      const len = storedLength;
       cx.view().setUint32(ptr, p, true);
       cx.view().setUint32(ptr + 4, len, true);
       return;
@@ -940,7 +1025,8 @@ export function store(cx: Cx, t: RType, v: unknown, ptr: number): void {
         for (let i = 0; i < t.len; i++) store(cx, t.elem, a[i], ptr + i * t.elem.size);
         return;
       }
-      const [p, len] = storeList(cx, t, v);
+      const p = storeList(cx, t, v);
+      const len = storedLength;
       cx.view().setUint32(ptr, p, true);
       cx.view().setUint32(ptr + 4, len, true);
       return;
@@ -955,7 +1041,8 @@ export function store(cx: Cx, t: RType, v: unknown, ptr: number): void {
     case "enum":
     case "option":
     case "result": {
-      const [index, payload] = matchCase(t, v);
+      const index = matchCase(t, v);
+      const payload = matchedPayload;
       const dv = cx.view();
       if (t.discSize === 1) dv.setUint8(ptr, index);
       else if (t.discSize === 2) dv.setUint16(ptr, index, true);

@@ -2,7 +2,7 @@ import assert from "node:assert/strict";
 import { type ByteSink, discardSink, EMPTY_SOURCE } from "../host/io.ts";
 import { createHost } from "../host/mod.ts";
 import { findExportedFunction, type RunEnd, runToEnd } from "../command.ts";
-import { createIncomingCall } from "../host/http.ts";
+import { createIncomingCall, incomingCallTo, type OutgoingResponse } from "../host/http.ts";
 import { instanceFactory } from "../http_workers.ts";
 import { ENV, httpConfigFromEnv, type InstanceFactory, ProxyServer } from "../http_server.ts";
 import { COMPONENT_TEST, fixture, FIXTURES } from "../test_util.ts";
@@ -562,6 +562,31 @@ Deno.test({
     } finally {
       OutputStream.prototype.blockingWriteAndFlush = original;
     }
+  },
+});
+
+Deno.test({
+  name:
+    "a blocking write that completes at once does not suspend the guest: it answers within handle",
+  ...COMPONENT_TEST,
+  fn: async () => {
+    const lean = leanTranspile(fixture(FIXTURES.httpHello));
+    const c = await component(lean);
+    const factory = instanceFactory(c, "wasi:http/incoming-handler@0.2.12", HOST);
+    const instance = factory(1);
+    let answer: { tag: string; val: unknown } | undefined;
+    const call = incomingCallTo(new Request("http://x/"), null, { set: (r) => answer = r });
+    const handled = instance.handler.handle(call.request, call.outparam);
+    // Nothing awaited yet: the guest set its response, wrote its body and finished it.
+    assert.equal(answer?.tag, "ok");
+    const response = answer!.val as OutgoingResponse;
+    assert.equal(response.complete, true);
+    await handled;
+    instance.host.dispose();
+    assert.equal(
+      await response.toResponse().text(),
+      "Hello, this is your first wasi:http/proxy world!\n",
+    );
   },
 });
 

@@ -42,7 +42,7 @@ import {
   snapshotSlot,
   tablesIntact,
 } from "./recycle.ts";
-import { TRAMPOLINE_IMPORTS, trampolineModule } from "./trampoline.ts";
+import { TRAMPOLINE_IMPORTS, trampolineModule, tryImportName } from "./trampoline.ts";
 import type { CoreRef, LeanPlan, PlanFunc, PlanLift, PlanLower, PlanOpts } from "./plan_data.ts";
 
 /**
@@ -301,6 +301,8 @@ class InstanceState implements Handles {
 
   /** Export calls in progress (the guest may run, or resume, while this is non-zero). */
   active = 0;
+  /** What a blocking host call tried first left to wait for (see {@linkcode callHostTry}). */
+  pending: PromiseLike<unknown> | null = null;
 
   constructor(
     readonly linked: Linked,
@@ -390,23 +392,75 @@ function callHost(shape: LowerShape, state: InstanceState, flat: unknown[]): unk
   return lowerResult(shape, cx, ret, flat);
 }
 
-/** A blocking host call (JSPI): suspends only this instance until the host settles. */
-async function callHostAsync(
-  shape: LowerShape,
-  state: InstanceState,
-  flat: unknown[],
-): Promise<unknown> {
+/**
+ * A blocking host call (JSPI): suspends only this instance until the host settles. A
+ * host function that completes at once (no promise: a write an HTTP body's buffer
+ * takes) returns its result without suspending: a suspension is a stack switch and
+ * a round trip through the microtask queue.
+ */
+function callHostAsync(shape: LowerShape, state: InstanceState, flat: unknown[]): unknown {
   const cx = state.cx(shape.optsKey);
   const args = liftArgs(shape, cx, flat);
   let ret: unknown;
+  try {
+    ret = state.callee(shape.index)(args);
+  } catch (e) {
+    if (!shape.resultIsResult) throw e;
+    return lowerResult(shape, cx, { tag: "err", val: errorPayload(e) }, flat);
+  }
+  if (isThenable(ret)) return settleHostAsync(shape, state, cx, ret, flat);
+  return lowerResult(shape, cx, shape.resultIsResult ? asResult(ret) : ret, flat);
+}
+
+/**
+ * A blocking host call tried first (see `trampoline.ts`): 1 if it completed (its
+ * result is written), else 0, and the promise it returned waits in `state.pending`
+ * for {@linkcode resumeHost}, which the guest's trampoline calls next.
+ */
+function callHostTry(shape: LowerShape, state: InstanceState, flat: unknown[]): number {
+  const cx = state.cx(shape.optsKey);
+  const args = liftArgs(shape, cx, flat);
+  let ret: unknown;
+  try {
+    ret = state.callee(shape.index)(args);
+  } catch (e) {
+    if (!shape.resultIsResult) throw e;
+    lowerResult(shape, cx, { tag: "err", val: errorPayload(e) }, flat);
+    return 1;
+  }
+  if (isThenable(ret)) {
+    state.pending = ret;
+    return 0;
+  }
+  lowerResult(shape, cx, shape.resultIsResult ? asResult(ret) : ret, flat);
+  return 1;
+}
+
+/** The suspending half of a call {@linkcode callHostTry} left pending. */
+function resumeHost(shape: LowerShape, state: InstanceState, flat: unknown[]): Promise<unknown> {
+  const pending = state.pending;
+  state.pending = null;
+  if (pending === null) throw trap(`${shape.lower.iface}#${shape.lower.name} resumed, not started`);
+  return settleHostAsync(shape, state, state.cx(shape.optsKey), pending, flat);
+}
+
+/** The rest of {@linkcode callHostAsync} once the host's promise settles. */
+async function settleHostAsync(
+  shape: LowerShape,
+  state: InstanceState,
+  cx: Cx,
+  pending: PromiseLike<unknown>,
+  flat: unknown[],
+): Promise<unknown> {
+  let ret: unknown;
   if (shape.resultIsResult) {
     try {
-      ret = asResult(await state.callee(shape.index)(args));
+      ret = asResult(await pending);
     } catch (e) {
       ret = { tag: "err", val: errorPayload(e) };
     }
   } else {
-    ret = await state.callee(shape.index)(args);
+    ret = await pending;
   }
   // Never write into the memory of an instance that has ended (it may be reused).
   if (state.ended) throw trap("the instance has ended");
@@ -542,36 +596,55 @@ const promising = (WebAssembly as unknown as {
   promising(f: unknown): (...a: unknown[]) => Promise<unknown>;
 }).promising;
 
-/** A component function calling lifted core function `shape` for one instance. */
+/**
+ * A component function calling lifted core function `shape` for one instance, entered
+ * through `enter` (its core function, or `WebAssembly.promising` of it if async).
+ */
 function exported(
   state: InstanceState,
   shape: LiftShape,
   cx: Cx,
-  core: (...flat: unknown[]) => unknown,
+  enter: (...flat: unknown[]) => unknown,
   postReturn: ((...flat: unknown[]) => unknown) | null,
 ): (...args: unknown[]) => unknown {
-  let fn: (...args: unknown[]) => unknown;
-  if (shape.async) {
-    const call = new ExportCall(state, shape, cx, promising(core), postReturn);
-    fn = (...args: unknown[]) => call.callAsync(args);
-  } else {
-    const call = new ExportCall(state, shape, cx, core, postReturn);
-    fn = (...args: unknown[]) => call.call(args);
-  }
+  const call = new ExportCall(state, shape, cx, enter, postReturn);
   // As jco's functions: `length` is the parameter count (a command's entrypoint is
-  // refused if it takes any).
+  // refused if it takes any). Written out for the usual counts: redefining `length`
+  // costs every instance a property store of its own.
+  if (shape.async) {
+    switch (shape.params.length) {
+      case 0:
+        return () => call.callAsync([]);
+      case 1:
+        return (a: unknown) => call.callAsync([a]);
+      case 2:
+        return (a: unknown, b: unknown) => call.callAsync([a, b]);
+    }
+  }
+  const fn = shape.async
+    ? (...args: unknown[]) => call.callAsync(args)
+    : (...args: unknown[]) => call.call(args);
   if (shape.params.length > 0) {
     Object.defineProperty(fn, "length", { value: shape.params.length });
   }
   return fn;
 }
 
-/** Core instances kept between instances of a component (see `recycle.ts`). */
+/**
+ * Core instances kept between instances of a component (see `recycle.ts`), with what
+ * the glue made for them that no guest can tell from new: emptied handle tables, call
+ * contexts over the same memory and functions, and the JSPI entries of their exports.
+ */
 interface KeptSlot {
   slot: number;
   cores: (WebAssembly.Instance | Record<string, unknown>)[];
   memories: [MemoryPool | ImageMemories, WebAssembly.Memory][];
   snapshot: SlotSnapshot;
+  /** The handle tables, emptied when the slot is recycled. */
+  tables: (HandleTable | undefined)[];
+  contexts: (Cx | undefined)[];
+  /** Each lifted export's entry (`WebAssembly.promising` of its core function, if async). */
+  enters: Map<LiftShape, (...flat: unknown[]) => unknown>;
 }
 
 /** Most idle recycled instances kept per component and thread. */
@@ -618,6 +691,8 @@ class Linked {
   #checked = new WeakSet<object>();
   /** Core signatures of the host functions: lowers, then resource drops. */
   #hostSigs: FuncSig[];
+  /** Host functions whose trampolines try them first (blocking, results in memory). */
+  #tryFirst: boolean[];
   /**
    * The trampoline module of the host functions (see `trampoline.ts`): undefined until
    * first needed, null if core modules do not link to it (then they import the JS
@@ -681,6 +756,9 @@ class Linked {
       ...this.lowers.map((l) => loweredSig(l.params, l.result)),
       ...this.resources.map(() => RESOURCE_DROP_SIG),
     ];
+    this.#tryFirst = this.#hostSigs.map((sig, k) =>
+      k < this.lowers.length && this.lowers[k].async && sig.results.length === 0
+    );
     this.pools = plan.steps.map((step) =>
       step.op === "instantiate" && step.memory !== undefined && !step.reset?.image
         ? new MemoryPool(step.memory)
@@ -809,10 +887,21 @@ class Linked {
     if (this.#trampolineModule === null) return this.#hostFunction(k, slot);
     let exports = this.#slotTrampolines[slot];
     if (exports === undefined) {
-      this.#trampolineModule ??= new WebAssembly.Module(trampolineModule(this.#hostSigs));
+      this.#trampolineModule ??= new WebAssembly.Module(
+        trampolineModule(this.#hostSigs, this.#tryFirst),
+      );
       const host: WebAssembly.ModuleImports = {};
       for (let i = 0; i < this.#hostSigs.length; i++) {
-        host[i] = this.#hostFunction(i, slot) as WebAssembly.ImportValue;
+        if (this.#tryFirst[i]) {
+          const shape = this.lowers[i];
+          host[tryImportName(i)] = (...flat: unknown[]) =>
+            callHostTry(shape, this.stateAt(slot), flat);
+          host[i] = new Suspending((...flat: unknown[]) =>
+            resumeHost(shape, this.stateAt(slot), flat)
+          ) as WebAssembly.ImportValue;
+        } else {
+          host[i] = this.#hostFunction(i, slot) as WebAssembly.ImportValue;
+        }
       }
       exports = this.#slotTrampolines[slot] = new WebAssembly.Instance(
         this.#trampolineModule,
@@ -832,6 +921,9 @@ class Linked {
       const state = new InstanceState(this, imports, kept.slot);
       state.cores = kept.cores;
       state.memories = kept.memories;
+      state.tables = kept.tables;
+      state.contexts = kept.contexts;
+      for (const cx of kept.contexts) if (cx !== undefined) cx.handles = state;
       state.kept = kept;
       this.#live[kept.slot] = state;
       return this.#exportsOf(state);
@@ -902,7 +994,8 @@ class Linked {
       this.#reset(kept)
     ) {
       // The slot stays with its core instances: its import functions find the next
-      // instance that takes them.
+      // instance that takes them. What the guest held goes with this instance.
+      for (const table of kept.tables) table?.clear();
       this.#idle.push(kept);
       // Reused last in, first out: the one this pushes below the top few may wait
       // long, so its written pages go back to the OS (it still reads as the image).
@@ -995,6 +1088,9 @@ class Linked {
         cores: state.cores,
         memories: state.memories,
         snapshot: snapshotSlot(parts),
+        tables: state.tables,
+        contexts: state.contexts,
+        enters: new Map(),
       };
     }
     return this.#exportsOf(state);
@@ -1006,11 +1102,16 @@ class Linked {
     for (const e of this.exports) {
       const funcs: Record<string, unknown> = {};
       for (const shape of e.funcs) {
-        const core = state.core(shape.lift.core) as (...a: unknown[]) => unknown;
+        let enter = state.kept?.enters.get(shape);
+        if (enter === undefined) {
+          const core = state.core(shape.lift.core) as (...a: unknown[]) => unknown;
+          enter = shape.async ? promising(core) : core;
+          state.kept?.enters.set(shape, enter);
+        }
         const post = shape.lift.opts.postReturn === null
           ? null
           : state.core(shape.lift.opts.postReturn) as (...a: unknown[]) => unknown;
-        const fn = exported(state, shape, state.cx(shape.optsKey), core, post);
+        const fn = exported(state, shape, state.cx(shape.optsKey), enter, post);
         if (e.key !== null) out[e.key] = fn;
         else funcs[shape.key] = fn;
       }

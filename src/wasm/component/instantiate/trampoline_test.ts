@@ -1,6 +1,11 @@
 import assert from "node:assert/strict";
 import type { FuncSig } from "./abi.ts";
-import { GLUE_MODULE_NAME, TRAMPOLINE_IMPORTS, trampolineModule } from "./trampoline.ts";
+import {
+  GLUE_MODULE_NAME,
+  TRAMPOLINE_IMPORTS,
+  trampolineModule,
+  tryImportName,
+} from "./trampoline.ts";
 
 const SIGS: FuncSig[] = [
   { params: [], results: [] },
@@ -90,4 +95,49 @@ Deno.test("trampoline: named, so that trap backtraces can leave its frames out",
   } catch (err) {
     assert.match((err as Error).stack!, new RegExp(`wasm://wasm/${GLUE_MODULE_NAME}-`));
   }
+});
+
+Deno.test("trampoline: a function tried first calls its second import only if the first answered 0", async () => {
+  const sigs: FuncSig[] = [
+    { params: ["i32", "i64"], results: [] },
+    { params: ["i32"], results: ["i32"] },
+  ];
+  const bytes = trampolineModule(sigs, [true, false]);
+  assert.ok(WebAssembly.validate(bytes));
+  const module = new WebAssembly.Module(bytes);
+  assert.deepEqual(
+    WebAssembly.Module.imports(module).map((i) => i.name),
+    ["0", "1", tryImportName(0)],
+  );
+  const calls: string[] = [];
+  const Suspending = (WebAssembly as unknown as {
+    Suspending: new (f: unknown) => WebAssembly.ImportValue;
+  }).Suspending;
+  const promising = (WebAssembly as unknown as {
+    promising(f: unknown): (...a: unknown[]) => Promise<unknown>;
+  }).promising;
+  const ex = new WebAssembly.Instance(module, {
+    [TRAMPOLINE_IMPORTS]: {
+      [tryImportName(0)]: (a: number, b: bigint) => {
+        calls.push(`try ${a} ${b}`);
+        return a > 0 ? 1 : 0;
+      },
+      0: new Suspending(async (a: number, b: bigint) => {
+        await Promise.resolve();
+        calls.push(`wait ${a} ${b}`);
+      }),
+      1: (a: number) => a + 1,
+    },
+  }).exports as Record<string, (...a: unknown[]) => unknown>;
+  const run = promising(ex[0]);
+  const done = run(1, 2n);
+  assert.deepEqual(calls, ["try 1 2"], "completed: nothing to wait for");
+  await done;
+  await run(0, 3n);
+  assert.deepEqual(calls, ["try 1 2", "try 0 3", "wait 0 3"]);
+  assert.equal(ex[1](1), 2);
+  assert.throws(
+    () => trampolineModule([{ params: [], results: ["i32"] }], [true]),
+    /only a function without results/,
+  );
 });

@@ -657,3 +657,84 @@ Deno.test({
     });
   },
 });
+
+Deno.test("proxy: a request waits while the instances in flight hold the grown-memory budget; one always runs", async () => {
+  const MIB = 1024 * 1024;
+  const config = httpConfigFromEnv(
+    new Map([[ENV.addr, "127.0.0.1:0"], [ENV.pool, "0"], [ENV.grownBudget, "64"]]),
+  );
+  assert.equal(config.grownBudgetBytes, 64 * MIB);
+  assert.equal(httpConfigFromEnv(new Map([[ENV.grownBudget, "0"]])).grownBudgetBytes, 0);
+  const live = new Set<{ grown: number }>();
+  let created = 0;
+  let peak = 0;
+  const server = new ProxyServer(
+    (requestId) => {
+      created++;
+      const state = { grown: 0 };
+      // What an instance holds, as lean glue tells it: set by its handler's first,
+      // synchronous part (a guest's `memory.grow`), counted until it ends.
+      return {
+        requestId,
+        host: { imports: {}, dispose: () => live.delete(state) },
+        grownBytes: () => state.grown,
+        handler: {
+          async handle(request, outparam) {
+            const mib = Number((request as IncomingRequest).pathWithQuery()!.slice(1));
+            state.grown = mib * MIB;
+            live.add(state);
+            peak = Math.max(peak, [...live].reduce((n, s) => n + s.grown, 0));
+            await held.promise;
+            await respond(outparam, 200, String(mib));
+          },
+        },
+      };
+    },
+    config,
+    () => {},
+  );
+  const addr = server.listen();
+  server.start();
+  const url = `http://127.0.0.1:${addr.port}`;
+  const ask = (mib: number) =>
+    fetch(`${url}/${mib}`).then(async (r) => `${r.status} ${await r.text()}`);
+  const until = async (what: () => boolean) => {
+    while (!what()) await delay(5);
+  };
+  try {
+    // 40 MiB in flight is under the 64 MiB budget, 80 is not: the third waits.
+    const first = [ask(40), ask(40), ask(40)];
+    await until(() => created === 2 && server.stats.queued === 1);
+    await delay(50);
+    assert.equal(created, 2, "the third waits while 80 MiB are in flight");
+    releaseHeld();
+    await until(() => created === 3);
+    releaseHeld();
+    assert.deepEqual(await Promise.all(first), ["200 40", "200 40", "200 40"]);
+    // One instance alone over the budget still runs; those after it wait, in order.
+    const a = ask(100);
+    await until(() => created === 4);
+    const b = ask(100);
+    await until(() => server.stats.queued === 1);
+    const c = ask(0);
+    await until(() => server.stats.queued === 2);
+    releaseHeld();
+    await until(() => created === 5);
+    await delay(50);
+    assert.equal(created, 5, "nothing runs beside an instance over the budget");
+    releaseHeld();
+    await until(() => created === 6);
+    releaseHeld();
+    assert.deepEqual(await Promise.all([a, b, c]), ["200 100", "200 100", "200 0"]);
+    assert.equal(peak, 100 * MIB, "never more in flight than the budget or one instance");
+    // Instances that grow nothing are not held back.
+    const small = [ask(0), ask(0), ask(0), ask(0)];
+    await until(() => created === 10);
+    assert.equal(server.stats.queued, 0);
+    releaseHeld();
+    assert.deepEqual(await Promise.all(small), Array(4).fill("200 0"));
+    assert.equal(server.stats.inFlight, 0);
+  } finally {
+    await server.stop(5000);
+  }
+});

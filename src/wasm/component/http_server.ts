@@ -10,6 +10,12 @@
  *   limit, or once it has waited the request timeout, it is answered 503 with
  *   `retry-after` and one line on stderr. Memory then stays bounded under any load
  *   instead of growing with the number of connections.
+ * - Memory grown past its initial size is budgeted per thread too: a request waits
+ *   while the instances in flight hold at least the budget of it (a guest that grows
+ *   tens of MiB per request and waits on I/O would otherwise hold that per concurrent
+ *   request), and one instance always runs, however much it grows. Waiting requests
+ *   are admitted one at a time, each after the previous one's instance ran its
+ *   synchronous part (what it grew then counts).
  * - The response streams what the guest writes, with backpressure both ways (see
  *   `host/pipes.ts`). A trap, an error code or a missing response answers 500 for that
  *   request only; a request that runs longer than the timeout answers 504 (or, if the
@@ -75,6 +81,15 @@ const MAX_POOL_SIZE = 1024;
  * stall everyone else; set it from the memory a node can give each instance.
  */
 export const DEFAULT_MAX_INSTANCES = 128;
+/**
+ * Default budget, per thread, of memory grown past its initial size by the instances in
+ * flight, in MiB: a request waits while they hold at least this much (one instance
+ * always runs).
+ */
+export const DEFAULT_GROWN_BUDGET_MIB = 32;
+/** Largest grown-memory budget accepted, in MiB. */
+const MAX_GROWN_BUDGET_MIB = 1024 * 1024;
+const MIB = 1024 * 1024;
 /** Default most requests waiting for an instance per thread (more: 503). */
 export const DEFAULT_MAX_QUEUED = 1024;
 /** Seconds a client is told to wait after a 503 (`retry-after`). */
@@ -104,6 +119,7 @@ export const ENV = {
   workers: "WASMTIME_HTTP_PROXY_WORKERS",
   maxInstances: "WASMTIME_HTTP_PROXY_MAX_INSTANCES",
   maxQueued: "WASMTIME_HTTP_PROXY_MAX_QUEUED",
+  grownBudget: "WASMTIME_HTTP_PROXY_GROWN_BUDGET_MIB",
   maxHeaderBytes: "WASMTIME_HTTP_MAX_HEADER_BYTES",
   maxBodyBytes: "WASMTIME_HTTP_MAX_BODY_BYTES",
   bodyTimeout: "WASMTIME_HTTP_BODY_TIMEOUT_MS",
@@ -131,6 +147,11 @@ export interface HttpConfig {
   maxInstances: number;
   /** Most requests waiting for an instance per thread; more answer 503. */
   maxQueued: number;
+  /**
+   * Requests wait while the instances in flight on a thread hold at least this many
+   * bytes of memory grown past its initial size (one always runs); 0: no budget.
+   */
+  grownBudgetBytes: number;
   /** Most bytes of request header names and values (more: 431). */
   maxHeaderBytes: number;
   /** Most request body bytes (more: 413); 0: no limit. */
@@ -225,6 +246,10 @@ export function httpConfigFromEnv(env: ReadonlyMap<string, string>): HttpConfig 
     maxQueued: env.has(ENV.maxQueued)
       ? parseCount(ENV.maxQueued, env.get(ENV.maxQueued)!, 0, Number.MAX_SAFE_INTEGER)
       : DEFAULT_MAX_QUEUED,
+    grownBudgetBytes: MIB *
+      (env.has(ENV.grownBudget)
+        ? parseCount(ENV.grownBudget, env.get(ENV.grownBudget)!, 0, MAX_GROWN_BUDGET_MIB)
+        : DEFAULT_GROWN_BUDGET_MIB),
     maxHeaderBytes: env.has(ENV.maxHeaderBytes)
       ? parseHeaderLimit(env.get(ENV.maxHeaderBytes)!)
       : DEFAULT_MAX_HEADER_BYTES,
@@ -256,6 +281,11 @@ export interface ProxyInstance {
    * runs in is dropped rather than recycled for a later request.
    */
   discard?(): void;
+  /**
+   * Bytes its memories hold past their initial size (they grew, now or in an earlier
+   * request of a recycled memory); absent: none counted.
+   */
+  grownBytes?(): number;
 }
 
 /** Creates a fresh instance whose environment has `REQUEST_ID=requestId`. */
@@ -399,7 +429,7 @@ interface ExchangeHooks {
   /** Logs one line about a failed request (and counts it). */
   failLog(req: Request, id: number, why: string): void;
   /** The exchange's instance has ended: its place under the cap is free. */
-  done(): void;
+  done(instance: ProxyInstance): void;
 }
 
 /**
@@ -567,7 +597,7 @@ class Exchange implements ResponseTarget, Expiring {
   #release(): void {
     this.#ending = "done";
     this.instance.host.dispose();
-    this.hooks.done();
+    this.hooks.done(this.instance);
   }
 }
 
@@ -599,6 +629,10 @@ export class ProxyServer {
   #inFlight = 0;
   /** Requests waiting for an instance, first come first served. */
   #queue: { admit: () => void }[] = [];
+  /** Instances in flight that can tell their grown memory (see `grownBytes`). */
+  #running = new Set<ProxyInstance>();
+  /** A request was taken from the queue and has not started its instance yet. */
+  #admitting = false;
   #rejected = 0;
 
   /**
@@ -621,8 +655,8 @@ export class ProxyServer {
     this.#hooks = {
       timeoutMs: config.requestTimeoutMs,
       failLog: (req, id, why) => this.#failLog(req, id, why),
-      done: () => {
-        this.#leave();
+      done: (instance) => {
+        this.#leave(instance);
         if (--this.#exchanges === 0) this.#idle?.resolve();
       },
     };
@@ -754,16 +788,40 @@ export class ProxyServer {
   }
 
   /**
-   * Waits for an instance to be free under the cap (see the module documentation):
-   * null once the request may take one, else why it is refused (503).
+   * Bytes of memory grown past its initial size that the instances in flight hold
+   * (see {@linkcode HttpConfig.grownBudgetBytes}).
+   */
+  #grownInFlight(): number {
+    let bytes = 0;
+    for (const instance of this.#running) bytes += instance.grownBytes!();
+    return bytes;
+  }
+
+  /** Whether one more request may take an instance now (see the module documentation). */
+  #free(): boolean {
+    if (this.#inFlight >= this.#config.maxInstances) return false;
+    const budget = this.#config.grownBudgetBytes;
+    return this.#inFlight === 0 || budget === 0 || this.#running.size === 0 ||
+      this.#grownInFlight() < budget;
+  }
+
+  /**
+   * Waits for an instance to be free under the cap and the grown-memory budget (see
+   * the module documentation): null once the request may take one, else why it is
+   * refused (503). A request taken from the queue must call `#ranQueued` once its
+   * instance ran (or failed to start).
    */
   #admit(): Promise<string | null> | null {
-    if (this.#inFlight < this.#config.maxInstances && this.#queue.length === 0) {
+    if (this.#queue.length === 0 && !this.#admitting && this.#free()) {
       this.#inFlight++;
       return null;
     }
     const { maxInstances, maxQueued, requestTimeoutMs } = this.#config;
-    const busy = `${maxInstances} instances in flight (${ENV.maxInstances})`;
+    const busy = this.#inFlight >= maxInstances
+      ? `${maxInstances} instances in flight (${ENV.maxInstances})`
+      : `${this.#inFlight} instances in flight holding ${
+        Math.round(this.#grownInFlight() / MIB)
+      } MiB of grown memory (${ENV.grownBudget})`;
     if (this.#queue.length >= maxQueued) {
       return Promise.resolve(
         `${busy} and ${this.#queue.length} requests waiting (${ENV.maxQueued})`,
@@ -775,6 +833,7 @@ export class ProxyServer {
         admit: () => {
           clearTimeout(timer);
           this.#inFlight++;
+          this.#admitting = true;
           resolve(null);
         },
       };
@@ -789,10 +848,26 @@ export class ProxyServer {
     });
   }
 
+  /**
+   * Admits the next waiting request if one may take an instance now. One at a time: the
+   * next is decided only once this one's instance ran its synchronous part (and grew).
+   */
+  #pump(): void {
+    if (this.#admitting || this.#queue.length === 0 || !this.#free()) return;
+    this.#queue.shift()!.admit();
+  }
+
+  /** A request taken from the queue has started its instance (or failed to). */
+  #ranQueued(): void {
+    this.#admitting = false;
+    this.#pump();
+  }
+
   /** An instance in flight ended: the next waiting request may take one. */
-  #leave(): void {
+  #leave(instance?: ProxyInstance): void {
     this.#inFlight--;
-    this.#queue.shift()?.admit();
+    if (instance) this.#running.delete(instance);
+    this.#pump();
   }
 
   /**
@@ -868,19 +943,21 @@ export class ProxyServer {
         return this.#fail(req, 0, 503, why);
       }
       times.queueMs = performance.now() - arrived;
-      return this.#run(req, times);
+      return this.#run(req, times, true);
     });
   }
 
   /** Runs an admitted request in an instance. */
-  #run(req: Request, times: RequestTimes): Response | Promise<Response> {
+  #run(req: Request, times: RequestTimes, queued = false): Response | Promise<Response> {
     let instance: ProxyInstance;
     try {
       instance = this.#take(times);
     } catch (err) {
       this.#leave();
+      if (queued) this.#ranQueued();
       return this.#fail(req, 0, 500, `cannot create an instance: ${describeGuestError(err)}`);
     }
+    if (instance.grownBytes) this.#running.add(instance);
     const { maxBodyBytes, bodyTimeoutMs } = this.#config;
     const body = req.body && (maxBodyBytes > 0 || bodyTimeoutMs > 0)
       ? limitBody(req.body, { maxBytes: maxBodyBytes, idleTimeoutMs: bodyTimeoutMs })
@@ -889,6 +966,8 @@ export class ProxyServer {
     this.#exchanges++;
     const call = incomingCallTo(req, body ? body.stream : req.body, exchange);
     exchange.run(call.request, call.outparam);
+    // Its synchronous part ran: what it grew counts for the next waiting request.
+    if (queued) this.#ranQueued();
     const first = exchange.next();
     return first instanceof Promise
       ? first.then((first) => this.#answer(req, exchange, first))

@@ -18,6 +18,7 @@
 import { type Host, type HostConfig, hostFactory } from "./host/mod.ts";
 import {
   END_INSTANCE,
+  GROWN_BYTES,
   type LeanInstantiate,
   type LinkStats,
   linkStats,
@@ -96,7 +97,13 @@ export function instanceFactory(
     const handler = exports[exportName] as IncomingHandler;
     const end = exports[END_INSTANCE] as ((reusable?: boolean) => void) | undefined;
     if (end === undefined) return { requestId, host, handler };
-    return new LeanInstance(requestId, handler, host, end);
+    return new LeanInstance(
+      requestId,
+      handler,
+      host,
+      end,
+      exports[GROWN_BYTES] as () => number,
+    );
   };
 }
 
@@ -109,6 +116,7 @@ class LeanInstance implements ProxyInstance, Host {
     readonly handler: IncomingHandler,
     readonly inner: Host,
     readonly end: (reusable?: boolean) => void,
+    readonly grownBytes: () => number,
   ) {}
 
   get host(): Host {

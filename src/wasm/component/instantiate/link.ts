@@ -55,6 +55,14 @@ import type { CoreRef, LeanPlan, PlanFunc, PlanLift, PlanLower, PlanOpts } from 
  */
 export const END_INSTANCE: unique symbol = Symbol("lean glue: end instance");
 
+/**
+ * An instance's exports carry, under this key, a function returning how many bytes its
+ * memories hold past their declared initial size: the size they grew to (in this or,
+ * for a recycled memory, an earlier request), which a request server budgets (see
+ * `http_server.ts`).
+ */
+export const GROWN_BYTES: unique symbol = Symbol("lean glue: grown bytes");
+
 /** The `instantiate` of a linked plan (jco's sync-instantiation signature). */
 export type LeanInstantiate = (
   getCoreModule: (name: string) => WebAssembly.Module,
@@ -1118,6 +1126,13 @@ class Linked {
       if (e.key === null) { for (const key of e.keys) out[key] = funcs; }
     }
     out[END_INSTANCE] = (reusable = true) => this.#end(state, reusable);
+    out[GROWN_BYTES] = () => {
+      let bytes = 0;
+      for (const [pool, memory] of state.memories) {
+        bytes += Math.max(0, memory.buffer.byteLength - pool.byteLength);
+      }
+      return bytes;
+    };
     return out;
   }
 }

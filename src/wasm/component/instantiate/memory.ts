@@ -191,4 +191,9 @@ export class MemoryPool {
   get size(): number {
     return this.#free.length;
   }
+
+  /** Size of the memories (their initial size). */
+  get byteLength(): number {
+    return this.#bytes;
+  }
 }

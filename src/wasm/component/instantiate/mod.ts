@@ -25,7 +25,14 @@ import { PLAN_FORMAT, type ReadComponent, readComponent } from "./plan.ts";
 import type { LeanPlan } from "./plan_data.ts";
 
 export { Unsupported } from "./plan.ts";
-export { END_INSTANCE, type LinkStats, linkStats, recycleGrown, type ReusePolicy } from "./link.ts";
+export {
+  END_INSTANCE,
+  GROWN_BYTES,
+  type LinkStats,
+  linkStats,
+  recycleGrown,
+  type ReusePolicy,
+} from "./link.ts";
 export type { LeanInstantiate } from "./link.ts";
 
 /** First line of lean glue (and what tells it from jco's). */

@@ -289,7 +289,13 @@ export interface ProxyInstance {
 }
 
 /** Creates a fresh instance whose environment has `REQUEST_ID=requestId`. */
-export type InstanceFactory = (requestId: number) => ProxyInstance;
+export type InstanceFactory = ((requestId: number) => ProxyInstance) & {
+  /**
+   * How many instances it holds ready without instantiating (recycled, see
+   * `instantiate/recycle.ts`); while any, none are created ahead of requests.
+   */
+  idle?: () => number;
+};
 
 /** Options of a {@linkcode ProxyServer}. */
 export interface ProxyServerOptions {
@@ -759,10 +765,16 @@ export class ProxyServer {
   #refill(): void {
     if (this.#refilling || this.#stopping) return;
     if (this.#pool.length >= this.#config.poolSize) return;
+    // Taking a recycled instance costs nothing to hide; taking one ahead would keep it
+    // (and its pages that may be resident, such as 32 MiB it grew into) out of the
+    // reuse order that lets only the most recent idle ones stay resident, and the next
+    // request would run in an older one.
+    if ((this.#factory.idle?.() ?? 0) > 0) return;
     this.#refilling = true;
     setTimeout(() => {
       this.#refilling = false;
       if (this.#stopping || this.#pool.length >= this.#config.poolSize) return;
+      if ((this.#factory.idle?.() ?? 0) > 0) return;
       try {
         const started = performance.now();
         this.#pool.push(this.#factory(this.#nextId()));

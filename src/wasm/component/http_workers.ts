@@ -19,6 +19,7 @@ import { type Host, type HostConfig, hostFactory } from "./host/mod.ts";
 import {
   END_INSTANCE,
   GROWN_BYTES,
+  idleInstances,
   type LeanInstantiate,
   type LinkStats,
   linkStats,
@@ -79,7 +80,15 @@ export function instanceFactory(
   const env = config.env;
   const newHost = hostFactory(config);
   let logged = log === undefined;
-  return (requestId) => {
+  const glue = component.instantiate as LeanInstantiate;
+  let idle: (() => number) | undefined;
+  try {
+    idleInstances(glue);
+    idle = () => idleInstances(glue);
+  } catch {
+    // jco's glue: nothing is recycled.
+  }
+  const factory: InstanceFactory = (requestId) => {
     // Made if the guest asks for its environment (most requests do not).
     const host = newHost(() => [...env, [REQUEST_ID_ENV, String(requestId)]]);
     let exports: Record<string | symbol, unknown>;
@@ -105,6 +114,8 @@ export function instanceFactory(
       exports[GROWN_BYTES] as () => number,
     );
   };
+  factory.idle = idle;
+  return factory;
 }
 
 /** An instance of lean glue: its host's end also ends the instance (see `link.ts`). */

@@ -826,6 +826,11 @@ class Linked {
     return { recycled: reason === null, reason, grownRecycled: grownReason === null, grownReason };
   }
 
+  /** Idle recycled instances (see {@linkcode idleInstances}). */
+  get idleCount(): number {
+    return this.#idle.length;
+  }
+
   /** See {@linkcode linkStats}. */
   stats(): LinkStats {
     const pooledMemories: number[] = [];
@@ -1182,6 +1187,19 @@ export function recycleGrown(instantiate: LeanInstantiate, on: boolean): void {
   const linked = linkedOf.get(instantiate);
   if (linked === undefined) throw new Error("not lean glue");
   linked.setRecycleGrown(on);
+}
+
+/**
+ * How many recycled instances `instantiate` holds idle: the next as many instantiations
+ * only take one (O(1), its pages possibly still resident), so creating instances ahead
+ * of requests gains nothing then.
+ *
+ * @throws Error if `instantiate` is not lean glue
+ */
+export function idleInstances(instantiate: LeanInstantiate): number {
+  const linked = linkedOf.get(instantiate);
+  if (linked === undefined) throw new Error("not lean glue");
+  return linked.idleCount;
 }
 
 /** The reuse state of an `instantiate` made by {@linkcode link}. */

@@ -28,6 +28,7 @@ export { Unsupported } from "./plan.ts";
 export {
   END_INSTANCE,
   GROWN_BYTES,
+  idleInstances,
   type LinkStats,
   linkStats,
   recycleGrown,

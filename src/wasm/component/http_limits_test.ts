@@ -17,6 +17,7 @@ import {
   ENV,
   httpConfigFromEnv,
   type IncomingHandler,
+  type InstanceFactory,
   ProxyServer,
 } from "./http_server.ts";
 import { prepare, type PreparedComponent } from "./mod.ts";
@@ -734,6 +735,35 @@ Deno.test("proxy: a request waits while the instances in flight hold the grown-m
     releaseHeld();
     assert.deepEqual(await Promise.all(small), Array(4).fill("200 0"));
     assert.equal(server.stats.inFlight, 0);
+  } finally {
+    await server.stop(5000);
+  }
+});
+
+Deno.test("proxy: no instances are created ahead of requests while recycled ones are idle", async () => {
+  let created = 0;
+  let idle = 1;
+  const host: Host = { imports: {}, dispose: () => {} };
+  const factory: InstanceFactory = (requestId) => {
+    created++;
+    return { requestId, handler, host };
+  };
+  factory.idle = () => idle;
+  const config = httpConfigFromEnv(new Map([[ENV.addr, "127.0.0.1:0"], [ENV.pool, "2"]]));
+  const server = new ProxyServer(factory, config, () => {});
+  const addr = server.listen();
+  server.start();
+  try {
+    await delay(20);
+    assert.equal(created, 0, "an idle recycled instance is taken when a request comes");
+    const r = await fetch(`http://127.0.0.1:${addr.port}/`);
+    assert.equal(await r.text(), "hello");
+    assert.equal(created, 1);
+    await delay(20);
+    assert.equal(created, 1);
+    idle = 0; // none idle: the pool fills again from the next request on
+    await (await fetch(`http://127.0.0.1:${addr.port}/`)).text();
+    while (created < 4) await delay(5);
   } finally {
     await server.stop(5000);
   }

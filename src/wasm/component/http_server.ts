@@ -639,6 +639,11 @@ export class ProxyServer {
   #running = new Set<ProxyInstance>();
   /** A request was taken from the queue and has not started its instance yet. */
   #admitting = false;
+  /**
+   * An instance's memory has grown: until then (most guests never grow) the budget is
+   * not summed on every request.
+   */
+  #grew = false;
   #rejected = 0;
 
   /**
@@ -813,7 +818,7 @@ export class ProxyServer {
   #free(): boolean {
     if (this.#inFlight >= this.#config.maxInstances) return false;
     const budget = this.#config.grownBudgetBytes;
-    return this.#inFlight === 0 || budget === 0 || this.#running.size === 0 ||
+    return this.#inFlight === 0 || budget === 0 || !this.#grew ||
       this.#grownInFlight() < budget;
   }
 
@@ -979,6 +984,7 @@ export class ProxyServer {
     const call = incomingCallTo(req, body ? body.stream : req.body, exchange);
     exchange.run(call.request, call.outparam);
     // Its synchronous part ran: what it grew counts for the next waiting request.
+    if (!this.#grew && instance.grownBytes) this.#grew = instance.grownBytes() > 0;
     if (queued) this.#ranQueued();
     const first = exchange.next();
     return first instanceof Promise

@@ -1,8 +1,8 @@
 /**
  * The one reader of WebAssembly binaries (core modules and components) behind
- * `inspect.ts`, `instantiate/plan.ts`, `instantiate/shim.ts` and
- * `instantiate/memory.ts`: bytes, LEB128 integers ({@linkcode ./leb128.ts}) and
- * names within one section's bounds. Each caller reports malformed input in its own
+ * `inspect.ts` and `instantiate/` (plan, shim, memory, image, vsize): bytes, LEB128
+ * integers ({@linkcode ./leb128.ts}), names within one section's bounds, and a core
+ * module's sections. Each caller reports malformed input in its own
  * terms, through the `fail` function it gives.
  *
  * @module
@@ -98,4 +98,30 @@ export class BinaryReader {
     this.offset += len;
     return text;
   }
+}
+
+/** A section of a core module: its id, and where it, its body and it end. */
+export interface Section {
+  id: number;
+  /** The section's first byte (its id). */
+  start: number;
+  /** Its body's first byte (after the id and size). */
+  body: number;
+  /** One past its last byte. */
+  end: number;
+}
+
+/** The sections of a core module, in order (the 8-byte preamble is not checked). */
+export function moduleSections(module: Uint8Array, fail: Fail = failAt): Section[] {
+  const top = new BinaryReader(module, 8, module.length, fail);
+  const sections: Section[] = [];
+  while (!top.done) {
+    const start = top.offset;
+    const id = top.byte();
+    const size = top.u32();
+    const body = top.offset;
+    top.skip(size);
+    sections.push({ id, start, body, end: top.offset });
+  }
+  return sections;
 }

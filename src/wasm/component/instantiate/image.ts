@@ -24,7 +24,7 @@
  * @module
  */
 
-import { BinaryReader } from "../binary.ts";
+import { BinaryReader, moduleSections, type Section } from "../binary.ts";
 import { type CodeWrites, scanWrites } from "./code_scan.ts";
 import { encodeName, encodeU32, readSigned } from "../leb128.ts";
 import { MEMORY_IMPORT } from "./memory.ts";
@@ -208,13 +208,6 @@ export function prepareImage(module: Uint8Array, options: PrepareOptions = {}): 
   }
 }
 
-interface Section {
-  id: number;
-  start: number;
-  body: number;
-  end: number;
-}
-
 function prepareOrRefuse(
   module: Uint8Array,
   maxImageBytes: number,
@@ -222,16 +215,7 @@ function prepareOrRefuse(
   scanned: CodeWrites | undefined,
 ): Prepared {
   if (!WebAssembly.validate(module as BufferSource)) refuse("the module does not validate");
-  const top = new BinaryReader(module, 8, module.length);
-  const sections: Section[] = [];
-  while (!top.done) {
-    const start = top.offset;
-    const id = top.byte();
-    const size = top.u32();
-    const body = top.offset;
-    top.skip(size);
-    sections.push({ id, start, body, end: top.offset });
-  }
+  const sections = moduleSections(module);
   const find = (id: number) => sections.find((s) => s.id === id);
   const reader = (s: Section) => new BinaryReader(module, s.body, s.end);
 

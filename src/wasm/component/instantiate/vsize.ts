@@ -39,7 +39,7 @@
  * @module
  */
 
-import { BinaryReader } from "../binary.ts";
+import { BinaryReader, moduleSections, type Section } from "../binary.ts";
 import { type MemoryOps, scanMemoryOps } from "./code_scan.ts";
 import { encodeName, encodeSigned, encodeU32 } from "../leb128.ts";
 import type { ImportedMemory } from "./memory.ts";
@@ -86,13 +86,6 @@ const op = {
 export type Virtualized =
   | { kind: "rewritten"; bytes: Uint8Array }
   | { kind: "unchanged"; reason: string };
-
-interface Section {
-  id: number;
-  start: number;
-  body: number;
-  end: number;
-}
 
 /**
  * `module` (after `importMemory`: it imports `memory` from the pool) rewritten to a
@@ -161,16 +154,7 @@ function body(locals: [number, number][], code: number[]): number[] {
 }
 
 function rewrite(module: Uint8Array, memory: ImportedMemory, scanned: MemoryOps): Uint8Array {
-  const top = new BinaryReader(module, 8, module.length);
-  const sections: Section[] = [];
-  while (!top.done) {
-    const start = top.offset;
-    const id = top.byte();
-    const size = top.u32();
-    const bodyAt = top.offset;
-    top.skip(size);
-    sections.push({ id, start, body: bodyAt, end: top.offset });
-  }
+  const sections = moduleSections(module);
   const find = (id: number) => sections.find((s) => s.id === id);
   const count = (id: number) => {
     const s = find(id);

@@ -9,6 +9,8 @@
  * @module
  */
 
+import { concatBytes as concat } from "../sys/bytes.ts";
+
 /** Size of a tar block. */
 export const BLOCK_SIZE = 512;
 
@@ -174,18 +176,6 @@ function paxRecord(key: string, value: Uint8Array): Uint8Array {
 function padded(data: Uint8Array): Uint8Array[] {
   const rem = data.length % BLOCK_SIZE;
   return rem === 0 ? [data] : [data, new Uint8Array(BLOCK_SIZE - rem)];
-}
-
-function concat(chunks: Uint8Array[]): Uint8Array {
-  let total = 0;
-  for (const c of chunks) total += c.length;
-  const out = new Uint8Array(total);
-  let off = 0;
-  for (const c of chunks) {
-    out.set(c, off);
-    off += c.length;
-  }
-  return out;
 }
 
 function entryBlocks(entry: TarEntry, path: string): Uint8Array[] {

@@ -9,16 +9,9 @@ import {
   MESSAGE_LENGTH_MAX,
   MessageType,
 } from "./frame.ts";
+import { concatBytes } from "../sys/bytes.ts";
 
-function concat(...parts: Uint8Array[]): Uint8Array {
-  const out = new Uint8Array(parts.reduce((n, p) => n + p.length, 0));
-  let at = 0;
-  for (const p of parts) {
-    out.set(p, at);
-    at += p.length;
-  }
-  return out;
-}
+const concat = (...parts: Uint8Array[]): Uint8Array => concatBytes(parts);
 
 function header(length: number, streamId: number, type: number, flags: number): Uint8Array {
   const h = new Uint8Array(HEADER_LENGTH);

@@ -33,6 +33,7 @@ import { TtrpcServer } from "./server.ts";
 import { Code } from "./status.ts";
 import * as api from "../proto/gen/task.ts";
 import { decodeResponse, encodeRequest, type KeyValue, type TtrpcResponse } from "./envelope.ts";
+import { concatBytes as concat } from "../sys/bytes.ts";
 
 const SEED = Number(Deno.env.get("TTRPC_FUZZ_SEED") ?? 0x5eed_7a5c);
 const ITERATIONS = Number(Deno.env.get("TTRPC_FUZZ_ITERATIONS") ?? 2000);
@@ -96,16 +97,6 @@ class Rng {
       ...Array.from({ length: this.int(12) }, () => this.range(0x20, 0x7e)),
     );
   }
-}
-
-function concat(parts: Uint8Array[]): Uint8Array {
-  const out = new Uint8Array(parts.reduce((n, p) => n + p.length, 0));
-  let at = 0;
-  for (const p of parts) {
-    out.set(p, at);
-    at += p.length;
-  }
-  return out;
 }
 
 function header(length: number, streamId: number, type: number, flags = 0): Uint8Array {

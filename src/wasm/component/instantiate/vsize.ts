@@ -43,6 +43,7 @@ import { BinaryReader, moduleSections, type Section } from "../binary.ts";
 import { type MemoryOps, scanMemoryOps } from "./code_scan.ts";
 import { encodeName, encodeSigned, encodeU32 } from "../leb128.ts";
 import type { ImportedMemory } from "./memory.ts";
+import { concatBytes as concat } from "../../../sys/bytes.ts";
 
 /** Export name of the virtual size global (pages) a rewritten module adds. */
 export const VSIZE_EXPORT = "containerd-shim-wasmtime:vsize";
@@ -115,16 +116,6 @@ export function usesMemorySize(module: Uint8Array): boolean | null {
   const scanned = scanMemoryOps(module);
   if (scanned === null) return null;
   return scanned.ops.some((o) => o.kind === "size" || o.kind === "grow");
-}
-
-function concat(parts: ArrayLike<number>[]): Uint8Array {
-  const out = new Uint8Array(parts.reduce((n, p) => n + p.length, 0));
-  let at = 0;
-  for (const p of parts) {
-    out.set(p, at);
-    at += p.length;
-  }
-  return out;
 }
 
 function section(id: number, body: ArrayLike<number>): Uint8Array {

@@ -1,7 +1,7 @@
 /**
  * The few libc calls Deno has no API for (mount, umount2, prctl, kill with any signal
- * number, waitpid for an adopted process, memfd and mappings for memory images), through
- * Deno's FFI. Opened lazily: only the
+ * number, waitpid for an adopted process, memfd and mappings for memory images, socket
+ * options for `sockopt.ts`), through Deno's FFI: one library for the process. Opened lazily: only the
  * server process and the `delete` action need them.
  *
  * @module
@@ -45,13 +45,41 @@ const SYMBOLS = {
   sys_pidfd_getfd: { name: "syscall", parameters: ["i64", "i32", "i32", "u32"], result: "i64" },
   sys_capset: { name: "syscall", parameters: ["i64", "buffer", "buffer"], result: "i64" },
   strerror: { parameters: ["i32"], result: "pointer" },
+  // Socket options of Deno's sockets (sockopt.ts).
+  getsockopt: { parameters: ["i32", "i32", "i32", "buffer", "buffer"], result: "i32" },
+  setsockopt: { parameters: ["i32", "i32", "i32", "buffer", "u32"], result: "i32" },
+  getsockname: { parameters: ["i32", "buffer", "buffer"], result: "i32" },
+  getpeername: { parameters: ["i32", "buffer", "buffer"], result: "i32" },
+  socket: { parameters: ["i32", "i32", "i32"], result: "i32" },
+  readlink: { parameters: ["buffer", "buffer", "usize"], result: "isize" },
+  opendir: { parameters: ["buffer"], result: "pointer" },
+  readdir: { parameters: ["pointer"], result: "pointer" },
+  closedir: { parameters: ["pointer"], result: "i32" },
 } as const;
 
 let lib: Deno.DynamicLibrary<typeof SYMBOLS> | undefined;
+let refused = false;
 
-function libc(): Deno.DynamicLibrary<typeof SYMBOLS>["symbols"] {
+/**
+ * The library's symbols, opened on first use, for this module's wrappers and those of
+ * `sockopt.ts`. @throws where the process may not use FFI
+ */
+export function libc(): Deno.DynamicLibrary<typeof SYMBOLS>["symbols"] {
   lib ??= Deno.dlopen("libc.so.6", SYMBOLS);
   return lib.symbols;
+}
+
+/** Whether the library can be opened here (not without `--allow-ffi`). */
+export function libcAvailable(): boolean {
+  if (lib !== undefined) return true;
+  if (refused) return false;
+  try {
+    libc();
+    return true;
+  } catch {
+    refused = true;
+    return false;
+  }
 }
 
 /**
@@ -99,7 +127,8 @@ function cstr(s: string | null): Uint8Array<ArrayBuffer> | null {
   return new TextEncoder().encode(s + "\0") as Uint8Array<ArrayBuffer>;
 }
 
-function errno(): number {
+/** The calling thread's errno, right after a failed call. */
+export function errno(): number {
   const p = libc().__errno_location();
   return new Deno.UnsafePointerView(p!).getInt32();
 }

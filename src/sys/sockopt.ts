@@ -25,29 +25,7 @@
  */
 
 import type { Ipv4Bytes, Ipv6Words } from "./getaddrinfo.ts";
-import { SyscallError } from "./libc.ts";
-
-const SYMBOLS = {
-  getsockopt: { parameters: ["i32", "i32", "i32", "buffer", "buffer"], result: "i32" },
-  setsockopt: { parameters: ["i32", "i32", "i32", "buffer", "u32"], result: "i32" },
-  getsockname: { parameters: ["i32", "buffer", "buffer"], result: "i32" },
-  getpeername: { parameters: ["i32", "buffer", "buffer"], result: "i32" },
-  readlink: { parameters: ["buffer", "buffer", "usize"], result: "isize" },
-  socket: { parameters: ["i32", "i32", "i32"], result: "i32" },
-  close: { parameters: ["i32"], result: "i32" },
-  opendir: { parameters: ["buffer"], result: "pointer" },
-  readdir: { parameters: ["pointer"], result: "pointer" },
-  closedir: { parameters: ["pointer"], result: "i32" },
-  __errno_location: { parameters: [], result: "pointer" },
-} as const;
-
-let lib: Deno.DynamicLibrary<typeof SYMBOLS> | undefined;
-let refused = false;
-
-function libc(): Deno.DynamicLibrary<typeof SYMBOLS>["symbols"] {
-  lib ??= Deno.dlopen("libc.so.6", SYMBOLS);
-  return lib.symbols;
-}
+import { close, errno, libc, libcAvailable, SyscallError } from "./libc.ts";
 
 /**
  * Whether this process may set and read socket options: false where Deno refuses FFI
@@ -55,19 +33,7 @@ function libc(): Deno.DynamicLibrary<typeof SYMBOLS>["symbols"] {
  * again.
  */
 export function socketOptionsAvailable(): boolean {
-  if (lib !== undefined) return true;
-  if (refused) return false;
-  try {
-    libc();
-    return true;
-  } catch {
-    refused = true;
-    return false;
-  }
-}
-
-function errno(): number {
-  return new Deno.UnsafePointerView(libc().__errno_location()!).getInt32();
+  return libcAvailable();
 }
 
 /** Option levels (`SOL_SOCKET`, `IPPROTO_*`). */
@@ -110,17 +76,9 @@ const SO_ACCEPTCONN = 30;
 
 /** getsockopt(2) of an `int` option. @throws {SyscallError} */
 export function getSocketOption(fd: number, opt: SocketOption): number {
-  const value = new Int32Array(1);
-  const len = new Uint32Array([4]);
-  const r = libc().getsockopt(
-    fd,
-    opt.level,
-    opt.option,
-    new Uint8Array(value.buffer),
-    new Uint8Array(len.buffer),
-  );
-  if (r !== 0) throw new SyscallError("getsockopt", errno(), `${opt.name} of fd ${fd}`);
-  return value[0];
+  const value = intOption(fd, opt.level, opt.option);
+  if (value === null) throw new SyscallError("getsockopt", errno(), `${opt.name} of fd ${fd}`);
+  return value;
 }
 
 /** setsockopt(2) of an `int` option. @throws {SyscallError} */
@@ -163,7 +121,7 @@ export function openSocket(family: "ipv4" | "ipv6", kind: SocketKind): number {
 
 /** close(2); errors are ignored (the fd is gone either way). */
 export function closeSocket(fd: number): void {
-  libc().close(fd);
+  close(fd);
 }
 
 /** What {@linkcode findSocketFd} looks for. */
@@ -209,7 +167,7 @@ function sameEnd(a: SocketEnd | null, b: SocketEnd): boolean {
   return x.every((v, i) => v === y[i]);
 }
 
-/** An `int` option, or null if the descriptor has none (not a socket, closed). */
+/** An `int` option, or null (errno says why) if the descriptor has none (not a socket, closed). */
 function intOption(fd: number, level: number, option: number): number | null {
   const value = new Int32Array(1);
   const len = new Uint32Array([4]);

@@ -14,7 +14,7 @@
  *   runtime does (tests/fixtures/guests/built/grow.wasm);
  * - `mem1`, `mem8`, `mem64`: the hello with a 1, 8 and 64 MiB initial memory and data
  *   segments over an eighth of it, built here into the temp dir (too big to commit), and
- *   a line with the per-request time across them;
+ *   a line with the per-request time across them (bench/curve.ts);
  * - every `*.wasm` wasi:http proxy in `BENCH_GUESTS=<dir>`.
  *
  * `BENCH_GUEST_KEYS=js,grow,…` measures only those (keys as in the table; a
@@ -28,6 +28,7 @@ import { inspectComponent, isWasi02 } from "../src/wasm/component/inspect.ts";
 import type { Containerd } from "../tests/e2e/harness.ts";
 import { sleep } from "../tests/e2e/ctr_util.ts";
 import { unique } from "./artifact.ts";
+import { curveFigure, type CurvePoint } from "./curve.ts";
 import { ceiling, rssOf, SECONDS, WARMUP_SECONDS, wrk, type WrkResult } from "./http.ts";
 import type { Row } from "./main.ts";
 
@@ -282,7 +283,7 @@ export async function guestFigures(cd: Containerd, tmp: string): Promise<Row[]> 
   const baseline = `${loadText(c)} (plain Deno.serve, ceiling)`;
   const load = `wrk -t2 -c50 ${SECONDS}s` +
     (WARMUP_SECONDS > 0 ? ` after a ${WARMUP_SECONDS}s warm-up` : "");
-  const perRequestUs = new Map<number, number>();
+  const curve: CurvePoint[] = [];
   for (const g of list) {
     console.error(`bench: guest ${g.key}…`);
     const title = `guest ${g.key}: ${g.what}, ${await fileSize(g.path)}`;
@@ -318,9 +319,7 @@ export async function guestFigures(cd: Containerd, tmp: string): Promise<Row[]> 
         target: "completes, no OOM kill, RSS ≤ 256 MiB",
       });
       const mib = g.key.match(/^mem(\d+)$/)?.[1];
-      if (mib && plain.load && plain.load.rps > 0) {
-        perRequestUs.set(Number(mib), 1e6 / plain.load.rps);
-      }
+      if (mib) curve.push({ mib: Number(mib), image: img.reference });
     } catch (err) {
       rows.push({
         figure: title,
@@ -331,19 +330,9 @@ export async function guestFigures(cd: Containerd, tmp: string): Promise<Row[]> 
       });
     }
   }
-  if (perRequestUs.size > 0) {
-    const first = perRequestUs.get(MEM_CURVE_MIB[0]);
-    const points = [...perRequestUs].map(([mib, us]) =>
-      `${mib} MiB ${us.toFixed(0)} µs${first ? ` (×${(us / first).toFixed(2)})` : ""}`
-    );
-    const values = [...perRequestUs.values()];
-    rows.push({
-      figure: "per-request time vs initial memory (1 s ÷ req/s of the memN guests above)",
-      ours: points.join(", "),
-      baseline: "the 1 MiB guest",
-      ratio: (Math.max(...values) / Math.min(...values)).toFixed(2),
-      target: "≤ 1.20 (flat within 20%)",
-    });
+  if (curve.length > 0) {
+    console.error("bench: guests' per-request time vs initial memory…");
+    rows.push(await curveFigure(cd, curve));
   }
   return rows;
 }

@@ -28,15 +28,20 @@ export interface WrkResult {
   errors: number;
 }
 
-/** Runs wrk against `url` (after a warm-up run of {@linkcode WARMUP_SECONDS}). */
-export async function wrk(url: string, connections = 50, seconds = SECONDS): Promise<WrkResult> {
+/** Runs wrk against `url` (after an unrecorded warm-up run of `warmup` seconds). */
+export async function wrk(
+  url: string,
+  connections = 50,
+  seconds = SECONDS,
+  warmup = WARMUP_SECONDS,
+): Promise<WrkResult> {
   const run = (secs: number) =>
     new Deno.Command("wrk", {
       args: ["-t2", `-c${connections}`, `-d${secs}s`, "--latency", url],
       stdout: "piped",
       stderr: "piped",
     }).output();
-  if (WARMUP_SECONDS > 0) await run(WARMUP_SECONDS);
+  if (warmup > 0) await run(warmup);
   const out = await run(seconds);
   const text = new TextDecoder().decode(out.stdout);
   if (!out.success) throw new Error(`wrk failed: ${new TextDecoder().decode(out.stderr)}`);

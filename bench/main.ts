@@ -12,7 +12,8 @@
  * unrecorded wrk run before each measured one, default 2 s), BENCH_ONLY (comma
  * list of figure keys: cold,solo,warm,lifecycle,artifact,http,memory,guests,otel),
  * BENCH_GUESTS (a directory: each `*.wasm` wasi:http proxy in it is measured with the
- * guests, see bench/guests.ts).
+ * guests, see bench/guests.ts), BENCH_GUEST_KEYS (only those guests),
+ * BENCH_CURVE_ROUNDS and BENCH_CURVE_SECONDS (the memory-size curve, bench/curve.ts).
  *
  * @module
  */

@@ -156,6 +156,30 @@ export interface LinuxResources {
   unified?: Record<string, string>;
 }
 
+/**
+ * The CPU and memory a container may use, from its spec's `linux.resources`: what
+ * defaults sized to the container (a wasi:http proxy's serving threads and grown-memory
+ * budget) are derived from. Absent fields: no limit.
+ */
+export interface ContainerLimits {
+  /** `memory.limit` in bytes, when set and positive. */
+  memoryBytes?: number;
+  /** CPUs the CFS quota allows (`cpu.quota / cpu.period`), when both are set and positive. */
+  cpus?: number;
+}
+
+/** The {@linkcode ContainerLimits} of `resources` (the spec's, at Create). */
+export function containerLimits(resources: LinuxResources | undefined): ContainerLimits {
+  const limits: ContainerLimits = {};
+  const memory = resources?.memory?.limit;
+  if (memory !== undefined && memory > 0) limits.memoryBytes = memory;
+  const { quota, period } = resources?.cpu ?? {};
+  if (quota !== undefined && period !== undefined && quota > 0 && period > 0) {
+    limits.cpus = quota / period;
+  }
+  return limits;
+}
+
 /** The numeric `LinuxResources` fields, by section. */
 const RESOURCE_NUMBERS = {
   memory: ["limit", "reservation", "swap"],

@@ -1,5 +1,6 @@
 import assert from "node:assert/strict";
 import {
+  containerLimits,
   guestNetworkAllowed,
   parseGuestNetworkEnv,
   parseLinuxResources,
@@ -84,6 +85,21 @@ Deno.test("readSpec reports missing and invalid files", async () => {
   } finally {
     await Deno.remove(dir, { recursive: true });
   }
+});
+
+Deno.test("containerLimits: memory and CPUs a container may use, where set and positive", () => {
+  assert.deepEqual(containerLimits(undefined), {});
+  assert.deepEqual(
+    containerLimits({ memory: { limit: 268435456 }, cpu: { quota: 150000, period: 100000 } }),
+    { memoryBytes: 268435456, cpus: 1.5 },
+  );
+  // -1 (unlimited), 0, or a quota without a period: no limit.
+  assert.deepEqual(
+    containerLimits({ memory: { limit: -1 }, cpu: { quota: -1, period: 100000 } }),
+    {},
+  );
+  assert.deepEqual(containerLimits({ memory: { limit: 0 }, cpu: { quota: 50000 } }), {});
+  assert.deepEqual(containerLimits({ cpu: { shares: 1024 } }), {});
 });
 
 Deno.test("parseSpec reads linux.resources; parseLinuxResources rejects bad values", () => {

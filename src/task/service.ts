@@ -19,7 +19,12 @@ import {
   unimplemented,
 } from "../errdefs/errors.ts";
 import type { Guest, GuestConfig } from "./guest.ts";
-import { guestNetworkAllowed, type LinuxResources, type OciSpec } from "../oci/spec.ts";
+import {
+  containerLimits,
+  guestNetworkAllowed,
+  type LinuxResources,
+  type OciSpec,
+} from "../oci/spec.ts";
 import { BundleFile, bundlePath } from "../oci/bundle.ts";
 import type { MountSpec } from "../sys/mount.ts";
 import { Status, type TaskStatus, transition } from "./state.ts";
@@ -291,6 +296,7 @@ export class TaskService {
             readonlyRoot: spec.root.readonly,
             maskedPaths: spec.maskedPaths,
             readonlyPaths: spec.readonlyPaths,
+            limits: containerLimits(spec.resources),
             cacheDir: this.#deps.cacheDir,
             onPid,
           }));

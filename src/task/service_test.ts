@@ -577,3 +577,23 @@ Deno.test("a guest gets the network where its spec gives one, or where the opera
   assert.equal(pod.configs[0].network, true);
   assert.equal(pod.configs[0].netns, "/var/run/netns/pod");
 });
+
+Deno.test("a guest gets its spec's CPU and memory limits (defaults are sized to them)", async () => {
+  const { service, configs } = setup();
+  await service.create(create("unlimited"));
+  assert.deepEqual(configs[0].limits, {});
+  const limited = setup({
+    deps: {
+      readSpec: () =>
+        Promise.resolve({
+          process: { args: ["/app.wasm"], env: [], cwd: "/", terminal: false },
+          root: { path: "rootfs", readonly: false },
+          annotations: {},
+          network: "new",
+          resources: { memory: { limit: 268435456 }, cpu: { quota: 50000, period: 100000 } },
+        }),
+    },
+  });
+  await limited.service.create(create("limited"));
+  assert.deepEqual(limited.configs[0].limits, { memoryBytes: 268435456, cpus: 0.5 });
+});

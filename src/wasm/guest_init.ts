@@ -8,7 +8,7 @@
  */
 
 import type { ContainerSetup } from "../oci/mounts.ts";
-import type { SpecMount, SpecUser } from "../oci/spec.ts";
+import type { ContainerLimits, SpecMount, SpecUser } from "../oci/spec.ts";
 
 /** What the OCI spec and Create request say about one guest. */
 export interface GuestConfig {
@@ -51,6 +51,11 @@ export interface GuestConfig {
    * `container_setup.ts`). Without it, the runner runs the guest as it is.
    */
   container?: ContainerSetup;
+  /**
+   * The container's CPU and memory limits at Create (spec `linux.resources`): defaults
+   * are sized to them (a wasi:http proxy's serving threads and grown-memory budget).
+   */
+  limits?: ContainerLimits;
   /** Directory where the runner may keep caches (transpiled components, …). */
   cacheDir?: string;
   /**

@@ -4,7 +4,7 @@
  */
 
 import assert from "node:assert/strict";
-import { runProxy } from "./ctr_util.ts";
+import { runProxy, waitFor } from "./ctr_util.ts";
 import { type Containerd } from "./harness.ts";
 import { startSuite } from "./suite.ts";
 
@@ -79,7 +79,7 @@ Deno.test({
   },
 });
 
-async function serve(id: string) {
+async function serve(id: string, runOptions: string[] = []) {
   const { cd, image } = await setup();
   // The first request transpiles the 12.8 MB component when the cache is cold.
   const proxy = await runProxy(cd, {
@@ -87,6 +87,7 @@ async function serve(id: string) {
     id,
     wasm: "/http_app.wasm",
     addr: ADDR,
+    runOptions,
     answerTimeoutMs: 60_000,
     timeoutMs: 120_000,
   });
@@ -121,10 +122,14 @@ Deno.test({
 });
 
 Deno.test({
-  name: "wasi:http: SIGTERM drains and exits 143",
+  name: "wasi:http: SIGTERM drains and exits 143; defaults sized to the container's limits",
   ...opts,
   async fn() {
-    const { cd, running } = await serve("http-2");
+    const { cd, running } = await serve("http-2", ["--cpus", "1", "--memory-limit", "134217728"]);
+    // One CPU's quota: one serving thread; 128 MiB: a quarter of it for grown memory.
+    const sized =
+      /serving wasi:http on [^\n]* with 1 worker thread\(s\)[^\n]*grown-memory budget 32\.0 MiB/;
+    await waitFor("the runner's serving line in the log", async () => sized.test(await cd.logs()));
     assert.equal((await cd.ctr(["task", "kill", "-s", "SIGTERM", "http-2"])).code, 0);
     assert.equal((await running).code, 143);
   },

@@ -12,9 +12,11 @@ import { BodyRefused, DENO_MAX_HEAD_BYTES, headerBytes, limitBody } from "./http
 import { Kind, ShimError } from "../../errdefs/errors.ts";
 import {
   DEFAULT_BODY_TIMEOUT_MS,
+  DEFAULT_GROWN_BUDGET_MIB,
   DEFAULT_MAX_BODY_BYTES,
   DEFAULT_MAX_HEADER_BYTES,
   ENV,
+  GROWN_BUDGET_SHARE,
   httpConfigFromEnv,
   type IncomingHandler,
   type InstanceFactory,
@@ -271,6 +273,38 @@ Deno.test("limitBody: the idle timeout runs only while the guest waits for bytes
     return true;
   });
   assert.equal((await body.refused).status, 408);
+});
+
+Deno.test("httpConfigFromEnv: serving threads and grown-memory budget follow the container's limits", () => {
+  const MIB = 1024 * 1024;
+  const cores = navigator.hardwareConcurrency;
+  const none = httpConfigFromEnv(new Map());
+  assert.equal(none.grownBudgetBytes, DEFAULT_GROWN_BUDGET_MIB * MIB);
+  assert.equal(none.workers, Math.min(cores, 4));
+  // A CFS quota of one CPU (or less): one serving thread; 1.5 CPUs round up to two.
+  assert.equal(httpConfigFromEnv(new Map(), { cpus: 1 }).workers, 1);
+  assert.equal(httpConfigFromEnv(new Map(), { cpus: 0.25 }).workers, 1);
+  assert.equal(httpConfigFromEnv(new Map(), { cpus: 1.5 }).workers, Math.min(cores, 2));
+  assert.equal(httpConfigFromEnv(new Map(), { cpus: 64 }).workers, Math.min(cores, 4));
+  // The budget: the limit shared out over the serving threads.
+  const limited = httpConfigFromEnv(new Map([[ENV.workers, "2"]]), { memoryBytes: 256 * MIB });
+  assert.equal(limited.grownBudgetBytes, (256 * MIB) / (GROWN_BUDGET_SHARE * 2));
+  assert.equal(limited.grownBudgetBytes, DEFAULT_GROWN_BUDGET_MIB * MIB);
+  assert.equal(
+    httpConfigFromEnv(new Map(), { memoryBytes: 64 * MIB, cpus: 1 }).grownBudgetBytes,
+    16 * MIB,
+  );
+  assert.equal(
+    httpConfigFromEnv(new Map([[ENV.workers, "0"]]), { memoryBytes: 64 * MIB }).grownBudgetBytes,
+    16 * MIB,
+    "the main thread serves alone",
+  );
+  // What the container's environment sets wins over its limits.
+  const set = httpConfigFromEnv(
+    new Map([[ENV.workers, "3"], [ENV.grownBudget, "0"]]),
+    { memoryBytes: 64 * MIB, cpus: 1 },
+  );
+  assert.deepEqual([set.workers, set.grownBudgetBytes], [3, 0]);
 });
 
 Deno.test("httpConfigFromEnv: limit defaults, values, and 0 disabling the body limits", () => {

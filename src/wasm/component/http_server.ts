@@ -37,6 +37,7 @@
 
 import { type Deadline, Deadlines, type Expiring } from "./deadlines.ts";
 import { invalidArgument } from "../../errdefs/errors.ts";
+import type { ContainerLimits } from "../../oci/spec.ts";
 import {
   activeSpan,
   type Attributes,
@@ -83,10 +84,17 @@ const MAX_POOL_SIZE = 1024;
 export const DEFAULT_MAX_INSTANCES = 128;
 /**
  * Default budget, per thread, of memory grown past its initial size by the instances in
- * flight, in MiB: a request waits while they hold at least this much (one instance
- * always runs).
+ * flight, in MiB, for a container without a memory limit: a request waits while they
+ * hold at least this much (one instance always runs).
  */
 export const DEFAULT_GROWN_BUDGET_MIB = 32;
+/**
+ * With a memory limit, the default budget is the limit divided by this and by the
+ * serving threads: a quarter of the limit for memory grown in flight, the rest for the
+ * runner itself (~130–170 MB with two threads), the instances idle between requests and
+ * the memory images. 256 MiB and two threads give the 32 MiB above.
+ */
+export const GROWN_BUDGET_SHARE = 4;
 /** Largest grown-memory budget accepted, in MiB. */
 const MAX_GROWN_BUDGET_MIB = 1024 * 1024;
 const MIB = 1024 * 1024;
@@ -217,13 +225,30 @@ export function parseDuration(name: string, value: string): number {
 }
 
 /**
- * The serving configuration from the container's environment (spec `process.env`).
+ * The serving configuration from the container's environment (spec `process.env`);
+ * where a variable is not set, the defaults of the serving threads and the grown-memory
+ * budget follow the container's `limits` (see {@linkcode GROWN_BUDGET_SHARE}).
  *
  * @throws {ShimError} INVALID_ARGUMENT naming the variable and what it accepts
  */
-export function httpConfigFromEnv(env: ReadonlyMap<string, string>): HttpConfig {
+export function httpConfigFromEnv(
+  env: ReadonlyMap<string, string>,
+  limits: ContainerLimits = {},
+): HttpConfig {
   const { hostname, port } = parseSocketAddr(env.get(ENV.addr) ?? DEFAULT_SOCKET_ADDR);
   const backlogName = env.has(ENV.backlog) ? ENV.backlog : ENV.backlogAlias;
+  // By default one serving thread per CPU the container may use (its CFS quota, rounded
+  // up), as many as the node has, at most MAX_DEFAULT_WORKERS.
+  const workers = env.has(ENV.workers)
+    ? parseCount(ENV.workers, env.get(ENV.workers)!, 0, MAX_WORKERS)
+    : Math.max(
+      1,
+      Math.min(
+        navigator.hardwareConcurrency || 1,
+        MAX_DEFAULT_WORKERS,
+        Math.ceil(limits.cpus ?? Infinity),
+      ),
+    );
   const backlogValue = env.get(backlogName);
   return {
     hostname,
@@ -237,19 +262,18 @@ export function httpConfigFromEnv(env: ReadonlyMap<string, string>): HttpConfig 
     poolSize: env.has(ENV.pool)
       ? parseCount(ENV.pool, env.get(ENV.pool)!, 0, MAX_POOL_SIZE)
       : DEFAULT_POOL_SIZE,
-    workers: env.has(ENV.workers)
-      ? parseCount(ENV.workers, env.get(ENV.workers)!, 0, MAX_WORKERS)
-      : Math.max(1, Math.min(navigator.hardwareConcurrency || 1, MAX_DEFAULT_WORKERS)),
+    workers,
     maxInstances: env.has(ENV.maxInstances)
       ? parseCount(ENV.maxInstances, env.get(ENV.maxInstances)!, 1, MAX_POOL_SIZE)
       : DEFAULT_MAX_INSTANCES,
     maxQueued: env.has(ENV.maxQueued)
       ? parseCount(ENV.maxQueued, env.get(ENV.maxQueued)!, 0, Number.MAX_SAFE_INTEGER)
       : DEFAULT_MAX_QUEUED,
-    grownBudgetBytes: MIB *
-      (env.has(ENV.grownBudget)
-        ? parseCount(ENV.grownBudget, env.get(ENV.grownBudget)!, 0, MAX_GROWN_BUDGET_MIB)
-        : DEFAULT_GROWN_BUDGET_MIB),
+    grownBudgetBytes: env.has(ENV.grownBudget)
+      ? MIB * parseCount(ENV.grownBudget, env.get(ENV.grownBudget)!, 0, MAX_GROWN_BUDGET_MIB)
+      : limits.memoryBytes === undefined
+      ? MIB * DEFAULT_GROWN_BUDGET_MIB
+      : Math.floor(limits.memoryBytes / (GROWN_BUDGET_SHARE * Math.max(1, workers))),
     maxHeaderBytes: env.has(ENV.maxHeaderBytes)
       ? parseHeaderLimit(env.get(ENV.maxHeaderBytes)!)
       : DEFAULT_MAX_HEADER_BYTES,

@@ -142,6 +142,8 @@ export interface PreparedComponent {
  *
  * @throws {ShimError} INVALID_ARGUMENT if the component cannot run here, saying why
  */
+const MIB = 1024 * 1024;
+
 export async function prepare(init: GuestInit, bytes: Uint8Array): Promise<PreparedComponent> {
   const path = init.guestPath;
   let shape;
@@ -155,7 +157,7 @@ export async function prepare(init: GuestInit, bytes: Uint8Array): Promise<Prepa
   const kind = componentKind(shape, init.func, DEFAULT_FUNC, path);
   const env = envPairs(init.env);
   // Parse the serving configuration before the (slow) transpile.
-  const httpConfig = kind.kind === "http" ? httpConfigFromEnv(new Map(env)) : null;
+  const httpConfig = kind.kind === "http" ? httpConfigFromEnv(new Map(env), init.limits) : null;
   let root: string;
   try {
     root = await Deno.realPath(init.rootfs);
@@ -301,7 +303,10 @@ async function prepareProxy(
       ` limits: headers ${http.maxHeaderBytes} B, body ${
         http.maxBodyBytes ? `${http.maxBodyBytes} B` : "unlimited"
       },` +
-      ` body timeout ${http.bodyTimeoutMs ? `${http.bodyTimeoutMs} ms` : "none"}`,
+      ` body timeout ${http.bodyTimeoutMs ? `${http.bodyTimeoutMs} ms` : "none"},` +
+      ` grown-memory budget ${
+        http.grownBudgetBytes ? `${(http.grownBudgetBytes / MIB).toFixed(1)} MiB` : "none"
+      } per thread`,
   );
   const server = proxy;
   return {

@@ -13,22 +13,7 @@
  * @module
  */
 
-const SYMBOLS = {
-  getaddrinfo: {
-    parameters: ["buffer", "pointer", "buffer", "buffer"],
-    result: "i32",
-    nonblocking: true,
-  },
-  freeaddrinfo: { parameters: ["pointer"], result: "void" },
-  gai_strerror: { parameters: ["i32"], result: "pointer" },
-} as const;
-
-let lib: Deno.DynamicLibrary<typeof SYMBOLS> | undefined;
-
-function libc(): Deno.DynamicLibrary<typeof SYMBOLS>["symbols"] {
-  lib ??= Deno.dlopen("libc.so.6", SYMBOLS);
-  return lib.symbols;
-}
+import { libc } from "./libc.ts";
 
 /** `AF_INET`, `AF_INET6` (Linux). */
 const AF_INET = 2;

@@ -1,8 +1,8 @@
 /**
  * The few libc calls Deno has no API for (mount, umount2, prctl, kill with any signal
  * number, waitpid for an adopted process, memfd and mappings for memory images, socket
- * options for `sockopt.ts`), through Deno's FFI: one library for the process. Opened lazily: only the
- * server process and the `delete` action need them.
+ * options for `sockopt.ts`, getaddrinfo for `getaddrinfo.ts`), through Deno's FFI: one
+ * library for the process, opened on first use.
  *
  * @module
  */
@@ -55,6 +55,14 @@ const SYMBOLS = {
   opendir: { parameters: ["buffer"], result: "pointer" },
   readdir: { parameters: ["pointer"], result: "pointer" },
   closedir: { parameters: ["pointer"], result: "i32" },
+  // Name resolution (getaddrinfo.ts), on a thread of Deno's blocking pool: DNS may wait.
+  getaddrinfo: {
+    parameters: ["buffer", "pointer", "buffer", "buffer"],
+    result: "i32",
+    nonblocking: true,
+  },
+  freeaddrinfo: { parameters: ["pointer"], result: "void" },
+  gai_strerror: { parameters: ["i32"], result: "pointer" },
 } as const;
 
 let lib: Deno.DynamicLibrary<typeof SYMBOLS> | undefined;
@@ -62,7 +70,7 @@ let refused = false;
 
 /**
  * The library's symbols, opened on first use, for this module's wrappers and those of
- * `sockopt.ts`. @throws where the process may not use FFI
+ * `sockopt.ts` and `getaddrinfo.ts`. @throws where the process may not use FFI
  */
 export function libc(): Deno.DynamicLibrary<typeof SYMBOLS>["symbols"] {
   lib ??= Deno.dlopen("libc.so.6", SYMBOLS);

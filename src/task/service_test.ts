@@ -27,19 +27,25 @@ class FakeGuest implements Guest {
   }
 }
 
+/** A spec's `readSpec`: a wasm guest in a network namespace of its own, plus `more`. */
+function specWith(more: Partial<OciSpec> = {}): TaskDeps["readSpec"] {
+  return () =>
+    Promise.resolve({
+      process: { args: ["/app.wasm"], env: ["A=1"], cwd: "/", terminal: false },
+      root: { path: "rootfs", readonly: false },
+      annotations: {},
+      network: "new",
+      ...more,
+    });
+}
+
 function setup(opts: { failGuest?: string; deps?: Partial<TaskDeps> } = {}) {
   const events: string[] = [];
   const mounts: string[] = [];
   const guests: FakeGuest[] = [];
   const configs: GuestConfig[] = [];
   const deps: TaskDeps = {
-    readSpec: () =>
-      Promise.resolve({
-        process: { args: ["/app.wasm"], env: ["A=1"], cwd: "/", terminal: false },
-        root: { path: "rootfs", readonly: false },
-        annotations: {},
-        network: "new",
-      }),
+    readSpec: specWith(),
     mountRootfs: (_m, target) => void mounts.push(`mount ${target}`),
     unmountRootfs: (target) => void mounts.push(`umount ${target}`),
     createGuest: (config) => {
@@ -562,16 +568,7 @@ Deno.test("a guest gets the network where its spec gives one, or where the opera
   await allowed.service.create(create("opted-in"));
   assert.equal(allowed.configs[0].network, true, "the operator's WASMTIME_SHIM_GUEST_NETWORK=1");
   const pod = setup({
-    deps: {
-      readSpec: () =>
-        Promise.resolve({
-          process: { args: ["/app.wasm"], env: [], cwd: "/", terminal: false },
-          root: { path: "rootfs", readonly: false },
-          annotations: {},
-          netns: "/var/run/netns/pod",
-          network: "join",
-        }),
-    },
+    deps: { readSpec: specWith({ netns: "/var/run/netns/pod", network: "join" }) },
   });
   await pod.service.create(create("in-pod"));
   assert.equal(pod.configs[0].network, true);
@@ -584,14 +581,9 @@ Deno.test("a guest gets its spec's CPU and memory limits (defaults are sized to 
   assert.deepEqual(configs[0].limits, {});
   const limited = setup({
     deps: {
-      readSpec: () =>
-        Promise.resolve({
-          process: { args: ["/app.wasm"], env: [], cwd: "/", terminal: false },
-          root: { path: "rootfs", readonly: false },
-          annotations: {},
-          network: "new",
-          resources: { memory: { limit: 268435456 }, cpu: { quota: 50000, period: 100000 } },
-        }),
+      readSpec: specWith({
+        resources: { memory: { limit: 268435456 }, cpu: { quota: 50000, period: 100000 } },
+      }),
     },
   });
   await limited.service.create(create("limited"));

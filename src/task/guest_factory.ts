@@ -15,6 +15,9 @@ import { detectKind, HEADER_LENGTH } from "../wasm/detect.ts";
 import type { Guest, GuestConfig } from "./guest.ts";
 import { type ContainerSetup, planMounts } from "../oci/mounts.ts";
 import { close, openTree } from "../sys/libc.ts";
+import { parseSeccomp } from "../oci/spec.ts";
+import { compileSeccompProfile } from "../sys/seccomp_profile.ts";
+import { filterArch } from "../sys/seccomp.ts";
 import { invalidArgument } from "../errdefs/errors.ts";
 import type { FileHold } from "../sys/cache_files.ts";
 
@@ -108,6 +111,7 @@ export function openContainerSetup(cfg: GuestConfig): ContainerSetup | undefined
     return undefined;
   }
   const mounts = planMounts(cfg.mounts ?? [], `container ${cfg.id}`);
+  const profile = parseSeccomp(cfg.seccomp, `of container ${cfg.id}`);
   const setup: ContainerSetup = {
     mounts,
     readonlyRoot: cfg.readonlyRoot === true,
@@ -115,6 +119,8 @@ export function openContainerSetup(cfg: GuestConfig): ContainerSetup | undefined
     readonlyPaths: cfg.readonlyPaths ?? [],
     user: cfg.user ?? { uid: 0, gid: 0, additionalGids: [] },
     serverPid: Deno.pid,
+    seccomp: profile &&
+      compileSeccompProfile(profile, filterArch(), `container ${cfg.id}: linux.seccomp`),
   };
   try {
     setup.rootfsFd = openTree(cfg.rootfs, true);

@@ -45,6 +45,7 @@ import {
 import type { GuestInit } from "./guest_init.ts";
 import { becomeGuestUser, mountContainer } from "./container_setup.ts";
 import { installGuestRunnerFilter } from "../sys/seccomp.ts";
+import { type CompiledSeccomp, installSeccompProfile } from "../sys/seccomp_profile.ts";
 import {
   flushMetrics,
   gauge,
@@ -321,6 +322,39 @@ async function prepare(init: GuestInit): Promise<Run> {
 }
 
 /**
+ * Installs the container's own seccomp profile (the spec's `linux.seccomp`) on every
+ * thread, then checks that the runner still works under it: its event loop (a timer)
+ * and a file read (its own `/proc/self/status`, which must show one filter more). A
+ * profile that denies the runner what it needs fails Create here, rather than the
+ * guest later; a profile that kills on such a call ends the runner, which the server
+ * reports.
+ *
+ * @throws {ShimError} INVALID_ARGUMENT saying what the profile stopped
+ */
+async function installContainerProfile(profile: CompiledSeccomp): Promise<void> {
+  const filters = () => {
+    const status = Deno.readTextFileSync("/proc/self/status");
+    return Number(status.match(/^Seccomp_filters:\s+(\d+)/m)?.[1] ?? NaN);
+  };
+  const before = filters();
+  try {
+    installSeccompProfile(profile);
+  } catch (err) {
+    throw invalidArgument(`linux.seccomp: cannot install the profile: ${(err as Error).message}`);
+  }
+  try {
+    await new Promise((resolve) => setTimeout(resolve, 0));
+    const after = filters();
+    if (!(after > before)) throw new Error(`Seccomp_filters is ${after}, was ${before}`);
+  } catch (err) {
+    throw invalidArgument(
+      `linux.seccomp: the profile stops the wasm runner itself: ${(err as Error).message}`,
+    );
+  }
+  debug(`seccomp profile installed (${profile.instructions} instructions)`);
+}
+
+/**
  * The guest runner's main: see the module documentation for the protocol.
  *
  * @param args the words after the action (`PRELOAD_COMPONENT_ARG` loads the component host ahead)
@@ -367,6 +401,7 @@ export async function runGuestMain(args: readonly string[] = []): Promise<number
       if (ready.container) {
         becomeGuestUser(ready.rootfs, ready.container);
         installGuestRunnerFilter();
+        if (ready.container.seccomp) await installContainerProfile(ready.container.seccomp);
       }
       debug(
         `prepared ${ready.guestPath} in ${(performance.now() - started).toFixed(1)} ms ` +

@@ -20,7 +20,7 @@
  * @module
  */
 
-import type { CompiledSeccomp } from "../sys/seccomp_profile.ts";
+import type { CompiledSeccomp } from "../sys/seccomp.ts";
 import { invalidArgument } from "../errdefs/errors.ts";
 import { parseMountOptions } from "../sys/mount.ts";
 import type { SpecMount } from "./spec.ts";

@@ -17,7 +17,7 @@ import {
   type SeccompOp,
   type SeccompProfile,
   type SeccompRule,
-} from "../sys/seccomp_profile.ts";
+} from "../sys/seccomp.ts";
 
 /** The subset of the OCI runtime spec the shim reads. */
 export interface OciSpec {

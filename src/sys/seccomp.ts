@@ -266,3 +266,116 @@ export function filterArch(): FilterArch {
   }
   return arch;
 }
+
+/** A compiled profile: what the runner installs. */
+export interface CompiledSeccomp {
+  /** `struct sock_filter[]`, base64 (it travels in the runner's JSON configuration). */
+  filter: string;
+  /** `SECCOMP_FILTER_FLAG_*` bits beside TSYNC. */
+  flags: number;
+  /** Instructions in the filter. */
+  instructions: number;
+}
+
+/** The filter bytes of a {@linkcode CompiledSeccomp}. */
+export function filterBytes(compiled: CompiledSeccomp): Uint8Array<ArrayBuffer> {
+  const s = atob(compiled.filter);
+  const out = new Uint8Array(s.length);
+  for (let i = 0; i < s.length; i++) out[i] = s.charCodeAt(i);
+  return out;
+}
+
+/**
+ * Installs a container's compiled profile (`seccomp_profile.ts`) on every thread of
+ * this process, after the runner's own filter, with `no_new_privs`.
+ */
+export function installSeccompProfile(compiled: CompiledSeccomp): void {
+  seccompFilterAllThreads(filterBytes(compiled), compiled.flags);
+}
+
+// The OCI runtime spec's `linux.seccomp`, as `src/oci/spec.ts` reads it and
+// `seccomp_profile.ts` compiles it (here, apart from the compiler and its tables of
+// call numbers, which a runner never loads).
+
+/** The actions of the runtime spec a wasm guest's runner can apply. */
+export const SECCOMP_ACTIONS = [
+  "SCMP_ACT_KILL",
+  "SCMP_ACT_KILL_THREAD",
+  "SCMP_ACT_KILL_PROCESS",
+  "SCMP_ACT_TRAP",
+  "SCMP_ACT_ERRNO",
+  "SCMP_ACT_TRACE",
+  "SCMP_ACT_ALLOW",
+  "SCMP_ACT_LOG",
+] as const;
+export type SeccompAction = typeof SECCOMP_ACTIONS[number];
+
+/** The comparisons of the runtime spec (`args[].op`). */
+export const SECCOMP_OPS = [
+  "SCMP_CMP_NE",
+  "SCMP_CMP_LT",
+  "SCMP_CMP_LE",
+  "SCMP_CMP_EQ",
+  "SCMP_CMP_GE",
+  "SCMP_CMP_GT",
+  "SCMP_CMP_MASKED_EQ",
+] as const;
+export type SeccompOp = typeof SECCOMP_OPS[number];
+
+/** `seccomp(2)` flags a profile may ask for (`flags`), by the spec's names. */
+export const SECCOMP_FLAGS: Readonly<Record<string, number>> = {
+  // Always set: the filter goes on every thread of the runner.
+  SECCOMP_FILTER_FLAG_TSYNC: 0,
+  SECCOMP_FILTER_FLAG_LOG: 2,
+  SECCOMP_FILTER_FLAG_SPEC_ALLOW: 4,
+};
+
+/** Every architecture name of the runtime spec (and libseccomp's LoongArch). */
+export const SECCOMP_ARCHES = new Set([
+  "SCMP_ARCH_X86",
+  "SCMP_ARCH_X86_64",
+  "SCMP_ARCH_X32",
+  "SCMP_ARCH_ARM",
+  "SCMP_ARCH_AARCH64",
+  "SCMP_ARCH_MIPS",
+  "SCMP_ARCH_MIPS64",
+  "SCMP_ARCH_MIPS64N32",
+  "SCMP_ARCH_MIPSEL",
+  "SCMP_ARCH_MIPSEL64",
+  "SCMP_ARCH_MIPSEL64N32",
+  "SCMP_ARCH_PPC",
+  "SCMP_ARCH_PPC64",
+  "SCMP_ARCH_PPC64LE",
+  "SCMP_ARCH_S390",
+  "SCMP_ARCH_S390X",
+  "SCMP_ARCH_PARISC",
+  "SCMP_ARCH_PARISC64",
+  "SCMP_ARCH_RISCV64",
+  "SCMP_ARCH_LOONGARCH64",
+]);
+
+/** One argument condition: `args[index] op value` (MASKED_EQ: `args[index] & value == valueTwo`). */
+export interface SeccompArg {
+  index: number;
+  value: number;
+  valueTwo: number;
+  op: SeccompOp;
+}
+
+/** One entry of `syscalls`. */
+export interface SeccompRule {
+  names: string[];
+  action: SeccompAction;
+  errnoRet?: number;
+  args: SeccompArg[];
+}
+
+/** A validated `linux.seccomp`. */
+export interface SeccompProfile {
+  defaultAction: SeccompAction;
+  defaultErrnoRet?: number;
+  architectures: string[];
+  /** `SECCOMP_FILTER_FLAG_*` bits to install with (see {@linkcode SECCOMP_FLAGS}). */
+  flags: number;
+  syscalls: SeccompRule[];
+}

@@ -2,12 +2,11 @@ import assert from "node:assert/strict";
 import { Kind, ShimError } from "../errdefs/errors.ts";
 import {
   compileSeccompProfile,
-  filterBytes,
   type SeccompArg,
   type SeccompProfile,
   syscallNumbers,
 } from "./seccomp_profile.ts";
-import type { FilterArch } from "./seccomp.ts";
+import { type FilterArch, filterBytes } from "./seccomp.ts";
 
 const X86_64 = 0xc000003e;
 const I386 = 0x40000003;
@@ -262,8 +261,11 @@ Deno.test("profile: names no call of this architecture → INVALID_ARGUMENT", ()
  * of each as JSON.
  */
 const PROBE = `
-import { compileSeccompProfile, installSeccompProfile } from ${
+import { compileSeccompProfile } from ${
   JSON.stringify(new URL("./seccomp_profile.ts", import.meta.url).href)
+};
+import { installSeccompProfile } from ${
+  JSON.stringify(new URL("./seccomp.ts", import.meta.url).href)
 };
 const lib = Deno.dlopen("libc.so.6", {
   syscall: { parameters: ["i64", "u64", "u64", "u64", "u64", "u64", "u64"], result: "i64" },

@@ -9,7 +9,8 @@
  * - `ctr run --seccomp --seccomp-profile` with that same profile (read from the CRI
  *   container's spec) made to refuse `openat` with `O_CREAT` (EACCES): the guest can read
  *   a file but creating one gets the denial;
- * - a profile that refuses the runner a call it needs (`mmap`) fails at Create, saying so;
+ * - a profile the runner cannot apply (`SCMP_ACT_NOTIFY`) and one that refuses the runner
+ *   a call it needs (`mmap`) fail at Create, saying so;
  * - `ctr run` without a profile: the runner's own filter only, as before.
  */
 
@@ -136,6 +137,16 @@ async function deniedCall(env: Env, runtimeDefault: Record<string, unknown>): Pr
     /error: Permission denied/,
     "creating a file gets the profile's errno",
   );
+
+  // A profile the runner cannot apply fails Create, saying what and why.
+  const notify = {
+    defaultAction: "SCMP_ACT_ALLOW",
+    syscalls: [{ names: ["mkdir"], action: "SCMP_ACT_NOTIFY" }],
+  };
+  await Deno.writeTextFile(path, JSON.stringify(notify));
+  const refused = await ctrRun(env, "sc-notify", opts, ["/probe.wasm", "hello"]);
+  assert.notEqual(refused.code, 0);
+  assert.match(refused.stderr, /syscalls\[0\]\.action: SCMP_ACT_NOTIFY needs a seccomp agent/);
 
   // A profile that takes from the runner what it needs (mmap) fails Create, saying so.
   const noMmap = {

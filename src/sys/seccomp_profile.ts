@@ -10,7 +10,7 @@
  *   gets the profile's default action when the profile lists that architecture, and
  *   kills the thread when it does not; the runner's own filter refuses such calls
  *   anyway (EPERM);
- * - with a default action that refuses (not ALLOW or LOG), a call numbered above every
+ * - with a default action that refuses (not ALLOW, LOG or TRACE), a call numbered above every
  *   call the profile names fails with ENOSYS, as runc does, so that libc falls back
  *   from a call newer than the profile to an older one;
  * - a call's rules with argument conditions are tried in the profile's order, the
@@ -216,8 +216,10 @@ export function compileSeccompProfile(
     rets.add(ret);
     program.push({ code: BPF_JGE_K, k: X32_SYSCALL_BIT, jt: retLabel(ret), jf: 0 });
   }
-  const refuses = profile.defaultAction !== "SCMP_ACT_ALLOW" &&
-    profile.defaultAction !== "SCMP_ACT_LOG";
+  // TRACE counts as allowing, as for runc: a tracer handles newer calls itself.
+  const refuses = !["SCMP_ACT_ALLOW", "SCMP_ACT_LOG", "SCMP_ACT_TRACE"].includes(
+    profile.defaultAction,
+  );
   if (refuses && byCall.size > 0) {
     const enosys = SECCOMP_RET_ERRNO | ENOSYS;
     rets.add(enosys);

@@ -123,6 +123,11 @@ Deno.test("profile: calls above every named one get ENOSYS when the default refu
     "aarch64",
   );
   assert.equal(run(allowing, AARCH64, nr.clone3), ALLOW);
+  const tracing = compiled(
+    profile({ defaultAction: "SCMP_ACT_TRACE", syscalls: named }),
+    "aarch64",
+  );
+  assert.equal(run(tracing, AARCH64, nr.clone3), 0x7ff00001, "a tracer sees newer calls");
 });
 
 Deno.test("profile: other ABIs get the default action when listed, else the thread is killed", () => {

@@ -26,6 +26,8 @@ command -v ip >/dev/null 2>&1 || missing+=(iproute2)
 [[ -x /usr/lib/cni/bridge ]] || missing+=(containernetworking-plugins)
 # The native-container test's #! script runs on a static busybox in its image.
 [[ -x /bin/busybox ]] || missing+=(busybox-static)
+# The kernel's system call numbers, which scripts/gen_syscalls_test.ts checks against.
+[[ -f /usr/include/asm-generic/unistd.h ]] || missing+=(linux-libc-dev)
 if [[ ${#missing[@]} -gt 0 ]]; then
   if [[ $(id -u) -eq 0 ]] && command -v apt-get >/dev/null 2>&1; then
     echo "setup: installing ${missing[*]} from Debian's packages" >&2

@@ -20,6 +20,7 @@
  * @module
  */
 
+import type { CompiledSeccomp } from "../sys/seccomp.ts";
 import { invalidArgument } from "../errdefs/errors.ts";
 import { parseMountOptions } from "../sys/mount.ts";
 import type { SpecMount } from "./spec.ts";
@@ -218,4 +219,9 @@ export interface ContainerSetup {
   serverPid: number;
   /** Server descriptor of a detached copy of the rootfs (see {@linkcode PlannedMount.fd}). */
   rootfsFd?: number;
+  /**
+   * The spec's `linux.seccomp`, compiled: installed after the setup, on top of the
+   * runner's own filter (absent: the runner's filter only).
+   */
+  seccomp?: CompiledSeccomp;
 }

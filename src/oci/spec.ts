@@ -7,6 +7,17 @@
 
 import { invalidArgument } from "../errdefs/errors.ts";
 import { BundleFile, bundlePath } from "./bundle.ts";
+import {
+  SECCOMP_ACTIONS,
+  SECCOMP_ARCHES,
+  SECCOMP_FLAGS,
+  SECCOMP_OPS,
+  type SeccompAction,
+  type SeccompArg,
+  type SeccompOp,
+  type SeccompProfile,
+  type SeccompRule,
+} from "../sys/seccomp.ts";
 
 /** The subset of the OCI runtime spec the shim reads. */
 export interface OciSpec {
@@ -41,6 +52,11 @@ export interface OciSpec {
    */
   maskedPaths?: string[];
   readonlyPaths?: string[];
+  /**
+   * `linux.seccomp` as the spec has it: {@linkcode parseSeccomp} reads it for a wasm
+   * guest (a native container's is runc's to read).
+   */
+  seccomp?: unknown;
 }
 
 /** One entry of the spec's `mounts`. */
@@ -307,6 +323,134 @@ export function parseSpec(raw: unknown, where: string): OciSpec {
     user: parseUser(process.user, where),
     maskedPaths: parsePaths(linux.maskedPaths, `OCI spec ${where}: linux.maskedPaths`),
     readonlyPaths: parsePaths(linux.readonlyPaths, `OCI spec ${where}: linux.readonlyPaths`),
+    seccomp: linux.seccomp ?? undefined,
+  };
+}
+
+/** Largest `errnoRet`: the 16 bits of `SECCOMP_RET_DATA`. */
+const MAX_ERRNO_RET = 0xffff;
+/** Highest argument index: seccomp sees six arguments. */
+const MAX_ARG_INDEX = 5;
+
+/**
+ * Validates the spec's `linux.seccomp` for a wasm guest's runner (see
+ * `src/sys/seccomp_profile.ts`). `where` names the spec in errors. Undefined when the
+ * spec has none.
+ *
+ * @throws {ShimError} INVALID_ARGUMENT naming the field and why: an unknown action,
+ *   architecture, flag or comparison, an argument index over 5, a value that is not a
+ *   whole number in 0..2^53, or what the runner cannot do: `SCMP_ACT_NOTIFY` and
+ *   `listenerPath` need a seccomp agent listening for the container's calls
+ */
+export function parseSeccomp(raw: unknown, where: string): SeccompProfile | undefined {
+  if (raw === undefined || raw === null) return undefined;
+  const at = `OCI spec ${where}: linux.seccomp`;
+  if (typeof raw !== "object" || Array.isArray(raw)) {
+    throw invalidArgument(`${at} is not an object`);
+  }
+  const src = raw as Record<string, unknown>;
+  if (src.listenerPath !== undefined && src.listenerPath !== "") {
+    throw invalidArgument(
+      `${at}.listenerPath ${
+        JSON.stringify(src.listenerPath)
+      }: a wasm guest's runner cannot hand its calls to a seccomp agent`,
+    );
+  }
+  const action = (v: unknown, field: string): SeccompAction => {
+    if (v === "SCMP_ACT_NOTIFY") {
+      throw invalidArgument(
+        `${at}.${field}: SCMP_ACT_NOTIFY needs a seccomp agent, which a wasm guest's runner cannot serve`,
+      );
+    }
+    if (!(SECCOMP_ACTIONS as readonly unknown[]).includes(v)) {
+      throw invalidArgument(
+        `${at}.${field}: unknown action ${JSON.stringify(v)} (known: ${
+          SECCOMP_ACTIONS.join(", ")
+        })`,
+      );
+    }
+    return v as SeccompAction;
+  };
+  const whole = (v: unknown, field: string, max: number): number => {
+    if (typeof v !== "number" || !Number.isInteger(v) || v < 0 || v > max) {
+      throw invalidArgument(
+        `${at}.${field}: ${JSON.stringify(v)} is not a whole number in 0..${max}`,
+      );
+    }
+    return v;
+  };
+  const optional = (v: unknown, field: string) =>
+    v === undefined || v === null ? undefined : whole(v, field, MAX_ERRNO_RET);
+  const strings = (v: unknown, field: string): string[] => {
+    if (v === undefined || v === null) return [];
+    if (!isStringArray(v)) throw invalidArgument(`${at}.${field} must be strings`);
+    return v;
+  };
+  const architectures = strings(src.architectures, "architectures");
+  for (const a of architectures) {
+    if (!SECCOMP_ARCHES.has(a)) {
+      throw invalidArgument(`${at}.architectures: unknown architecture ${JSON.stringify(a)}`);
+    }
+  }
+  let flags = 0;
+  for (const f of strings(src.flags, "flags")) {
+    const bit = SECCOMP_FLAGS[f];
+    if (bit === undefined) {
+      throw invalidArgument(
+        `${at}.flags: ${JSON.stringify(f)} is not one a wasm guest's runner applies (known: ${
+          Object.keys(SECCOMP_FLAGS).join(", ")
+        })`,
+      );
+    }
+    flags |= bit;
+  }
+  if (src.syscalls !== undefined && src.syscalls !== null && !Array.isArray(src.syscalls)) {
+    throw invalidArgument(`${at}.syscalls is not an array`);
+  }
+  const syscalls = ((src.syscalls ?? []) as unknown[]).map((entry, i): SeccompRule => {
+    const field = `syscalls[${i}]`;
+    if (typeof entry !== "object" || entry === null || Array.isArray(entry)) {
+      throw invalidArgument(`${at}.${field} is not an object`);
+    }
+    const rule = entry as Record<string, unknown>;
+    const names = strings(rule.names, `${field}.names`);
+    if (names.length === 0) throw invalidArgument(`${at}.${field}.names is empty`);
+    if (rule.args !== undefined && rule.args !== null && !Array.isArray(rule.args)) {
+      throw invalidArgument(`${at}.${field}.args is not an array`);
+    }
+    const args = ((rule.args ?? []) as unknown[]).map((a, j): SeccompArg => {
+      const argField = `${field}.args[${j}]`;
+      if (typeof a !== "object" || a === null) {
+        throw invalidArgument(`${at}.${argField} is not an object`);
+      }
+      const arg = a as Record<string, unknown>;
+      if (!(SECCOMP_OPS as readonly unknown[]).includes(arg.op)) {
+        throw invalidArgument(
+          `${at}.${argField}.op: unknown comparison ${JSON.stringify(arg.op)} (known: ${
+            SECCOMP_OPS.join(", ")
+          })`,
+        );
+      }
+      return {
+        index: whole(arg.index, `${argField}.index (seccomp sees six arguments)`, MAX_ARG_INDEX),
+        value: whole(arg.value ?? 0, `${argField}.value`, Number.MAX_SAFE_INTEGER),
+        valueTwo: whole(arg.valueTwo ?? 0, `${argField}.valueTwo`, Number.MAX_SAFE_INTEGER),
+        op: arg.op as SeccompOp,
+      };
+    });
+    return {
+      names,
+      action: action(rule.action, `${field}.action`),
+      errnoRet: optional(rule.errnoRet, `${field}.errnoRet`),
+      args,
+    };
+  });
+  return {
+    defaultAction: action(src.defaultAction, "defaultAction"),
+    defaultErrnoRet: optional(src.defaultErrnoRet, "defaultErrnoRet"),
+    architectures,
+    flags,
+    syscalls,
   };
 }
 

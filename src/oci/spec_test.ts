@@ -1,9 +1,11 @@
 import assert from "node:assert/strict";
+import { Kind, ShimError } from "../errdefs/errors.ts";
 import {
   containerLimits,
   guestNetworkAllowed,
   parseGuestNetworkEnv,
   parseLinuxResources,
+  parseSeccomp,
   parseSpec,
   readSpec,
 } from "./spec.ts";
@@ -138,4 +140,89 @@ Deno.test("parseSpec reads linux.resources; parseLinuxResources rejects bad valu
       parseSpec({ process: { args: ["a"] }, linux: { resources: { pids: { limit: 1.5 } } } }, "c"),
     /OCI spec c: linux.resources: pids.limit must be an integer/,
   );
+});
+
+Deno.test("parseSeccomp: the spec's profile, kept raw by parseSpec (runc reads a native one)", () => {
+  const raw = {
+    defaultAction: "SCMP_ACT_ERRNO",
+    defaultErrnoRet: 38,
+    architectures: ["SCMP_ARCH_X86_64", "SCMP_ARCH_X86"],
+    flags: ["SECCOMP_FILTER_FLAG_LOG", "SECCOMP_FILTER_FLAG_SPEC_ALLOW"],
+    syscalls: [
+      { names: ["read", "write"], action: "SCMP_ACT_ALLOW" },
+      {
+        names: ["personality"],
+        action: "SCMP_ACT_ALLOW",
+        args: [{ index: 0, value: 8, op: "SCMP_CMP_EQ" }],
+      },
+      { names: ["mkdir"], action: "SCMP_ACT_ERRNO", errnoRet: 30, args: null },
+    ],
+  };
+  const spec = parseSpec({ process: { args: ["a"] }, linux: { seccomp: raw } }, "c");
+  assert.equal(spec.seccomp, raw);
+  assert.deepEqual(parseSeccomp(raw, "c"), {
+    defaultAction: "SCMP_ACT_ERRNO",
+    defaultErrnoRet: 38,
+    architectures: ["SCMP_ARCH_X86_64", "SCMP_ARCH_X86"],
+    flags: 2 | 4,
+    syscalls: [
+      { names: ["read", "write"], action: "SCMP_ACT_ALLOW", errnoRet: undefined, args: [] },
+      {
+        names: ["personality"],
+        action: "SCMP_ACT_ALLOW",
+        errnoRet: undefined,
+        args: [{ index: 0, value: 8, valueTwo: 0, op: "SCMP_CMP_EQ" }],
+      },
+      { names: ["mkdir"], action: "SCMP_ACT_ERRNO", errnoRet: 30, args: [] },
+    ],
+  });
+  assert.equal(parseSeccomp(undefined, "c"), undefined);
+  // A profile the runner cannot apply: INVALID_ARGUMENT saying what and why.
+  const bad = (patch: Record<string, unknown>, message: RegExp) =>
+    assert.throws(
+      () => parseSeccomp({ defaultAction: "SCMP_ACT_ALLOW", ...patch }, "c"),
+      (err: unknown) =>
+        err instanceof ShimError && err.kind === Kind.INVALID_ARGUMENT && message.test(err.message),
+      message.source,
+    );
+  const rule = (r: Record<string, unknown>) => ({ syscalls: [{ names: ["read"], ...r }] });
+  bad(
+    { defaultAction: "SCMP_ACT_BLOCK" },
+    /linux\.seccomp\.defaultAction: unknown action "SCMP_ACT_BLOCK"/,
+  );
+  bad(
+    { defaultAction: "SCMP_ACT_NOTIFY" },
+    /defaultAction: SCMP_ACT_NOTIFY needs a seccomp agent, which a wasm guest's runner cannot serve/,
+  );
+  bad(
+    rule({ action: "SCMP_ACT_NOTIFY" }),
+    /syscalls\[0\]\.action: SCMP_ACT_NOTIFY needs a seccomp agent/,
+  );
+  bad(
+    { listenerPath: "/run/agent.sock" },
+    /listenerPath "\/run\/agent\.sock": a wasm guest's runner cannot/,
+  );
+  bad(
+    rule({ action: "SCMP_ACT_ALLOW", args: [{ index: 0, value: 1, op: "SCMP_CMP_LIKE" }] }),
+    /syscalls\[0\]\.args\[0\]\.op: unknown comparison "SCMP_CMP_LIKE"/,
+  );
+  bad(
+    rule({ action: "SCMP_ACT_ALLOW", args: [{ index: 6, value: 1, op: "SCMP_CMP_EQ" }] }),
+    /args\[0\]\.index \(seccomp sees six arguments\): 6 is not a whole number in 0\.\.5/,
+  );
+  bad(
+    rule({ action: "SCMP_ACT_ALLOW", args: [{ index: 0, value: -1, op: "SCMP_CMP_EQ" }] }),
+    /args\[0\]\.value: -1 is not a whole number/,
+  );
+  bad(
+    rule({ action: "SCMP_ACT_ERRNO", errnoRet: 70000 }),
+    /errnoRet: 70000 is not a whole number in 0\.\.65535/,
+  );
+  bad(rule({ names: [], action: "SCMP_ACT_ALLOW" }), /syscalls\[0\]\.names is empty/);
+  bad({ architectures: ["SCMP_ARCH_VAX"] }, /unknown architecture "SCMP_ARCH_VAX"/);
+  bad(
+    { flags: ["SECCOMP_FILTER_FLAG_WAIT_KILLABLE_RECV"] },
+    /flags: "SECCOMP_FILTER_FLAG_WAIT_KILLABLE_RECV" is not one a wasm guest's runner applies/,
+  );
+  bad({ syscalls: {} }, /linux\.seccomp\.syscalls is not an array/);
 });

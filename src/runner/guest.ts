@@ -486,10 +486,19 @@ export async function createRunnerGuest(
       ? `was killed by ${status.signal}`
       : `exited with code ${status.code}`;
     if (status !== "timeout") await stderrDone;
+    // The container's own profile is installed last: a call it kills or denies
+    // (SIGSYS: SCMP_ACT_KILL_*, SCMP_ACT_TRAP) is the spec's doing.
+    const profile = cfg.container?.seccomp !== undefined;
+    const sigsys = status !== "timeout" && status.signal === "SIGSYS";
     return fail(
       new ShimError(
-        Kind.INTERNAL,
+        profile && sigsys ? Kind.INVALID_ARGUMENT : Kind.INTERNAL,
         `guest ${cfg.id}: its runner ${how} before it was ready` +
+          (profile
+            ? ` (under the container's seccomp profile, linux.seccomp, which ${
+              sigsys ? "killed it on a call the runner needs" : "may deny a call the runner needs"
+            })`
+            : "") +
           (tail.length > 0 ? `; its stderr ended with: ${tail.join(" | ")}` : ""),
       ),
     );

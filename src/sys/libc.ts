@@ -166,15 +166,15 @@ const SYS = {
 
 const SECCOMP_SET_MODE_FILTER = 1;
 /** seccomp(2) flag: the filter goes on every thread of the process. */
-const SECCOMP_FILTER_FLAG_TSYNC = 1;
+export const SECCOMP_FILTER_FLAG_TSYNC = 1;
 
 /**
  * Sets `no_new_privs`, then installs the classic-BPF seccomp filter `filter` (a
  * `struct sock_filter[]`, 8 bytes an instruction) on every thread of this process.
- * Throws a {@linkcode SyscallError}, or names the thread the kernel could not
- * synchronise.
+ * `flags` are more `SECCOMP_FILTER_FLAG_*` bits (TSYNC is always set). Throws a
+ * {@linkcode SyscallError}, or names the thread the kernel could not synchronise.
  */
-export function seccompFilterAllThreads(filter: Uint8Array<ArrayBuffer>): void {
+export function seccompFilterAllThreads(filter: Uint8Array<ArrayBuffer>, flags = 0): void {
   if (libc().prctl(PR_SET_NO_NEW_PRIVS, 1n, 0n, 0n, 0n) !== 0) {
     throw new SyscallError("prctl", errno(), "PR_SET_NO_NEW_PRIVS");
   }
@@ -184,7 +184,12 @@ export function seccompFilterAllThreads(filter: Uint8Array<ArrayBuffer>): void {
   view.setUint16(0, filter.length / 8, true);
   view.setBigUint64(8, BigInt(Deno.UnsafePointer.value(Deno.UnsafePointer.of(filter))), true);
   const r = Number(
-    libc().sys_seccomp(SYS.seccomp, SECCOMP_SET_MODE_FILTER, SECCOMP_FILTER_FLAG_TSYNC, prog),
+    libc().sys_seccomp(
+      SYS.seccomp,
+      SECCOMP_SET_MODE_FILTER,
+      SECCOMP_FILTER_FLAG_TSYNC | flags,
+      prog,
+    ),
   );
   if (r < 0) throw new SyscallError("seccomp", errno(), "SECCOMP_SET_MODE_FILTER (all threads)");
   if (r > 0) throw new Error(`seccomp: thread ${r} could not take the filter`);

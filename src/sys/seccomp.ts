@@ -25,7 +25,7 @@ import { Errno, seccompFilterAllThreads } from "./libc.ts";
 export type FilterArch = "x86_64" | "aarch64";
 
 /** `AUDIT_ARCH_*` of each architecture: what `seccomp_data.arch` holds. */
-const AUDIT_ARCH: Record<FilterArch, number> = {
+export const AUDIT_ARCH: Record<FilterArch, number> = {
   x86_64: 0xc000003e,
   aarch64: 0xc00000b7,
 };
@@ -104,53 +104,120 @@ const CLONE3 = 435;
 /** clone(2) flags that make namespaces (CLONE_NEWTIME, 0x80, is clone3/unshare only). */
 const CLONE_NAMESPACE_FLAGS = 0x7e020000;
 /** x86-64 numbers at and above this bit are the x32 ABI's. */
-const X32_SYSCALL_BIT = 0x40000000;
+export const X32_SYSCALL_BIT = 0x40000000;
 
 // Classic BPF as seccomp reads it (linux/filter.h, linux/seccomp.h).
-const BPF_LD_W_ABS = 0x20;
-const BPF_JEQ_K = 0x15;
-const BPF_JGE_K = 0x35;
-const BPF_JSET_K = 0x45;
-const BPF_RET_K = 0x06;
-const SECCOMP_RET_ALLOW = 0x7fff0000;
-const SECCOMP_RET_ERRNO = 0x00050000;
-const ENOSYS = 38;
-/** Offsets in `struct seccomp_data`: nr, arch, args[0] (its low half, little-endian). */
-const DATA_NR = 0;
-const DATA_ARCH = 4;
-const DATA_ARG0 = 16;
+export const BPF_LD_W_ABS = 0x20;
+export const BPF_ALU_AND_K = 0x54;
+export const BPF_JA = 0x05;
+export const BPF_JEQ_K = 0x15;
+export const BPF_JGT_K = 0x25;
+export const BPF_JGE_K = 0x35;
+export const BPF_JSET_K = 0x45;
+export const BPF_RET_K = 0x06;
+/** The kernel's limit of instructions a filter may have (`BPF_MAXINSNS`). */
+export const BPF_MAXINSNS = 4096;
+export const SECCOMP_RET_ALLOW = 0x7fff0000;
+export const SECCOMP_RET_ERRNO = 0x00050000;
+export const ENOSYS = 38;
+/** Offsets in `struct seccomp_data`: nr, arch, args[i] (8 bytes each, little-endian). */
+export const DATA_NR = 0;
+export const DATA_ARCH = 4;
+export const DATA_ARGS = 16;
+const DATA_ARG0 = DATA_ARGS;
 
-/** One `struct sock_filter`; jumps name a label resolved by {@linkcode assemble}. */
-type Insn =
+/** A jump target: a label, or 0 for the next instruction. */
+export type Target = string | 0;
+
+/**
+ * One `struct sock_filter`; jumps name a label resolved by {@linkcode assemble}
+ * (`ja`: `BPF_JA`, whose 32-bit offset reaches anywhere).
+ */
+export type Insn =
   | { code: number; k: number }
-  | { code: number; k: number; jt: string | 0; jf: string | 0 }
+  | { code: number; k: number; jt: Target; jf: Target }
+  | { ja: string }
   | { label: string };
 
-/** Encodes instructions as `struct sock_filter[]` (8 bytes each), resolving labels. */
-function assemble(program: Insn[]): Uint8Array<ArrayBuffer> {
-  const at = new Map<string, number>();
-  const insns: Exclude<Insn, { label: string }>[] = [];
-  for (const i of program) {
-    if ("label" in i) at.set(i.label, insns.length);
-    else insns.push(i);
-  }
-  const out = new Uint8Array(insns.length * 8);
-  const view = new DataView(out.buffer);
-  insns.forEach((insn, pc) => {
-    const jump = (to: string | 0 | undefined) => {
-      if (to === undefined || to === 0) return 0;
+/** Instructions without labels, with the label each jump goes to. */
+type Placed = Exclude<Insn, { label: string }>;
+
+/**
+ * Encodes instructions as `struct sock_filter[]` (8 bytes each), resolving labels.
+ * A conditional jump's offsets are 8 bits (255 instructions at most): a jump that
+ * lands further goes through a `BPF_JA` placed right after it, which the other
+ * branch skips.
+ *
+ * @throws {Error} for a label missing or behind its jump, or a program over
+ *   {@linkcode BPF_MAXINSNS} instructions
+ */
+export function assemble(program: Insn[]): Uint8Array<ArrayBuffer> {
+  let items = program.slice();
+  let fresh = 0;
+  for (;;) {
+    const at = new Map<string, number>();
+    const insns: Placed[] = [];
+    for (const i of items) {
+      if ("label" in i) at.set(i.label, insns.length);
+      else insns.push(i);
+    }
+    const offset = (to: Target, pc: number) => {
+      if (to === 0) return 0;
       const target = at.get(to);
       if (target === undefined) throw new Error(`seccomp: no label ${to}`);
-      const offset = target - pc - 1;
-      if (offset < 0 || offset > 255) throw new Error(`seccomp: jump to ${to} out of range`);
-      return offset;
+      if (target <= pc) throw new Error(`seccomp: jump back to ${to}`);
+      return target - pc - 1;
     };
-    view.setUint16(pc * 8, insn.code, true);
-    view.setUint8(pc * 8 + 2, jump("jt" in insn ? insn.jt : 0));
-    view.setUint8(pc * 8 + 3, jump("jf" in insn ? insn.jf : 0));
-    view.setUint32(pc * 8 + 4, insn.k >>> 0, true);
-  });
-  return out;
+    // Conditional jumps out of reach, as indexes of `items`.
+    const far = new Set<number>();
+    let pc = 0;
+    items.forEach((i, n) => {
+      if ("label" in i) return;
+      if ("jt" in i && (offset(i.jt, pc) > 255 || offset(i.jf, pc) > 255)) far.add(n);
+      pc++;
+    });
+    if (far.size === 0) {
+      if (insns.length > BPF_MAXINSNS) {
+        throw new Error(
+          `seccomp: the filter needs ${insns.length} instructions, over the kernel's ${BPF_MAXINSNS}`,
+        );
+      }
+      const out = new Uint8Array(insns.length * 8);
+      const view = new DataView(out.buffer);
+      insns.forEach((insn, pc) => {
+        if ("ja" in insn) {
+          view.setUint16(pc * 8, BPF_JA, true);
+          view.setUint32(pc * 8 + 4, offset(insn.ja, pc), true);
+          return;
+        }
+        view.setUint16(pc * 8, insn.code, true);
+        if ("jt" in insn) {
+          view.setUint8(pc * 8 + 2, offset(insn.jt, pc));
+          view.setUint8(pc * 8 + 3, offset(insn.jf, pc));
+        }
+        view.setUint32(pc * 8 + 4, insn.k >>> 0, true);
+      });
+      return out;
+    }
+    // Branch to far targets through `ja`s right after the jump: [jump, ja t?, ja f?, next].
+    // The `ja`s may push other jumps out of reach: hence the next round.
+    items = items.flatMap((item, n): Insn[] => {
+      if (!far.has(n)) return [item];
+      const jump = item as { code: number; k: number; jt: Target; jf: Target };
+      const id = fresh++;
+      const next = `~next${id}`;
+      const inserted: Insn[] = [];
+      const relay = (to: Target): Target => {
+        if (to === 0) return next;
+        const label = `~relay${id}_${inserted.length}`;
+        inserted.push({ label }, { ja: to });
+        return label;
+      };
+      const jt = relay(jump.jt);
+      const jf = relay(jump.jf);
+      return [{ code: jump.code, k: jump.k, jt, jf }, ...inserted, { label: next }];
+    });
+  }
 }
 
 /** The guest runner's filter for `arch`, as `struct sock_filter[]`. */
@@ -188,9 +255,127 @@ export function guestRunnerFilter(arch: FilterArch): Uint8Array<ArrayBuffer> {
  * module documentation), with `no_new_privs`.
  */
 export function installGuestRunnerFilter(): void {
+  seccompFilterAllThreads(guestRunnerFilter(filterArch()));
+}
+
+/** This process's architecture, as filters are built for it. @throws {Error} for another */
+export function filterArch(): FilterArch {
   const arch = Deno.build.arch;
   if (arch !== "x86_64" && arch !== "aarch64") {
-    throw new Error(`seccomp: no guest runner filter for ${arch}`);
+    throw new Error(`seccomp: no filter for ${arch}`);
   }
-  seccompFilterAllThreads(guestRunnerFilter(arch));
+  return arch;
+}
+
+/** A compiled profile: what the runner installs. */
+export interface CompiledSeccomp {
+  /** `struct sock_filter[]`, base64 (it travels in the runner's JSON configuration). */
+  filter: string;
+  /** `SECCOMP_FILTER_FLAG_*` bits beside TSYNC. */
+  flags: number;
+  /** Instructions in the filter. */
+  instructions: number;
+}
+
+/** The filter bytes of a {@linkcode CompiledSeccomp}. */
+export function filterBytes(compiled: CompiledSeccomp): Uint8Array<ArrayBuffer> {
+  const s = atob(compiled.filter);
+  const out = new Uint8Array(s.length);
+  for (let i = 0; i < s.length; i++) out[i] = s.charCodeAt(i);
+  return out;
+}
+
+/**
+ * Installs a container's compiled profile (`seccomp_profile.ts`) on every thread of
+ * this process, after the runner's own filter, with `no_new_privs`.
+ */
+export function installSeccompProfile(compiled: CompiledSeccomp): void {
+  seccompFilterAllThreads(filterBytes(compiled), compiled.flags);
+}
+
+// The OCI runtime spec's `linux.seccomp`, as `src/oci/spec.ts` reads it and
+// `seccomp_profile.ts` compiles it (here, apart from the compiler and its tables of
+// call numbers, which a runner never loads).
+
+/** The actions of the runtime spec a wasm guest's runner can apply. */
+export const SECCOMP_ACTIONS = [
+  "SCMP_ACT_KILL",
+  "SCMP_ACT_KILL_THREAD",
+  "SCMP_ACT_KILL_PROCESS",
+  "SCMP_ACT_TRAP",
+  "SCMP_ACT_ERRNO",
+  "SCMP_ACT_TRACE",
+  "SCMP_ACT_ALLOW",
+  "SCMP_ACT_LOG",
+] as const;
+export type SeccompAction = typeof SECCOMP_ACTIONS[number];
+
+/** The comparisons of the runtime spec (`args[].op`). */
+export const SECCOMP_OPS = [
+  "SCMP_CMP_NE",
+  "SCMP_CMP_LT",
+  "SCMP_CMP_LE",
+  "SCMP_CMP_EQ",
+  "SCMP_CMP_GE",
+  "SCMP_CMP_GT",
+  "SCMP_CMP_MASKED_EQ",
+] as const;
+export type SeccompOp = typeof SECCOMP_OPS[number];
+
+/** `seccomp(2)` flags a profile may ask for (`flags`), by the spec's names. */
+export const SECCOMP_FLAGS: Readonly<Record<string, number>> = {
+  // Always set: the filter goes on every thread of the runner.
+  SECCOMP_FILTER_FLAG_TSYNC: 0,
+  SECCOMP_FILTER_FLAG_LOG: 2,
+  SECCOMP_FILTER_FLAG_SPEC_ALLOW: 4,
+};
+
+/** Every architecture name of the runtime spec (and libseccomp's LoongArch). */
+export const SECCOMP_ARCHES = new Set([
+  "SCMP_ARCH_X86",
+  "SCMP_ARCH_X86_64",
+  "SCMP_ARCH_X32",
+  "SCMP_ARCH_ARM",
+  "SCMP_ARCH_AARCH64",
+  "SCMP_ARCH_MIPS",
+  "SCMP_ARCH_MIPS64",
+  "SCMP_ARCH_MIPS64N32",
+  "SCMP_ARCH_MIPSEL",
+  "SCMP_ARCH_MIPSEL64",
+  "SCMP_ARCH_MIPSEL64N32",
+  "SCMP_ARCH_PPC",
+  "SCMP_ARCH_PPC64",
+  "SCMP_ARCH_PPC64LE",
+  "SCMP_ARCH_S390",
+  "SCMP_ARCH_S390X",
+  "SCMP_ARCH_PARISC",
+  "SCMP_ARCH_PARISC64",
+  "SCMP_ARCH_RISCV64",
+  "SCMP_ARCH_LOONGARCH64",
+]);
+
+/** One argument condition: `args[index] op value` (MASKED_EQ: `args[index] & value == valueTwo`). */
+export interface SeccompArg {
+  index: number;
+  value: number;
+  valueTwo: number;
+  op: SeccompOp;
+}
+
+/** One entry of `syscalls`. */
+export interface SeccompRule {
+  names: string[];
+  action: SeccompAction;
+  errnoRet?: number;
+  args: SeccompArg[];
+}
+
+/** A validated `linux.seccomp`. */
+export interface SeccompProfile {
+  defaultAction: SeccompAction;
+  defaultErrnoRet?: number;
+  architectures: string[];
+  /** `SECCOMP_FILTER_FLAG_*` bits to install with (see {@linkcode SECCOMP_FLAGS}). */
+  flags: number;
+  syscalls: SeccompRule[];
 }

@@ -15,6 +15,9 @@ import { detectKind, HEADER_LENGTH } from "../wasm/detect.ts";
 import type { Guest, GuestConfig } from "./guest.ts";
 import { type ContainerSetup, planMounts } from "../oci/mounts.ts";
 import { close, openTree } from "../sys/libc.ts";
+import { parseSeccomp } from "../oci/spec.ts";
+import { compileSeccompProfile } from "../sys/seccomp_profile.ts";
+import { type CompiledSeccomp, filterArch } from "../sys/seccomp.ts";
 import { invalidArgument } from "../errdefs/errors.ts";
 import type { FileHold } from "../sys/cache_files.ts";
 
@@ -96,6 +99,36 @@ async function createGuestHolding(
   }
 }
 
+/** Most compiled profiles kept (see {@linkcode compileSpecProfile}). */
+const PROFILE_CACHE_SIZE = 16;
+/** Compiled profiles by the spec's JSON of them, oldest first. */
+const compiledProfiles = new Map<string, CompiledSeccomp>();
+
+/**
+ * The spec's `linux.seccomp` compiled for this architecture (undefined without one). A
+ * node's containers mostly share a few profiles (CRI's RuntimeDefault): each is compiled
+ * once (a few ms), then taken from a small cache keyed by its JSON.
+ *
+ * @throws {ShimError} INVALID_ARGUMENT for a profile the runner cannot apply
+ */
+function compileSpecProfile(cfg: GuestConfig): CompiledSeccomp | undefined {
+  if (cfg.seccomp === undefined || cfg.seccomp === null) return undefined;
+  const key = JSON.stringify(cfg.seccomp);
+  const cached = compiledProfiles.get(key);
+  if (cached !== undefined) return cached;
+  const profile = parseSeccomp(cfg.seccomp, `of container ${cfg.id}`)!;
+  const compiled = compileSeccompProfile(
+    profile,
+    filterArch(),
+    `container ${cfg.id}: linux.seccomp`,
+  );
+  if (compiledProfiles.size >= PROFILE_CACHE_SIZE) {
+    compiledProfiles.delete(compiledProfiles.keys().next().value!);
+  }
+  compiledProfiles.set(key, compiled);
+  return compiled;
+}
+
 /**
  * Plans the spec's mounts for a wasm guest's runner and makes the detached copies it
  * attaches (`open_tree(2)`: the rootfs and each bind source, as the node has them
@@ -115,6 +148,7 @@ export function openContainerSetup(cfg: GuestConfig): ContainerSetup | undefined
     readonlyPaths: cfg.readonlyPaths ?? [],
     user: cfg.user ?? { uid: 0, gid: 0, additionalGids: [] },
     serverPid: Deno.pid,
+    seccomp: compileSpecProfile(cfg),
   };
   try {
     setup.rootfsFd = openTree(cfg.rootfs, true);

@@ -296,6 +296,7 @@ export class TaskService {
             readonlyRoot: spec.root.readonly,
             maskedPaths: spec.maskedPaths,
             readonlyPaths: spec.readonlyPaths,
+            seccomp: spec.seccomp,
             limits: containerLimits(spec.resources),
             cacheDir: this.#deps.cacheDir,
             onPid,

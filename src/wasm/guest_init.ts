@@ -46,6 +46,8 @@ export interface GuestConfig {
   /** The spec's `linux.maskedPaths` and `linux.readonlyPaths`. */
   maskedPaths?: string[];
   readonlyPaths?: string[];
+  /** The spec's `linux.seccomp`, unread (see `parseSeccomp` in `src/oci/spec.ts`). */
+  seccomp?: unknown;
   /**
    * What the runner sets up before the guest runs (mounts, devices, user; see
    * `container_setup.ts`). Without it, the runner runs the guest as it is.

@@ -44,7 +44,11 @@ import {
 } from "./runner_protocol.ts";
 import type { GuestInit } from "./guest_init.ts";
 import { becomeGuestUser, mountContainer } from "./container_setup.ts";
-import { installGuestRunnerFilter } from "../sys/seccomp.ts";
+import {
+  type CompiledSeccomp,
+  installGuestRunnerFilter,
+  installSeccompProfile,
+} from "../sys/seccomp.ts";
 import {
   flushMetrics,
   gauge,
@@ -321,6 +325,33 @@ async function prepare(init: GuestInit): Promise<Run> {
 }
 
 /**
+ * Installs the container's own seccomp profile (the spec's `linux.seccomp`) on every
+ * thread, then checks that the runner still works under it: its event loop (a timer)
+ * and an asynchronous file operation (Deno's blocking-task threads) on the container's
+ * root. A profile that refuses the runner what it needs fails Create here, rather
+ * than the guest later; a profile that kills on such a call ends the runner, which the
+ * server reports.
+ *
+ * @throws {ShimError} INVALID_ARGUMENT saying what the profile stopped
+ */
+async function installContainerProfile(profile: CompiledSeccomp, root: string): Promise<void> {
+  try {
+    installSeccompProfile(profile);
+  } catch (err) {
+    throw invalidArgument(`linux.seccomp: cannot install the profile: ${(err as Error).message}`);
+  }
+  try {
+    await new Promise((resolve) => setTimeout(resolve, 0));
+    await Deno.stat(root);
+  } catch (err) {
+    throw invalidArgument(
+      `linux.seccomp: the profile stops the wasm runner itself: ${(err as Error).message}`,
+    );
+  }
+  debug(`seccomp profile installed (${profile.instructions} instructions)`);
+}
+
+/**
  * The guest runner's main: see the module documentation for the protocol.
  *
  * @param args the words after the action (`PRELOAD_COMPONENT_ARG` loads the component host ahead)
@@ -367,6 +398,9 @@ export async function runGuestMain(args: readonly string[] = []): Promise<number
       if (ready.container) {
         becomeGuestUser(ready.rootfs, ready.container);
         installGuestRunnerFilter();
+        if (ready.container.seccomp) {
+          await installContainerProfile(ready.container.seccomp, ready.rootfs);
+        }
       }
       debug(
         `prepared ${ready.guestPath} in ${(performance.now() - started).toFixed(1)} ms ` +

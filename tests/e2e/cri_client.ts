@@ -129,6 +129,11 @@ export interface ContainerConfig {
       supplemental_groups?: number[];
       readonly_rootfs?: boolean;
       no_new_privs?: boolean;
+      /** `RuntimeDefault`: the container runtime's default profile (containerd's). */
+      seccomp?: {
+        profile_type: "RuntimeDefault" | "Unconfined" | "Localhost";
+        localhost_ref?: string;
+      };
     };
   };
 }

@@ -347,6 +347,21 @@ export async function podLeftovers(
   };
 }
 
+/**
+ * Ends a CRI suite: on a failure (`ok` false) prints containerd's errors first (the
+ * shims' and runc's included: they tell why), then tears everything down and checks that
+ * no shim process or socket outlived containerd.
+ */
+export async function endSuite(env: Partial<Env> & { tmp: string }, ok: boolean): Promise<void> {
+  if (!ok && env.cd) {
+    const errors = (await env.cd.logs()).split("\n").filter((l) => /level=(error|fatal)/.test(l));
+    console.error(`containerd's errors:\n${errors.slice(-30).join("\n")}`);
+  }
+  const left = await teardown(env);
+  assert.deepEqual(left?.processes ?? [], [], "shim processes at containerd's stop");
+  assert.deepEqual(left?.sockets ?? [], [], "shim sockets at containerd's stop");
+}
+
 /** Removes everything {@linkcode setup} made, whatever state the test left it in. */
 export async function teardown(
   env: Partial<Env> & { tmp: string },

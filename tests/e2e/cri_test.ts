@@ -27,7 +27,7 @@
 
 import assert from "node:assert/strict";
 import { ANNOTATION_TITLE, buildImage, MediaType } from "../../src/oci/image.ts";
-import { containerdVersion, type Leftovers } from "./harness.ts";
+import { containerdVersion } from "./harness.ts";
 import { exists, poll } from "./ctr_util.ts";
 import { fixture } from "./shim_install.ts";
 import type { ContainerStats } from "./cri_client.ts";
@@ -36,6 +36,7 @@ import {
   containerConfig,
   criLog,
   deletePod,
+  endSuite,
   type Env,
   K8S_NAMESPACE,
   NATIVE_IMAGE,
@@ -48,7 +49,6 @@ import {
   sh,
   startContainer,
   step,
-  teardown,
   waitExited,
   WASM_IMAGE,
 } from "./cri_env.ts";
@@ -300,7 +300,6 @@ Deno.test({
       { path: "/http_hello.wasm", hostPath: `${TESTDATA}http_hello.wasm` },
       { path: "/probe.wasm", hostPath: fixture("probe.wasm") },
     ], "/http_hello.wasm");
-    let left: Leftovers | undefined;
     const passed: boolean[] = [];
     try {
       passed.push(
@@ -322,17 +321,8 @@ Deno.test({
         ),
       );
     } finally {
-      // On a failure, containerd's errors (the shims' and runc's included) tell why.
-      if (!passed.every(Boolean) || passed.length < 3) {
-        const errors = (await env.cd.logs()).split("\n").filter((l) =>
-          /level=(error|fatal)/.test(l)
-        );
-        console.error(`containerd's errors:\n${errors.slice(-30).join("\n")}`);
-      }
-      left = await teardown(env);
+      await endSuite(env, passed.length === 3 && passed.every(Boolean));
     }
-    assert.deepEqual(left?.processes ?? [], [], "shim processes at containerd's stop");
-    assert.deepEqual(left?.sockets ?? [], [], "shim sockets at containerd's stop");
     assert.notEqual((await sh("ip", ["link", "show", env.bridge])).code, 0, "the bridge is gone");
     assert.equal(await exists(env.tmp), false, "the temp dir is gone");
   },

@@ -20,19 +20,18 @@ import { filterArch } from "../../src/sys/seccomp.ts";
 import { compileSeccompProfile } from "../../src/sys/seccomp_profile.ts";
 import { fixture } from "./shim_install.ts";
 import { poll } from "./ctr_util.ts";
-import type { Leftovers } from "./harness.ts";
 import type { ContainerConfig } from "./cri_client.ts";
 import {
   assertNothingLeft,
   containerConfig,
   deletePod,
+  endSuite,
   type Env,
   podConfig,
   podNetwork,
   setup,
   startContainer,
   step,
-  teardown,
   WASM_IMAGE,
 } from "./cri_env.ts";
 
@@ -186,7 +185,6 @@ Deno.test({
       { path: "/http_hello.wasm", hostPath: `${TESTDATA}http_hello.wasm` },
     ], "/probe.wasm");
     const passed: boolean[] = [];
-    let left: Leftovers | undefined;
     try {
       // ctr run uses the test namespace: the image there too.
       await env.cd.importImage(`${env.tmp}/wasm.tar`);
@@ -204,15 +202,7 @@ Deno.test({
       );
       passed.push(await t.step("ctr run without a profile: as before", () => noProfile(env)));
     } finally {
-      if (!passed.every(Boolean) || passed.length < 3) {
-        const errors = (await env.cd.logs()).split("\n").filter((l) =>
-          /level=(error|fatal)/.test(l)
-        );
-        console.error(`containerd's errors:\n${errors.slice(-30).join("\n")}`);
-      }
-      left = await teardown(env);
+      await endSuite(env, passed.length === 3 && passed.every(Boolean));
     }
-    assert.deepEqual(left?.processes ?? [], [], "shim processes at containerd's stop");
-    assert.deepEqual(left?.sockets ?? [], [], "shim sockets at containerd's stop");
   },
 });

@@ -22,18 +22,24 @@ const HELLO = "Hello, this is your first wasi:http/proxy world!\n";
 
 /** Parsed wrk output. */
 export interface WrkResult {
+  /** Requests completed in the measured run. */
+  requests: number;
   rps: number;
   p50: string;
   p99: string;
   errors: number;
 }
 
-/** Runs wrk against `url` (after an unrecorded warm-up run of `warmup` seconds). */
+/**
+ * Runs wrk against `url` (after an unrecorded warm-up run of `warmup` seconds);
+ * `measuring` is called right before the measured run starts.
+ */
 export async function wrk(
   url: string,
   connections = 50,
   seconds = SECONDS,
   warmup = WARMUP_SECONDS,
+  measuring?: () => unknown,
 ): Promise<WrkResult> {
   const run = (secs: number) =>
     new Deno.Command("wrk", {
@@ -42,16 +48,18 @@ export async function wrk(
       stderr: "piped",
     }).output();
   if (warmup > 0) await run(warmup);
+  await measuring?.();
   const out = await run(seconds);
   const text = new TextDecoder().decode(out.stdout);
   if (!out.success) throw new Error(`wrk failed: ${new TextDecoder().decode(out.stderr)}`);
   const rps = Number(text.match(/Requests\/sec:\s+([\d.]+)/)?.[1] ?? 0);
+  const requests = Number(text.match(/(\d+) requests in/)?.[1] ?? 0);
   const p50 = text.match(/^\s+50%\s+([\d.]+\w+)/m)?.[1] ?? "?";
   const p99 = text.match(/^\s+99%\s+([\d.]+\w+)/m)?.[1] ?? "?";
   const errs = text.match(/Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)/);
   const non2xx = Number(text.match(/Non-2xx or 3xx responses: (\d+)/)?.[1] ?? 0);
   const errors = (errs ? errs.slice(1).reduce((a, b) => a + Number(b), 0) : 0) + non2xx;
-  return { rps, p50, p99, errors };
+  return { requests, rps, p50, p99, errors };
 }
 
 /** wrk against a plain `Deno.serve` answering the hello text: the ceiling of this machine. */

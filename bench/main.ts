@@ -10,7 +10,8 @@
  * (lifecycle containers, default 200), BENCH_IDLE (idle containers for memory,
  * default 50), BENCH_HTTP_SECONDS (wrk duration, default 10), BENCH_HTTP_WARMUP (an
  * unrecorded wrk run before each measured one, default 2 s), BENCH_ONLY (comma
- * list of figure keys: cold,solo,warm,lifecycle,artifact,http,memory,guests,otel),
+ * list of figure keys: cold,solo,warm,lifecycle,artifact,http,memory,guests,otel,
+ * per_request),
  * BENCH_GUESTS (a directory: each `*.wasm` wasi:http proxy in it is measured with the
  * guests, see bench/guests.ts), BENCH_GUEST_KEYS (only those guests),
  * BENCH_CURVE_ROUNDS and BENCH_CURVE_SECONDS (the memory-size curve, bench/curve.ts).
@@ -26,13 +27,14 @@ import { guestFigures } from "./guests.ts";
 import { httpFigures } from "./http.ts";
 import { idleMemory } from "./memory.ts";
 import { otelFigures } from "./otel.ts";
+import { perRequestFigures } from "./per_request.ts";
 
 const WASM_RUNTIME = "io.containerd.wasmtime.v1";
 const RUNC_RUNTIME = "io.containerd.runc.v2";
 const RUNS = Number(Deno.env.get("BENCH_RUNS") ?? 10);
 const TASKS = Number(Deno.env.get("BENCH_TASKS") ?? 200);
 const ONLY = (Deno.env.get("BENCH_ONLY") ??
-  "cold,solo,warm,lifecycle,artifact,http,memory,guests,otel")
+  "cold,solo,warm,lifecycle,artifact,http,memory,guests,otel,per_request")
   .split(",");
 
 /** One row of the results table. */
@@ -276,6 +278,7 @@ if (import.meta.main) {
       ["http", () => httpFigures(cd, tmp)],
       ["guests", () => guestFigures(cd, tmp)],
       ["otel", () => otelFigures(cd, tmp, RUNS)],
+      ["per_request", () => perRequestFigures(tmp)],
     ];
     for (const [key, fn] of figures) {
       if (!ONLY.includes(key)) continue;

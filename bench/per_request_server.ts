@@ -1,0 +1,52 @@
+/**
+ * The server side of `bench/per_request.ts`: serves one wasi:http proxy component
+ * exactly as a guest runner does (`prepare` from `src/wasm/component/mod.ts`: the same
+ * transpile cache, lean glue, worker threads and `http_worker.ts`), without containerd,
+ * so that the process under load is only the serving one. Run with the runners' Deno
+ * flags (`--unstable-net` and their V8 options, see `src/runner/spawn.ts`).
+ *
+ * `deno run -A --unstable-net bench/per_request_server.ts <component.wasm> <cache dir>`
+ * prints `listening <port>` on stdout once it serves on 127.0.0.1, and serves until
+ * SIGINT. The container's environment is this process's `BENCH_GUEST_ENV` (`K=V`
+ * lines), e.g. to set `WASMTIME_HTTP_PROXY_WORKERS`.
+ *
+ * @module
+ */
+
+import { prepare } from "../src/wasm/component/mod.ts";
+
+/** The line the driver waits for. */
+export const LISTENING = "listening";
+
+if (import.meta.main) {
+  const [wasm, cacheDir] = Deno.args;
+  if (!wasm || !cacheDir) {
+    console.error("usage: per_request_server.ts <component.wasm> <cache dir>");
+    Deno.exit(2);
+  }
+  const root = await Deno.makeTempDir({ prefix: "bench-per-request-root-" });
+  const env = [
+    "WASMTIME_HTTP_PROXY_SOCKET_ADDR=127.0.0.1:0",
+    ...(Deno.env.get("BENCH_GUEST_ENV") ?? "").split("\n").filter((l) => l.includes("=")),
+  ];
+  try {
+    const prepared = await prepare({
+      id: "bench-per-request",
+      rootfs: root,
+      args: ["/app.wasm"],
+      env,
+      cwd: "/",
+      stdin: "",
+      stdout: "",
+      stderr: "",
+      cacheDir,
+      hostPath: wasm,
+      guestPath: "/app.wasm",
+      func: "_start",
+    }, await Deno.readFile(wasm));
+    console.log(`${LISTENING} ${prepared.addr!.port}`);
+    await prepared.run();
+  } finally {
+    await Deno.remove(root, { recursive: true });
+  }
+}

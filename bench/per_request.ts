@@ -16,6 +16,10 @@
  *   each worker isolate, from `--trace-gc` (allocation between two collections: heap
  *   use before one minus after the previous; 0.1 MB resolution each).
  *
+ * Beside them, the ceiling of the same layout: plain `Deno.serve`s answering the hello's
+ * text on as many threads as the runner serves with (`per_request_server.ts ceiling`),
+ * measured the same way: what Deno's HTTP and the scheduler cost without any wasm.
+ *
  * Guests: `wat` (the WAT hello, src/wasm/component/testdata/http_hello.wasm), `c`
  * (C behind the preview1 adapter, the shape of cargo-component output,
  * tests/fixtures/guests/built/http_c.wasm), and each `*.wasm` in `BENCH_GUESTS`;
@@ -29,7 +33,7 @@
 
 import { DEFAULT_RUNNER_V8_FLAGS } from "../src/runner/spawn.ts";
 import { SECONDS, WARMUP_SECONDS, wrk, type WrkResult } from "./http.ts";
-import { LISTENING } from "./per_request_server.ts";
+import { CEILING, LISTENING } from "./per_request_server.ts";
 import type { Row } from "./main.ts";
 
 const here = (path: string) => new URL(path, import.meta.url).pathname;
@@ -49,6 +53,9 @@ interface ThreadSample {
   /** read + write system calls (`/proc/.../io`). */
   rw: number;
   nonvoluntary: number;
+  /** ns waiting on a run queue (runnable, not running), and times it was given a core. */
+  runDelayNs: number;
+  slices: number;
 }
 
 /** What one isolate's `--trace-gc` lines said over the measured run. */
@@ -123,11 +130,16 @@ async function sampleThreads(pid: number): Promise<Map<number, ThreadSample>> {
       const rw = Number(/syscr: (\d+)/.exec(io)?.[1] ?? 0) +
         Number(/syscw: (\d+)/.exec(io)?.[1] ?? 0);
       const status = await Deno.readTextFile(`${dir}/status`);
+      const [, runDelayNs, slices] = (await Deno.readTextFile(`${dir}/schedstat`).catch(() =>
+        "0 0 0"
+      )).trim().split(" ").map(Number);
       out.set(Number(e.name), {
         comm: stat.slice(stat.indexOf("(") + 1, close),
         ticks,
         rw,
         nonvoluntary: Number(/nonvoluntary_ctxt_switches:\s+(\d+)/.exec(status)?.[1] ?? 0),
+        runDelayNs,
+        slices,
       });
     } catch {
       // the thread ended
@@ -191,16 +203,32 @@ export interface PerRequest {
   syscallSource: "perf" | "/proc io (reads and writes only)";
   /** Involuntary context switches per second of each serving thread. */
   preemptedPerSecond: number[];
+  /**
+   * Each serving thread's share of the run spent runnable but waiting for a core, and
+   * its mean wait each time it got one, µs (`/proc/<pid>/task/<tid>/schedstat`).
+   */
+  waiting: number[];
+  waitUs: number[];
   /** The worker isolates' GC, busiest first. */
   gc: GcTally[];
 }
 
-/** Serves `wasm` as a runner does and measures it under wrk. */
+/**
+ * Serves `wasm` as a runner does and measures it under wrk; `ceiling` instead of a
+ * path measures the plain `Deno.serve` ceiling on as many threads.
+ */
 export async function measurePerRequest(wasm: string, cacheDir: string): Promise<PerRequest> {
   const extra = Deno.env.get("BENCH_PER_REQUEST_V8");
   const v8 = [DEFAULT_RUNNER_V8_FLAGS, "--trace-gc", ...(extra ? [extra] : [])].join(",");
   const child = new Deno.Command(Deno.execPath(), {
-    args: ["run", "-A", "--unstable-net", `--v8-flags=${v8}`, SERVER, wasm, cacheDir],
+    args: [
+      "run",
+      "-A",
+      "--unstable-net",
+      `--v8-flags=${v8}`,
+      SERVER,
+      ...(wasm === CEILING ? [CEILING, String(SERVING_THREADS)] : [wasm, cacheDir]),
+    ],
     stdout: "piped",
     stderr: "piped",
   }).spawn();
@@ -217,7 +245,9 @@ export async function measurePerRequest(wasm: string, cacheDir: string): Promise
   };
   const reading = Promise.all([
     lines(child.stdout, (line) => {
-      if (line.startsWith(`${LISTENING} `)) port.resolve(Number(line.slice(LISTENING.length)));
+      // V8's threads print GC lines on the same stdout, possibly into the middle of a line.
+      const listening = new RegExp(`${LISTENING} (\\d+)`).exec(line);
+      if (listening) port.resolve(Number(listening[1]));
       else gc.line(line);
     }),
     lines(child.stderr, (line) => stderr.push(line)),
@@ -248,6 +278,8 @@ export async function measurePerRequest(wasm: string, cacheDir: string): Promise
         ticks: a.ticks - (b?.ticks ?? 0),
         rw: a.rw - (b?.rw ?? 0),
         nonvoluntary: a.nonvoluntary - (b?.nonvoluntary ?? 0),
+        runDelayNs: a.runDelayNs - (b?.runDelayNs ?? 0),
+        slices: a.slices - (b?.slices ?? 0),
         syscalls: syscalls?.get(tid),
       };
     }).sort((x, y) => y.ticks - x.ticks);
@@ -263,6 +295,8 @@ export async function measurePerRequest(wasm: string, cacheDir: string): Promise
       processSyscalls: deltas.reduce((a, d) => a + calls(d), 0) / n,
       syscallSource: syscalls ? "perf" : "/proc io (reads and writes only)",
       preemptedPerSecond: serving.map((d) => d.nonvoluntary / SECONDS),
+      waiting: serving.map((d) => d.runDelayNs / 1e9 / SECONDS),
+      waitUs: serving.map((d) => d.slices ? d.runDelayNs / 1e3 / d.slices : 0),
       gc: [...gc.isolates.values()].sort((a, b) => b.allocatedMb - a.allocatedMb)
         .slice(0, SERVING_THREADS),
     };
@@ -288,21 +322,27 @@ export function perRequestRow(what: string, r: PerRequest): Row {
     const mean = (total: number, count: number) => f1(count ? total / count : 0);
     return `${(perReq / 1024).toFixed(1)} KB/req, ${g.scavenges} scavenges (mean ${
       mean(g.scavengeTotalMs, g.scavenges)
-    }, max ${f1(g.scavengeMaxMs)} ms), ${g.full} full (mean ${
-      mean(g.fullTotalMs, g.full)
-    }, max ${f1(g.fullMaxMs)} ms)`;
+    }, max ${f1(g.scavengeMaxMs)} ms), ${g.full} full (mean ${mean(g.fullTotalMs, g.full)}, max ${
+      f1(g.fullMaxMs)
+    } ms)`;
   }).join("; ");
   return {
-    figure: `per request, in process (runner's flags, ${SERVING_THREADS} workers), wrk -t2 -c50 ${SECONDS}s` +
+    figure:
+      `per request, in process (runner's flags, ${SERVING_THREADS} workers), wrk -t2 -c50 ${SECONDS}s` +
       (WARMUP_SECONDS > 0 ? ` after ${WARMUP_SECONDS}s` : "") + `: ${what}`,
-    ours: `${load.rps.toFixed(0)} req/s, p50 ${load.p50}, p99 ${load.p99}, errors ${load.errors}; ` +
+    ours:
+      `${load.rps.toFixed(0)} req/s, p50 ${load.p50}, p99 ${load.p99}, errors ${load.errors}; ` +
       `CPU µs/req: serving threads ${r.threadUs.map(f1).join(" + ")} (busy ${
         r.busy.map((b) => `${(b * 100).toFixed(0)}%`).join(", ")
-      }), process ${
-        f1(r.processUs)
-      }; syscalls/req: serving ${r.threadSyscalls.map(f1).join(" + ")}, process ${
-        f1(r.processSyscalls)
-      } (${r.syscallSource}); preempted/s: ${r.preemptedPerSecond.map(f1).join(", ")}`,
+      }), process ${f1(r.processUs)}; syscalls/req: serving ${
+        r.threadSyscalls.map(f1).join(" + ")
+      }, process ${f1(r.processSyscalls)} (${r.syscallSource}); preempted/s: ${
+        r.preemptedPerSecond.map(f1).join(", ")
+      }; ` +
+      `waiting for a core: ${
+        r.waiting.map((w, i) => `${(w * 100).toFixed(0)}% (${f1(r.waitUs[i])} µs a wait)`)
+          .join(", ")
+      }`,
     baseline: gcText ? `V8 per worker isolate: ${gcText}` : "no GC in the measured run",
     ratio: "",
     target: "report",
@@ -312,6 +352,7 @@ export function perRequestRow(what: string, r: PerRequest): Row {
 /** The guests measured by `deno task bench` (see the module documentation). */
 async function guestList(): Promise<[string, string][]> {
   const list: [string, string][] = [
+    [`plain Deno.serve on ${SERVING_THREADS} threads (ceiling)`, CEILING],
     ["wat", here("../src/wasm/component/testdata/http_hello.wasm")],
     ["c", here("../tests/fixtures/guests/built/http_c.wasm")],
   ];
@@ -321,7 +362,7 @@ async function guestList(): Promise<[string, string][]> {
       if (e.isFile && e.name.endsWith(".wasm")) list.push([e.name, `${dir}/${e.name}`]);
     }
   }
-  return list.filter(([key]) => !KEYS || KEYS.includes(key));
+  return list.filter(([key, path]) => path === CEILING || !KEYS || KEYS.includes(key));
 }
 
 /** The rows of `deno task bench`'s `per_request` figure. */
@@ -348,7 +389,7 @@ if (import.meta.main) {
   const tmp = await Deno.makeTempDir({ prefix: "bench-per-request-" });
   try {
     const paths = Deno.args.length > 0
-      ? Deno.args.map((p) => [p.split("/").at(-1)!, p] as [string, string])
+      ? Deno.args.map((p) => [p === CEILING ? p : p.split("/").at(-1)!, p] as [string, string])
       : await guestList();
     for (const [key, path] of paths) {
       const r = await measurePerRequest(path, tmp);

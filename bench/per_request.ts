@@ -59,7 +59,7 @@ interface ThreadSample {
 }
 
 /** What one isolate's `--trace-gc` lines said over the measured run. */
-interface GcTally {
+export interface GcTally {
   allocatedMb: number;
   scavenges: number;
   scavengeMaxMs: number;
@@ -67,23 +67,26 @@ interface GcTally {
   full: number;
   fullMaxMs: number;
   fullTotalMs: number;
+  /** Incremental marking steps of the full collections (each a pause of its own). */
+  markingTotalMs: number;
+  markingMaxStepMs: number;
   /** Heap use after the last collection, MB. */
   lastAfter?: number;
 }
 
 /** A `--trace-gc` line: isolate, kind, heap use before and after, pause. */
 const GC_LINE =
-  /^\[\d+:(0x[0-9a-f]+)\]\s+\d+ ms: (Scavenge|Mark-Compact|Minor Mark-Sweep|Mark-Sweep)[^\d]*([\d.]+) \([\d.]+\) -> ([\d.]+) \([\d.]+\) MB, (?:pooled: [\d.]+ MB, )?([\d.]+) \/ [\d.]+ ms/;
+  /^\[\d+:(0x[0-9a-f]+)\]\s+\d+ ms: (?:Incremental )?(Scavenge|Mark-Compact|Minor Mark-Sweep|Mark-Sweep)[^\d]*([\d.]+) \([\d.]+\) -> ([\d.]+) \([\d.]+\) MB, (?:pooled: [\d.]+ MB, )?([\d.]+) \/ [\d.]+ ms(?: \(\+ ([\d.]+) ms in \d+ steps since start of marking, biggest step ([\d.]+) ms)?/;
 
 /** Per-isolate GC tallies, counting only while `measuring` is set. */
-class GcLog {
+export class GcLog {
   measuring = false;
   readonly isolates = new Map<string, GcTally>();
 
   line(text: string): void {
     const m = GC_LINE.exec(text);
     if (!m) return;
-    const [, isolate, kind, before, after, pause] = m;
+    const [, isolate, kind, before, after, pause, marking, biggestStep] = m;
     let t = this.isolates.get(isolate);
     if (t === undefined) {
       this.isolates.set(
@@ -96,6 +99,8 @@ class GcLog {
           full: 0,
           fullMaxMs: 0,
           fullTotalMs: 0,
+          markingTotalMs: 0,
+          markingMaxStepMs: 0,
         },
       );
     }
@@ -110,6 +115,8 @@ class GcLog {
         t.full++;
         t.fullTotalMs += ms;
         t.fullMaxMs = Math.max(t.fullMaxMs, ms);
+        t.markingTotalMs += Number(marking ?? 0);
+        t.markingMaxStepMs = Math.max(t.markingMaxStepMs, Number(biggestStep ?? 0));
       }
     }
     t.lastAfter = Number(after);

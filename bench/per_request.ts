@@ -331,6 +331,8 @@ export function perRequestRow(what: string, r: PerRequest): Row {
       mean(g.scavengeTotalMs, g.scavenges)
     }, max ${f1(g.scavengeMaxMs)} ms), ${g.full} full (mean ${mean(g.fullTotalMs, g.full)}, max ${
       f1(g.fullMaxMs)
+    } ms; marking steps ${mean(g.markingTotalMs, g.full)} ms each, biggest step ${
+      f1(g.markingMaxStepMs)
     } ms)`;
   }).join("; ");
   return {

@@ -1,7 +1,7 @@
 /**
  * Per-request cost of serving wasi:http, in process: a guest served exactly as a runner
  * serves it (`bench/per_request_server.ts`: `prepare`, worker threads, the runners'
- * Deno and V8 flags from `src/runner/spawn.ts`), without containerd, under the same wrk
+ * Deno and V8 flags and malloc settings from `src/runner/spawn.ts`), without containerd, under the same wrk
  * as the guest figures (`wrk -t2 -c50` after a warm-up). For each guest, over the
  * measured run:
  *
@@ -25,13 +25,15 @@
  * tests/fixtures/guests/built/http_c.wasm), and each `*.wasm` in `BENCH_GUESTS`;
  * `BENCH_GUEST_KEYS` picks some. `deno task bench` runs it as `BENCH_ONLY=per_request`;
  * by hand, `deno run -A bench/per_request.ts [component.wasm …]` prints the same rows
- * for those files. `BENCH_PER_REQUEST_V8` adds V8 options to the server's (e.g.
- * `--prof`, then `node --prof-process` on the isolate logs in the working directory).
+ * for those files. The server gets the runners' V8 options (`src/runner/spawn.ts`; the
+ * shim's `WASMTIME_SHIM_RUNNER_V8_FLAGS` replaces them there and here), and
+ * `BENCH_PER_REQUEST_V8` adds some (e.g. `--prof`, then `node --prof-process` on the
+ * isolate logs in the working directory).
  *
  * @module
  */
 
-import { DEFAULT_RUNNER_V8_FLAGS } from "../src/runner/spawn.ts";
+import { RUNNER_MALLOC_ENV, RUNNER_V8_FLAGS_ENV, runnerV8Flags } from "../src/runner/spawn.ts";
 import { SECONDS, WARMUP_SECONDS, wrk, type WrkResult } from "./http.ts";
 import { CEILING, LISTENING } from "./per_request_server.ts";
 import type { Row } from "./main.ts";
@@ -226,7 +228,11 @@ export interface PerRequest {
  */
 export async function measurePerRequest(wasm: string, cacheDir: string): Promise<PerRequest> {
   const extra = Deno.env.get("BENCH_PER_REQUEST_V8");
-  const v8 = [DEFAULT_RUNNER_V8_FLAGS, "--trace-gc", ...(extra ? [extra] : [])].join(",");
+  // The runners' options, as the shim gives them (its environment variable replaces them).
+  const runner = runnerV8Flags(Deno.env.get(RUNNER_V8_FLAGS_ENV))
+    .map((f) => f.replace(/^--v8-flags=/, ""));
+  const v8 = [...runner, "--trace-gc", ...(extra ? [extra] : [])].filter((f) => f !== "")
+    .join(",");
   const child = new Deno.Command(Deno.execPath(), {
     args: [
       "run",
@@ -236,6 +242,7 @@ export async function measurePerRequest(wasm: string, cacheDir: string): Promise
       SERVER,
       ...(wasm === CEILING ? [CEILING, String(SERVING_THREADS)] : [wasm, cacheDir]),
     ],
+    env: RUNNER_MALLOC_ENV,
     stdout: "piped",
     stderr: "piped",
   }).spawn();

@@ -23,7 +23,9 @@
  * Guests: `wat` (the WAT hello, src/wasm/component/testdata/http_hello.wasm), `c`
  * (C behind the preview1 adapter, the shape of cargo-component output,
  * tests/fixtures/guests/built/http_c.wasm), and each `*.wasm` in `BENCH_GUESTS`;
- * `BENCH_GUEST_KEYS` picks some. `deno task bench` runs it as `BENCH_ONLY=per_request`;
+ * `BENCH_GUEST_KEYS` picks some; `BENCH_GUEST_ENV` (`K=V` lines) is the guests'
+ * container environment (e.g. `WASMTIME_HTTP_PROXY_WORKERS=1`: one serving thread, and
+ * a one-thread ceiling). `deno task bench` runs it as `BENCH_ONLY=per_request`;
  * by hand, `deno run -A bench/per_request.ts [component.wasm …]` prints the same rows
  * for those files. The server gets the runners' V8 options (`src/runner/spawn.ts`; the
  * shim's `WASMTIME_SHIM_RUNNER_V8_FLAGS` replaces them there and here), and
@@ -34,6 +36,7 @@
  */
 
 import { RUNNER_MALLOC_ENV, RUNNER_V8_FLAGS_ENV, runnerV8Flags } from "../src/runner/spawn.ts";
+import { MAX_DEFAULT_WORKERS } from "../src/wasm/component/http_server.ts";
 import { SECONDS, WARMUP_SECONDS, wrk, type WrkResult } from "./http.ts";
 import { CEILING, LISTENING } from "./per_request_server.ts";
 import type { Row } from "./main.ts";
@@ -43,8 +46,18 @@ const SERVER = here("./per_request_server.ts");
 const KEYS = Deno.env.get("BENCH_GUEST_KEYS")?.split(",");
 /** Clock ticks per second of /proc's CPU times (`getconf CLK_TCK` on Linux). */
 const CLK_TCK = 100;
-/** Serving threads: the workers a runner starts on this machine (see http_server.ts). */
-const SERVING_THREADS = 2;
+/**
+ * Serving threads: the workers a runner starts on this machine (see `http_server.ts`:
+ * the cores, at most 4), or as many as `BENCH_GUEST_ENV` sets (the container's
+ * environment, see `per_request_server.ts`); the ceiling gets as many.
+ */
+const SERVING_THREADS = Math.max(
+  1,
+  Number(
+    /^WASMTIME_HTTP_PROXY_WORKERS=(\d+)$/m.exec(Deno.env.get("BENCH_GUEST_ENV") ?? "")?.[1] ??
+      Math.min(navigator.hardwareConcurrency || 1, MAX_DEFAULT_WORKERS),
+  ),
+);
 const START_TIMEOUT_MS = 60_000;
 
 /** One thread's counters. */

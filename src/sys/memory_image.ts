@@ -70,13 +70,16 @@ const SCAN_ARG_WORDS = 12;
 const PAGE_IS_FILE = 1n << 2n;
 const PAGE_IS_PRESENT = 1n << 3n;
 const PAGE_IS_SWAPPED = 1n << 4n;
+const PAGE_IS_PFNZERO = 1n << 5n;
 /** Runs asked for per ioctl (more: the scan goes on from where it stopped). */
 const SCAN_RUNS = 256;
 
 /**
  * The private pages of a range, from the `PAGEMAP_SCAN` ioctl: pages that are not the
  * file's and are present or swapped out (only private copies of a private file mapping
- * are either; a page never touched, or dropped by `madvise`, is neither).
+ * are either; a page never touched, or dropped by `madvise`, is neither). Pages that
+ * map the kernel's zero page (past the image, only read since they were given back)
+ * read as zeros already: writing zeros there would allocate a page for each.
  */
 class PageScan {
   #fd: number;
@@ -107,9 +110,9 @@ class PageScan {
       arg[3] = end;
       arg[5] = this.#runsAt;
       arg[6] = BigInt(SCAN_RUNS);
-      // Not a file page (inverted), and present or swapped.
-      arg[8] = PAGE_IS_FILE;
-      arg[9] = PAGE_IS_FILE;
+      // Not a file page nor the zero page (inverted), and present or swapped.
+      arg[8] = PAGE_IS_FILE | PAGE_IS_PFNZERO;
+      arg[9] = PAGE_IS_FILE | PAGE_IS_PFNZERO;
       arg[10] = PAGE_IS_PRESENT | PAGE_IS_SWAPPED;
       arg[11] = PAGE_IS_PRESENT | PAGE_IS_SWAPPED;
       const n = ioctlStruct(this.#fd, PAGEMAP_SCAN, this.#argBytes, "PAGEMAP_SCAN");
@@ -211,6 +214,8 @@ export class MemoryImage {
   #dirty = NaN;
   /** madvise resets since the last page-table reset. */
   #sinceLearned = 0;
+  /** Pages past the image's end the current reset zeroed. */
+  #past = 0;
 
   /**
    * @param byteLength the memories' size (a multiple of the OS page)
@@ -267,32 +272,40 @@ export class MemoryImage {
    * @param keepResident whether pages written may stay resident (the image, or zeros,
    *   copied back over them) where that is cheaper; false gives them back to the OS
    *   (`madvise`), for a memory that may wait long before it is used again
+   * @returns how many pages past the image's end it found resident and zeroed (written
+   *   since they were last given back; 0 when it gave the pages back instead)
    * @throws {NotMappable} if the buffer is smaller than the image
    */
-  reset(buffer: ArrayBufferLike, keepResident = true): void {
+  reset(buffer: ArrayBufferLike, keepResident = true): number {
     const length = buffer.byteLength;
     if (length < this.#byteLength) {
       throw new NotMappable(`the memory has ${length} bytes, the image ${this.#byteLength}`);
     }
     const base = addressOf(buffer);
-    if (keepResident && this.#copyBackScanned(buffer as ArrayBuffer, base)) return;
+    this.#past = 0;
+    if (keepResident && this.#copyBackScanned(buffer as ArrayBuffer, base)) return this.#past;
     const pages = length / OS_PAGE;
     const learn = Number.isNaN(this.#dirty) || ++this.#sinceLearned >= RELEARN_EVERY;
+    this.#past = 0;
     if (
       keepResident && (learn || residentWins(pages, this.#dirty)) &&
       this.#copyBack(buffer as ArrayBuffer, base)
     ) {
       this.#sinceLearned = 0;
-      return;
+      return this.#past;
     }
     madviseDontNeed(base, length);
+    return 0;
   }
 
   /** Sets `[from, to)` of `bytes` back: the image below its end, zeros past it. */
   #restore(bytes: Uint8Array, pristine: Uint8Array, from: number, to: number): void {
     const split = Math.min(Math.max(from, this.#byteLength), to);
     if (from < split) bytes.set(pristine.subarray(from, split), from);
-    if (split < to) bytes.fill(0, split, to);
+    if (split < to) {
+      bytes.fill(0, split, to);
+      this.#past += (to - split) / OS_PAGE;
+    }
   }
 
   /** The image mapped read-only (mapped on first use), or null if it cannot be. */

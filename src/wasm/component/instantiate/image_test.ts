@@ -9,7 +9,7 @@ import {
   RESET_EXPORT_PREFIX,
 } from "./image.ts";
 import { importMemory } from "./memory.ts";
-import { ImageMemories } from "./recycle.ts";
+import { ImageMemories, SHED_GROWN_EVERY } from "./recycle.ts";
 
 const core = (name: string) =>
   Deno.readFileSync(new URL(`../testdata/image/${name}.wasm`, import.meta.url));
@@ -194,4 +194,59 @@ Deno.test("ImageMemories: a memory that grew (into huge pages) reads as the imag
   }
   memories.shedGrown(memory);
   assert.ok(new Uint8Array(memory.buffer).subarray(initial).every((b) => b === 0));
+});
+
+/** How many 4 KiB pages of `memory` from byte `from` on are resident (the page table). */
+function residentPages(memory: WebAssembly.Memory, from: number): number {
+  const base = BigInt(Deno.UnsafePointer.value(Deno.UnsafePointer.of(memory.buffer)));
+  const pages = (memory.buffer.byteLength - from) / 4096;
+  const entries = new BigUint64Array(pages);
+  using file = Deno.openSync("/proc/self/pagemap");
+  file.seekSync(Number((base + BigInt(from)) / 4096n) * 8, Deno.SeekMode.Start);
+  const bytes = new Uint8Array(entries.buffer);
+  for (let got = 0; got < bytes.length;) got += file.readSync(bytes.subarray(got)) ?? 0;
+  return entries.filter((e) => (e & (1n << 63n)) !== 0n).length;
+}
+
+Deno.test("ImageMemories: a grown memory gives back the grown pages its guest no longer writes, and keeps those it writes again", () => {
+  const decl = { module: "m", name: "memory", initial: 17, maximum: null };
+  const initial = 17 * 65536;
+  const grownPages = 64 * 16; // 4 MiB
+  const zeros = (memory: WebAssembly.Memory, what: string) =>
+    assert.ok(new Uint8Array(memory.buffer).subarray(initial).every((b) => b === 0), what);
+
+  // Grew into 4 MiB and wrote it once, then writes one page per request.
+  const memories = new ImageMemories(decl, [], true);
+  const little = memories.take();
+  little.grow(64);
+  // The first reset after growing drops the grown pages (to fault them in as huge ones).
+  for (let i = 0; i < 2; i++) {
+    new Uint8Array(little.buffer).fill(0xab, initial);
+    assert.ok(memories.reset(little));
+  }
+  assert.equal(residentPages(little, initial), grownPages, "zeroed, and resident");
+  for (let round = 1; round <= SHED_GROWN_EVERY + 1; round++) {
+    new Uint8Array(little.buffer)[initial + 5000] = round;
+    assert.ok(memories.reset(little));
+    assert.equal(new Uint8Array(little.buffer)[initial + 5000], 0, `round ${round}`);
+  }
+  const left = residentPages(little, initial);
+  assert.ok(left <= 2, `only the page written since stays resident (${left})`);
+  zeros(little, "zeros past the image");
+
+  // Writes all of it every time: giving it back does not pay, so it is done ever less often.
+  const all = memories.take();
+  all.grow(64);
+  let sheds = 0;
+  for (let round = -1; round < 200; round++) {
+    new Uint8Array(all.buffer).fill(round + 1, initial);
+    assert.ok(memories.reset(all));
+    const resident = residentPages(all, initial);
+    if (round < 0) continue;
+    if (resident === 0) sheds++;
+    else assert.equal(resident, grownPages, `round ${round}`);
+    // Reading maps the zero page where they were given back: not counted as resident.
+    zeros(all, `round ${round}: zeros past the image`);
+  }
+  assert.ok(sheds >= 1 && sheds <= 3, `${sheds} times given back in 200 resets`);
 });

@@ -58,6 +58,26 @@ export const RESIDENT_IDLE = 4;
 export const RESIDENT_GROWN_IDLE = 1;
 
 /**
+ * Resets between two in which a memory that grew gives its grown pages back instead of
+ * zeroing them (see {@linkcode ImageMemories.reset}): the fewest, while that pays off...
+ */
+export const SHED_GROWN_EVERY = 16;
+/** ...and the most, for a guest that writes again all it grew into. */
+export const SHED_GROWN_EVERY_MAX = 1024;
+
+/** When a memory that grew next gives its grown pages back (see `ImageMemories.reset`). */
+interface GrownShedding {
+  /** Resets since it last gave them back. */
+  since: number;
+  /** Resets between two times it gives them back. */
+  every: number;
+  /** Pages past the initial size the last reset found resident (and zeroed). */
+  resident: number;
+  /** Those the reset before giving them back found (0: not just given back). */
+  before: number;
+}
+
+/**
  * Memories of one declared size that start from an image: mapped copy-on-write from a
  * memfd where the system allows it (O(1) to set up and to reset), else copied.
  */
@@ -71,6 +91,8 @@ export class ImageMemories {
   #bases = new WeakMap<WebAssembly.Memory, number | bigint>();
   /** How far each grown memory has huge pages asked for (see `hugePagesPast`). */
   #huge = new WeakMap<WebAssembly.Memory, number>();
+  /** When each grown memory next gives its grown pages back. */
+  #shedding = new WeakMap<WebAssembly.Memory, GrownShedding>();
   /** Why the image is copied rather than mapped (null: mapped). */
   readonly copyReason: string | null;
   /**
@@ -160,7 +182,8 @@ export class ImageMemories {
           hugePagesPast(buffer, huge);
           this.#huge.set(memory, buffer.byteLength);
         }
-        this.#image.reset(buffer);
+        if (buffer.byteLength === this.#bytes) this.#image.reset(buffer);
+        else this.#resetGrown(memory, buffer);
       } catch (err) {
         if (err instanceof NotMappable) return false;
         throw err;
@@ -170,6 +193,45 @@ export class ImageMemories {
     new Uint8Array(buffer).fill(0);
     this.#copy(memory);
     return true;
+  }
+
+  /**
+   * Resets a memory that grew. A reset zeroes the grown pages it finds resident, and
+   * they stay resident: so a guest that grew once into 32 MiB but writes 1 MiB per
+   * request would pay a 32 MiB write per reset. Which of them a request wrote is not
+   * known without a fault per page (userfaultfd's write-protection splits the huge
+   * pages, and costs ~1.5 µs a page: ten times the writes it saves for a guest that
+   * writes them all), so every {@linkcode SHED_GROWN_EVERY} resets the grown pages are
+   * given back instead (`madvise`: they read as zeros), and the next reset finds only
+   * those written since. If that one request wrote again at least half of what was
+   * resident, giving them back did not pay (the guest writes all it grew into, and
+   * faulted them in again): the interval doubles, up to {@linkcode SHED_GROWN_EVERY_MAX}.
+   */
+  #resetGrown(memory: WebAssembly.Memory, buffer: ArrayBufferLike): void {
+    let s = this.#shedding.get(memory);
+    if (s === undefined) {
+      s = { since: 0, every: SHED_GROWN_EVERY, resident: 0, before: 0 };
+      this.#shedding.set(memory, s);
+    }
+    const shed = s.resident > 0 && ++s.since >= s.every;
+    if (shed) {
+      try {
+        discardPages(buffer, this.#bytes);
+      } catch {
+        // Left resident: the reset below zeroes them.
+      }
+    }
+    const resident = this.#image!.reset(buffer);
+    if (shed) {
+      s.before = s.resident;
+      s.since = 0;
+    } else if (s.before > 0) {
+      s.every = resident * 2 >= s.before
+        ? Math.min(s.every * 2, SHED_GROWN_EVERY_MAX)
+        : SHED_GROWN_EVERY;
+      s.before = 0;
+    }
+    s.resident = resident;
   }
 
   /** Takes back the memory of an ended instance (reset), or drops it. */

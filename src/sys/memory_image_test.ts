@@ -143,3 +143,29 @@ for (const scan of [true, false]) {
     }
   });
 }
+
+for (const scan of [true, false]) {
+  const how = scan ? "PAGEMAP_SCAN" : "the pagemap read";
+  Deno.test(`MemoryImage.reset by ${how}: counts the grown pages it zeroed; those only read (the zero page) ${scan ? "it leaves" : "too"}`, () => {
+    allowPageScan(scan);
+    const { image, memory, expected } = mapped(2);
+    try {
+      memory.grow(1);
+      const bytes = new Uint8Array(memory.buffer);
+      let sum = 0;
+      for (let at = 2 * PAGE; at < bytes.length; at += OS_PAGE) sum += bytes[at];
+      assert.equal(sum, 0);
+      bytes[2 * PAGE + 5 * OS_PAGE + 1] = 1;
+      bytes[2 * PAGE + 9 * OS_PAGE] = 2;
+      // The page-table read cannot tell the zero page (its frame numbers need privileges).
+      const zeroed = image.reset(memory.buffer);
+      assert.equal(zeroed, scan && pageScanInUse() ? 2 : PAGE / OS_PAGE);
+      assert.ok(new Uint8Array(memory.buffer, 2 * PAGE).every((b) => b === 0));
+      assert.deepEqual(new Uint8Array(memory.buffer, 0, 2 * PAGE), expected);
+      assert.equal(image.reset(memory.buffer, false), 0, "given back, none zeroed");
+    } finally {
+      image.close();
+      allowPageScan(true);
+    }
+  });
+}

@@ -212,8 +212,12 @@ Deno.test("ImageMemories: a grown memory gives back the grown pages its guest no
   const decl = { module: "m", name: "memory", initial: 17, maximum: null };
   const initial = 17 * 65536;
   const grownPages = 64 * 16; // 4 MiB
-  const zeros = (memory: WebAssembly.Memory, what: string) =>
-    assert.ok(new Uint8Array(memory.buffer).subarray(initial).every((b) => b === 0), what);
+  const zeros = (memory: WebAssembly.Memory, what: string) => {
+    const words = new Uint32Array(memory.buffer, initial);
+    let any = 0;
+    for (let i = 0; i < words.length; i++) any |= words[i];
+    assert.equal(any, 0, what);
+  };
 
   // Grew into 4 MiB and wrote it once, then writes one page per request.
   const memories = new ImageMemories(decl, [], true);
@@ -238,7 +242,7 @@ Deno.test("ImageMemories: a grown memory gives back the grown pages its guest no
   const all = memories.take();
   all.grow(64);
   let sheds = 0;
-  for (let round = -1; round < 200; round++) {
+  for (let round = -1; round < 120; round++) {
     new Uint8Array(all.buffer).fill(round + 1, initial);
     assert.ok(memories.reset(all));
     const resident = residentPages(all, initial);
@@ -248,5 +252,6 @@ Deno.test("ImageMemories: a grown memory gives back the grown pages its guest no
     // Reading maps the zero page where they were given back: not counted as resident.
     zeros(all, `round ${round}: zeros past the image`);
   }
-  assert.ok(sheds >= 1 && sheds <= 3, `${sheds} times given back in 200 resets`);
+  // At resets 16, 48 and 112 (every 16 would be 7 times).
+  assert.ok(sheds >= 1 && sheds <= 3, `${sheds} times given back in 120 resets`);
 });

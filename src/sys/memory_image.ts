@@ -272,18 +272,31 @@ export class MemoryImage {
    * @param keepResident whether pages written may stay resident (the image, or zeros,
    *   copied back over them) where that is cheaper; false gives them back to the OS
    *   (`madvise`), for a memory that may wait long before it is used again
+   * @param zeroAllPast whether to zero every byte past the image's end at once rather
+   *   than find the pages written there (for a memory whose pages there are all resident
+   *   anyway: the scan would find them all); with `keepResident` only
    * @returns how many pages past the image's end it found resident and zeroed (written
    *   since they were last given back; 0 when it gave the pages back instead)
    * @throws {NotMappable} if the buffer is smaller than the image
    */
-  reset(buffer: ArrayBufferLike, keepResident = true): number {
+  reset(buffer: ArrayBufferLike, keepResident = true, zeroAllPast = false): number {
     const length = buffer.byteLength;
     if (length < this.#byteLength) {
       throw new NotMappable(`the memory has ${length} bytes, the image ${this.#byteLength}`);
     }
     const base = addressOf(buffer);
     this.#past = 0;
-    if (keepResident && this.#copyBackScanned(buffer as ArrayBuffer, base)) return this.#past;
+    if (
+      keepResident && zeroAllPast && length > this.#byteLength &&
+      this.#copyBackScanned(buffer as ArrayBuffer, base, this.#byteLength)
+    ) {
+      new Uint8Array(buffer, this.#byteLength).fill(0);
+      return (length - this.#byteLength) / OS_PAGE;
+    }
+    this.#past = 0;
+    if (keepResident && this.#copyBackScanned(buffer as ArrayBuffer, base, length)) {
+      return this.#past;
+    }
     const pages = length / OS_PAGE;
     const learn = Number.isNaN(this.#dirty) || ++this.#sinceLearned >= RELEARN_EVERY;
     this.#past = 0;
@@ -324,11 +337,11 @@ export class MemoryImage {
   }
 
   /**
-   * Copies the image back over the runs of private pages `PAGEMAP_SCAN` finds in
-   * `buffer`: false, with nothing changed, if the kernel has no such scan (from then
+   * Copies the image back over the runs of private pages `PAGEMAP_SCAN` finds in the
+   * first `length` bytes of `buffer`: false, with nothing changed, if the kernel has no such scan (from then
    * on the page table is read instead) or the image cannot be mapped.
    */
-  #copyBackScanned(buffer: ArrayBuffer, base: Deno.PointerObject): boolean {
+  #copyBackScanned(buffer: ArrayBuffer, base: Deno.PointerObject, length: number): boolean {
     const scan = scanner();
     if (scan === null) return false;
     const pristine = this.#pristineBytes();
@@ -336,7 +349,7 @@ export class MemoryImage {
     const bytes = new Uint8Array(buffer);
     let dirty = 0;
     try {
-      scan.runs(BigInt(Deno.UnsafePointer.value(base)), buffer.byteLength, (from, to) => {
+      scan.runs(BigInt(Deno.UnsafePointer.value(base)), length, (from, to) => {
         this.#restore(bytes, pristine, from, to);
         dirty += (to - from) / OS_PAGE;
       });

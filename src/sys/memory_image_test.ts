@@ -162,6 +162,12 @@ for (const scan of [true, false]) {
       assert.equal(zeroed, scan && pageScanInUse() ? 2 : PAGE / OS_PAGE);
       assert.ok(new Uint8Array(memory.buffer, 2 * PAGE).every((b) => b === 0));
       assert.deepEqual(new Uint8Array(memory.buffer, 0, 2 * PAGE), expected);
+      // Zeroing all past the image at once (the pages there are resident anyway).
+      new Uint8Array(memory.buffer).fill(0xcd, 2 * PAGE);
+      new Uint8Array(memory.buffer)[10] = 0xcd;
+      assert.equal(image.reset(memory.buffer, true, true), PAGE / OS_PAGE);
+      assert.ok(new Uint8Array(memory.buffer, 2 * PAGE).every((b) => b === 0));
+      assert.deepEqual(new Uint8Array(memory.buffer, 0, 2 * PAGE), expected);
       assert.equal(image.reset(memory.buffer, false), 0, "given back, none zeroed");
     } finally {
       image.close();

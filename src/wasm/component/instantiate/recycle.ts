@@ -35,6 +35,7 @@ import type { ImageRun } from "./image.ts";
 import type { ImportedMemory } from "./memory.ts";
 
 const PAGE = 65536;
+const OS_PAGE = 4096;
 
 /** Where a memory's bytes are (needs FFI, as a mapped image does). */
 function addressOf(memory: WebAssembly.Memory): number | bigint {
@@ -221,7 +222,10 @@ export class ImageMemories {
         // Left resident: the reset below zeroes them.
       }
     }
-    const resident = this.#image!.reset(buffer);
+    // All of them resident (a guest that writes all it grew into, as grow.wasm): zeroed
+    // at once, without asking the page table which (~20–60 µs for 32 MiB).
+    const whole = !shed && s.resident === (buffer.byteLength - this.#bytes) / OS_PAGE;
+    const resident = this.#image!.reset(buffer, true, whole);
     if (shed) {
       s.before = s.resident;
       s.since = 0;
@@ -253,6 +257,8 @@ export class ImageMemories {
    */
   shedGrown(memory: WebAssembly.Memory): void {
     if (memory.buffer.byteLength <= this.#bytes) return;
+    const shedding = this.#shedding.get(memory);
+    if (shedding !== undefined) shedding.resident = 0;
     try {
       discardPages(memory.buffer, this.#bytes);
     } catch {

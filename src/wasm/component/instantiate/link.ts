@@ -31,12 +31,7 @@ import {
   store,
   trap,
 } from "./abi.ts";
-import {
-  mustWait,
-  outsideEffect,
-  plainAttempt,
-  PlainAttemptAborted,
-} from "../plain_attempt.ts";
+import { mustWait, outsideEffect, plainAttempt, PlainAttemptAborted } from "../plain_attempt.ts";
 import { readImage } from "./image.ts";
 import { MemoryPool } from "./memory.ts";
 import {

@@ -1268,7 +1268,8 @@ export interface LinkStats {
   imagesCopied: string | null;
   /**
    * Async exports can be entered without `WebAssembly.promising` in a plain attempt
-   * (see `plain_attempt.ts`); false while no instance was made yet.
+   * (see `plain_attempt.ts`): every blocking host function is tried first through a
+   * trampoline.
    */
   plainEntry: boolean;
   /** Async export calls entered plainly so far (attempts abandoned included). */

@@ -1030,9 +1030,11 @@ export class ProxyServer {
     let instance: ProxyInstance;
     let exchange: Exchange | null = null;
     const plain = req.body === null && this.#plainOn && this.#factory.plain?.() === true;
+    let abandoned: ProxyInstance | null = null;
     for (let attempt = plain ? 0 : 1; exchange === null; attempt++) {
       try {
-        instance = this.#take(times);
+        // Run again, it keeps its REQUEST_ID: the guest sees one request.
+        instance = abandoned === null ? this.#take(times) : this.#factory(abandoned.requestId);
       } catch (err) {
         this.#leave();
         if (queued) this.#ranQueued();
@@ -1040,6 +1042,7 @@ export class ProxyServer {
       }
       if (instance.grownBytes) this.#running.add(instance);
       exchange = attempt === 0 ? this.#attempt(req, instance) : this.#enter(req, instance);
+      if (exchange === null) abandoned = instance;
     }
     instance = exchange.instance;
     // Its synchronous part ran: what it grew counts for the next waiting request.

@@ -138,8 +138,12 @@ Deno.test({
       assert.deepEqual([status, body.length, body === "a".repeat(n)], [200, n, true]);
       // componentize-js sets the response before streaming its body (its first wait).
       assert.equal(server.stats.plainAbandoned, 2);
+      // Run again, a request keeps its REQUEST_ID: ids go up by one per request.
+      const first = Number((await get("/env"))[1]);
+      assert.deepEqual(await get("/env"), [200, String(first + 1)]);
+      assert.equal(server.stats.plainAbandoned, 4);
       // Its event loop waits on every request: after 8 attempts, none are made.
-      for (let i = 2; i < MAX_ABANDONED_PLAIN_ATTEMPTS + 2; i++) {
+      for (let i = 4; i < MAX_ABANDONED_PLAIN_ATTEMPTS + 2; i++) {
         assert.deepEqual(await get("/"), [
           200,
           "Hello, this is your first wasi:http/proxy world!\n",

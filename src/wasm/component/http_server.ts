@@ -36,6 +36,7 @@
  */
 
 import { type Deadline, Deadlines, type Expiring } from "./deadlines.ts";
+import { plainAttempt } from "./plain_attempt.ts";
 import { invalidArgument } from "../../errdefs/errors.ts";
 import type { ContainerLimits } from "../../oci/spec.ts";
 import {
@@ -319,7 +320,19 @@ export type InstanceFactory = ((requestId: number) => ProxyInstance) & {
    * `instantiate/recycle.ts`); while any, none are created ahead of requests.
    */
   idle?: () => number;
+  /**
+   * Whether its instances' `handle` can be entered plainly, in a plain attempt (see
+   * `plain_attempt.ts`); absent: never.
+   */
+  plain?: () => boolean;
 };
+
+/**
+ * Plain attempts abandoned (the guest had to wait, or was about to do something
+ * outside its instance) after which a server makes no more: such a guest then costs
+ * what it would without them, plus at most as many wasted attempts.
+ */
+export const MAX_ABANDONED_PLAIN_ATTEMPTS = 8;
 
 /** Options of a {@linkcode ProxyServer}. */
 export interface ProxyServerOptions {
@@ -624,6 +637,18 @@ class Exchange implements ResponseTarget, Expiring {
     }
   }
 
+  /**
+   * Drops an abandoned plain attempt (see `plain_attempt.ts`) without answering: its
+   * instance, and whatever the guest set in it (a response), go; the request runs
+   * again in another. Its place under the cap stays taken for that.
+   */
+  abandon(): void {
+    this.#ending = "done";
+    this.#deadline?.cancel();
+    this.instance.discard?.();
+    this.instance.host.dispose();
+  }
+
   #release(): void {
     this.#ending = "done";
     this.instance.host.dispose();
@@ -669,6 +694,10 @@ export class ProxyServer {
    */
   #grew = false;
   #rejected = 0;
+  /** Plain attempts are made (see `plain_attempt.ts`) until too many are abandoned. */
+  #plainOn = true;
+  #plainServed = 0;
+  #plainAbandoned = 0;
 
   /**
    * @param factory creates fresh instances
@@ -709,6 +738,8 @@ export class ProxyServer {
     rejected: number;
     inFlight: number;
     queued: number;
+    plainServed: number;
+    plainAbandoned: number;
   } {
     return {
       served: this.#served,
@@ -716,6 +747,8 @@ export class ProxyServer {
       rejected: this.#rejected,
       inFlight: this.#inFlight,
       queued: this.#queue.length,
+      plainServed: this.#plainServed,
+      plainAbandoned: this.#plainAbandoned,
     };
   }
 
@@ -988,17 +1021,42 @@ export class ProxyServer {
     });
   }
 
-  /** Runs an admitted request in an instance. */
+  /**
+   * Runs an admitted request in an instance. One without a body is first tried
+   * plainly (see `plain_attempt.ts`); if that is abandoned, it runs again, from the
+   * start, in another instance.
+   */
   #run(req: Request, times: RequestTimes, queued = false): Response | Promise<Response> {
     let instance: ProxyInstance;
-    try {
-      instance = this.#take(times);
-    } catch (err) {
-      this.#leave();
-      if (queued) this.#ranQueued();
-      return this.#fail(req, 0, 500, `cannot create an instance: ${describeGuestError(err)}`);
+    let exchange: Exchange | null = null;
+    const plain = req.body === null && this.#plainOn && this.#factory.plain?.() === true;
+    let abandoned: ProxyInstance | null = null;
+    for (let attempt = plain ? 0 : 1; exchange === null; attempt++) {
+      try {
+        // Run again, it keeps its REQUEST_ID: the guest sees one request.
+        instance = abandoned === null ? this.#take(times) : this.#factory(abandoned.requestId);
+      } catch (err) {
+        this.#leave();
+        if (queued) this.#ranQueued();
+        return this.#fail(req, 0, 500, `cannot create an instance: ${describeGuestError(err)}`);
+      }
+      if (instance.grownBytes) this.#running.add(instance);
+      exchange = attempt === 0 ? this.#attempt(req, instance) : this.#enter(req, instance);
+      if (exchange === null) abandoned = instance;
     }
-    if (instance.grownBytes) this.#running.add(instance);
+    instance = exchange.instance;
+    // Its synchronous part ran: what it grew counts for the next waiting request.
+    if (!this.#grew && instance.grownBytes) this.#grew = instance.grownBytes() > 0;
+    if (queued) this.#ranQueued();
+    const first = exchange.next();
+    const entered = exchange;
+    return first instanceof Promise
+      ? first.then((first) => this.#answer(req, entered, first))
+      : this.#answer(req, entered, first);
+  }
+
+  /** Starts `req` in `instance` as it always runs: entered through `promising`. */
+  #enter(req: Request, instance: ProxyInstance): Exchange {
     const { maxBodyBytes, bodyTimeoutMs } = this.#config;
     const body = req.body && (maxBodyBytes > 0 || bodyTimeoutMs > 0)
       ? limitBody(req.body, { maxBytes: maxBodyBytes, idleTimeoutMs: bodyTimeoutMs })
@@ -1007,13 +1065,48 @@ export class ProxyServer {
     this.#exchanges++;
     const call = incomingCallTo(req, body ? body.stream : req.body, exchange);
     exchange.run(call.request, call.outparam);
-    // Its synchronous part ran: what it grew counts for the next waiting request.
-    if (!this.#grew && instance.grownBytes) this.#grew = instance.grownBytes() > 0;
-    if (queued) this.#ranQueued();
-    const first = exchange.next();
-    return first instanceof Promise
-      ? first.then((first) => this.#answer(req, exchange, first))
-      : this.#answer(req, exchange, first);
+    return exchange;
+  }
+
+  /**
+   * A plain attempt of `req` (it has no body) in `instance`: its exchange, or null if
+   * it was abandoned (the instance is dropped, nothing was answered).
+   */
+  #attempt(req: Request, instance: ProxyInstance): Exchange | null {
+    const exchange = new Exchange(this.#hooks, instance, null, this.#deadlines);
+    this.#exchanges++;
+    const call = incomingCallTo(req, null, exchange);
+    plainAttempt.entered = false;
+    plainAttempt.aborted = null;
+    plainAttempt.active = true;
+    try {
+      exchange.run(call.request, call.outparam);
+    } finally {
+      plainAttempt.active = false;
+    }
+    const aborted = plainAttempt.aborted;
+    plainAttempt.aborted = null;
+    if (!plainAttempt.entered) {
+      // No plain entry after all (it ran as any request): no more attempts.
+      this.#plainOn = false;
+      return exchange;
+    }
+    if (aborted === null) {
+      this.#plainServed++;
+      return exchange;
+    }
+    exchange.abandon();
+    this.#exchanges--;
+    this.#running.delete(instance);
+    if (++this.#plainAbandoned >= MAX_ABANDONED_PLAIN_ATTEMPTS) {
+      this.#plainOn = false;
+      this.#log(
+        `wasi:http: requests are no longer tried without JSPI first: ` +
+          `${MAX_ABANDONED_PLAIN_ATTEMPTS} such attempts had to run again (the last: ` +
+          `${aborted})`,
+      );
+    }
+    return null;
   }
 
   /** The answer to a request, from what happened first in its instance. */

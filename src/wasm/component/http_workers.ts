@@ -23,6 +23,7 @@ import {
   type LeanInstantiate,
   type LinkStats,
   linkStats,
+  plainEntry,
   recycleGrown,
 } from "./instantiate/mod.ts";
 import {
@@ -115,6 +116,7 @@ export function instanceFactory(
     );
   };
   factory.idle = idle;
+  factory.plain = () => plainEntry(glue);
   return factory;
 }
 

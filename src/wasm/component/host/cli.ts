@@ -114,9 +114,9 @@ export function cliStdioImports(
   const stderr = sharedSink(config.stderr);
   return {
     "wasi:cli/exit": exit,
-    "wasi:cli/stdin": { getStdin: () => new InputStream(stdin) },
-    "wasi:cli/stdout": { getStdout: () => new OutputStream(stdout) },
-    "wasi:cli/stderr": { getStderr: () => new OutputStream(stderr) },
+    "wasi:cli/stdin": { getStdin: () => new InputStream(stdin, "stdin") },
+    "wasi:cli/stdout": { getStdout: () => new OutputStream(stdout, "stdout") },
+    "wasi:cli/stderr": { getStderr: () => new OutputStream(stderr, "stderr") },
     ...terminals,
   };
 }

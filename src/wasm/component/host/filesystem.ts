@@ -399,21 +399,21 @@ export class Descriptor {
   readViaStream(offset: bigint): InputStream {
     const { ctx, fd, target } = this.#file();
     if (!target.flags.read) throw "bad-descriptor";
-    return new InputStream(new FileSource(fd, Number(offset), ctx.files));
+    return new InputStream(new FileSource(fd, Number(offset), ctx.files), "a file");
   }
 
   /** The `write-via-stream` method. */
   writeViaStream(offset: bigint): OutputStream {
     const { ctx, fd, target } = this.#file();
     if (!target.flags.write) throw "bad-descriptor";
-    return new OutputStream(new FileSink(fd, Number(offset), ctx.files));
+    return new OutputStream(new FileSink(fd, Number(offset), ctx.files), "a file");
   }
 
   /** The `append-via-stream` method. */
   appendViaStream(): OutputStream {
     const { ctx, fd, target } = this.#file();
     if (!target.flags.write) throw "bad-descriptor";
-    return new OutputStream(new FileSink(fd, "append", ctx.files));
+    return new OutputStream(new FileSink(fd, "append", ctx.files), "a file");
   }
 
   /** The `advise` method (advice is accepted and ignored). */

@@ -12,6 +12,8 @@
  * @module
  */
 
+import { outsideEffect } from "../plain_attempt.ts";
+
 /** Largest single read a guest can ask for (it is told how much it got). */
 export const MAX_READ = 1 << 20;
 /** The most bytes `blocking-write-and-flush` and friends accept (WASI's contract). */
@@ -174,13 +176,20 @@ function lengthOf(len: bigint): number {
 export class InputStream {
   #source: ByteSource;
   #open = true;
+  #outside: string | undefined;
 
-  /** A stream reading `source`. */
-  constructor(source: ByteSource) {
+  /**
+   * A stream reading `source`; `outside` names it if reading it is seen outside the
+   * instance (stdin, a file, a socket: see `plain_attempt.ts`), else (an HTTP body) it
+   * is undefined.
+   */
+  constructor(source: ByteSource, outside?: string) {
     this.#source = source;
+    this.#outside = outside;
   }
 
   #take(len: bigint): Uint8Array {
+    if (this.#outside !== undefined) outsideEffect(`reading ${this.#outside}`);
     if (!this.#open) throw CLOSED;
     const n = lengthOf(len);
     if (n === 0) return EMPTY;
@@ -200,7 +209,13 @@ export class InputStream {
   }
 
   /** The `blocking-read` method: waits for at least one byte or the end. */
-  async blockingRead(len: bigint): Promise<Uint8Array> {
+  blockingRead(len: bigint): Promise<Uint8Array> {
+    // Before anything starts a read.
+    if (this.#outside !== undefined) outsideEffect(`reading ${this.#outside}`);
+    return this.#blockingRead(len);
+  }
+
+  async #blockingRead(len: bigint): Promise<Uint8Array> {
     if (len > 0n) {
       while (this.#open && !this.#source.readable()) await this.#source.whenReadable();
     }
@@ -239,10 +254,16 @@ export class OutputStream {
   #sink: ByteSink;
   #open = true;
   #permit = 0;
+  #outside: string | undefined;
 
-  /** A stream writing to `sink`. */
-  constructor(sink: ByteSink) {
+  /**
+   * A stream writing to `sink`; `outside` names it if writing to it is seen outside
+   * the instance (stdout, a file, a socket: see `plain_attempt.ts`), else (an HTTP
+   * body, which the request server sends or drops) it is undefined.
+   */
+  constructor(sink: ByteSink, outside?: string) {
     this.#sink = sink;
+    this.#outside = outside;
   }
 
   #capacity(): number {
@@ -275,6 +296,7 @@ export class OutputStream {
   }
 
   #put(contents: Uint8Array): void {
+    if (this.#outside !== undefined) outsideEffect(`writing to ${this.#outside}`);
     if (contents.length === 0) return;
     try {
       this.#sink.write(contents);
@@ -295,6 +317,7 @@ export class OutputStream {
    * mostly this call.
    */
   blockingWriteAndFlush(contents: Uint8Array): Promise<void> | void {
+    if (this.#outside !== undefined) outsideEffect(`writing to ${this.#outside}`);
     if (contents.length > MAX_BLOCKING_WRITE) {
       return Promise.reject(
         new Error(
@@ -338,6 +361,7 @@ export class OutputStream {
 
   /** The `flush` method: starts a flush; `check-write` is 0 until it completes. */
   flush(): void {
+    if (this.#outside !== undefined) outsideEffect(`flushing ${this.#outside}`);
     if (!this.#open) throw CLOSED;
     this.#permit = 0;
     try {
@@ -366,6 +390,7 @@ export class OutputStream {
 
   /** The `splice` method: moves what both sides allow now. */
   splice(src: InputStream, len: bigint): bigint {
+    if (this.#outside !== undefined) outsideEffect(`writing to ${this.#outside}`);
     const room = this.checkWrite();
     const bytes = src.read(len < room ? len : room);
     this.write(bytes);
@@ -373,7 +398,12 @@ export class OutputStream {
   }
 
   /** The `blocking-splice` method: waits for room, then for input. */
-  async blockingSplice(src: InputStream, len: bigint): Promise<bigint> {
+  blockingSplice(src: InputStream, len: bigint): Promise<bigint> {
+    if (this.#outside !== undefined) outsideEffect(`writing to ${this.#outside}`);
+    return this.#blockingSplice(src, len);
+  }
+
+  async #blockingSplice(src: InputStream, len: bigint): Promise<bigint> {
     await this.#writable();
     const room = this.checkWrite();
     const bytes = await src.blockingRead(len < room ? len : room);

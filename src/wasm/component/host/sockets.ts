@@ -483,7 +483,7 @@ class Connection implements Closeable {
   }
 
   streams(): [InputStream, OutputStream] {
-    return [new InputStream(this.source), new OutputStream(this.sink)];
+    return [new InputStream(this.source, "a socket"), new OutputStream(this.sink, "a socket")];
   }
 
   shutdown(how: "receive" | "send" | "both"): void {

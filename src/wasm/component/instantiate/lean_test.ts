@@ -226,7 +226,9 @@ async function serveAll(factory: InstanceFactory, requests: [string, RequestInit
         type: response.headers.get("content-type"),
         body,
         // What the server logged for it (the request id differs between runs).
-        log: lines.splice(0).map((l) => l.replace(/request \d+/, "request N").split("\n")[0]),
+        // (Less the note that plain attempts stopped: lean glue only, see `plain_attempt.ts`.)
+        log: lines.splice(0).filter((l) => !/no longer tried without JSPI/.test(l))
+          .map((l) => l.replace(/request \d+/, "request N").split("\n")[0]),
       });
     }
   } finally {

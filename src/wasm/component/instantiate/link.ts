@@ -31,6 +31,7 @@ import {
   store,
   trap,
 } from "./abi.ts";
+import { mustWait, outsideEffect, plainAttempt, PlainAttemptAborted } from "../plain_attempt.ts";
 import { readImage } from "./image.ts";
 import { MemoryPool } from "./memory.ts";
 import {
@@ -106,6 +107,21 @@ export function normalizeTrap(err: unknown): unknown {
   return err;
 }
 
+/**
+ * What host function `iface#name` does outside the instance, that a plain attempt may
+ * not do (see `plain_attempt.ts`), or null: sockets and name lookups, files (reads
+ * too: the filesystem is shared), outgoing requests. Listing the preopened
+ * directories only hands out descriptors.
+ */
+function outsideOf(iface: string, name: string): string | null {
+  if (iface.startsWith("wasi:sockets/")) return `${iface}#${name} (sockets)`;
+  if (iface.startsWith("wasi:filesystem/") && iface !== "wasi:filesystem/preopens") {
+    return `${iface}#${name} (files)`;
+  }
+  if (iface === "wasi:http/outgoing-handler") return `${iface}#${name} (an outgoing request)`;
+  return null;
+}
+
 function unversioned(iface: string): string {
   const at = iface.indexOf("@");
   return at < 0 ? iface : iface.slice(0, at);
@@ -140,6 +156,11 @@ interface LowerShape {
   /** The host signals a `result` error by throwing its payload (jco's convention). */
   resultIsResult: boolean;
   async: boolean;
+  /**
+   * What it does outside the instance (see `plain_attempt.ts`: a plain attempt may not
+   * call it), or null. Streams guard themselves (only some are seen outside).
+   */
+  outside: string | null;
   /** Index of the lowered function in the plan. */
   index: number;
   /** Index of its canonical options in `Linked.opts`. */
@@ -381,6 +402,7 @@ class InstanceState implements Handles {
 
 /** A host call from the guest: lifts the arguments, calls, lowers the result. */
 function callHost(shape: LowerShape, state: InstanceState, flat: unknown[]): unknown {
+  if (shape.outside !== null) outsideEffect(shape.outside);
   const cx = state.cx(shape.optsKey);
   const args = liftArgs(shape, cx, flat);
   let ret: unknown;
@@ -407,6 +429,7 @@ function callHost(shape: LowerShape, state: InstanceState, flat: unknown[]): unk
  * a round trip through the microtask queue.
  */
 function callHostAsync(shape: LowerShape, state: InstanceState, flat: unknown[]): unknown {
+  if (shape.outside !== null) outsideEffect(shape.outside);
   const cx = state.cx(shape.optsKey);
   const args = liftArgs(shape, cx, flat);
   let ret: unknown;
@@ -426,6 +449,7 @@ function callHostAsync(shape: LowerShape, state: InstanceState, flat: unknown[])
  * for {@linkcode resumeHost}, which the guest's trampoline calls next.
  */
 function callHostTry(shape: LowerShape, state: InstanceState, flat: unknown[]): number {
+  if (shape.outside !== null) outsideEffect(shape.outside);
   const cx = state.cx(shape.optsKey);
   const args = liftArgs(shape, cx, flat);
   let ret: unknown;
@@ -437,6 +461,11 @@ function callHostTry(shape: LowerShape, state: InstanceState, flat: unknown[]): 
     return 1;
   }
   if (isThenable(ret)) {
+    if (plainAttempt.active) {
+      // Not entered through `promising`: it cannot suspend (see `plain_attempt.ts`).
+      (ret as Promise<unknown>).then?.(undefined, () => {});
+      throw mustWait(`${shape.lower.iface}#${shape.lower.name}`);
+    }
     state.pending = ret;
     return 0;
   }
@@ -517,6 +546,8 @@ class ExportCall {
     readonly cx: Cx,
     readonly enter: (...flat: unknown[]) => unknown,
     readonly postReturn: ((...flat: unknown[]) => unknown) | null,
+    /** An async export's core function, entered plainly in a plain attempt; or null. */
+    readonly plain: ((...flat: unknown[]) => unknown) | null = null,
   ) {}
 
   lower(args: unknown[]): unknown[] {
@@ -551,6 +582,11 @@ class ExportCall {
   callAsync(args: unknown[]): Promise<unknown> {
     const { state } = this;
     if (state.ended) return Promise.reject(endedTrap());
+    if (plainAttempt.active) {
+      if (this.plain !== null) return this.#callPlain(args);
+      // Without a plain entry, nothing may abort it.
+      plainAttempt.active = false;
+    }
     state.active++;
     let entered: Promise<unknown>;
     try {
@@ -568,6 +604,39 @@ class ExportCall {
       state.linked.left(state);
       throw normalizeTrap(err);
     });
+  }
+
+  /**
+   * An async export entered plainly, in a plain attempt (see `plain_attempt.ts`): a
+   * host call that would suspend, or has effects outside, throws instead.
+   */
+  #callPlain(args: unknown[]): Promise<unknown> {
+    const { state } = this;
+    plainAttempt.entered = true;
+    state.linked.plainCalls++;
+    state.active++;
+    let ret: unknown;
+    try {
+      ret = this.plain!(...this.lower(args));
+    } catch (err) {
+      state.reusable = false;
+      state.linked.left(state);
+      if (err instanceof SuspendError) plainAttempt.aborted ??= "a host call suspended";
+      return Promise.reject(normalizeTrap(err));
+    }
+    if (plainAttempt.aborted !== null) {
+      // The guest caught what aborted it: what it did next is dropped with it.
+      state.reusable = false;
+      state.linked.left(state);
+      return Promise.reject(new PlainAttemptAborted(plainAttempt.aborted));
+    }
+    try {
+      return Promise.resolve(this.lift(ret));
+    } catch (err) {
+      return Promise.reject(normalizeTrap(err));
+    } finally {
+      state.linked.left(state);
+    }
   }
 
   /** A synchronous call. */
@@ -600,6 +669,9 @@ function endedTrap(): WebAssembly.RuntimeError {
   return trap("the instance has ended; it cannot be called again");
 }
 
+/** What a JSPI import throws when called outside `promising` (not in Deno's typings yet). */
+const SuspendError = (WebAssembly as unknown as { SuspendError: new () => Error }).SuspendError;
+
 const promising = (WebAssembly as unknown as {
   promising(f: unknown): (...a: unknown[]) => Promise<unknown>;
 }).promising;
@@ -614,8 +686,9 @@ function exported(
   cx: Cx,
   enter: (...flat: unknown[]) => unknown,
   postReturn: ((...flat: unknown[]) => unknown) | null,
+  plain: ((...flat: unknown[]) => unknown) | null,
 ): (...args: unknown[]) => unknown {
-  const call = new ExportCall(state, shape, cx, enter, postReturn);
+  const call = new ExportCall(state, shape, cx, enter, postReturn, plain);
   // As jco's functions: `length` is the parameter count (a command's entrypoint is
   // refused if it takes any). Written out for the usual counts: redefining `length`
   // costs every instance a property store of its own.
@@ -701,6 +774,10 @@ class Linked {
   #hostSigs: FuncSig[];
   /** Host functions whose trampolines try them first (blocking, results in memory). */
   #tryFirst: boolean[];
+  /** Every blocking host function is tried first (a plain entry may be offered). */
+  #allTried: boolean;
+  /** Async exports entered plainly (see {@linkcode LinkStats.plainCalls}). */
+  plainCalls = 0;
   /**
    * The trampoline module of the host functions (see `trampoline.ts`): undefined until
    * first needed, null if core modules do not link to it (then they import the JS
@@ -734,6 +811,7 @@ class Linked {
         ...f,
         resultIsResult: f.result?.k === "result",
         async: asyncImports.has(`${iface}#${lower.name}`),
+        outside: outsideOf(iface, lower.name),
         optsKey: optsKey(lower.opts),
       };
     });
@@ -767,6 +845,7 @@ class Linked {
     this.#tryFirst = this.#hostSigs.map((sig, k) =>
       k < this.lowers.length && this.lowers[k].async && sig.results.length === 0
     );
+    this.#allTried = this.lowers.every((l, k) => !l.async || this.#tryFirst[k]);
     this.pools = plan.steps.map((step) =>
       step.op === "instantiate" && step.memory !== undefined && !step.reset?.image
         ? new MemoryPool(step.memory)
@@ -826,6 +905,15 @@ class Linked {
     return { recycled: reason === null, reason, grownRecycled: grownReason === null, grownReason };
   }
 
+  /**
+   * Whether async exports have a plain entry (see `plain_attempt.ts`): only if every
+   * blocking host function is tried first through a trampoline, where a call that
+   * would suspend can throw before it reaches its `WebAssembly.Suspending` import.
+   */
+  get plainEntry(): boolean {
+    return this.#allTried && this.#trampolineModule !== null;
+  }
+
   /** Idle recycled instances (see {@linkcode idleInstances}). */
   get idleCount(): number {
     return this.#idle.length;
@@ -848,6 +936,8 @@ class Linked {
       trampolines: this.#trampolineModule !== null,
       reuse: this.reuse,
       imagesCopied: copied,
+      plainEntry: this.plainEntry,
+      plainCalls: this.plainCalls,
     };
   }
 
@@ -1124,7 +1214,11 @@ class Linked {
         const post = shape.lift.opts.postReturn === null
           ? null
           : state.core(shape.lift.opts.postReturn) as (...a: unknown[]) => unknown;
-        const fn = exported(state, shape, state.cx(shape.optsKey), enter, post);
+        // Looked up per instance (an export of a core instance): cheap, unlike `promising`.
+        const plain = shape.async && this.plainEntry
+          ? state.core(shape.lift.core) as (...a: unknown[]) => unknown
+          : null;
+        const fn = exported(state, shape, state.cx(shape.optsKey), enter, post, plain);
         if (e.key !== null) out[e.key] = fn;
         else funcs[shape.key] = fn;
       }
@@ -1172,6 +1266,14 @@ export interface LinkStats {
   reuse: ReusePolicy;
   /** Why memory images are copied rather than mapped copy-on-write, or null. */
   imagesCopied: string | null;
+  /**
+   * Async exports can be entered without `WebAssembly.promising` in a plain attempt
+   * (see `plain_attempt.ts`): every blocking host function is tried first through a
+   * trampoline.
+   */
+  plainEntry: boolean;
+  /** Async export calls entered plainly so far (attempts abandoned included). */
+  plainCalls: number;
 }
 
 /**
@@ -1200,6 +1302,14 @@ export function idleInstances(instantiate: LeanInstantiate): number {
   const linked = linkedOf.get(instantiate);
   if (linked === undefined) throw new Error("not lean glue");
   return linked.idleCount;
+}
+
+/**
+ * Whether `instantiate`'s async exports have a plain entry for plain attempts (see
+ * `plain_attempt.ts` and {@linkcode LinkStats.plainEntry}); false for jco's glue.
+ */
+export function plainEntry(instantiate: LeanInstantiate): boolean {
+  return linkedOf.get(instantiate)?.plainEntry ?? false;
 }
 
 /** The reuse state of an `instantiate` made by {@linkcode link}. */

@@ -31,6 +31,7 @@ export {
   idleInstances,
   type LinkStats,
   linkStats,
+  plainEntry,
   recycleGrown,
   type ReusePolicy,
 } from "./link.ts";

@@ -92,6 +92,10 @@ for (const path of ["recycled", "fresh", "fallback"] as const) {
         if (path === "recycled") {
           assert.ok(stats().idleInstances > 0, "instances were recycled");
         } else assert.equal(stats().idleInstances, 0);
+        // The requests were tried without JSPI first (see `plain_attempt.ts`).
+        assert.equal(server.stats.plainAbandoned, 0);
+        assert.equal(server.stats.plainServed, server.stats.served);
+        assert.ok(stats().plainEntry);
       } finally {
         await server.stop();
       }

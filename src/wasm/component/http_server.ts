@@ -133,6 +133,7 @@ export const ENV = {
   maxBodyBytes: "WASMTIME_HTTP_MAX_BODY_BYTES",
   bodyTimeout: "WASMTIME_HTTP_BODY_TIMEOUT_MS",
   recycleGrown: "WASMTIME_HTTP_PROXY_RECYCLE_GROWN",
+  plainEntry: "WASMTIME_HTTP_PROXY_PLAIN_ENTRY",
 } as const;
 
 /** Most worker threads used by default (each costs ~10 MB plus its instances). */
@@ -172,6 +173,11 @@ export interface HttpConfig {
    * for guests that rely on a trap past their memory's size.
    */
   recycleGrown: boolean;
+  /**
+   * Try body-less requests without `WebAssembly.promising` first (see
+   * `plain_attempt.ts`); false: every request is entered through `promising`.
+   */
+  plainEntry: boolean;
 }
 
 /** Parses `host:port`, `[v6]:port`. @throws {ShimError} INVALID_ARGUMENT */
@@ -286,6 +292,9 @@ export function httpConfigFromEnv(
       : DEFAULT_BODY_TIMEOUT_MS,
     recycleGrown: env.has(ENV.recycleGrown)
       ? parseSwitch(ENV.recycleGrown, env.get(ENV.recycleGrown)!)
+      : true,
+    plainEntry: env.has(ENV.plainEntry)
+      ? parseSwitch(ENV.plainEntry, env.get(ENV.plainEntry)!)
       : true,
   };
 }
@@ -695,7 +704,7 @@ export class ProxyServer {
   #grew = false;
   #rejected = 0;
   /** Plain attempts are made (see `plain_attempt.ts`) until too many are abandoned. */
-  #plainOn = true;
+  #plainOn: boolean;
   #plainServed = 0;
   #plainAbandoned = 0;
 
@@ -713,6 +722,7 @@ export class ProxyServer {
   ) {
     this.#factory = factory;
     this.#config = config;
+    this.#plainOn = config.plainEntry;
     this.#log = log;
     this.#reusePort = options.reusePort ?? false;
     if (config.requestTimeoutMs > 0) this.#deadlines = new Deadlines(config.requestTimeoutMs);

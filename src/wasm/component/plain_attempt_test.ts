@@ -42,12 +42,13 @@ async function serving(
     server: ProxyServer,
     out: { stdout: () => string; lines: string[]; plainCalls: () => number },
   ) => Promise<void>,
+  env: [string, string][] = [],
 ) {
   const c = await lean(name);
   const stdout = recording();
   const lines: string[] = [];
   const config = httpConfigFromEnv(
-    new Map([[ENV.addr, "127.0.0.1:0"], [ENV.workers, "0"], [ENV.pool, "0"]]),
+    new Map([[ENV.addr, "127.0.0.1:0"], [ENV.workers, "0"], [ENV.pool, "0"], ...env]),
   );
   const host = {
     args: ["/app.wasm"],
@@ -156,5 +157,22 @@ Deno.test({
       assert.match(out.lines[0], /no longer tried without JSPI first: .* waits/);
       assert.deepEqual(await get("/count"), [200, "1"]);
     });
+  },
+});
+
+Deno.test({
+  name: "plain attempts: WASMTIME_HTTP_PROXY_PLAIN_ENTRY=0 enters every request through promising",
+  ...COMPONENT_TEST,
+  fn: async () => {
+    await serving(FIXTURES.httpHello, async (get, server, out) => {
+      for (let i = 0; i < 3; i++) assert.deepEqual(await get("/"), [200, HELLO]);
+      assert.equal(server.stats.plainServed, 0);
+      assert.equal(out.plainCalls(), 0);
+    }, [[ENV.plainEntry, "0"]]);
+    assert.equal(httpConfigFromEnv(new Map()).plainEntry, true);
+    assert.throws(
+      () => httpConfigFromEnv(new Map([[ENV.plainEntry, "no"]])),
+      /WASMTIME_HTTP_PROXY_PLAIN_ENTRY="no" is not 0 \(off\) or 1 \(on\)/,
+    );
   },
 });

@@ -66,6 +66,15 @@ export async function step<T>(name: string, fn: () => Promise<T>): Promise<T> {
   }
 }
 
+/** GETs `url` until a component of a pod answers there (30 s at most): its body. */
+export function answerOf(url: string, everyMs = 100): Promise<string> {
+  return step(`GET ${url}`, () =>
+    poll(`the component to answer on ${url}`, 30_000, async () => {
+      const res = await fetch(url, { signal: AbortSignal.timeout(5_000) });
+      return await res.text();
+    }, everyMs));
+}
+
 /** Mount points of the cgroup hierarchies (cgroup v1 controllers, or the v2 root). */
 export async function cgroupRoots(): Promise<string[]> {
   const roots: string[] = [];

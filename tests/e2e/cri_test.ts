@@ -32,6 +32,7 @@ import { exists, poll } from "./ctr_util.ts";
 import { fixture } from "./shim_install.ts";
 import type { ContainerStats } from "./cri_client.ts";
 import {
+  answerOf,
   assertNothingLeft,
   containerConfig,
   criLog,
@@ -131,14 +132,7 @@ async function wasmtimePod(env: Env): Promise<void> {
 
     // The component serves on the pod's network namespace: the host reaches it on the pod IP.
     const url = `http://${net.ip}:${HTTP_PORT}/`;
-    const body = await step(
-      `GET ${url}`,
-      () =>
-        poll(`the component to answer on ${url}`, 30_000, async () => {
-          const res = await fetch(url, { signal: AbortSignal.timeout(5_000) });
-          return await res.text();
-        }, 200),
-    );
+    const body = await answerOf(url);
     assert.equal(body, HELLO);
     // Some load, so that the stats have CPU time to show.
     const bodies = await Promise.all(

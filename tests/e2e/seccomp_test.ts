@@ -22,6 +22,7 @@ import { fixture } from "./shim_install.ts";
 import { poll } from "./ctr_util.ts";
 import type { ContainerConfig } from "./cri_client.ts";
 import {
+  answerOf,
   assertNothingLeft,
   containerConfig,
   deletePod,
@@ -69,14 +70,7 @@ async function runtimeDefaultPod(env: Env): Promise<Record<string, unknown>> {
     runtimeDefault(containerConfig("http", WASM_IMAGE, ["/http_hello.wasm"])),
   );
   const url = `http://${net.ip}:8080/`;
-  const body = await step(
-    `GET ${url}`,
-    () =>
-      poll(`the component to answer on ${url}`, 30_000, async () => {
-        const res = await fetch(url, { signal: AbortSignal.timeout(5_000) });
-        return await res.text();
-      }, 100),
-  );
+  const body = await answerOf(url);
   assert.equal(body, "Hello, this is your first wasi:http/proxy world!\n");
   const profile = await step("the runner under RuntimeDefault", async () => {
     const info = JSON.parse((await env.cri.containerStatus(id, true)).info.info ?? "{}");

@@ -76,8 +76,11 @@ interface Served {
   why: string;
 }
 
-/** True if `bytes` is a component exporting wasi:http/incoming-handler@0.2.x. */
-function isProxy(bytes: Uint8Array): boolean | string {
+/**
+ * True if `bytes` is a component exporting wasi:http/incoming-handler@0.2.x, else what
+ * it is instead.
+ */
+export function isProxy(bytes: Uint8Array): boolean | string {
   try {
     const shape = inspectComponent(bytes);
     return shape.exports.some((e) => isWasi02(e.name, "wasi:http/incoming-handler")) ||

@@ -37,6 +37,7 @@
 
 import { RUNNER_MALLOC_ENV, RUNNER_V8_FLAGS_ENV, runnerV8Flags } from "../src/runner/spawn.ts";
 import { MAX_DEFAULT_WORKERS } from "../src/wasm/component/http_server.ts";
+import { isProxy } from "./guests.ts";
 import { SECONDS, WARMUP_SECONDS, wrk, type WrkResult } from "./http.ts";
 import { CEILING, LISTENING } from "./per_request_server.ts";
 import type { Row } from "./main.ts";
@@ -388,7 +389,11 @@ async function guestList(): Promise<[string, string][]> {
   const dir = Deno.env.get("BENCH_GUESTS");
   if (dir) {
     for await (const e of Deno.readDir(dir)) {
-      if (e.isFile && e.name.endsWith(".wasm")) list.push([e.name, `${dir}/${e.name}`]);
+      const path = `${dir}/${e.name}`;
+      // As the guest figures do: only wasi:http proxies (their rows say what was skipped).
+      if (e.isFile && e.name.endsWith(".wasm") && isProxy(await Deno.readFile(path)) === true) {
+        list.push([e.name, path]);
+      }
     }
   }
   return list.filter(([key, path]) => path === CEILING || !KEYS || KEYS.includes(key));

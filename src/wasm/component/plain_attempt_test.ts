@@ -43,6 +43,7 @@ async function serving(
     out: { stdout: () => string; lines: string[]; plainCalls: () => number },
   ) => Promise<void>,
   env: [string, string][] = [],
+  root: string | null = null,
 ) {
   const c = await lean(name);
   const stdout = recording();
@@ -54,7 +55,7 @@ async function serving(
     args: ["/app.wasm"],
     env: [] as [string, string][],
     cwd: "/",
-    root: null,
+    root,
     stdin: EMPTY_SOURCE,
     stdout,
     stderr: discardSink(),
@@ -81,6 +82,8 @@ async function serving(
 }
 
 const HELLO = "Hello, this is your first wasi:http/proxy world!\n";
+/** C wasi:http proxy reading and writing the container's files (tests/fixtures/guests). */
+const HTTP_PROBE = "../../../../tests/fixtures/guests/built/http_probe.wasm";
 
 Deno.test({
   name: "plain attempts: a guest that never waits is served without promising",
@@ -157,6 +160,38 @@ Deno.test({
       assert.match(out.lines[0], /no longer tried without JSPI first: .* waits/);
       assert.deepEqual(await get("/count"), [200, "1"]);
     });
+  },
+});
+
+Deno.test({
+  name:
+    "plain attempts: one touching files (reads too) runs again through promising; after 8 they stop",
+  ...COMPONENT_TEST,
+  fn: async () => {
+    const root = await Deno.makeTempDir({ prefix: "plain-attempt-root-" });
+    try {
+      await Deno.writeTextFile(`${root}/in.txt`, "from the container's root");
+      await serving(
+        HTTP_PROBE,
+        async (get, server, out) => {
+          // A write: abandoned before it happens, then done once through promising.
+          assert.deepEqual(await get("/write/out.txt?once"), [200, "wrote 4\n"]);
+          assert.equal(server.stats.plainAbandoned, 1);
+          assert.equal(await Deno.readTextFile(`${root}/out.txt`), "once");
+          for (let i = 2; i <= MAX_ABANDONED_PLAIN_ATTEMPTS + 1; i++) {
+            assert.deepEqual(await get("/cat/in.txt"), [200, "from the container's root"]);
+          }
+          assert.equal(server.stats.plainAbandoned, MAX_ABANDONED_PLAIN_ATTEMPTS);
+          assert.equal(server.stats.plainServed, 0);
+          assert.equal(out.lines.length, 1, out.lines.join("\n"));
+          assert.match(out.lines[0], /no longer tried without JSPI first: .*\(files\)/);
+        },
+        [],
+        root,
+      );
+    } finally {
+      await Deno.remove(root, { recursive: true });
+    }
   },
 });
 

@@ -1083,14 +1083,14 @@ export class ProxyServer {
    * it was abandoned (the instance is dropped, nothing was answered).
    */
   #attempt(req: Request, instance: ProxyInstance): Exchange | null {
-    const exchange = new Exchange(this.#hooks, instance, null, this.#deadlines);
-    this.#exchanges++;
-    const call = incomingCallTo(req, null, exchange);
     plainAttempt.entered = false;
     plainAttempt.aborted = null;
     plainAttempt.active = true;
+    let exchange: Exchange;
     try {
-      exchange.run(call.request, call.outparam);
+      // As any request starts (no body: nothing is read or limited); the flag makes the
+      // glue enter it plainly.
+      exchange = this.#enter(req, instance);
     } finally {
       plainAttempt.active = false;
     }

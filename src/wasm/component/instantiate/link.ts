@@ -611,42 +611,37 @@ class ExportCall {
    * host call that would suspend, or has effects outside, throws instead.
    */
   #callPlain(args: unknown[]): Promise<unknown> {
-    const { state } = this;
     plainAttempt.entered = true;
-    state.linked.plainCalls++;
-    state.active++;
-    let ret: unknown;
+    this.state.linked.plainCalls++;
     try {
-      ret = this.plain!(...this.lower(args));
+      return Promise.resolve(this.#callWith(this.plain!, args, throwIfAbandoned));
     } catch (err) {
-      state.reusable = false;
-      state.linked.left(state);
       if (err instanceof SuspendError) plainAttempt.aborted ??= "a host call suspended";
-      return Promise.reject(normalizeTrap(err));
-    }
-    if (plainAttempt.aborted !== null) {
-      // The guest caught what aborted it: what it did next is dropped with it.
-      state.reusable = false;
-      state.linked.left(state);
-      return Promise.reject(new PlainAttemptAborted(plainAttempt.aborted));
-    }
-    try {
-      return Promise.resolve(this.lift(ret));
-    } catch (err) {
-      return Promise.reject(normalizeTrap(err));
-    } finally {
-      state.linked.left(state);
+      return Promise.reject(err);
     }
   }
 
   /** A synchronous call. */
   call(args: unknown[]): unknown {
+    return this.#callWith(this.enter, args);
+  }
+
+  /**
+   * Calls `enter` (a core function of the export) synchronously: lowers the arguments,
+   * calls, runs `returned` (which may throw: a failed call), lifts the results.
+   */
+  #callWith(
+    enter: (...flat: unknown[]) => unknown,
+    args: unknown[],
+    returned?: () => void,
+  ): unknown {
     const { state } = this;
     if (state.ended) throw endedTrap();
     state.active++;
     let ret: unknown;
     try {
-      ret = this.enter(...this.lower(args));
+      ret = enter(...this.lower(args));
+      returned?.();
     } catch (err) {
       state.reusable = false;
       state.linked.left(state);
@@ -660,6 +655,14 @@ class ExportCall {
       state.linked.left(state);
     }
   }
+}
+
+/**
+ * After a plain call returned: if the attempt was abandoned meanwhile (the guest caught
+ * what aborted it), what it did next is dropped with it.
+ */
+function throwIfAbandoned(): void {
+  if (plainAttempt.aborted !== null) throw new PlainAttemptAborted(plainAttempt.aborted);
 }
 
 /** A core instance that exports nothing (a step a plan rewrite emptied). */
